@@ -1,0 +1,233 @@
+/*
+ * libtenantcache: read tenant lookups from the tenantcached shared-memory cache.
+ *
+ * MODEL
+ *   tenantcached (the daemon) is the only writer of the cache file. It fills
+ *   entries from PostgreSQL and invalidates them when PostgreSQL reports a
+ *   committed change. This library maps the file READ-ONLY into the calling
+ *   process and looks keys up without locks, system calls or allocation.
+ *
+ *   A lookup names a namespace (a configured query such as "user" or
+ *   "tenant_by_host") and a key. Each namespace has a key kind (uuid, slug,
+ *   host, text); keys are validated and normalised before anything else (see
+ *   tc_cache_normalize_key), so a hostile value never reaches the cache or the
+ *   database.
+ *
+ * FAIL CLOSED
+ *   When the cache cannot be trusted, every read returns TC_E_UNAVAILABLE and
+ *   the caller must ask PostgreSQL itself: the daemon is not synced with the
+ *   database (its listener is disconnected or catching up), its heartbeat is
+ *   older than the bound it published in the file (the daemon is dead or
+ *   stopped), or the file was replaced by a daemon with a different layout.
+ *   The library never returns an entry that may be staler than that bound.
+ *
+ * THREADS
+ *   A tc_cache handle may be used by any number of threads at once, except
+ *   that tc_cache_close must not run concurrently with any other call on the
+ *   same handle. A tc_value belongs to the caller and to one thread at a time.
+ *
+ * FORK
+ *   The mapping is shared, so a handle opened before fork() keeps working in
+ *   the child (pre-fork servers may open once in the parent). Each process
+ *   closes its own copy; closing in one process does not affect the other.
+ *
+ * STATUSES
+ *   Functions return an int: zero or positive is a result, negative an error
+ *   (TC_E_*). tc_strerror() describes any of them. A function that fails
+ *   leaves its output arguments in an unspecified state unless it says
+ *   otherwise.
+ *
+ * VERSIONS
+ *   tc_version() is the library's version. The cache file has its own layout
+ *   version; a file of a layout this library does not know is refused with
+ *   TC_E_LAYOUT, never guessed at.
+ */
+#ifndef TENANTCACHE_TENANTCACHE_H_
+#define TENANTCACHE_TENANTCACHE_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(TENANTCACHE_BUILDING) && defined(__GNUC__)
+#define TC_EXPORT __attribute__((visibility("default")))
+#else
+#define TC_EXPORT
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TC_VERSION_MAJOR 0
+#define TC_VERSION_MINOR 1
+#define TC_VERSION_PATCH 0
+
+/* Statuses. */
+enum {
+  TC_FOUND = 0,     /* the key has a value; the tc_value holds it */
+  TC_NOT_FOUND = 1, /* cached negative entry: the database has no such row */
+  TC_MISS = 2,      /* not in the cache (or being rewritten); ask the daemon */
+
+  TC_E_UNAVAILABLE = -1,  /* cache not trustworthy now: query the database */
+  TC_E_INVALID_KEY = -2,  /* the key fails its namespace's key kind */
+  TC_E_NO_NAMESPACE = -3, /* no such namespace in this cache */
+  TC_E_LAYOUT = -4,       /* not a cache file, or a layout this library does not know */
+  TC_E_IO = -5,           /* the file could not be opened or mapped; errno says why */
+  TC_E_INVALID_ARG = -6,  /* a NULL or out-of-range argument */
+  TC_E_NO_FIELD = -7,     /* the value has no field of that name or index */
+  TC_E_NOMEM = -8,        /* out of memory */
+  TC_E_BUSY = -9,         /* reserved: the daemon's queue is full */
+  TC_E_TIMEOUT = -10,     /* reserved: the daemon did not answer in time */
+  TC_E_DAEMON = -11       /* reserved: the daemon reported an error */
+};
+
+/* Namespace key kinds. */
+enum { TC_KEY_UUID = 1, TC_KEY_SLUG = 2, TC_KEY_HOST = 3, TC_KEY_TEXT = 4 };
+
+/* The longest normalised key of any kind, in bytes. */
+#define TC_MAX_KEY_LEN 255
+
+typedef struct tc_cache tc_cache;
+
+/* A namespace id, from tc_namespace(). Valid for the handle it came from. */
+typedef uint32_t tc_ns;
+
+/*
+ * A looked-up value: the tenant id and the namespace's named text fields.
+ * Allocated by the caller (on the stack is fine) and filled by tc_cache_get.
+ * Its members are private; read it with the tc_value_* functions. Strings it
+ * yields point into the tc_value itself (field names into the tc_cache) and
+ * are NUL-terminated; they stay valid until the tc_value is reused or the
+ * tc_cache is closed.
+ */
+typedef struct tc_value {
+  const void *priv_ns;
+  uint32_t priv_len;
+  uint32_t priv_status;
+  uint64_t priv_reserved[6];
+  unsigned char priv_data[4032];
+} tc_value;
+
+/*
+ * Opens the cache file at `path` read-only and maps it.
+ * On success returns 0 and stores a new handle in *out; close it with
+ * tc_cache_close. Fails with TC_E_INVALID_ARG (NULL argument), TC_E_IO (the
+ * file cannot be opened or mapped; errno is preserved), TC_E_LAYOUT (not a
+ * cache file, truncated, or of an unknown layout) or TC_E_NOMEM. A file that
+ * the daemon is not keeping synced opens fine; reads then report
+ * TC_E_UNAVAILABLE. The recency file beside it (<path>.recency) is opened
+ * read-write when permitted; without it reads still work but do not refresh
+ * entries' idle timers.
+ * Thread-safe. The handle survives fork().
+ */
+TC_EXPORT int tc_cache_open(const char *path, tc_cache **out);
+
+/* Unmaps and frees the handle. NULL is ignored. Not concurrently with other
+ * calls on the same handle. Never fails. */
+TC_EXPORT void tc_cache_close(tc_cache *cache);
+
+/*
+ * Resolves a namespace name to its id. Returns 0 and sets *out, or
+ * TC_E_NO_NAMESPACE, or TC_E_INVALID_ARG. Thread-safe; no system call.
+ */
+TC_EXPORT int tc_namespace(const tc_cache *cache, const char *name, tc_ns *out);
+
+/* The number of namespaces; ids are 0..count-1. */
+TC_EXPORT uint32_t tc_namespace_count(const tc_cache *cache);
+
+/* A namespace's name (owned by the handle) or NULL for an unknown id. */
+TC_EXPORT const char *tc_namespace_name(const tc_cache *cache, tc_ns ns);
+
+/* A namespace's key kind (TC_KEY_*) or TC_E_NO_NAMESPACE. */
+TC_EXPORT int tc_namespace_key_kind(const tc_cache *cache, tc_ns ns);
+
+/*
+ * Looks `key` (`key_len` bytes, need not be NUL-terminated) up in namespace
+ * `ns`, reading shared memory only: no lock, no system call, no allocation,
+ * never blocks. Returns
+ *   TC_FOUND          *out holds the value;
+ *   TC_NOT_FOUND      the database has no such row (a cached negative entry);
+ *   TC_MISS           the cache does not hold the key;
+ *   TC_E_UNAVAILABLE  the cache cannot be trusted now (see FAIL CLOSED);
+ *   TC_E_INVALID_KEY  the key fails the namespace's key kind;
+ *   TC_E_NO_NAMESPACE no such namespace id;
+ *   TC_E_INVALID_ARG  a NULL cache, key or out.
+ * *out holds a value only after TC_FOUND; after any other result the
+ * tc_value_* accessors report that it holds none.
+ * Thread-safe; fork-safe.
+ */
+TC_EXPORT int tc_cache_get(const tc_cache *cache, tc_ns ns, const char *key, size_t key_len,
+                           tc_value *out);
+
+/*
+ * Validates and normalises `key` as namespace `ns` would, writing the
+ * normalised key and a NUL to buf (which must hold TC_MAX_KEY_LEN + 1 bytes)
+ * and its length to *out_len. Returns 0, TC_E_INVALID_KEY (with *why, if not
+ * NULL, set to a static description), TC_E_NO_NAMESPACE or TC_E_INVALID_ARG.
+ * Thread-safe.
+ */
+TC_EXPORT int tc_cache_normalize_key(const tc_cache *cache, tc_ns ns, const char *key,
+                                     size_t key_len, char *buf, size_t *out_len,
+                                     const char **why);
+
+/* The tenant id of a found value (*len its length). NULL if the value does not
+ * hold TC_FOUND. */
+TC_EXPORT const char *tc_value_tenant(const tc_value *value, size_t *len);
+
+/* The normalised key of a found value. NULL if the value does not hold TC_FOUND. */
+TC_EXPORT const char *tc_value_key(const tc_value *value, size_t *len);
+
+/* The number of fields of a found value (0 if it does not hold TC_FOUND). */
+TC_EXPORT size_t tc_value_field_count(const tc_value *value);
+
+/*
+ * Field `index` of a found value: its name in *name and its text in *text
+ * (*len bytes). A SQL NULL gives *text == NULL and *len == 0. Returns 0,
+ * TC_E_NO_FIELD (index out of range, or the value does not hold TC_FOUND) or
+ * TC_E_INVALID_ARG. Any output pointer may be NULL.
+ */
+TC_EXPORT int tc_value_field(const tc_value *value, size_t index, const char **name,
+                             const char **text, size_t *len);
+
+/* Field by name; as tc_value_field. */
+TC_EXPORT int tc_value_get(const tc_value *value, const char *name, const char **text,
+                           size_t *len);
+
+/* What the daemon publishes in the file header; see tc_cache_info. */
+typedef struct tc_info {
+  int32_t daemon_pid;
+  int32_t synced;         /* 1 while the daemon is synced with the database */
+  int32_t retired;        /* 1 once a new file replaced this one */
+  int32_t available;      /* 1 when reads may return entries right now */
+  uint64_t epoch;
+  uint64_t heartbeat_age_ns;
+  uint64_t stale_after_ns; /* the fail-closed bound */
+  uint64_t idle_timeout_ns;
+  uint64_t entries;       /* slots in use */
+  uint64_t slots;         /* slots in the file */
+  uint64_t capacity;      /* entries the daemon was configured for */
+  uint64_t file_bytes;
+  uint32_t slot_bytes;
+  uint32_t layout_version;
+  uint64_t daemon_start_unix_ns;
+  char control_socket[108];
+} tc_info;
+
+/* Fills *out from the file header. Returns 0 or TC_E_INVALID_ARG.
+ * Thread-safe; reads a clock, otherwise shared memory only. */
+TC_EXPORT int tc_cache_info(const tc_cache *cache, tc_info *out);
+
+/* A static English description of a status. Never NULL. */
+TC_EXPORT const char *tc_strerror(int status);
+
+/* The library version, "MAJOR.MINOR.PATCH". */
+TC_EXPORT const char *tc_version(void);
+
+/* The cache-file layout version this library reads. */
+TC_EXPORT uint32_t tc_layout_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TENANTCACHE_TENANTCACHE_H_ */

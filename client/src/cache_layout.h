@@ -1,0 +1,299 @@
+// The cache file: one layout, compiled by the writer (tenantcached) and by every
+// reader (libtenantcache). Internal: the public API never exposes it.
+//
+// ---------------------------------------------------------------------------
+// The idea
+// ---------------------------------------------------------------------------
+// tenantcached is the only process that writes the cache. Worker processes map
+// the entries file read-only and look keys up without locks, system calls or
+// allocation. Correctness rests on four mechanisms, each a counter the writer
+// advances and the readers compare:
+//
+//   * A per-slot sequence counter (seqlock). A slot is rewritten in place; a
+//     reader copies it and keeps the copy only if the counter was even and
+//     unchanged across the copy.
+//   * A global epoch in the header. Every entry records the epoch it was
+//     filled in; bumping the epoch makes every entry invalid at once. This is
+//     our "reset": whenever the daemon may have missed an invalidation (its
+//     listener dropped, the log did not reach back, an operator flushed) it
+//     never tries to work out what changed, it bumps the epoch.
+//   * Tenant generations: a table of counters indexed by a hash of the tenant
+//     id. Every entry records its tenant's index and the generation it was
+//     filled under; bumping a tenant's counter invalidates all its entries, in
+//     every namespace, in O(1). Two tenants sharing a counter only cost each
+//     other extra misses.
+//   * A heartbeat and a synced flag. Readers refuse the whole cache (fail
+//     closed, TC_E_UNAVAILABLE) while the daemon says it is not synced with the
+//     database, or when its heartbeat is older than the bound it published.
+//
+// ---------------------------------------------------------------------------
+// The data structure
+// ---------------------------------------------------------------------------
+//   [FileHeader 4 KiB][NamespaceDesc x kMaxNamespaces][tenant generations]
+//   [bucket 0][bucket 1]...
+//
+// A bucket is one cache line of tags followed by kSlotsPerBucket slots. A key
+// lives only in the bucket chosen by XXH3(key, hash_seed ^ namespace): probes
+// are bounded, there are no tombstones and eviction is local to the bucket.
+// The hash seed is random per file, so a client sending chosen Host headers
+// cannot aim its keys at one bucket. A tag is the key's full 64-bit hash with
+// the low bit forced to 1 (0 means "empty"); tags only filter, the key stored
+// in the slot is always compared in full.
+//
+// A slot is slot_size bytes (a multiple of the 64-byte cache line): the
+// sequence counter, a 56-byte SlotMeta, then the data area holding the key,
+// the tenant id, the field lengths and the field values, each string followed
+// by a NUL. An entry whose data does not fit is not cached (the daemon answers
+// that lookup uncached and counts it).
+//
+// Recency lives in a second, small file (<path>.recency) that readers map
+// read-write: one 32-bit access stamp per slot, the time of the last hit in
+// units of 2^24 ns (~17 ms), written only when it changed, so a hot key costs
+// one shared write per 17 ms, not one per hit. A fill is stamped one unit in
+// the past, so an entry read since its fill ranks as more recent than entries
+// filled in the same unit and never read. The writer uses the stamps for
+// the idle timeout and to evict the least recently used slot of a full bucket.
+// Keeping them apart leaves the entries file read-only to every worker: a
+// buggy worker can at worst disturb eviction order, never what others read.
+//
+// ---------------------------------------------------------------------------
+// Overflow
+// ---------------------------------------------------------------------------
+// A full bucket evicts, in order: an empty slot, a slot whose entry can no
+// longer be served (older epoch, older tenant generation, past its TTL or idle
+// timeout), then the least recently used. The writer never waits for readers;
+// a reader that keeps losing the race for a slot gives up after
+// kMaxReadRetries and reports a miss, which only sends it to the daemon.
+//
+// ---------------------------------------------------------------------------
+// Thread safety (ordering rules; numbered so the code can cite them)
+// ---------------------------------------------------------------------------
+// Every word of shared memory is accessed atomically (relaxed unless stated),
+// so there are no data races in the C++ sense even while a slot is torn.
+//
+//  1. Seqlock, writer: seq.store(odd, relaxed); fence(release); data stores
+//     (relaxed); seq.store(even, release). The fence keeps the data stores
+//     from becoming visible before the odd counter.
+//  2. Seqlock, reader: s1 = seq.load(acquire); if odd retry; data loads
+//     (relaxed); fence(acquire); s2 = seq.load(relaxed); keep the copy only if
+//     s1 == s2. If any data load saw a store of a newer write, the fences
+//     synchronise and s2 sees at least that write's odd counter.
+//  3. Tags are published after their slot (release) and cleared after their
+//     slot is emptied. A stale tag can only lead a reader to a slot whose key
+//     then fails the full comparison, or to miss an entry: never to a wrong
+//     value.
+//  4. Epoch and tenant generations are bumped with release stores and read by
+//     readers with acquire loads *after* the slot copy is validated. Anything
+//     that happens-before a reader's lookup (in the test: the writer's "done"
+//     flag, in production: the daemon answering an invalidate request) is
+//     therefore seen by that lookup, and the entry is refused.
+//  5. Header policy fields (stale_after_ns, idle_timeout_ns, synced, heartbeat)
+//     are single atomics; a reader may see an older value for an instant, which
+//     the staleness bound already allows for.
+//  6. The immutable part of the header and the namespace table are written
+//     before the file is renamed into place, so a reader that can open the
+//     path sees them complete (rename is the publication point).
+//
+// Files are replaced, never resized: a daemon restarting with the same
+// geometry reuses the file (bumping the epoch, since it missed everything
+// while down); with a different geometry it writes a new file, renames it over
+// the old path and sets `retired` in the old one, which readers report as
+// unavailable until they reopen.
+#ifndef TENANTCACHE_CACHE_LAYOUT_H_
+#define TENANTCACHE_CACHE_LAYOUT_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace tenantcache::layout {
+
+inline constexpr char kMagic[8] = {'T', 'N', 'T', 'C', 'A', 'C', 'H', 'E'};
+inline constexpr char kRecencyMagic[8] = {'T', 'N', 'T', 'R', 'E', 'C', 'N', 'T'};
+// Bump on any change to the structures below. Readers refuse other versions.
+inline constexpr uint32_t kLayoutVersion = 1;
+
+inline constexpr size_t kCacheLine = 64;
+inline constexpr uint32_t kSlotsPerBucket = 8;
+inline constexpr uint32_t kMaxNamespaces = 32;
+inline constexpr uint32_t kMaxFields = 30;
+inline constexpr size_t kNameMax = 64;  // including the terminating NUL
+inline constexpr size_t kMaxKeyLen = 255;
+inline constexpr uint32_t kMinSlotSize = 256;
+inline constexpr uint32_t kMaxSlotSize = 4096;
+inline constexpr uint32_t kDefaultSlotSize = 320;
+inline constexpr size_t kSlotHeaderSize = 64;
+inline constexpr size_t kMaxDataSize = kMaxSlotSize - kSlotHeaderSize;
+inline constexpr uint16_t kNullField = 0xFFFF;
+inline constexpr int kMaxReadRetries = 16;
+inline constexpr unsigned kRecencyShift = 24;  // stamp unit: 2^24 ns
+
+enum KeyKind : uint32_t { kUuid = 1, kSlug = 2, kHost = 3, kText = 4 };
+
+enum SlotState : uint8_t { kEmpty = 0, kValue = 1, kNegative = 2 };
+
+struct alignas(kCacheLine) FileHeader {
+  // Line 0: identity (immutable).
+  char magic[8];
+  uint32_t layout_version;
+  uint32_t header_size;
+  uint64_t fingerprint;
+  uint64_t instance_id;  // random; the recency file carries the same value
+  uint64_t hash_seed;    // random; keys come from untrusted requests
+  uint64_t file_size;
+  uint32_t slot_size;
+  uint32_t slots_per_bucket;
+  uint64_t bucket_count;
+
+  // Line 1: geometry (immutable).
+  uint64_t namespaces_offset;
+  uint64_t tenant_gens_offset;
+  uint64_t buckets_offset;
+  uint64_t tenant_gen_count;  // a power of two
+  uint32_t namespace_count;
+  uint32_t reserved0;
+  uint64_t capacity;  // entries requested at creation
+  uint64_t created_realtime_ns;
+  uint64_t reserved1;
+
+  // Line 2: written by the daemon while it runs (rule 5).
+  std::atomic<uint64_t> heartbeat_ns;  // CLOCK_MONOTONIC
+  std::atomic<uint64_t> stale_after_ns;
+  std::atomic<uint64_t> idle_timeout_ns;  // 0: no idle timeout
+  std::atomic<uint32_t> synced;
+  std::atomic<uint32_t> retired;
+  std::atomic<int32_t> daemon_pid;
+  uint32_t reserved2;
+  std::atomic<uint64_t> daemon_start_realtime_ns;
+  std::atomic<uint64_t> entry_count;
+
+  // Line 3: the epoch alone, bumped on flush and resynchronisation (rule 4).
+  alignas(kCacheLine) std::atomic<uint64_t> epoch;
+
+  // Where clients send misses (filled by the daemon; may be empty).
+  alignas(kCacheLine) char control_socket[108];
+
+  char reserved3[4096 - 4 * kCacheLine - 108];
+};
+
+struct NamespaceDesc {
+  char name[kNameMax];
+  uint32_t key_kind;  // KeyKind
+  uint32_t max_key_len;
+  uint32_t field_count;
+  uint32_t reserved[13];
+  char field_names[kMaxFields][kNameMax];
+};
+
+// Decoded form of a slot's metadata words (rule 1/2: copied as 7 words).
+struct SlotMeta {
+  uint8_t state;  // SlotState
+  uint8_t ns;
+  uint8_t field_count;
+  uint8_t reserved;
+  uint16_t key_len;
+  uint16_t tenant_len;
+  uint32_t data_len;    // bytes of the data area in use
+  uint32_t tenant_idx;  // index into the tenant generation table
+  uint64_t epoch;
+  uint64_t tenant_gen;
+  uint64_t expires_ns;  // CLOCK_MONOTONIC; entry is dead at or after it
+  uint64_t filled_ns;
+  uint64_t key_hash;
+};
+inline constexpr size_t kMetaWords = sizeof(SlotMeta) / 8;
+
+struct alignas(kCacheLine) SlotHeader {
+  std::atomic<uint32_t> seq;
+  uint32_t reserved;
+  uint64_t meta[kMetaWords];
+};
+
+struct alignas(kCacheLine) BucketTags {
+  std::atomic<uint64_t> tag[kSlotsPerBucket];
+};
+
+struct alignas(kCacheLine) RecencyHeader {
+  char magic[8];
+  uint32_t layout_version;
+  uint32_t reserved;
+  uint64_t instance_id;
+  uint64_t slot_count;
+  char reserved2[kCacheLine - 32];
+};
+
+static_assert(sizeof(FileHeader) == 4096);
+static_assert(offsetof(FileHeader, namespaces_offset) == 64);
+static_assert(offsetof(FileHeader, heartbeat_ns) == 128);
+static_assert(offsetof(FileHeader, epoch) == 192);
+static_assert(offsetof(FileHeader, control_socket) == 256);
+static_assert(sizeof(NamespaceDesc) == 2048);
+static_assert(offsetof(NamespaceDesc, field_names) == 128);
+static_assert(sizeof(SlotMeta) == 56);
+static_assert(sizeof(SlotHeader) == kSlotHeaderSize);
+static_assert(offsetof(SlotHeader, meta) == 8);
+static_assert(sizeof(BucketTags) == kCacheLine);
+static_assert(sizeof(RecencyHeader) == kCacheLine);
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
+static_assert(std::atomic<uint32_t>::is_always_lock_free);
+static_assert(kMaxKeyLen + 1 < kNullField);
+
+// Everything a reader relies on, folded into one number stored in the file: a
+// build whose structures differ refuses the file even if the version matches.
+inline constexpr uint64_t Fingerprint() {
+  uint64_t h = 1469598103934665603ull;
+  const uint64_t parts[] = {kLayoutVersion,
+                            sizeof(FileHeader),
+                            offsetof(FileHeader, epoch),
+                            offsetof(FileHeader, control_socket),
+                            sizeof(NamespaceDesc),
+                            sizeof(SlotMeta),
+                            sizeof(SlotHeader),
+                            sizeof(BucketTags),
+                            kSlotsPerBucket,
+                            kMaxNamespaces,
+                            kMaxFields,
+                            kNameMax,
+                            kRecencyShift};
+  for (uint64_t p : parts) {
+    h ^= p;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+inline constexpr uint64_t NamespacesOffset() { return sizeof(FileHeader); }
+inline constexpr uint64_t TenantGensOffset() {
+  return NamespacesOffset() + kMaxNamespaces * sizeof(NamespaceDesc);
+}
+inline constexpr uint64_t BucketBytes(uint32_t slot_size) {
+  return sizeof(BucketTags) + uint64_t{kSlotsPerBucket} * slot_size;
+}
+
+// Placement: the top bits of a 64x64 multiply map the hash onto any bucket
+// count without a power-of-two rounding of the file size.
+inline uint64_t BucketIndex(uint64_t hash, uint64_t bucket_count) {
+  return static_cast<uint64_t>((static_cast<unsigned __int128>(hash) * bucket_count) >> 64);
+}
+inline uint64_t TagOf(uint64_t hash) { return hash | 1u; }
+inline uint64_t NamespaceSeed(uint64_t hash_seed, uint32_t ns) {
+  return hash_seed ^ (0x9E3779B97F4A7C15ull * (uint64_t{ns} + 1));
+}
+inline uint32_t RecencyStamp(uint64_t now_ns) {
+  return static_cast<uint32_t>(now_ns >> kRecencyShift);
+}
+
+// Word-wise copies for seqlock-protected memory (rules 1 and 2). Relaxed
+// atomic loads and stores of aligned 8-byte words compile to plain moves, and
+// loads work on read-only mappings.
+inline void LoadWords(uint64_t* dst, const uint64_t* src, size_t n) {
+  for (size_t i = 0; i < n; ++i) dst[i] = __atomic_load_n(src + i, __ATOMIC_RELAXED);
+}
+inline void StoreWords(uint64_t* dst, const uint64_t* src, size_t n) {
+  for (size_t i = 0; i < n; ++i) __atomic_store_n(dst + i, src[i], __ATOMIC_RELAXED);
+}
+
+}  // namespace tenantcache::layout
+
+#endif  // TENANTCACHE_CACHE_LAYOUT_H_

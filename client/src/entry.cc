@@ -1,0 +1,87 @@
+#include "entry.h"
+
+#include <cstring>
+
+#include "cache_layout.h"
+
+namespace tenantcache {
+namespace {
+
+uint16_t LoadLen(const unsigned char* p) {
+  return static_cast<uint16_t>(p[0] | (p[1] << 8));
+}
+
+}  // namespace
+
+size_t EncodedSize(std::string_view key, std::string_view tenant,
+                   const std::vector<std::optional<std::string_view>>& fields) {
+  if (key.size() > layout::kMaxKeyLen || tenant.size() >= layout::kNullField ||
+      fields.size() > layout::kMaxFields)
+    return 0;
+  size_t n = key.size() + 1 + tenant.size() + 1 + 2 * fields.size();
+  for (const auto& f : fields) {
+    if (!f) continue;
+    if (f->size() >= layout::kNullField) return 0;
+    n += f->size() + 1;
+  }
+  return n;
+}
+
+size_t EncodeEntry(std::string_view key, std::string_view tenant,
+                   const std::vector<std::optional<std::string_view>>& fields, unsigned char* out) {
+  unsigned char* p = out;
+  auto put = [&p](std::string_view s) {
+    std::memcpy(p, s.data(), s.size());
+    p += s.size();
+    *p++ = 0;
+  };
+  put(key);
+  put(tenant);
+  for (const auto& f : fields) {
+    const uint16_t len = f ? static_cast<uint16_t>(f->size()) : layout::kNullField;
+    *p++ = static_cast<unsigned char>(len & 0xFF);
+    *p++ = static_cast<unsigned char>(len >> 8);
+  }
+  for (const auto& f : fields)
+    if (f) put(*f);
+  return static_cast<size_t>(p - out);
+}
+
+bool DecodeEntry(const unsigned char* data, size_t data_len, size_t key_len, size_t tenant_len,
+                 uint32_t field_count, EntryView* out) {
+  if (field_count > layout::kMaxFields) return false;
+  size_t need = key_len + 1 + tenant_len + 1 + 2 * size_t{field_count};
+  if (need > data_len) return false;
+  const unsigned char* lens = data + key_len + 1 + tenant_len + 1;
+  for (uint32_t i = 0; i < field_count; ++i) {
+    const uint16_t len = LoadLen(lens + 2 * i);
+    if (len != layout::kNullField) need += size_t{len} + 1;
+  }
+  if (need != data_len) return false;
+  out->key = reinterpret_cast<const char*>(data);
+  out->key_len = key_len;
+  out->tenant = reinterpret_cast<const char*>(data + key_len + 1);
+  out->tenant_len = tenant_len;
+  out->field_count = field_count;
+  out->lens = lens;
+  out->values = reinterpret_cast<const char*>(lens + 2 * size_t{field_count});
+  return true;
+}
+
+void EntryField(const EntryView& e, uint32_t index, const char** text, size_t* len) {
+  const char* p = e.values;
+  for (uint32_t i = 0; i < index; ++i) {
+    const uint16_t l = LoadLen(e.lens + 2 * i);
+    if (l != layout::kNullField) p += size_t{l} + 1;
+  }
+  const uint16_t l = LoadLen(e.lens + 2 * size_t{index});
+  if (l == layout::kNullField) {
+    *text = nullptr;
+    *len = 0;
+  } else {
+    *text = p;
+    *len = l;
+  }
+}
+
+}  // namespace tenantcache

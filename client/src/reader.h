@@ -1,0 +1,64 @@
+// The read side of the cache file: mapping, validation of the layout, and the
+// lock-free lookup. Internal; the C ABI in tenantcache.cc wraps it.
+//
+// Thread safety: a Reader is immutable after Open except for the recency
+// stamps it writes into the shared recency segment (relaxed stores, rule
+// "Recency" in cache_layout.h), so Get may run on any number of threads.
+#ifndef TENANTCACHE_READER_H_
+#define TENANTCACHE_READER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <ctime>
+#include <string>
+
+#include "cache_layout.h"
+#include "tenantcache/tenantcache.h"
+
+namespace tenantcache {
+
+// CLOCK_MONOTONIC_COARSE is served by the vDSO without a system call and
+// costs a few nanoseconds; it lags CLOCK_MONOTONIC (what the daemon writes)
+// by at most one kernel tick, which the staleness bound absorbs.
+inline uint64_t CoarseNowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+inline uint64_t MonotonicNowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Checks that `base` (`size` bytes) holds a complete cache file of this
+// layout. Returns nullptr or a static description of the first problem.
+const char* ValidateLayout(const void* base, size_t size);
+
+}  // namespace tenantcache
+
+struct tc_cache {
+  const unsigned char* base = nullptr;
+  size_t size = 0;
+  const tenantcache::layout::FileHeader* header = nullptr;
+  const unsigned char* buckets = nullptr;
+  const std::atomic<uint64_t>* tenant_gens = nullptr;
+  uint64_t tenant_gen_mask = 0;
+  uint64_t bucket_count = 0;
+  uint64_t bucket_bytes = 0;
+  uint32_t slot_size = 0;
+  uint32_t namespace_count = 0;
+  uint64_t ns_seed[tenantcache::layout::kMaxNamespaces] = {};
+  // A private copy, so names handed out stay valid and cannot change under us.
+  tenantcache::layout::NamespaceDesc namespaces[tenantcache::layout::kMaxNamespaces];
+
+  // Recency stamps: the shared segment when it could be opened read-write,
+  // otherwise private anonymous memory (then idle timeouts are not checked).
+  uint32_t* stamps = nullptr;
+  unsigned char* recency_base = nullptr;
+  size_t recency_size = 0;
+  bool recency_shared = false;
+};
+
+#endif  // TENANTCACHE_READER_H_

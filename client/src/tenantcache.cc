@@ -1,0 +1,423 @@
+// The C ABI of libtenantcache: opening the cache file and the lock-free read
+// path. See tenantcache/tenantcache.h for the contract and cache_layout.h for
+// the protocol; the numbered rules cited below are that file's.
+#include "tenantcache/tenantcache.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <string>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "cache_layout.h"
+#include "entry.h"
+#include "keys.h"
+#include "reader.h"
+
+using tenantcache::CoarseNowNs;
+using tenantcache::EntryView;
+namespace layout = tenantcache::layout;
+
+namespace {
+
+// What the tc_value's private words hold (all set by tc_cache_get).
+struct ValueMeta {
+  uint16_t key_len;
+  uint16_t tenant_len;
+  uint32_t field_count;
+};
+static_assert(sizeof(ValueMeta) <= sizeof(uint64_t));
+static_assert(sizeof(tc_value::priv_data) >= layout::kMaxDataSize);
+static_assert(offsetof(tc_value, priv_data) % 8 == 0);
+
+// Closes fd and returns status, keeping the errno of the failure.
+int FailIo(int fd, int status) {
+  const int saved = errno;
+  if (fd >= 0) close(fd);
+  errno = saved;
+  return status;
+}
+
+// Maps the recency segment read-write when permitted and it belongs to the
+// same file instance; otherwise private memory of the same size.
+void MapRecency(tc_cache* c, const std::string& path) {
+  const uint64_t slots = c->bucket_count * layout::kSlotsPerBucket;
+  const size_t size = sizeof(layout::RecencyHeader) + slots * sizeof(uint32_t);
+  const int fd = open((path + ".recency").c_str(), O_RDWR | O_CLOEXEC);
+  if (fd >= 0) {
+    struct stat st;
+    if (fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) == size) {
+      void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (p != MAP_FAILED) {
+        const auto* rh = static_cast<const layout::RecencyHeader*>(p);
+        if (std::memcmp(rh->magic, layout::kRecencyMagic, 8) == 0 &&
+            rh->instance_id == c->header->instance_id && rh->slot_count == slots) {
+          close(fd);
+          c->recency_base = static_cast<unsigned char*>(p);
+          c->recency_size = size;
+          c->stamps = reinterpret_cast<uint32_t*>(c->recency_base + sizeof(layout::RecencyHeader));
+          c->recency_shared = true;
+          return;
+        }
+        munmap(p, size);
+      }
+    }
+    close(fd);
+  }
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p != MAP_FAILED) {
+    c->recency_base = static_cast<unsigned char*>(p);
+    c->recency_size = size;
+    c->stamps = reinterpret_cast<uint32_t*>(c->recency_base + sizeof(layout::RecencyHeader));
+  }
+}
+
+// Fail closed (see the header): retired, not synced, or heartbeat too old.
+// Rule 4/5: synced is loaded with acquire so that a reader that sees the
+// daemon's "synced again" also sees the epoch bump made before it.
+inline bool Available(const layout::FileHeader* h, uint64_t now) {
+  if (h->retired.load(std::memory_order_acquire) != 0) return false;
+  if (h->synced.load(std::memory_order_acquire) == 0) return false;
+  const uint64_t hb = h->heartbeat_ns.load(std::memory_order_acquire);
+  const uint64_t bound = h->stale_after_ns.load(std::memory_order_relaxed);
+  return static_cast<int64_t>(now - hb) <= static_cast<int64_t>(bound);
+}
+
+enum class SlotRead { kMatch, kNoMatch, kTorn };
+
+// Copies one slot under its seqlock (rule 2) into `meta` and out->priv_data,
+// and compares the key in full.
+inline SlotRead ReadSlot(const tc_cache* c, const unsigned char* slot, uint32_t ns,
+                         const char* key, size_t key_len, uint64_t hash, layout::SlotMeta* meta,
+                         tc_value* out) {
+  const auto* sh = reinterpret_cast<const layout::SlotHeader*>(slot);
+  const auto* data = reinterpret_cast<const uint64_t*>(slot + layout::kSlotHeaderSize);
+  const size_t data_cap = c->slot_size - layout::kSlotHeaderSize;
+  uint64_t words[layout::kMetaWords];
+  for (int attempt = 0; attempt < layout::kMaxReadRetries; ++attempt) {
+    const uint32_t s1 = sh->seq.load(std::memory_order_acquire);
+    if (s1 & 1u) {
+      __builtin_ia32_pause();
+      continue;
+    }
+    layout::LoadWords(words, sh->meta, layout::kMetaWords);
+    std::memcpy(meta, words, sizeof *meta);
+    const bool candidate = meta->state != layout::kEmpty && meta->ns == ns &&
+                           meta->key_len == key_len && meta->key_hash == hash &&
+                           meta->data_len <= data_cap;
+    if (candidate) {
+      layout::LoadWords(reinterpret_cast<uint64_t*>(out->priv_data), data, (meta->data_len + 7) / 8);
+    }
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (sh->seq.load(std::memory_order_relaxed) != s1) continue;
+    if (!candidate || std::memcmp(out->priv_data, key, key_len) != 0) return SlotRead::kNoMatch;
+    return SlotRead::kMatch;
+  }
+  return SlotRead::kTorn;
+}
+
+}  // namespace
+
+extern "C" {
+
+int tc_cache_open(const char* path, tc_cache** out) {
+  if (path == nullptr || out == nullptr) return TC_E_INVALID_ARG;
+  *out = nullptr;
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return TC_E_IO;
+  struct stat st;
+  if (fstat(fd, &st) != 0) return FailIo(fd, TC_E_IO);
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return TC_E_LAYOUT;
+  }
+  const auto size = static_cast<size_t>(st.st_size);
+  if (size < sizeof(layout::FileHeader)) {
+    close(fd);
+    return TC_E_LAYOUT;
+  }
+  // Rule 6: the file was complete when it was renamed into place; the read-only
+  // mapping makes any write through it fault, so no worker can corrupt it.
+  void* base = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) return FailIo(fd, TC_E_IO);
+  close(fd);
+  if (tenantcache::ValidateLayout(base, size) != nullptr) {
+    munmap(base, size);
+    return TC_E_LAYOUT;
+  }
+  auto* c = new (std::nothrow) tc_cache;
+  if (c == nullptr) {
+    munmap(base, size);
+    return TC_E_NOMEM;
+  }
+  c->base = static_cast<const unsigned char*>(base);
+  c->size = size;
+  c->header = static_cast<const layout::FileHeader*>(base);
+  const auto* h = c->header;
+  c->buckets = c->base + h->buckets_offset;
+  c->tenant_gens = reinterpret_cast<const std::atomic<uint64_t>*>(c->base + h->tenant_gens_offset);
+  c->tenant_gen_mask = h->tenant_gen_count - 1;
+  c->bucket_count = h->bucket_count;
+  c->bucket_bytes = layout::BucketBytes(h->slot_size);
+  c->slot_size = h->slot_size;
+  c->namespace_count = h->namespace_count;
+  std::memcpy(c->namespaces, c->base + h->namespaces_offset,
+              sizeof(layout::NamespaceDesc) * layout::kMaxNamespaces);
+  for (uint32_t i = 0; i < c->namespace_count; ++i)
+    c->ns_seed[i] = layout::NamespaceSeed(h->hash_seed, i);
+  MapRecency(c, path);
+  if (c->stamps == nullptr) {
+    munmap(base, size);
+    delete c;
+    return TC_E_NOMEM;
+  }
+  *out = c;
+  return 0;
+}
+
+void tc_cache_close(tc_cache* cache) {
+  if (cache == nullptr) return;
+  munmap(const_cast<unsigned char*>(cache->base), cache->size);
+  if (cache->recency_base != nullptr) munmap(cache->recency_base, cache->recency_size);
+  delete cache;
+}
+
+int tc_namespace(const tc_cache* cache, const char* name, tc_ns* out) {
+  if (cache == nullptr || name == nullptr || out == nullptr) return TC_E_INVALID_ARG;
+  for (uint32_t i = 0; i < cache->namespace_count; ++i) {
+    if (std::strcmp(cache->namespaces[i].name, name) == 0) {
+      *out = i;
+      return 0;
+    }
+  }
+  return TC_E_NO_NAMESPACE;
+}
+
+uint32_t tc_namespace_count(const tc_cache* cache) {
+  return cache == nullptr ? 0 : cache->namespace_count;
+}
+
+const char* tc_namespace_name(const tc_cache* cache, tc_ns ns) {
+  if (cache == nullptr || ns >= cache->namespace_count) return nullptr;
+  return cache->namespaces[ns].name;
+}
+
+int tc_namespace_key_kind(const tc_cache* cache, tc_ns ns) {
+  if (cache == nullptr) return TC_E_INVALID_ARG;
+  if (ns >= cache->namespace_count) return TC_E_NO_NAMESPACE;
+  return static_cast<int>(cache->namespaces[ns].key_kind);
+}
+
+int tc_cache_normalize_key(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len,
+                           char* buf, size_t* out_len, const char** why) {
+  if (cache == nullptr || buf == nullptr || out_len == nullptr) return TC_E_INVALID_ARG;
+  if (ns >= cache->namespace_count) return TC_E_NO_NAMESPACE;
+  const auto& d = cache->namespaces[ns];
+  const auto r = tenantcache::NormalizeKey(d.key_kind, d.max_key_len, key, key_len, buf);
+  if (!r.ok()) {
+    if (why != nullptr) *why = r.error;
+    return TC_E_INVALID_KEY;
+  }
+  buf[r.len] = '\0';
+  *out_len = r.len;
+  return 0;
+}
+
+int tc_cache_get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out) {
+  if (cache == nullptr || key == nullptr || out == nullptr) return TC_E_INVALID_ARG;
+  out->priv_status = static_cast<uint32_t>(TC_MISS);
+  if (ns >= cache->namespace_count) return TC_E_NO_NAMESPACE;
+  const auto& d = cache->namespaces[ns];
+  char norm[layout::kMaxKeyLen + 8];
+  const auto kr = tenantcache::NormalizeKey(d.key_kind, d.max_key_len, key, key_len, norm);
+  if (!kr.ok()) return TC_E_INVALID_KEY;
+
+  const uint64_t now = CoarseNowNs();
+  const auto* h = cache->header;
+  if (!Available(h, now)) return TC_E_UNAVAILABLE;
+
+  const uint64_t hash = XXH3_64bits_withSeed(norm, kr.len, cache->ns_seed[ns]);
+  const uint64_t tag = layout::TagOf(hash);
+  const uint64_t b = layout::BucketIndex(hash, cache->bucket_count);
+  const unsigned char* bucket = cache->buckets + b * cache->bucket_bytes;
+  const auto* tags = reinterpret_cast<const layout::BucketTags*>(bucket);
+
+  for (uint32_t i = 0; i < layout::kSlotsPerBucket; ++i) {
+    // Rule 3: a tag only filters; the seqlocked copy decides.
+    if (tags->tag[i].load(std::memory_order_relaxed) != tag) continue;
+    const unsigned char* slot = bucket + sizeof(layout::BucketTags) + uint64_t{i} * cache->slot_size;
+    layout::SlotMeta m;
+    const SlotRead r = ReadSlot(cache, slot, ns, norm, kr.len, hash, &m, out);
+    if (r == SlotRead::kNoMatch) continue;
+    if (r == SlotRead::kTorn) return TC_MISS;
+
+    // Rule 4: epoch and tenant generation are read after the copy validated.
+    if (m.epoch != h->epoch.load(std::memory_order_acquire)) return TC_MISS;
+    if (m.state == layout::kValue &&
+        m.tenant_gen != cache->tenant_gens[m.tenant_idx & cache->tenant_gen_mask].load(
+                            std::memory_order_acquire))
+      return TC_MISS;
+    if (now >= m.expires_ns) return TC_MISS;
+    uint32_t* stamp = cache->stamps + b * layout::kSlotsPerBucket + i;
+    const uint32_t now_stamp = layout::RecencyStamp(now);
+    const uint32_t last = __atomic_load_n(stamp, __ATOMIC_RELAXED);
+    if (cache->recency_shared) {
+      const uint64_t idle = h->idle_timeout_ns.load(std::memory_order_relaxed);
+      if (idle != 0 && (uint64_t{static_cast<uint32_t>(now_stamp - last)} << layout::kRecencyShift) > idle)
+        return TC_MISS;
+    }
+    if (last != now_stamp) __atomic_store_n(stamp, now_stamp, __ATOMIC_RELAXED);
+
+    if (m.state == layout::kNegative) {
+      out->priv_status = static_cast<uint32_t>(TC_NOT_FOUND);
+      return TC_NOT_FOUND;
+    }
+    EntryView v;
+    if (!tenantcache::DecodeEntry(out->priv_data, m.data_len, m.key_len, m.tenant_len,
+                                  m.field_count, &v) ||
+        m.field_count != d.field_count)
+      return TC_MISS;
+    ValueMeta vm{m.key_len, m.tenant_len, m.field_count};
+    std::memcpy(&out->priv_reserved[0], &vm, sizeof vm);
+    out->priv_ns = &d;
+    out->priv_len = m.data_len;
+    out->priv_status = static_cast<uint32_t>(TC_FOUND);
+    return TC_FOUND;
+  }
+  return TC_MISS;
+}
+
+namespace {
+
+bool Decode(const tc_value* v, EntryView* e) {
+  if (v == nullptr || v->priv_status != static_cast<uint32_t>(TC_FOUND)) return false;
+  ValueMeta vm;
+  std::memcpy(&vm, &v->priv_reserved[0], sizeof vm);
+  return tenantcache::DecodeEntry(v->priv_data, v->priv_len, vm.key_len, vm.tenant_len,
+                                  vm.field_count, e);
+}
+
+}  // namespace
+
+const char* tc_value_tenant(const tc_value* value, size_t* len) {
+  EntryView e;
+  if (!Decode(value, &e)) return nullptr;
+  if (len != nullptr) *len = e.tenant_len;
+  return e.tenant;
+}
+
+const char* tc_value_key(const tc_value* value, size_t* len) {
+  EntryView e;
+  if (!Decode(value, &e)) return nullptr;
+  if (len != nullptr) *len = e.key_len;
+  return e.key;
+}
+
+size_t tc_value_field_count(const tc_value* value) {
+  EntryView e;
+  return Decode(value, &e) ? e.field_count : 0;
+}
+
+int tc_value_field(const tc_value* value, size_t index, const char** name, const char** text,
+                   size_t* len) {
+  if (value == nullptr) return TC_E_INVALID_ARG;
+  EntryView e;
+  if (!Decode(value, &e) || index >= e.field_count) return TC_E_NO_FIELD;
+  const char* t;
+  size_t l;
+  tenantcache::EntryField(e, static_cast<uint32_t>(index), &t, &l);
+  if (name != nullptr)
+    *name = static_cast<const layout::NamespaceDesc*>(value->priv_ns)->field_names[index];
+  if (text != nullptr) *text = t;
+  if (len != nullptr) *len = l;
+  return 0;
+}
+
+int tc_value_get(const tc_value* value, const char* name, const char** text, size_t* len) {
+  if (value == nullptr || name == nullptr) return TC_E_INVALID_ARG;
+  EntryView e;
+  if (!Decode(value, &e)) return TC_E_NO_FIELD;
+  const auto* d = static_cast<const layout::NamespaceDesc*>(value->priv_ns);
+  for (uint32_t i = 0; i < e.field_count; ++i)
+    if (std::strcmp(d->field_names[i], name) == 0) return tc_value_field(value, i, nullptr, text, len);
+  return TC_E_NO_FIELD;
+}
+
+int tc_cache_info(const tc_cache* cache, tc_info* out) {
+  if (cache == nullptr || out == nullptr) return TC_E_INVALID_ARG;
+  const auto* h = cache->header;
+  const uint64_t now = CoarseNowNs();
+  std::memset(out, 0, sizeof *out);
+  out->daemon_pid = h->daemon_pid.load(std::memory_order_relaxed);
+  out->synced = h->synced.load(std::memory_order_acquire) != 0;
+  out->retired = h->retired.load(std::memory_order_acquire) != 0;
+  out->available = Available(h, now);
+  out->epoch = h->epoch.load(std::memory_order_acquire);
+  const uint64_t hb = h->heartbeat_ns.load(std::memory_order_acquire);
+  out->heartbeat_age_ns = now > hb ? now - hb : 0;
+  out->stale_after_ns = h->stale_after_ns.load(std::memory_order_relaxed);
+  out->idle_timeout_ns = h->idle_timeout_ns.load(std::memory_order_relaxed);
+  out->entries = h->entry_count.load(std::memory_order_relaxed);
+  out->slots = cache->bucket_count * layout::kSlotsPerBucket;
+  out->capacity = h->capacity;
+  out->file_bytes = cache->size;
+  out->slot_bytes = cache->slot_size;
+  out->layout_version = h->layout_version;
+  out->daemon_start_unix_ns = h->daemon_start_realtime_ns.load(std::memory_order_relaxed);
+  std::memcpy(out->control_socket, h->control_socket, sizeof out->control_socket);
+  return 0;
+}
+
+const char* tc_strerror(int status) {
+  switch (status) {
+    case TC_FOUND:
+      return "found";
+    case TC_NOT_FOUND:
+      return "not found (the database has no such row)";
+    case TC_MISS:
+      return "not in the cache";
+    case TC_E_UNAVAILABLE:
+      return "cache unavailable (daemon not synced or not running); query the database";
+    case TC_E_INVALID_KEY:
+      return "invalid key for this namespace";
+    case TC_E_NO_NAMESPACE:
+      return "no such namespace";
+    case TC_E_LAYOUT:
+      return "not a tenantcache file, truncated, or of an unknown layout version";
+    case TC_E_IO:
+      return "cannot open or map the cache file";
+    case TC_E_INVALID_ARG:
+      return "invalid argument";
+    case TC_E_NO_FIELD:
+      return "no such field";
+    case TC_E_NOMEM:
+      return "out of memory";
+    case TC_E_BUSY:
+      return "daemon busy (queue full)";
+    case TC_E_TIMEOUT:
+      return "timed out waiting for the daemon";
+    case TC_E_DAEMON:
+      return "the daemon reported an error";
+    default:
+      return "unknown status";
+  }
+}
+
+const char* tc_version(void) {
+#define TC_STR2(x) #x
+#define TC_STR(x) TC_STR2(x)
+  return TC_STR(TC_VERSION_MAJOR) "." TC_STR(TC_VERSION_MINOR) "." TC_STR(TC_VERSION_PATCH);
+#undef TC_STR
+#undef TC_STR2
+}
+
+uint32_t tc_layout_version(void) { return layout::kLayoutVersion; }
+
+}  // extern "C"

@@ -1,0 +1,587 @@
+#include "cache_writer.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <set>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "entry.h"
+#include "keys.h"
+#include "reader.h"
+
+namespace tenantcache {
+
+using layout::FileHeader;
+using layout::NamespaceDesc;
+using layout::SlotMeta;
+
+namespace {
+
+constexpr uint64_t kTenantSeedSalt = 0x7465'6E61'6E74'6964ull;  // hashes tenants apart from keys
+
+[[noreturn]] void Fail(const std::string& path, const std::string& what, int err = 0) {
+  std::string msg = "cache file " + path + ": " + what;
+  if (err != 0) msg += ": " + std::string(std::strerror(err));
+  throw CacheError(msg);
+}
+
+bool ValidName(std::string_view s) {
+  if (s.empty() || s.size() >= layout::kNameMax) return false;
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
+  return true;
+}
+
+uint64_t RandomU64(const std::string& path) {
+  uint64_t v = 0;
+  if (getrandom(&v, sizeof v, 0) != sizeof v) Fail(path, "getrandom", errno);
+  return v;
+}
+
+uint64_t NextPow2(uint64_t v) {
+  uint64_t p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+struct Geometry {
+  uint64_t bucket_count;
+  uint64_t tenant_gen_count;
+  uint64_t file_size;
+  uint64_t recency_size;
+};
+
+Geometry ComputeGeometry(const CacheOptions& o) {
+  Geometry g;
+  const uint64_t slots = o.capacity + o.capacity / 4;  // headroom: set-associative buckets fill unevenly
+  g.bucket_count = (slots + layout::kSlotsPerBucket - 1) / layout::kSlotsPerBucket;
+  g.tenant_gen_count = NextPow2(std::max<uint64_t>(1024, o.capacity / 8));
+  g.file_size = layout::TenantGensOffset() + g.tenant_gen_count * 8 +
+                g.bucket_count * layout::BucketBytes(o.slot_size);
+  g.recency_size = sizeof(layout::RecencyHeader) +
+                   g.bucket_count * layout::kSlotsPerBucket * sizeof(uint32_t);
+  return g;
+}
+
+void ValidateOptions(const CacheOptions& o) {
+  const std::string& p = o.path;
+  if (p.empty()) throw CacheError("cache file path is empty");
+  if (o.capacity == 0 || o.capacity > (uint64_t{1} << 34)) Fail(p, "capacity must be 1..2^34 entries");
+  if (o.slot_size < layout::kMinSlotSize || o.slot_size > layout::kMaxSlotSize ||
+      o.slot_size % layout::kCacheLine != 0)
+    Fail(p, "slot size must be a multiple of 64 from 256 to 4096");
+  if (o.namespaces.empty() || o.namespaces.size() > layout::kMaxNamespaces)
+    Fail(p, "between 1 and 32 namespaces are required");
+  if (o.control_socket.size() >= sizeof(FileHeader::control_socket))
+    Fail(p, "control socket path is longer than 107 bytes");
+  if (o.stale_after_ns == 0) Fail(p, "the staleness bound must be positive");
+  std::set<std::string> names;
+  for (const auto& ns : o.namespaces) {
+    if (!ValidName(ns.name)) Fail(p, "namespace name '" + ns.name + "' must be 1-63 of [a-z0-9_]");
+    if (!names.insert(ns.name).second) Fail(p, "namespace '" + ns.name + "' is defined twice");
+    if (KeyKindName(ns.key_kind) == std::string_view("unknown"))
+      Fail(p, "namespace '" + ns.name + "' has an unknown key kind");
+    if (ns.max_key_len > layout::kMaxKeyLen)
+      Fail(p, "namespace '" + ns.name + "' allows keys longer than 255 bytes");
+    if (ns.fields.size() > layout::kMaxFields)
+      Fail(p, "namespace '" + ns.name + "' has more than 30 fields");
+    std::set<std::string> fields;
+    for (const auto& f : ns.fields) {
+      if (f.empty() || f.size() >= layout::kNameMax)
+        Fail(p, "field name in namespace '" + ns.name + "' must be 1-63 bytes");
+      if (!fields.insert(f).second) Fail(p, "field '" + f + "' appears twice in namespace '" + ns.name + "'");
+    }
+  }
+}
+
+void BuildNamespaceTable(const CacheOptions& o, NamespaceDesc* table) {
+  std::memset(table, 0, sizeof(NamespaceDesc) * layout::kMaxNamespaces);
+  for (size_t i = 0; i < o.namespaces.size(); ++i) {
+    const auto& ns = o.namespaces[i];
+    std::memcpy(table[i].name, ns.name.data(), ns.name.size());
+    table[i].key_kind = ns.key_kind;
+    table[i].max_key_len = ns.key_kind == layout::kText
+                               ? (ns.max_key_len == 0 ? layout::kMaxKeyLen : ns.max_key_len)
+                               : 0;
+    table[i].field_count = static_cast<uint32_t>(ns.fields.size());
+    for (size_t f = 0; f < ns.fields.size(); ++f)
+      std::memcpy(table[i].field_names[f], ns.fields[f].data(), ns.fields[f].size());
+  }
+}
+
+uint64_t RealtimeNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+mode_t RecencyMode(mode_t mode) {
+  // Whoever may read the cache may record its hits.
+  return mode | ((mode & 0044) >> 1);
+}
+
+// Creates `path` exclusively with `mode` (not subject to the umask) and the
+// group, sized `size` (zero-filled). Returns the open descriptor.
+int CreateFile(const std::string& path, mode_t mode, const std::optional<gid_t>& group, uint64_t size) {
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) Fail(path, "cannot create", errno);
+  auto fail = [&](const char* what) {
+    const int err = errno;
+    close(fd);
+    unlink(path.c_str());
+    Fail(path, what, err);
+  };
+  if (fchmod(fd, mode) != 0) fail("cannot set mode");
+  if (group && fchown(fd, static_cast<uid_t>(-1), *group) != 0) fail("cannot set group");
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) fail("cannot size");
+  return fd;
+}
+
+}  // namespace
+
+CacheWriter::~CacheWriter() {
+  if (lock_fd_ >= 0) close(lock_fd_);
+  if (base_ != nullptr) munmap(base_, size_);
+  if (recency_base_ != nullptr) munmap(recency_base_, recency_size_);
+}
+
+void CacheWriter::Map(int fd, size_t size, int recency_fd, size_t recency_size) {
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) Fail(options_.path, "cannot map", errno);
+  base_ = static_cast<unsigned char*>(p);
+  size_ = size;
+  void* r = mmap(nullptr, recency_size, PROT_READ | PROT_WRITE, MAP_SHARED, recency_fd, 0);
+  if (r == MAP_FAILED) Fail(options_.path + ".recency", "cannot map", errno);
+  recency_base_ = static_cast<unsigned char*>(r);
+  recency_size_ = recency_size;
+  header_ = reinterpret_cast<FileHeader*>(base_);
+  gens_ = reinterpret_cast<std::atomic<uint64_t>*>(base_ + header_->tenant_gens_offset);
+  stamps_ = reinterpret_cast<uint32_t*>(recency_base_ + sizeof(layout::RecencyHeader));
+  bucket_count_ = header_->bucket_count;
+  bucket_bytes_ = layout::BucketBytes(header_->slot_size);
+  tenant_bumped_at_.assign(header_->tenant_gen_count, 0);
+  scratch_.assign((options_.slot_size - layout::kSlotHeaderSize) / 8, 0);
+}
+
+std::unique_ptr<CacheWriter> CacheWriter::Open(const CacheOptions& options) {
+  ValidateOptions(options);
+  const Geometry g = ComputeGeometry(options);
+  const std::string& path = options.path;
+  const std::string recency_path = path + ".recency";
+  std::unique_ptr<CacheWriter> w(new CacheWriter());
+  w->options_ = options;
+
+  // One writer per file: a second daemon pointed at the same path must not
+  // reuse (and fight over) the first one's file.
+  const std::string lock_path = path + ".lock";
+  w->lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (w->lock_fd_ < 0) Fail(lock_path, "cannot open", errno);
+  if (flock(w->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) Fail(path, "another process (a running tenantcached?) is writing it");
+    Fail(lock_path, "cannot lock", errno);
+  }
+
+  NamespaceDesc table[layout::kMaxNamespaces];
+  BuildNamespaceTable(options, table);
+
+  // Reuse: same layout, geometry and namespaces, and its recency file intact.
+  unsigned char* old_base = nullptr;
+  size_t old_size = 0;
+  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd >= 0) {
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+      void* p = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (p != MAP_FAILED) {
+        old_base = static_cast<unsigned char*>(p);
+        old_size = static_cast<size_t>(st.st_size);
+      }
+    }
+    const auto* h = reinterpret_cast<const FileHeader*>(old_base);
+    const bool same =
+        old_base != nullptr && ValidateLayout(old_base, old_size) == nullptr &&
+        h->slot_size == options.slot_size && h->capacity == options.capacity &&
+        h->bucket_count == g.bucket_count && h->tenant_gen_count == g.tenant_gen_count &&
+        h->namespace_count == options.namespaces.size() && h->retired.load() == 0 &&
+        std::memcmp(old_base + h->namespaces_offset, table, sizeof table) == 0 &&
+        std::strncmp(h->control_socket, options.control_socket.c_str(), sizeof h->control_socket) == 0;
+    if (same) {
+      const int rfd = open(recency_path.c_str(), O_RDWR | O_CLOEXEC);
+      struct stat rst;
+      if (rfd >= 0 && fstat(rfd, &rst) == 0 && static_cast<uint64_t>(rst.st_size) == g.recency_size) {
+        const auto* rh = static_cast<const layout::RecencyHeader*>(
+            mmap(nullptr, sizeof(layout::RecencyHeader), PROT_READ, MAP_SHARED, rfd, 0));
+        const bool match = rh != MAP_FAILED && rh->instance_id == h->instance_id &&
+                           std::memcmp(rh->magic, layout::kRecencyMagic, 8) == 0;
+        if (rh != MAP_FAILED) munmap(const_cast<layout::RecencyHeader*>(rh), sizeof(layout::RecencyHeader));
+        if (match) {
+          munmap(old_base, old_size);
+          // Apply the configured ownership, which may have changed.
+          fchmod(fd, options.mode);
+          fchmod(rfd, RecencyMode(options.mode));
+          if (options.group) {
+            if (fchown(fd, static_cast<uid_t>(-1), *options.group) != 0 ||
+                fchown(rfd, static_cast<uid_t>(-1), *options.group) != 0) {
+              const int err = errno;
+              close(fd);
+              close(rfd);
+              Fail(path, "cannot set group", err);
+            }
+          }
+          w->Map(fd, old_size, rfd, g.recency_size);
+          close(fd);
+          close(rfd);
+          w->reused_ = true;
+          auto* hdr = w->header_;
+          hdr->synced.store(0, std::memory_order_release);
+          // Everything cached before this daemon started may have been
+          // invalidated while nobody listened: a reset, never a guess.
+          hdr->epoch.store(hdr->epoch.load() + 1, std::memory_order_release);
+          hdr->daemon_pid.store(getpid(), std::memory_order_relaxed);
+          hdr->daemon_start_realtime_ns.store(RealtimeNs(), std::memory_order_relaxed);
+          w->SetPolicy(options.stale_after_ns, options.idle_timeout_ns);
+          uint64_t used = 0;
+          for (uint64_t b = 0; b < w->bucket_count_; ++b)
+            for (uint32_t i = 0; i < layout::kSlotsPerBucket; ++i) {
+              SlotMeta m;
+              std::memcpy(&m, reinterpret_cast<layout::SlotHeader*>(w->Slot(b, i))->meta, sizeof m);
+              used += m.state != layout::kEmpty;
+            }
+          hdr->entry_count.store(used, std::memory_order_relaxed);
+          w->stats_.entries = used;
+          return w;
+        }
+      }
+      if (rfd >= 0) close(rfd);
+    }
+    close(fd);
+  }
+
+  // Create: both files under temporary names, complete, then renamed into
+  // place, recency first so a reader never pairs a new entries file with an
+  // old recency file (it checks instance_id and falls back if it does).
+  const std::string tmp = path + ".new." + std::to_string(getpid());
+  const std::string rtmp = recency_path + ".new." + std::to_string(getpid());
+  unlink(tmp.c_str());
+  unlink(rtmp.c_str());
+  const int nfd = CreateFile(tmp, options.mode, options.group, g.file_size);
+  int rfd = -1;
+  try {
+    rfd = CreateFile(rtmp, RecencyMode(options.mode), options.group, g.recency_size);
+    w->header_ = nullptr;
+    void* p = mmap(nullptr, g.file_size, PROT_READ | PROT_WRITE, MAP_SHARED, nfd, 0);
+    if (p == MAP_FAILED) Fail(tmp, "cannot map", errno);
+    auto* h = static_cast<FileHeader*>(p);
+    std::memcpy(h->magic, layout::kMagic, sizeof h->magic);
+    h->layout_version = layout::kLayoutVersion;
+    h->header_size = sizeof(FileHeader);
+    h->fingerprint = layout::Fingerprint();
+    h->instance_id = RandomU64(path);
+    h->hash_seed = RandomU64(path);
+    h->file_size = g.file_size;
+    h->slot_size = options.slot_size;
+    h->slots_per_bucket = layout::kSlotsPerBucket;
+    h->bucket_count = g.bucket_count;
+    h->namespaces_offset = layout::NamespacesOffset();
+    h->tenant_gens_offset = layout::TenantGensOffset();
+    h->buckets_offset = layout::TenantGensOffset() + g.tenant_gen_count * 8;
+    h->tenant_gen_count = g.tenant_gen_count;
+    h->namespace_count = static_cast<uint32_t>(options.namespaces.size());
+    h->capacity = options.capacity;
+    h->created_realtime_ns = RealtimeNs();
+    h->epoch.store(1, std::memory_order_relaxed);
+    h->daemon_pid.store(getpid(), std::memory_order_relaxed);
+    h->daemon_start_realtime_ns.store(h->created_realtime_ns, std::memory_order_relaxed);
+    std::memcpy(h->control_socket, options.control_socket.data(), options.control_socket.size());
+    std::memcpy(static_cast<unsigned char*>(p) + h->namespaces_offset, table, sizeof table);
+    const uint64_t instance = h->instance_id;
+    munmap(p, g.file_size);
+
+    void* r = mmap(nullptr, g.recency_size, PROT_READ | PROT_WRITE, MAP_SHARED, rfd, 0);
+    if (r == MAP_FAILED) Fail(rtmp, "cannot map", errno);
+    auto* rh = static_cast<layout::RecencyHeader*>(r);
+    std::memcpy(rh->magic, layout::kRecencyMagic, sizeof rh->magic);
+    rh->layout_version = layout::kLayoutVersion;
+    rh->instance_id = instance;
+    rh->slot_count = g.bucket_count * layout::kSlotsPerBucket;
+    munmap(r, g.recency_size);
+
+    if (rename(rtmp.c_str(), recency_path.c_str()) != 0) Fail(recency_path, "cannot rename into place", errno);
+    if (rename(tmp.c_str(), path.c_str()) != 0) Fail(path, "cannot rename into place", errno);
+    w->Map(nfd, g.file_size, rfd, g.recency_size);
+    close(nfd);
+    close(rfd);
+  } catch (...) {
+    close(nfd);
+    if (rfd >= 0) close(rfd);
+    unlink(tmp.c_str());
+    unlink(rtmp.c_str());
+    if (old_base != nullptr) munmap(old_base, old_size);
+    throw;
+  }
+  if (old_base != nullptr) {
+    // Readers still mapping the replaced file must stop trusting it.
+    if (ValidateLayout(old_base, old_size) == nullptr)
+      reinterpret_cast<FileHeader*>(old_base)->retired.store(1, std::memory_order_release);
+    munmap(old_base, old_size);
+  }
+  w->SetPolicy(options.stale_after_ns, options.idle_timeout_ns);
+  w->stats_.slots = w->bucket_count_ * layout::kSlotsPerBucket;
+  return w;
+}
+
+int CacheWriter::FindNamespace(std::string_view name) const {
+  for (size_t i = 0; i < options_.namespaces.size(); ++i)
+    if (options_.namespaces[i].name == name) return static_cast<int>(i);
+  return -1;
+}
+
+unsigned char* CacheWriter::Slot(uint64_t bucket, uint32_t i) const {
+  return base_ + header_->buckets_offset + bucket * bucket_bytes_ + sizeof(layout::BucketTags) +
+         uint64_t{i} * options_.slot_size;
+}
+
+layout::BucketTags* CacheWriter::Tags(uint64_t bucket) const {
+  return reinterpret_cast<layout::BucketTags*>(base_ + header_->buckets_offset + bucket * bucket_bytes_);
+}
+
+uint64_t CacheWriter::KeyHash(uint32_t ns, std::string_view key) const {
+  return XXH3_64bits_withSeed(key.data(), key.size(), layout::NamespaceSeed(header_->hash_seed, ns));
+}
+
+uint32_t CacheWriter::TenantIndex(std::string_view tenant) const {
+  const uint64_t h = XXH3_64bits_withSeed(tenant.data(), tenant.size(), header_->hash_seed ^ kTenantSeedSalt);
+  return static_cast<uint32_t>(h & (header_->tenant_gen_count - 1));
+}
+
+Lease CacheWriter::BeginFill() const {
+  return Lease{header_->epoch.load(std::memory_order_relaxed), tenant_seq_};
+}
+
+// The writer reads its own slots without the seqlock: nobody else writes them.
+static SlotMeta ReadMeta(const unsigned char* slot) {
+  SlotMeta m;
+  uint64_t words[layout::kMetaWords];
+  layout::LoadWords(words, reinterpret_cast<const layout::SlotHeader*>(slot)->meta, layout::kMetaWords);
+  std::memcpy(&m, words, sizeof m);
+  return m;
+}
+
+bool CacheWriter::Dead(const SlotMeta& m, uint64_t bucket, uint32_t i, uint64_t now) const {
+  if (m.state == layout::kEmpty) return false;
+  if (m.epoch != header_->epoch.load(std::memory_order_relaxed)) return true;
+  if (m.state == layout::kValue && m.tenant_gen != gens_[m.tenant_idx].load(std::memory_order_relaxed))
+    return true;
+  if (now >= m.expires_ns) return true;
+  const uint64_t idle = header_->idle_timeout_ns.load(std::memory_order_relaxed);
+  if (idle != 0) {
+    const uint32_t stamp = __atomic_load_n(stamps_ + bucket * layout::kSlotsPerBucket + i, __ATOMIC_RELAXED);
+    const uint32_t age = layout::RecencyStamp(now) - stamp;
+    if ((uint64_t{age} << layout::kRecencyShift) > idle) return true;
+  }
+  return false;
+}
+
+int CacheWriter::FindSlot(uint64_t bucket, uint64_t hash, uint32_t ns, std::string_view key) const {
+  for (uint32_t i = 0; i < layout::kSlotsPerBucket; ++i) {
+    const unsigned char* slot = Slot(bucket, i);
+    const SlotMeta m = ReadMeta(slot);
+    if (m.state == layout::kEmpty || m.key_hash != hash || m.ns != ns || m.key_len != key.size()) continue;
+    if (std::memcmp(slot + layout::kSlotHeaderSize, key.data(), key.size()) == 0) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+uint32_t CacheWriter::ChooseVictim(uint64_t bucket, uint64_t now) {
+  int dead = -1;
+  uint32_t lru = 0;
+  uint32_t lru_age = 0;
+  uint64_t lru_filled = UINT64_MAX;
+  const uint32_t now_stamp = layout::RecencyStamp(now);
+  for (uint32_t i = 0; i < layout::kSlotsPerBucket; ++i) {
+    const SlotMeta m = ReadMeta(Slot(bucket, i));
+    if (m.state == layout::kEmpty) return i;
+    if (dead < 0 && Dead(m, bucket, i, now)) dead = static_cast<int>(i);
+    const uint32_t age = now_stamp - __atomic_load_n(stamps_ + bucket * layout::kSlotsPerBucket + i, __ATOMIC_RELAXED);
+    if (age > lru_age || (age == lru_age && m.filled_ns < lru_filled)) {
+      lru = i;
+      lru_age = age;
+      lru_filled = m.filled_ns;
+    }
+  }
+  if (dead >= 0) {
+    ++stats_.reclaimed;
+    return static_cast<uint32_t>(dead);
+  }
+  ++stats_.evictions;
+  return lru;
+}
+
+void CacheWriter::WriteSlot(unsigned char* slot, const SlotMeta& meta, const unsigned char* data) {
+  auto* sh = reinterpret_cast<layout::SlotHeader*>(slot);
+  uint64_t words[layout::kMetaWords];
+  std::memcpy(words, &meta, sizeof meta);
+  // Rule 1.
+  const uint32_t seq = sh->seq.load(std::memory_order_relaxed);
+  sh->seq.store(seq + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  layout::StoreWords(sh->meta, words, layout::kMetaWords);
+  if (data != nullptr)
+    layout::StoreWords(reinterpret_cast<uint64_t*>(slot + layout::kSlotHeaderSize),
+                       reinterpret_cast<const uint64_t*>(data), (meta.data_len + 7) / 8);
+  sh->seq.store(seq + 2, std::memory_order_release);
+}
+
+void CacheWriter::Empty(uint64_t bucket, uint32_t i) {
+  WriteSlot(Slot(bucket, i), SlotMeta{}, nullptr);
+  // Rule 3: the tag is cleared after the slot.
+  Tags(bucket)->tag[i].store(0, std::memory_order_release);
+  --stats_.entries;
+  header_->entry_count.store(stats_.entries, std::memory_order_relaxed);
+}
+
+PutResult CacheWriter::Store(uint32_t ns, std::string_view key, const EntryData* entry, uint64_t ttl_ns,
+                             const Lease& lease) {
+  if (ns >= namespace_count() || key.empty() || key.size() > layout::kMaxKeyLen)
+    throw std::invalid_argument("CacheWriter::Put: bad namespace or key");
+  if (lease.epoch != header_->epoch.load(std::memory_order_relaxed)) {
+    ++stats_.revoked;
+    return PutResult::kRevoked;
+  }
+  SlotMeta m{};
+  m.state = entry != nullptr ? layout::kValue : layout::kNegative;
+  m.ns = static_cast<uint8_t>(ns);
+  m.key_len = static_cast<uint16_t>(key.size());
+  if (entry != nullptr) {
+    if (entry->fields.size() != options_.namespaces[ns].fields.size())
+      throw std::invalid_argument("CacheWriter::Put: field count does not match the namespace");
+    const uint32_t idx = TenantIndex(entry->tenant);
+    if (tenant_bumped_at_[idx] > lease.tenant_seq) {
+      ++stats_.revoked;
+      return PutResult::kRevoked;
+    }
+    m.tenant_idx = idx;
+    m.tenant_gen = gens_[idx].load(std::memory_order_relaxed);
+    m.tenant_len = static_cast<uint16_t>(entry->tenant.size());
+    m.field_count = static_cast<uint8_t>(entry->fields.size());
+  }
+  static const std::vector<std::optional<std::string_view>> kNoFields;
+  const std::string_view tenant = entry != nullptr ? entry->tenant : std::string_view{};
+  const auto& fields = entry != nullptr ? entry->fields : kNoFields;
+  const size_t need = EncodedSize(key, tenant, fields);
+  if (need == 0 || need > options_.slot_size - layout::kSlotHeaderSize) {
+    ++stats_.too_large;
+    return PutResult::kTooLarge;
+  }
+  std::fill(scratch_.begin(), scratch_.end(), 0);
+  auto* data = reinterpret_cast<unsigned char*>(scratch_.data());
+  m.data_len = static_cast<uint32_t>(EncodeEntry(key, tenant, fields, data));
+
+  const uint64_t now = MonotonicNowNs();
+  m.epoch = lease.epoch;
+  m.expires_ns = ttl_ns == 0 ? UINT64_MAX : now + ttl_ns;
+  m.filled_ns = now;
+  m.key_hash = KeyHash(ns, key);
+
+  const uint64_t bucket = layout::BucketIndex(m.key_hash, bucket_count_);
+  int slot = FindSlot(bucket, m.key_hash, ns, key);
+  if (slot < 0) {
+    slot = static_cast<int>(ChooseVictim(bucket, now));
+    if (ReadMeta(Slot(bucket, static_cast<uint32_t>(slot))).state == layout::kEmpty) {
+      ++stats_.entries;
+      header_->entry_count.store(stats_.entries, std::memory_order_relaxed);
+    }
+  }
+  const auto i = static_cast<uint32_t>(slot);
+  WriteSlot(Slot(bucket, i), m, data);
+  __atomic_store_n(stamps_ + bucket * layout::kSlotsPerBucket + i, layout::RecencyStamp(now) - 1, __ATOMIC_RELAXED);
+  // Rule 3: the tag is published after the slot.
+  Tags(bucket)->tag[i].store(layout::TagOf(m.key_hash), std::memory_order_release);
+  ++(entry != nullptr ? stats_.puts : stats_.negative_puts);
+  return PutResult::kStored;
+}
+
+PutResult CacheWriter::Put(uint32_t ns, std::string_view key, const EntryData& entry, uint64_t ttl_ns,
+                           const Lease& lease) {
+  return Store(ns, key, &entry, ttl_ns, lease);
+}
+
+PutResult CacheWriter::PutNegative(uint32_t ns, std::string_view key, uint64_t ttl_ns, const Lease& lease) {
+  return Store(ns, key, nullptr, ttl_ns, lease);
+}
+
+bool CacheWriter::Invalidate(uint32_t ns, std::string_view key) {
+  ++stats_.key_invalidations;
+  if (ns >= namespace_count() || key.empty() || key.size() > layout::kMaxKeyLen) return false;
+  const uint64_t hash = KeyHash(ns, key);
+  const uint64_t bucket = layout::BucketIndex(hash, bucket_count_);
+  const int slot = FindSlot(bucket, hash, ns, key);
+  if (slot < 0) return false;
+  Empty(bucket, static_cast<uint32_t>(slot));
+  return true;
+}
+
+void CacheWriter::InvalidateTenant(std::string_view tenant) {
+  ++stats_.tenant_invalidations;
+  const uint32_t idx = TenantIndex(tenant);
+  tenant_bumped_at_[idx] = ++tenant_seq_;
+  // Rule 4.
+  gens_[idx].store(gens_[idx].load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
+uint64_t CacheWriter::Flush() {
+  ++stats_.flushes;
+  const uint64_t e = header_->epoch.load(std::memory_order_relaxed) + 1;
+  header_->epoch.store(e, std::memory_order_release);  // Rule 4.
+  return e;
+}
+
+void CacheWriter::SetSynced(bool synced) {
+  header_->synced.store(synced ? 1 : 0, std::memory_order_release);
+}
+
+void CacheWriter::Heartbeat() { header_->heartbeat_ns.store(MonotonicNowNs(), std::memory_order_release); }
+
+void CacheWriter::SetPolicy(uint64_t stale_after_ns, uint64_t idle_timeout_ns) {
+  header_->stale_after_ns.store(stale_after_ns, std::memory_order_relaxed);
+  header_->idle_timeout_ns.store(idle_timeout_ns, std::memory_order_relaxed);
+}
+
+void CacheWriter::Retire() { header_->retired.store(1, std::memory_order_release); }
+
+size_t CacheWriter::Sweep(size_t max_buckets) {
+  const uint64_t now = MonotonicNowNs();
+  size_t emptied = 0;
+  for (size_t n = 0; n < max_buckets && n < bucket_count_; ++n) {
+    const uint64_t b = sweep_cursor_;
+    sweep_cursor_ = (sweep_cursor_ + 1) % bucket_count_;
+    for (uint32_t i = 0; i < layout::kSlotsPerBucket; ++i) {
+      if (Dead(ReadMeta(Slot(b, i)), b, i, now)) {
+        Empty(b, i);
+        ++emptied;
+      }
+    }
+  }
+  stats_.reclaimed += emptied;
+  return emptied;
+}
+
+uint64_t CacheWriter::epoch() const { return header_->epoch.load(std::memory_order_relaxed); }
+
+WriterStats CacheWriter::stats() const {
+  WriterStats s = stats_;
+  s.slots = bucket_count_ * layout::kSlotsPerBucket;
+  return s;
+}
+
+}  // namespace tenantcache

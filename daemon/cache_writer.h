@@ -1,0 +1,168 @@
+// The write side of the cache file, used only by tenantcached (the single
+// writer). It owns the file's creation, its reuse across daemon restarts, and
+// every store into it, following the protocol in client/src/cache_layout.h.
+//
+// Thread safety: not thread-safe; one thread (the daemon's event loop) calls
+// everything. Readers in other processes run concurrently by design.
+#ifndef TENANTCACHE_DAEMON_CACHE_WRITER_H_
+#define TENANTCACHE_DAEMON_CACHE_WRITER_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cache_layout.h"
+
+namespace tenantcache {
+
+struct NamespaceSpec {
+  std::string name;     // [a-z0-9_], 1..63 bytes, unique
+  uint32_t key_kind;    // layout::KeyKind
+  uint32_t max_key_len;  // text keys: 1..255 (0 = 255); ignored for other kinds
+  std::vector<std::string> fields;  // value column names, in query order
+};
+
+struct CacheOptions {
+  std::string path;
+  uint64_t capacity = 100000;  // entries; the file has 25% more slots
+  uint32_t slot_size = layout::kDefaultSlotSize;
+  mode_t mode = 0640;             // of the entries file; the recency file adds group/other write
+  std::optional<gid_t> group;     // owner group of both files (the workers' group)
+  std::vector<NamespaceSpec> namespaces;
+  std::string control_socket;     // published for clients; may be empty
+  uint64_t stale_after_ns = 5'000'000'000;  // fail-closed bound on the heartbeat's age
+  uint64_t idle_timeout_ns = 0;             // 0: entries never expire from disuse
+};
+
+class CacheError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// What a fill captured before its query was sent (see DESIGN "leases"): a
+// Put under a lease is refused when the epoch or the entry's tenant changed
+// after the lease was taken.
+struct Lease {
+  uint64_t epoch;
+  uint64_t tenant_seq;
+};
+
+enum class PutResult { kStored, kRevoked, kTooLarge };
+
+struct EntryData {
+  std::string_view tenant;
+  std::vector<std::optional<std::string_view>> fields;  // nullopt = SQL NULL
+};
+
+struct WriterStats {
+  uint64_t entries = 0;        // slots in use
+  uint64_t slots = 0;
+  uint64_t puts = 0;
+  uint64_t negative_puts = 0;
+  uint64_t revoked = 0;        // puts refused by their lease
+  uint64_t too_large = 0;      // entries that do not fit a slot
+  uint64_t evictions = 0;      // live entries evicted to make room
+  uint64_t reclaimed = 0;      // dead entries (expired, idle, invalidated by epoch/tenant) reused or swept
+  uint64_t key_invalidations = 0;
+  uint64_t tenant_invalidations = 0;
+  uint64_t flushes = 0;
+};
+
+class CacheWriter {
+ public:
+  // Opens the file at options.path for writing. A file of this layout with the
+  // same geometry and namespaces is reused (its epoch bumped: entries written
+  // before cannot be trusted); anything else is replaced by a new file renamed
+  // over the path, and a replaced file of this layout is marked retired. The
+  // file starts not synced. Throws CacheError naming the path and the cause.
+  static std::unique_ptr<CacheWriter> Open(const CacheOptions& options);
+
+  ~CacheWriter();
+  CacheWriter(const CacheWriter&) = delete;
+  CacheWriter& operator=(const CacheWriter&) = delete;
+
+  bool reused() const { return reused_; }
+  const std::string& path() const { return options_.path; }
+  uint64_t file_bytes() const { return size_; }
+  uint64_t recency_bytes() const { return recency_size_; }
+  uint32_t namespace_count() const { return static_cast<uint32_t>(options_.namespaces.size()); }
+  const NamespaceSpec& namespace_spec(uint32_t ns) const { return options_.namespaces[ns]; }
+  // The namespace id of `name`, or -1.
+  int FindNamespace(std::string_view name) const;
+
+  // Takes a lease for a fill about to query the database.
+  Lease BeginFill() const;
+
+  // Stores an entry for `key` (already normalised) under `lease`. `ttl_ns` 0
+  // means no expiry. kRevoked: the epoch or the entry's tenant changed since
+  // the lease; kTooLarge: the entry does not fit a slot. Neither writes.
+  PutResult Put(uint32_t ns, std::string_view key, const EntryData& entry, uint64_t ttl_ns,
+                const Lease& lease);
+  // Stores "no such row" for `key`.
+  PutResult PutNegative(uint32_t ns, std::string_view key, uint64_t ttl_ns, const Lease& lease);
+
+  // Removes `key`'s entry (value or negative). True if one was there.
+  bool Invalidate(uint32_t ns, std::string_view key);
+  // Invalidates every entry of `tenant` in every namespace, in O(1).
+  void InvalidateTenant(std::string_view tenant);
+  // Invalidates everything (bumps the epoch). Returns the new epoch.
+  uint64_t Flush();
+
+  void SetSynced(bool synced);
+  void Heartbeat();
+  void SetPolicy(uint64_t stale_after_ns, uint64_t idle_timeout_ns);
+  // Marks the file as replaced; readers report it unavailable.
+  void Retire();
+
+  // Empties dead slots in up to `max_buckets` buckets, continuing where the
+  // previous call stopped. Returns the number of slots emptied.
+  size_t Sweep(size_t max_buckets);
+
+  uint64_t epoch() const;
+  WriterStats stats() const;
+
+ private:
+  CacheWriter() = default;
+  void Map(int fd, size_t size, int recency_fd, size_t recency_size);
+  unsigned char* Slot(uint64_t bucket, uint32_t i) const;
+  layout::BucketTags* Tags(uint64_t bucket) const;
+  uint64_t KeyHash(uint32_t ns, std::string_view key) const;
+  uint32_t TenantIndex(std::string_view tenant) const;
+  bool Dead(const layout::SlotMeta& m, uint64_t bucket, uint32_t i, uint64_t now) const;
+  int FindSlot(uint64_t bucket, uint64_t hash, uint32_t ns, std::string_view key) const;
+  uint32_t ChooseVictim(uint64_t bucket, uint64_t now);
+  PutResult Store(uint32_t ns, std::string_view key, const EntryData* entry, uint64_t ttl_ns,
+                  const Lease& lease);
+  void WriteSlot(unsigned char* slot, const layout::SlotMeta& meta, const unsigned char* data);
+  void Empty(uint64_t bucket, uint32_t i);
+
+  CacheOptions options_;
+  int lock_fd_ = -1;  // flock held for the writer's life
+  bool reused_ = false;
+  unsigned char* base_ = nullptr;
+  size_t size_ = 0;
+  unsigned char* recency_base_ = nullptr;
+  size_t recency_size_ = 0;
+  layout::FileHeader* header_ = nullptr;
+  std::atomic<uint64_t>* gens_ = nullptr;
+  uint32_t* stamps_ = nullptr;
+  uint64_t bucket_count_ = 0;
+  uint64_t bucket_bytes_ = 0;
+  // Lease bookkeeping, private to the daemon: the tenant_seq at which each
+  // generation counter was last bumped.
+  std::vector<uint64_t> tenant_bumped_at_;
+  uint64_t tenant_seq_ = 0;
+  uint64_t sweep_cursor_ = 0;
+  WriterStats stats_;
+  std::vector<uint64_t> scratch_;  // one slot's data area, word-aligned
+};
+
+}  // namespace tenantcache
+
+#endif  // TENANTCACHE_DAEMON_CACHE_WRITER_H_

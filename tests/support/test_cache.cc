@@ -1,0 +1,61 @@
+#include "support/test_cache.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+#include <thread>
+
+namespace tenantcache::test {
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/tenantcache-test-XXXXXX";
+  if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+CacheOptions FleetOptions(const std::string& path, uint64_t capacity) {
+  CacheOptions o;
+  o.path = path;
+  o.capacity = capacity;
+  o.control_socket = path + ".sock";
+  o.namespaces = {
+      {"user", layout::kUuid, 0, {"tenant_code", "tenant_url", "role"}},
+      {"tenant", layout::kUuid, 0, {"code", "slug", "host", "url"}},
+      {"tenant_by_slug", layout::kSlug, 0, {"id", "code"}},
+      {"tenant_by_host", layout::kHost, 0, {"id", "code"}},
+      {"label", layout::kText, 32, {"value"}},
+  };
+  return o;
+}
+
+std::unique_ptr<CacheWriter> OpenSynced(const CacheOptions& options) {
+  auto w = CacheWriter::Open(options);
+  w->Heartbeat();
+  w->SetSynced(true);
+  return w;
+}
+
+std::string Uuid(uint64_t n) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%08llx-0000-4000-8000-%012llx",
+                static_cast<unsigned long long>((n >> 16) & 0xFFFFFFFFull), static_cast<unsigned long long>(n & 0xFFFFFFFFFFFFull));
+  return buf;
+}
+
+bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() >= deadline) return cond();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+}  // namespace tenantcache::test

@@ -1,0 +1,43 @@
+// Helpers shared by the cache tests: a private temporary directory and the
+// namespaces of the example fleet schema.
+#ifndef TENANTCACHE_TESTS_SUPPORT_TEST_CACHE_H_
+#define TENANTCACHE_TESTS_SUPPORT_TEST_CACHE_H_
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "cache_writer.h"
+
+namespace tenantcache::test {
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its contents.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// user (uuid: tenant_code, tenant_url, role), tenant (uuid: code, slug, host,
+// url), tenant_by_slug (slug), tenant_by_host (host), label (text <= 32).
+CacheOptions FleetOptions(const std::string& path, uint64_t capacity = 1000);
+
+// A writer that is synced and has a fresh heartbeat.
+std::unique_ptr<CacheWriter> OpenSynced(const CacheOptions& options);
+
+// A lowercase UUID made from n.
+std::string Uuid(uint64_t n);
+
+// Polls `cond` until it holds or `timeout` passes; returns its last result.
+bool WaitFor(const std::function<bool()>& cond,
+             std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+}  // namespace tenantcache::test
+
+#endif  // TENANTCACHE_TESTS_SUPPORT_TEST_CACHE_H_
