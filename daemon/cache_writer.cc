@@ -66,10 +66,10 @@ Geometry ComputeGeometry(const CacheOptions& o) {
   const uint64_t slots = o.capacity + o.capacity / 4;  // headroom: set-associative buckets fill unevenly
   g.bucket_count = (slots + layout::kSlotsPerBucket - 1) / layout::kSlotsPerBucket;
   g.tenant_gen_count = NextPow2(std::max<uint64_t>(1024, o.capacity / 8));
-  g.file_size = layout::TenantGensOffset() + g.tenant_gen_count * 8 +
-                g.bucket_count * layout::BucketBytes(o.slot_size);
-  g.recency_size = sizeof(layout::RecencyHeader) +
-                   g.bucket_count * layout::kSlotsPerBucket * sizeof(uint32_t);
+  g.file_size = layout::TenantGensOffset() + g.tenant_gen_count * 8 + layout::TagTableBytes(g.bucket_count) +
+                g.bucket_count * layout::kSlotsPerBucket * o.slot_size;
+  g.recency_size =
+      sizeof(layout::RecencyHeader) + g.bucket_count * layout::kSlotsPerBucket * sizeof(uint32_t);
   return g;
 }
 
@@ -93,8 +93,7 @@ void ValidateOptions(const CacheOptions& o) {
       Fail(p, "namespace '" + ns.name + "' has an unknown key kind");
     if (ns.max_key_len > layout::kMaxKeyLen)
       Fail(p, "namespace '" + ns.name + "' allows keys longer than 255 bytes");
-    if (ns.fields.size() > layout::kMaxFields)
-      Fail(p, "namespace '" + ns.name + "' has more than 30 fields");
+    if (ns.fields.size() > layout::kMaxFields) Fail(p, "namespace '" + ns.name + "' has more than 30 fields");
     std::set<std::string> fields;
     for (const auto& f : ns.fields) {
       if (f.empty() || f.size() >= layout::kNameMax)
@@ -110,9 +109,8 @@ void BuildNamespaceTable(const CacheOptions& o, NamespaceDesc* table) {
     const auto& ns = o.namespaces[i];
     std::memcpy(table[i].name, ns.name.data(), ns.name.size());
     table[i].key_kind = ns.key_kind;
-    table[i].max_key_len = ns.key_kind == layout::kText
-                               ? (ns.max_key_len == 0 ? layout::kMaxKeyLen : ns.max_key_len)
-                               : 0;
+    table[i].max_key_len =
+        ns.key_kind == layout::kText ? (ns.max_key_len == 0 ? layout::kMaxKeyLen : ns.max_key_len) : 0;
     table[i].field_count = static_cast<uint32_t>(ns.fields.size());
     for (size_t f = 0; f < ns.fields.size(); ++f)
       std::memcpy(table[i].field_names[f], ns.fields[f].data(), ns.fields[f].size());
@@ -168,7 +166,6 @@ void CacheWriter::Map(int fd, size_t size, int recency_fd, size_t recency_size) 
   gens_ = reinterpret_cast<std::atomic<uint64_t>*>(base_ + header_->tenant_gens_offset);
   stamps_ = reinterpret_cast<uint32_t*>(recency_base_ + sizeof(layout::RecencyHeader));
   bucket_count_ = header_->bucket_count;
-  bucket_bytes_ = layout::BucketBytes(header_->slot_size);
   tenant_bumped_at_.assign(header_->tenant_gen_count, 0);
   scratch_.assign((options_.slot_size - layout::kSlotHeaderSize) / 8, 0);
 }
@@ -294,7 +291,8 @@ std::unique_ptr<CacheWriter> CacheWriter::Open(const CacheOptions& options) {
     h->bucket_count = g.bucket_count;
     h->namespaces_offset = layout::NamespacesOffset();
     h->tenant_gens_offset = layout::TenantGensOffset();
-    h->buckets_offset = layout::TenantGensOffset() + g.tenant_gen_count * 8;
+    h->tags_offset = layout::TenantGensOffset() + g.tenant_gen_count * 8;
+    h->slots_offset = h->tags_offset + layout::TagTableBytes(g.bucket_count);
     h->tenant_gen_count = g.tenant_gen_count;
     h->namespace_count = static_cast<uint32_t>(options.namespaces.size());
     h->capacity = options.capacity;
@@ -316,7 +314,8 @@ std::unique_ptr<CacheWriter> CacheWriter::Open(const CacheOptions& options) {
     rh->slot_count = g.bucket_count * layout::kSlotsPerBucket;
     munmap(r, g.recency_size);
 
-    if (rename(rtmp.c_str(), recency_path.c_str()) != 0) Fail(recency_path, "cannot rename into place", errno);
+    if (rename(rtmp.c_str(), recency_path.c_str()) != 0)
+      Fail(recency_path, "cannot rename into place", errno);
     if (rename(tmp.c_str(), path.c_str()) != 0) Fail(path, "cannot rename into place", errno);
     w->Map(nfd, g.file_size, rfd, g.recency_size);
     close(nfd);
@@ -347,12 +346,11 @@ int CacheWriter::FindNamespace(std::string_view name) const {
 }
 
 unsigned char* CacheWriter::Slot(uint64_t bucket, uint32_t i) const {
-  return base_ + header_->buckets_offset + bucket * bucket_bytes_ + sizeof(layout::BucketTags) +
-         uint64_t{i} * options_.slot_size;
+  return base_ + header_->slots_offset + (bucket * layout::kSlotsPerBucket + i) * options_.slot_size;
 }
 
 layout::BucketTags* CacheWriter::Tags(uint64_t bucket) const {
-  return reinterpret_cast<layout::BucketTags*>(base_ + header_->buckets_offset + bucket * bucket_bytes_);
+  return reinterpret_cast<layout::BucketTags*>(base_ + header_->tags_offset) + bucket;
 }
 
 uint64_t CacheWriter::KeyHash(uint32_t ns, std::string_view key) const {
@@ -412,7 +410,8 @@ uint32_t CacheWriter::ChooseVictim(uint64_t bucket, uint64_t now) {
     const SlotMeta m = ReadMeta(Slot(bucket, i));
     if (m.state == layout::kEmpty) return i;
     if (dead < 0 && Dead(m, bucket, i, now)) dead = static_cast<int>(i);
-    const uint32_t age = now_stamp - __atomic_load_n(stamps_ + bucket * layout::kSlotsPerBucket + i, __ATOMIC_RELAXED);
+    const uint32_t age =
+        now_stamp - __atomic_load_n(stamps_ + bucket * layout::kSlotsPerBucket + i, __ATOMIC_RELAXED);
     if (age > lru_age || (age == lru_age && m.filled_ns < lru_filled)) {
       lru = i;
       lru_age = age;
@@ -504,7 +503,8 @@ PutResult CacheWriter::Store(uint32_t ns, std::string_view key, const EntryData*
   }
   const auto i = static_cast<uint32_t>(slot);
   WriteSlot(Slot(bucket, i), m, data);
-  __atomic_store_n(stamps_ + bucket * layout::kSlotsPerBucket + i, layout::RecencyStamp(now) - 1, __ATOMIC_RELAXED);
+  __atomic_store_n(stamps_ + bucket * layout::kSlotsPerBucket + i, layout::RecencyStamp(now) - 1,
+                   __ATOMIC_RELAXED);
   // Rule 3: the tag is published after the slot.
   Tags(bucket)->tag[i].store(layout::TagOf(m.key_hash), std::memory_order_release);
   ++(entry != nullptr ? stats_.puts : stats_.negative_puts);
@@ -546,9 +546,7 @@ uint64_t CacheWriter::Flush() {
   return e;
 }
 
-void CacheWriter::SetSynced(bool synced) {
-  header_->synced.store(synced ? 1 : 0, std::memory_order_release);
-}
+void CacheWriter::SetSynced(bool synced) { header_->synced.store(synced ? 1 : 0, std::memory_order_release); }
 
 void CacheWriter::Heartbeat() { header_->heartbeat_ns.store(MonotonicNowNs(), std::memory_order_release); }
 

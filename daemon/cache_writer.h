@@ -22,9 +22,9 @@
 namespace tenantcache {
 
 struct NamespaceSpec {
-  std::string name;     // [a-z0-9_], 1..63 bytes, unique
-  uint32_t key_kind;    // layout::KeyKind
-  uint32_t max_key_len;  // text keys: 1..255 (0 = 255); ignored for other kinds
+  std::string name;                 // [a-z0-9_], 1..63 bytes, unique
+  uint32_t key_kind;                // layout::KeyKind
+  uint32_t max_key_len;             // text keys: 1..255 (0 = 255); ignored for other kinds
   std::vector<std::string> fields;  // value column names, in query order
 };
 
@@ -32,10 +32,10 @@ struct CacheOptions {
   std::string path;
   uint64_t capacity = 100000;  // entries; the file has 25% more slots
   uint32_t slot_size = layout::kDefaultSlotSize;
-  mode_t mode = 0640;             // of the entries file; the recency file adds group/other write
-  std::optional<gid_t> group;     // owner group of both files (the workers' group)
+  mode_t mode = 0640;          // of the entries file; the recency file adds group/other write
+  std::optional<gid_t> group;  // owner group of both files (the workers' group)
   std::vector<NamespaceSpec> namespaces;
-  std::string control_socket;     // published for clients; may be empty
+  std::string control_socket;               // published for clients; may be empty
   uint64_t stale_after_ns = 5'000'000'000;  // fail-closed bound on the heartbeat's age
   uint64_t idle_timeout_ns = 0;             // 0: entries never expire from disuse
 };
@@ -61,14 +61,14 @@ struct EntryData {
 };
 
 struct WriterStats {
-  uint64_t entries = 0;        // slots in use
+  uint64_t entries = 0;  // slots in use
   uint64_t slots = 0;
   uint64_t puts = 0;
   uint64_t negative_puts = 0;
-  uint64_t revoked = 0;        // puts refused by their lease
-  uint64_t too_large = 0;      // entries that do not fit a slot
-  uint64_t evictions = 0;      // live entries evicted to make room
-  uint64_t reclaimed = 0;      // dead entries (expired, idle, invalidated by epoch/tenant) reused or swept
+  uint64_t revoked = 0;    // puts refused by their lease
+  uint64_t too_large = 0;  // entries that do not fit a slot
+  uint64_t evictions = 0;  // live entries evicted to make room
+  uint64_t reclaimed = 0;  // dead entries (expired, idle, invalidated by epoch/tenant) reused or swept
   uint64_t key_invalidations = 0;
   uint64_t tenant_invalidations = 0;
   uint64_t flushes = 0;
@@ -153,7 +153,6 @@ class CacheWriter {
   std::atomic<uint64_t>* gens_ = nullptr;
   uint32_t* stamps_ = nullptr;
   uint64_t bucket_count_ = 0;
-  uint64_t bucket_bytes_ = 0;
   // Lease bookkeeping, private to the daemon: the tenant_seq at which each
   // generation counter was last bumped.
   std::vector<uint64_t> tenant_bumped_at_;

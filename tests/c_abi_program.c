@@ -6,12 +6,12 @@
 
 #include "tenantcache/tenantcache.h"
 
-int main(int argc, char **argv) {
-  tc_cache *cache = NULL;
+int main(int argc, char** argv) {
+  tc_cache* cache = NULL;
   tc_ns user;
   tc_value value;
-  const char *role = NULL;
-  const char *tenant;
+  const char* role = NULL;
+  const char* tenant;
   size_t len = 0;
   int rc;
 

@@ -1,7 +1,6 @@
 // Runs the C program (tests/c_abi_program.c, compiled as C11 and linked
 // against the shared library only) against a cache this test writes.
 #include <gtest/gtest.h>
-
 #include <sys/wait.h>
 
 #include <array>
@@ -35,8 +34,9 @@ TEST(CAbi, CProgramReadsTheCacheThroughTheSharedLibrary) {
   auto opts = test::FleetOptions(dir.File("cache"));
   auto w = test::OpenSynced(opts);
   const std::string id = test::Uuid(77), tenant = test::Uuid(7);
-  ASSERT_EQ(w->Put(0, id, EntryData{tenant, {"ACME", "https://acme.example.com", "captain"}}, 0, w->BeginFill()),
-            PutResult::kStored);
+  ASSERT_EQ(
+      w->Put(0, id, EntryData{tenant, {"ACME", "https://acme.example.com", "captain"}}, 0, w->BeginFill()),
+      PutResult::kStored);
   ProgramRun r = RunProgram(opts.path + " " + id);
   EXPECT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("role=captain tenant=" + tenant), std::string::npos) << r.out;

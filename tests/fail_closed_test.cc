@@ -16,8 +16,9 @@ class FailClosedTest : public ::testing::Test {
     writer_ = test::OpenSynced(options_);
     ASSERT_EQ(tc_cache_open(options_.path.c_str(), &cache_), 0);
     for (uint64_t i = 0; i < 20; ++i)
-      ASSERT_EQ(writer_->Put(0, test::Uuid(i), EntryData{test::Uuid(99), {"A", "u", "r"}}, 0, writer_->BeginFill()),
-                PutResult::kStored);
+      ASSERT_EQ(
+          writer_->Put(0, test::Uuid(i), EntryData{test::Uuid(99), {"A", "u", "r"}}, 0, writer_->BeginFill()),
+          PutResult::kStored);
     ASSERT_EQ(writer_->PutNegative(0, test::Uuid(500), 0, writer_->BeginFill()), PutResult::kStored);
     ASSERT_EQ(AllReads(), TC_FOUND);
   }

@@ -1,10 +1,10 @@
 // Validation tables for each key kind. Keys come from requests (user ids in
 // tokens, slugs in paths, Host headers), so hostile input is the normal case.
+#include "keys.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
-
-#include "keys.h"
 
 namespace tenantcache {
 namespace {
@@ -39,12 +39,12 @@ TEST(KeyKinds, UuidIsCanonicalisedToLowerCase) {
             {"123e4567e89b42d3a456426614174000", canon},
             {"123E4567E89B42D3A456426614174000", canon},
             {"", ""},
-            {"123e4567-e89b-42d3-a456-42661417400", ""},     // 35
-            {"123e4567-e89b-42d3-a456-4266141740000", ""},   // 37
-            {"123e4567_e89b-42d3-a456-426614174000", ""},    // wrong separator
-            {"123e4567-e89b-42d3-a456-42661417400g", ""},    // not hex
-            {"123e4567-e89b42d3-a456-4266141740000", ""},    // misplaced dash
-            {"{123e4567-e89b-42d3-a456-426614174000", ""},   // one brace
+            {"123e4567-e89b-42d3-a456-42661417400", ""},    // 35
+            {"123e4567-e89b-42d3-a456-4266141740000", ""},  // 37
+            {"123e4567_e89b-42d3-a456-426614174000", ""},   // wrong separator
+            {"123e4567-e89b-42d3-a456-42661417400g", ""},   // not hex
+            {"123e4567-e89b42d3-a456-4266141740000", ""},   // misplaced dash
+            {"{123e4567-e89b-42d3-a456-426614174000", ""},  // one brace
             {"123e4567-e89b-42d3-a456-42661417400\xC3\xA9", ""},
             {std::string("123e4567-e89b-42d3-a456-42661417400\0", 36), ""},
             {std::string(300, 'a'), ""},
@@ -85,8 +85,8 @@ TEST(KeyKinds, HostFollowsRfc1123AndRefusesHostileValues) {
             {"a-b.c-d", "a-b.c-d"},
             {host253, host253},
             {host253 + ".", host253},
-            {host253 + "c", ""},                       // 254 bytes
-            {label63 + "a.example.com", ""},           // 64-byte label
+            {host253 + "c", ""},              // 254 bytes
+            {label63 + "a.example.com", ""},  // 64-byte label
             {"", ""},
             {".", ""},
             {"acme..example.com", ""},
@@ -123,9 +123,9 @@ TEST(KeyKinds, TextIsLengthBoundUtf8WithoutNul) {
             {"caf\xC3\xA9", "caf\xC3\xA9"},
             {"", ""},
             {std::string("a\0b", 3), ""},
-            {"\xC3", ""},          // truncated sequence
-            {"\xC0\xAF", ""},      // overlong
-            {"\xED\xA0\x80", ""},  // surrogate
+            {"\xC3", ""},              // truncated sequence
+            {"\xC0\xAF", ""},          // overlong
+            {"\xED\xA0\x80", ""},      // surrogate
             {"\xF4\x90\x80\x80", ""},  // > U+10FFFF
             {"\xFF", ""},
         });

@@ -1,10 +1,9 @@
 // The file format: pinned layout, refusal of anything that is not a cache file
 // of this layout, the read-only mapping, and the writer's file lifecycle.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <cerrno>
 #include <csignal>
@@ -68,7 +67,9 @@ TEST_F(LayoutTest, HeaderIsPinnedAndDescribesTheFile) {
   EXPECT_EQ(h->slot_size, layout::kDefaultSlotSize);
   EXPECT_EQ(h->namespaces_offset, 4096u);
   EXPECT_EQ(h->tenant_gens_offset, 4096u + 32 * 2048);
-  EXPECT_EQ(h->buckets_offset % 64, 0u);
+  EXPECT_EQ(h->tags_offset, h->tenant_gens_offset + h->tenant_gen_count * 8);
+  EXPECT_EQ(h->slots_offset % 64, 0u);
+  EXPECT_EQ(h->file_size, h->slots_offset + h->bucket_count * 8 * h->slot_size);
   EXPECT_EQ(h->namespace_count, 5u);
   EXPECT_NE(h->hash_seed, 0u);
   EXPECT_STREQ(h->control_socket, options_.control_socket.c_str());
@@ -137,8 +138,9 @@ TEST_F(LayoutTest, FilesGetTheConfiguredModeAndTheRecencyFileIsGroupWritable) {
 TEST_F(LayoutTest, RestartWithTheSameGeometryReusesTheFileAndBumpsTheEpoch) {
   tc_cache* c = nullptr;
   ASSERT_EQ(tc_cache_open(options_.path.c_str(), &c), 0);
-  ASSERT_EQ(writer_->Put(0, test::Uuid(1), EntryData{test::Uuid(2), {"A", "u", "r"}}, 0, writer_->BeginFill()),
-            PutResult::kStored);
+  ASSERT_EQ(
+      writer_->Put(0, test::Uuid(1), EntryData{test::Uuid(2), {"A", "u", "r"}}, 0, writer_->BeginFill()),
+      PutResult::kStored);
   const uint64_t epoch = writer_->epoch();
   writer_.reset();
   auto again = CacheWriter::Open(options_);
@@ -152,7 +154,8 @@ TEST_F(LayoutTest, RestartWithTheSameGeometryReusesTheFileAndBumpsTheEpoch) {
   again->SetSynced(true);
   tc_value v;
   const std::string k = test::Uuid(1);
-  EXPECT_EQ(tc_cache_get(c, 0, k.data(), k.size(), &v), TC_MISS) << "entries from before the restart are not served";
+  EXPECT_EQ(tc_cache_get(c, 0, k.data(), k.size(), &v), TC_MISS)
+      << "entries from before the restart are not served";
   tc_cache_close(c);
 }
 

@@ -11,11 +11,10 @@
 // invalidation returned). A reader loads dead_through[k] (acquire) before its
 // read; a value with version <= that is a value served after its invalidation
 // was reported complete.
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <charconv>
@@ -56,7 +55,8 @@ EntryData Value(uint32_t k, uint64_t v, std::vector<std::string>& storage) {
 
 void Report(Shared* s, std::atomic<uint64_t>& counter, const std::string& what) {
   counter.fetch_add(1);
-  if (s->reported.exchange(1) == 0) std::snprintf(s->first_violation, sizeof s->first_violation, "%s", what.c_str());
+  if (s->reported.exchange(1) == 0)
+    std::snprintf(s->first_violation, sizeof s->first_violation, "%s", what.c_str());
 }
 
 // Checks one value; returns its version (0 if it was rejected).
@@ -74,8 +74,10 @@ uint64_t Check(Shared* s, uint32_t k, const tc_value* v) {
   }
   const char *code, *url, *role;
   size_t code_len, url_len, role_len;
-  if (tc_value_field(v, 0, nullptr, &code, &code_len) != 0 || tc_value_field(v, 1, nullptr, &url, &url_len) != 0 ||
-      tc_value_field(v, 2, nullptr, &role, &role_len) != 0 || code == nullptr || url == nullptr || role == nullptr) {
+  if (tc_value_field(v, 0, nullptr, &code, &code_len) != 0 ||
+      tc_value_field(v, 1, nullptr, &url, &url_len) != 0 ||
+      tc_value_field(v, 2, nullptr, &role, &role_len) != 0 || code == nullptr || url == nullptr ||
+      role == nullptr) {
     Report(s, s->torn, "fields missing");
     return 0;
   }
@@ -83,7 +85,8 @@ uint64_t Check(Shared* s, uint32_t k, const tc_value* v) {
   std::from_chars(role, role + role_len, version);
   const std::string want_url = Key(k) + "/" + std::to_string(version) + "/" + Pad(version);
   if (version == 0 || std::string(code, code_len) != Mix(version) || std::string(url, url_len) != want_url) {
-    Report(s, s->torn, "torn value for " + Key(k) + ": " + std::string(role, role_len) + " " + std::string(url, url_len));
+    Report(s, s->torn,
+           "torn value for " + Key(k) + ": " + std::string(role, role_len) + " " + std::string(url, url_len));
     return 0;
   }
   return version;
@@ -104,8 +107,8 @@ void ReaderLoop(Shared* s, tc_cache* c, uint64_t seed) {
         const uint64_t version = Check(s, k, &v);
         if (version != 0 && version <= dead)
           Report(s, s->stale,
-                 "key " + key + " served version " + std::to_string(version) + " after versions <= " +
-                     std::to_string(dead) + " were invalidated");
+                 "key " + key + " served version " + std::to_string(version) +
+                     " after versions <= " + std::to_string(dead) + " were invalidated");
         break;
       }
       case TC_NOT_FOUND:
@@ -175,10 +178,11 @@ class StressTest : public ::testing::Test {
 
   void ExpectClean() {
     const Shared& s = *shared_;
-    std::printf("reads=%llu found=%llu negative=%llu miss=%llu unavailable=%llu writer_rounds=%u\n",
-                static_cast<unsigned long long>(s.reads.load()), static_cast<unsigned long long>(s.found.load()),
-                static_cast<unsigned long long>(s.negative.load()), static_cast<unsigned long long>(s.missed.load()),
-                static_cast<unsigned long long>(s.unavailable.load()), s.writer_rounds.load());
+    std::printf(
+        "reads=%llu found=%llu negative=%llu miss=%llu unavailable=%llu writer_rounds=%u\n",
+        static_cast<unsigned long long>(s.reads.load()), static_cast<unsigned long long>(s.found.load()),
+        static_cast<unsigned long long>(s.negative.load()), static_cast<unsigned long long>(s.missed.load()),
+        static_cast<unsigned long long>(s.unavailable.load()), s.writer_rounds.load());
     EXPECT_EQ(s.torn.load(), 0u) << s.first_violation;
     EXPECT_EQ(s.foreign.load(), 0u) << s.first_violation;
     EXPECT_EQ(s.stale.load(), 0u) << s.first_violation;

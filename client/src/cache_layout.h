@@ -30,15 +30,17 @@
 // The data structure
 // ---------------------------------------------------------------------------
 //   [FileHeader 4 KiB][NamespaceDesc x kMaxNamespaces][tenant generations]
-//   [bucket 0][bucket 1]...
+//   [tags: 8 x uint32 per bucket][slots: 8 x slot_size per bucket]
 //
-// A bucket is one cache line of tags followed by kSlotsPerBucket slots. A key
-// lives only in the bucket chosen by XXH3(key, hash_seed ^ namespace): probes
-// are bounded, there are no tombstones and eviction is local to the bucket.
-// The hash seed is random per file, so a client sending chosen Host headers
-// cannot aim its keys at one bucket. A tag is the key's full 64-bit hash with
-// the low bit forced to 1 (0 means "empty"); tags only filter, the key stored
-// in the slot is always compared in full.
+// A bucket is kSlotsPerBucket slots and their 32 bytes of tags. A key lives
+// only in the bucket chosen by XXH3(key, hash_seed ^ namespace): probes are
+// bounded, there are no tombstones and eviction is local to the bucket. The
+// hash seed is random per file, so a client sending chosen Host headers
+// cannot aim its keys at one bucket. A tag is the high half of the key's hash
+// with the low bit forced to 1 (0 means "empty"); tags only filter, the key
+// stored in the slot is always compared in full (after its full 64-bit hash).
+// The tags of all buckets are packed together, apart from the slots, so the
+// tag table is dense enough to stay in the CPU caches.
 //
 // A slot is slot_size bytes (a multiple of the 64-byte cache line): the
 // sequence counter, a 56-byte SlotMeta, then the data area holding the key,
@@ -149,13 +151,13 @@ struct alignas(kCacheLine) FileHeader {
   // Line 1: geometry (immutable).
   uint64_t namespaces_offset;
   uint64_t tenant_gens_offset;
-  uint64_t buckets_offset;
+  uint64_t tags_offset;
   uint64_t tenant_gen_count;  // a power of two
   uint32_t namespace_count;
   uint32_t reserved0;
   uint64_t capacity;  // entries requested at creation
   uint64_t created_realtime_ns;
-  uint64_t reserved1;
+  uint64_t slots_offset;
 
   // Line 2: written by the daemon while it runs (rule 5).
   std::atomic<uint64_t> heartbeat_ns;  // CLOCK_MONOTONIC
@@ -210,8 +212,8 @@ struct alignas(kCacheLine) SlotHeader {
   uint64_t meta[kMetaWords];
 };
 
-struct alignas(kCacheLine) BucketTags {
-  std::atomic<uint64_t> tag[kSlotsPerBucket];
+struct alignas(32) BucketTags {
+  std::atomic<uint32_t> tag[kSlotsPerBucket];
 };
 
 struct alignas(kCacheLine) RecencyHeader {
@@ -233,7 +235,8 @@ static_assert(offsetof(NamespaceDesc, field_names) == 128);
 static_assert(sizeof(SlotMeta) == 56);
 static_assert(sizeof(SlotHeader) == kSlotHeaderSize);
 static_assert(offsetof(SlotHeader, meta) == 8);
-static_assert(sizeof(BucketTags) == kCacheLine);
+static_assert(sizeof(BucketTags) == 32);
+static_assert(offsetof(FileHeader, slots_offset) == 120);
 static_assert(sizeof(RecencyHeader) == kCacheLine);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
@@ -267,8 +270,8 @@ inline constexpr uint64_t NamespacesOffset() { return sizeof(FileHeader); }
 inline constexpr uint64_t TenantGensOffset() {
   return NamespacesOffset() + kMaxNamespaces * sizeof(NamespaceDesc);
 }
-inline constexpr uint64_t BucketBytes(uint32_t slot_size) {
-  return sizeof(BucketTags) + uint64_t{kSlotsPerBucket} * slot_size;
+inline constexpr uint64_t TagTableBytes(uint64_t bucket_count) {
+  return (bucket_count * sizeof(BucketTags) + kCacheLine - 1) / kCacheLine * kCacheLine;
 }
 
 // Placement: the top bits of a 64x64 multiply map the hash onto any bucket
@@ -276,13 +279,11 @@ inline constexpr uint64_t BucketBytes(uint32_t slot_size) {
 inline uint64_t BucketIndex(uint64_t hash, uint64_t bucket_count) {
   return static_cast<uint64_t>((static_cast<unsigned __int128>(hash) * bucket_count) >> 64);
 }
-inline uint64_t TagOf(uint64_t hash) { return hash | 1u; }
+inline uint32_t TagOf(uint64_t hash) { return static_cast<uint32_t>(hash >> 32) | 1u; }
 inline uint64_t NamespaceSeed(uint64_t hash_seed, uint32_t ns) {
   return hash_seed ^ (0x9E3779B97F4A7C15ull * (uint64_t{ns} + 1));
 }
-inline uint32_t RecencyStamp(uint64_t now_ns) {
-  return static_cast<uint32_t>(now_ns >> kRecencyShift);
-}
+inline uint32_t RecencyStamp(uint64_t now_ns) { return static_cast<uint32_t>(now_ns >> kRecencyShift); }
 
 // Word-wise copies for seqlock-protected memory (rules 1 and 2). Relaxed
 // atomic loads and stores of aligned 8-byte words compile to plain moves, and

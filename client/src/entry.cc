@@ -7,9 +7,7 @@
 namespace tenantcache {
 namespace {
 
-uint16_t LoadLen(const unsigned char* p) {
-  return static_cast<uint16_t>(p[0] | (p[1] << 8));
-}
+uint16_t LoadLen(const unsigned char* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 
 }  // namespace
 

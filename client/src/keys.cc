@@ -2,6 +2,10 @@
 
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace tenantcache {
 namespace {
 
@@ -9,12 +13,19 @@ constexpr size_t kSlugMax = 63;
 constexpr size_t kHostMax = 253;
 constexpr size_t kLabelMax = 63;
 
-inline int HexValue(unsigned char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  c |= 0x20;
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
+// Character classes, one table lookup per byte on the hot path.
+struct Tables {
+  char hex_lower[256];   // canonical hex digit, or 0 for a non-hex byte
+  char host_lower[256];  // lower-cased [a-z0-9-.], or 0
+  constexpr Tables() : hex_lower(), host_lower() {
+    for (int c = '0'; c <= '9'; ++c) hex_lower[c] = host_lower[c] = static_cast<char>(c);
+    for (int c = 'a'; c <= 'f'; ++c) hex_lower[c] = hex_lower[c - 32] = static_cast<char>(c);
+    for (int c = 'a'; c <= 'z'; ++c) host_lower[c] = host_lower[c - 32] = static_cast<char>(c);
+    host_lower[static_cast<int>('-')] = '-';
+    host_lower[static_cast<int>('.')] = '.';
+  }
+};
+constexpr Tables kTables;
 
 inline unsigned char Lower(unsigned char c) {
   return (c >= 'A' && c <= 'Z') ? static_cast<unsigned char>(c | 0x20) : c;
@@ -22,27 +33,61 @@ inline unsigned char Lower(unsigned char c) {
 
 KeyResult Fail(const char* why) { return KeyResult{0, why}; }
 
+// Lower-cases `n` (16 or fewer) bytes of `in` into `out` and reports whether
+// each is a hex digit, or one of the '-' positions in `dash_mask` (bit i set:
+// byte i must be '-'; it is checked by the caller).
+#if defined(__SSE2__)
+inline bool HexLower16(const unsigned char* in, char* out, unsigned dash_mask) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in));
+  const __m128i lower = _mm_or_si128(v, _mm_set1_epi8(0x20));
+  // Signed compares: bytes >= 0x80 are negative and fail both ranges.
+  const __m128i digit =
+      _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)), _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1)));
+  const __m128i af = _mm_and_si128(_mm_cmpgt_epi8(lower, _mm_set1_epi8('a' - 1)),
+                                   _mm_cmplt_epi8(lower, _mm_set1_epi8('f' + 1)));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), lower);
+  const auto ok = static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(digit, af)));
+  return (ok | dash_mask) == 0xFFFF;
+}
+#endif
+
+bool HexLower(const unsigned char* in, char* out, size_t n, unsigned dash_mask) {
+  bool ok = true;
+  size_t i = 0;
+#if defined(__SSE2__)
+  for (; i + 16 <= n; i += 16, dash_mask >>= 16) ok &= HexLower16(in + i, out + i, dash_mask & 0xFFFF);
+#endif
+  for (; i < n; ++i, dash_mask >>= 1) {
+    const char c = (dash_mask & 1) ? '-' : kTables.hex_lower[in[i]];
+    out[i] = c;
+    ok &= c != 0;
+  }
+  return ok;
+}
+
 KeyResult NormalizeUuid(const char* in, size_t len, char* out) {
-  static constexpr char kHex[] = "0123456789abcdef";
   if (len == 38 && in[0] == '{' && in[37] == '}') {
     ++in;
     len -= 2;
   }
-  const bool dashed = len == 36;
-  if (!dashed && len != 32) return Fail("uuid must be 36 characters (8-4-4-4-12) or 32 hex digits");
-  size_t o = 0;
-  for (size_t i = 0; i < len; ++i) {
-    const auto c = static_cast<unsigned char>(in[i]);
-    if (dashed && (i == 8 || i == 13 || i == 18 || i == 23)) {
-      if (c != '-') return Fail("uuid has a misplaced '-'");
-      out[o++] = '-';
-      continue;
-    }
-    const int v = HexValue(c);
-    if (v < 0) return Fail("uuid has a character that is not a hex digit");
-    out[o++] = kHex[v];
-    if (!dashed && (o == 8 || o == 13 || o == 18 || o == 23)) out[o++] = '-';
+  const auto* u = reinterpret_cast<const unsigned char*>(in);
+  if (len == 36) {
+    if (in[8] != '-' || in[13] != '-' || in[18] != '-' || in[23] != '-')
+      return Fail("uuid has a misplaced '-'");
+    constexpr uint64_t kDashes = (1ull << 8) | (1ull << 13) | (1ull << 18) | (1ull << 23);
+    if (!HexLower(u, out, 32, static_cast<unsigned>(kDashes)) || !HexLower(u + 32, out + 32, 4, 0))
+      return Fail("uuid has a character that is not a hex digit");
+    return KeyResult{36, nullptr};
   }
+  if (len != 32) return Fail("uuid must be 36 characters (8-4-4-4-12) or 32 hex digits");
+  char digits[32];
+  if (!HexLower(u, digits, 32, 0)) return Fail("uuid has a character that is not a hex digit");
+  std::memcpy(out, digits, 8);
+  std::memcpy(out + 9, digits + 8, 4);
+  std::memcpy(out + 14, digits + 12, 4);
+  std::memcpy(out + 19, digits + 16, 4);
+  std::memcpy(out + 24, digits + 20, 12);
+  out[8] = out[13] = out[18] = out[23] = '-';
   return KeyResult{36, nullptr};
 }
 
@@ -93,21 +138,17 @@ KeyResult NormalizeHost(const char* in, size_t len, char* out) {
   if (len > kHostMax) return Fail("host is longer than 253 bytes");
   size_t label = 0;
   for (size_t i = 0; i < len; ++i) {
-    const unsigned char c = Lower(static_cast<unsigned char>(in[i]));
+    const char c = kTables.host_lower[static_cast<unsigned char>(in[i])];
+    if (c == 0) return Fail("host may contain only a-z, 0-9, '-' and '.'");
     if (c == '.') {
       if (label == 0) return Fail("host has an empty label");
       if (out[i - 1] == '-') return Fail("host label ends with '-'");
       label = 0;
-    } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
-      ++label;
-    } else if (c == '-') {
-      if (label == 0) return Fail("host label starts with '-'");
-      ++label;
     } else {
-      return Fail("host may contain only a-z, 0-9, '-' and '.'");
+      if (c == '-' && label == 0) return Fail("host label starts with '-'");
+      if (++label > kLabelMax) return Fail("host label is longer than 63 bytes");
     }
-    if (label > kLabelMax) return Fail("host label is longer than 63 bytes");
-    out[i] = static_cast<char>(c);
+    out[i] = c;
   }
   if (label == 0) return Fail("host has an empty label");
   if (out[len - 1] == '-') return Fail("host label ends with '-'");
@@ -153,8 +194,7 @@ KeyResult NormalizeText(uint32_t max_len, const char* in, size_t len, char* out)
   if (len > bound) return Fail("text key is longer than the namespace allows");
   for (size_t i = 0; i < len; ++i)
     if (in[i] == '\0') return Fail("text key contains a NUL byte");
-  if (!ValidUtf8(reinterpret_cast<const unsigned char*>(in), len))
-    return Fail("text key is not valid UTF-8");
+  if (!ValidUtf8(reinterpret_cast<const unsigned char*>(in), len)) return Fail("text key is not valid UTF-8");
   std::memcpy(out, in, len);
   return KeyResult{len, nullptr};
 }

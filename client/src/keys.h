@@ -24,7 +24,7 @@
 namespace tenantcache {
 
 struct KeyResult {
-  size_t len = 0;              // normalised length, when ok
+  size_t len = 0;               // normalised length, when ok
   const char* error = nullptr;  // static text, when not ok
   bool ok() const { return error == nullptr; }
 };

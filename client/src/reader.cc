@@ -21,7 +21,8 @@ bool MulOverflows(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_
 const char* ValidateLayout(const void* base, size_t size) {
   if (size < sizeof(FileHeader)) return "file is shorter than a cache header";
   const auto* h = static_cast<const FileHeader*>(base);
-  if (std::memcmp(h->magic, layout::kMagic, sizeof h->magic) != 0) return "not a tenantcache file (bad magic)";
+  if (std::memcmp(h->magic, layout::kMagic, sizeof h->magic) != 0)
+    return "not a tenantcache file (bad magic)";
   if (h->layout_version != layout::kLayoutVersion) return "unknown cache layout version";
   if (h->header_size != sizeof(FileHeader) || h->fingerprint != layout::Fingerprint())
     return "cache layout fingerprint does not match this build";
@@ -37,17 +38,17 @@ const char* ValidateLayout(const void* base, size_t size) {
   const uint64_t gens = h->tenant_gen_count;
   if (gens == 0 || (gens & (gens - 1)) != 0 || gens > (uint64_t{1} << 32))
     return "tenant generation table size is not a power of two";
-  uint64_t gen_bytes, bucket_bytes;
-  if (MulOverflows(gens, 8, &gen_bytes) ||
-      MulOverflows(h->bucket_count, layout::BucketBytes(h->slot_size), &bucket_bytes))
+  uint64_t gen_bytes, slot_count, slot_bytes;
+  if (MulOverflows(gens, 8, &gen_bytes) || h->bucket_count > (uint64_t{1} << 40) ||
+      MulOverflows(h->bucket_count, layout::kSlotsPerBucket, &slot_count) ||
+      MulOverflows(slot_count, h->slot_size, &slot_bytes))
     return "table sizes overflow";
-  const uint64_t buckets_offset = h->tenant_gens_offset + gen_bytes;
-  if (h->buckets_offset != buckets_offset || buckets_offset % layout::kCacheLine != 0)
-    return "unexpected bucket offset";
-  if (h->bucket_count == 0 || buckets_offset + bucket_bytes != size)
-    return "bucket area does not match the file size";
-  const auto* ns = reinterpret_cast<const NamespaceDesc*>(static_cast<const unsigned char*>(base) +
-                                                          h->namespaces_offset);
+  if (h->bucket_count == 0 || h->tags_offset != h->tenant_gens_offset + gen_bytes ||
+      h->slots_offset != h->tags_offset + layout::TagTableBytes(h->bucket_count))
+    return "unexpected table offsets";
+  if (h->slots_offset + slot_bytes != size) return "slot area does not match the file size";
+  const auto* ns =
+      reinterpret_cast<const NamespaceDesc*>(static_cast<const unsigned char*>(base) + h->namespaces_offset);
   for (uint32_t i = 0; i < h->namespace_count; ++i) {
     if (!Terminated(ns[i].name, layout::kNameMax) || ns[i].name[0] == '\0')
       return "namespace name is not terminated";
@@ -56,7 +57,8 @@ const char* ValidateLayout(const void* base, size_t size) {
     for (uint32_t f = 0; f < ns[i].field_count; ++f)
       if (!Terminated(ns[i].field_names[f], layout::kNameMax)) return "field name is not terminated";
   }
-  if (!Terminated(h->control_socket, sizeof h->control_socket)) return "control socket path is not terminated";
+  if (!Terminated(h->control_socket, sizeof h->control_socket))
+    return "control socket path is not terminated";
   return nullptr;
 }
 

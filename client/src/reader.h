@@ -42,11 +42,11 @@ struct tc_cache {
   const unsigned char* base = nullptr;
   size_t size = 0;
   const tenantcache::layout::FileHeader* header = nullptr;
-  const unsigned char* buckets = nullptr;
+  const tenantcache::layout::BucketTags* tags = nullptr;
+  const unsigned char* slots = nullptr;
   const std::atomic<uint64_t>* tenant_gens = nullptr;
   uint64_t tenant_gen_mask = 0;
   uint64_t bucket_count = 0;
-  uint64_t bucket_bytes = 0;
   uint32_t slot_size = 0;
   uint32_t namespace_count = 0;
   uint64_t ns_seed[tenantcache::layout::kMaxNamespaces] = {};

@@ -94,9 +94,8 @@ enum class SlotRead { kMatch, kNoMatch, kTorn };
 
 // Copies one slot under its seqlock (rule 2) into `meta` and out->priv_data,
 // and compares the key in full.
-inline SlotRead ReadSlot(const tc_cache* c, const unsigned char* slot, uint32_t ns,
-                         const char* key, size_t key_len, uint64_t hash, layout::SlotMeta* meta,
-                         tc_value* out) {
+inline SlotRead ReadSlot(const tc_cache* c, const unsigned char* slot, uint32_t ns, const char* key,
+                         size_t key_len, uint64_t hash, layout::SlotMeta* meta, tc_value* out) {
   const auto* sh = reinterpret_cast<const layout::SlotHeader*>(slot);
   const auto* data = reinterpret_cast<const uint64_t*>(slot + layout::kSlotHeaderSize);
   const size_t data_cap = c->slot_size - layout::kSlotHeaderSize;
@@ -109,9 +108,8 @@ inline SlotRead ReadSlot(const tc_cache* c, const unsigned char* slot, uint32_t 
     }
     layout::LoadWords(words, sh->meta, layout::kMetaWords);
     std::memcpy(meta, words, sizeof *meta);
-    const bool candidate = meta->state != layout::kEmpty && meta->ns == ns &&
-                           meta->key_len == key_len && meta->key_hash == hash &&
-                           meta->data_len <= data_cap;
+    const bool candidate = meta->state != layout::kEmpty && meta->ns == ns && meta->key_len == key_len &&
+                           meta->key_hash == hash && meta->data_len <= data_cap;
     if (candidate) {
       layout::LoadWords(reinterpret_cast<uint64_t*>(out->priv_data), data, (meta->data_len + 7) / 8);
     }
@@ -161,17 +159,16 @@ int tc_cache_open(const char* path, tc_cache** out) {
   c->size = size;
   c->header = static_cast<const layout::FileHeader*>(base);
   const auto* h = c->header;
-  c->buckets = c->base + h->buckets_offset;
+  c->tags = reinterpret_cast<const layout::BucketTags*>(c->base + h->tags_offset);
+  c->slots = c->base + h->slots_offset;
   c->tenant_gens = reinterpret_cast<const std::atomic<uint64_t>*>(c->base + h->tenant_gens_offset);
   c->tenant_gen_mask = h->tenant_gen_count - 1;
   c->bucket_count = h->bucket_count;
-  c->bucket_bytes = layout::BucketBytes(h->slot_size);
   c->slot_size = h->slot_size;
   c->namespace_count = h->namespace_count;
   std::memcpy(c->namespaces, c->base + h->namespaces_offset,
               sizeof(layout::NamespaceDesc) * layout::kMaxNamespaces);
-  for (uint32_t i = 0; i < c->namespace_count; ++i)
-    c->ns_seed[i] = layout::NamespaceSeed(h->hash_seed, i);
+  for (uint32_t i = 0; i < c->namespace_count; ++i) c->ns_seed[i] = layout::NamespaceSeed(h->hash_seed, i);
   MapRecency(c, path);
   if (c->stamps == nullptr) {
     munmap(base, size);
@@ -200,9 +197,7 @@ int tc_namespace(const tc_cache* cache, const char* name, tc_ns* out) {
   return TC_E_NO_NAMESPACE;
 }
 
-uint32_t tc_namespace_count(const tc_cache* cache) {
-  return cache == nullptr ? 0 : cache->namespace_count;
-}
+uint32_t tc_namespace_count(const tc_cache* cache) { return cache == nullptr ? 0 : cache->namespace_count; }
 
 const char* tc_namespace_name(const tc_cache* cache, tc_ns ns) {
   if (cache == nullptr || ns >= cache->namespace_count) return nullptr;
@@ -215,8 +210,8 @@ int tc_namespace_key_kind(const tc_cache* cache, tc_ns ns) {
   return static_cast<int>(cache->namespaces[ns].key_kind);
 }
 
-int tc_cache_normalize_key(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len,
-                           char* buf, size_t* out_len, const char** why) {
+int tc_cache_normalize_key(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, char* buf,
+                           size_t* out_len, const char** why) {
   if (cache == nullptr || buf == nullptr || out_len == nullptr) return TC_E_INVALID_ARG;
   if (ns >= cache->namespace_count) return TC_E_NO_NAMESPACE;
   const auto& d = cache->namespaces[ns];
@@ -244,15 +239,14 @@ int tc_cache_get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_le
   if (!Available(h, now)) return TC_E_UNAVAILABLE;
 
   const uint64_t hash = XXH3_64bits_withSeed(norm, kr.len, cache->ns_seed[ns]);
-  const uint64_t tag = layout::TagOf(hash);
+  const uint32_t tag = layout::TagOf(hash);
   const uint64_t b = layout::BucketIndex(hash, cache->bucket_count);
-  const unsigned char* bucket = cache->buckets + b * cache->bucket_bytes;
-  const auto* tags = reinterpret_cast<const layout::BucketTags*>(bucket);
+  const layout::BucketTags* tags = cache->tags + b;
 
   for (uint32_t i = 0; i < layout::kSlotsPerBucket; ++i) {
     // Rule 3: a tag only filters; the seqlocked copy decides.
     if (tags->tag[i].load(std::memory_order_relaxed) != tag) continue;
-    const unsigned char* slot = bucket + sizeof(layout::BucketTags) + uint64_t{i} * cache->slot_size;
+    const unsigned char* slot = cache->slots + (b * layout::kSlotsPerBucket + i) * cache->slot_size;
     layout::SlotMeta m;
     const SlotRead r = ReadSlot(cache, slot, ns, norm, kr.len, hash, &m, out);
     if (r == SlotRead::kNoMatch) continue;
@@ -261,8 +255,8 @@ int tc_cache_get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_le
     // Rule 4: epoch and tenant generation are read after the copy validated.
     if (m.epoch != h->epoch.load(std::memory_order_acquire)) return TC_MISS;
     if (m.state == layout::kValue &&
-        m.tenant_gen != cache->tenant_gens[m.tenant_idx & cache->tenant_gen_mask].load(
-                            std::memory_order_acquire))
+        m.tenant_gen !=
+            cache->tenant_gens[m.tenant_idx & cache->tenant_gen_mask].load(std::memory_order_acquire))
       return TC_MISS;
     if (now >= m.expires_ns) return TC_MISS;
     uint32_t* stamp = cache->stamps + b * layout::kSlotsPerBucket + i;
@@ -280,8 +274,7 @@ int tc_cache_get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_le
       return TC_NOT_FOUND;
     }
     EntryView v;
-    if (!tenantcache::DecodeEntry(out->priv_data, m.data_len, m.key_len, m.tenant_len,
-                                  m.field_count, &v) ||
+    if (!tenantcache::DecodeEntry(out->priv_data, m.data_len, m.key_len, m.tenant_len, m.field_count, &v) ||
         m.field_count != d.field_count)
       return TC_MISS;
     ValueMeta vm{m.key_len, m.tenant_len, m.field_count};
@@ -300,8 +293,7 @@ bool Decode(const tc_value* v, EntryView* e) {
   if (v == nullptr || v->priv_status != static_cast<uint32_t>(TC_FOUND)) return false;
   ValueMeta vm;
   std::memcpy(&vm, &v->priv_reserved[0], sizeof vm);
-  return tenantcache::DecodeEntry(v->priv_data, v->priv_len, vm.key_len, vm.tenant_len,
-                                  vm.field_count, e);
+  return tenantcache::DecodeEntry(v->priv_data, v->priv_len, vm.key_len, vm.tenant_len, vm.field_count, e);
 }
 
 }  // namespace
@@ -325,16 +317,14 @@ size_t tc_value_field_count(const tc_value* value) {
   return Decode(value, &e) ? e.field_count : 0;
 }
 
-int tc_value_field(const tc_value* value, size_t index, const char** name, const char** text,
-                   size_t* len) {
+int tc_value_field(const tc_value* value, size_t index, const char** name, const char** text, size_t* len) {
   if (value == nullptr) return TC_E_INVALID_ARG;
   EntryView e;
   if (!Decode(value, &e) || index >= e.field_count) return TC_E_NO_FIELD;
   const char* t;
   size_t l;
   tenantcache::EntryField(e, static_cast<uint32_t>(index), &t, &l);
-  if (name != nullptr)
-    *name = static_cast<const layout::NamespaceDesc*>(value->priv_ns)->field_names[index];
+  if (name != nullptr) *name = static_cast<const layout::NamespaceDesc*>(value->priv_ns)->field_names[index];
   if (text != nullptr) *text = t;
   if (len != nullptr) *len = l;
   return 0;

@@ -1,5 +1,7 @@
 #include "support/test_cache.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -10,7 +12,8 @@ namespace tenantcache::test {
 
 TempDir::TempDir() {
   const char* base = std::getenv("TMPDIR");
-  std::string tmpl = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/tenantcache-test-XXXXXX";
+  std::string tmpl =
+      std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/tenantcache-test-XXXXXX";
   if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
   path_ = tmpl;
 }
@@ -45,7 +48,8 @@ std::unique_ptr<CacheWriter> OpenSynced(const CacheOptions& options) {
 std::string Uuid(uint64_t n) {
   char buf[48];
   std::snprintf(buf, sizeof buf, "%08llx-0000-4000-8000-%012llx",
-                static_cast<unsigned long long>((n >> 16) & 0xFFFFFFFFull), static_cast<unsigned long long>(n & 0xFFFFFFFFFFFFull));
+                static_cast<unsigned long long>((n >> 16) & 0xFFFFFFFFull),
+                static_cast<unsigned long long>(n & 0xFFFFFFFFFFFFull));
   return buf;
 }
 

@@ -12,7 +12,8 @@
 
 namespace tenantcache::test {
 
-// A fresh directory under $TMPDIR (or /tmp), removed with its contents.
+// A fresh directory under $TC_TEST_DIR, else /dev/shm (else /tmp), removed
+// with its contents.
 class TempDir {
  public:
   TempDir();
@@ -35,8 +36,7 @@ std::unique_ptr<CacheWriter> OpenSynced(const CacheOptions& options);
 std::string Uuid(uint64_t n);
 
 // Polls `cond` until it holds or `timeout` passes; returns its last result.
-bool WaitFor(const std::function<bool()>& cond,
-             std::chrono::milliseconds timeout = std::chrono::seconds(10));
+bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 }  // namespace tenantcache::test
 

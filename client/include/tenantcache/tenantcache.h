@@ -101,7 +101,7 @@ typedef uint32_t tc_ns;
  * tc_cache is closed.
  */
 typedef struct tc_value {
-  const void *priv_ns;
+  const void* priv_ns;
   uint32_t priv_len;
   uint32_t priv_status;
   uint64_t priv_reserved[6];
@@ -120,26 +120,26 @@ typedef struct tc_value {
  * entries' idle timers.
  * Thread-safe. The handle survives fork().
  */
-TC_EXPORT int tc_cache_open(const char *path, tc_cache **out);
+TC_EXPORT int tc_cache_open(const char* path, tc_cache** out);
 
 /* Unmaps and frees the handle. NULL is ignored. Not concurrently with other
  * calls on the same handle. Never fails. */
-TC_EXPORT void tc_cache_close(tc_cache *cache);
+TC_EXPORT void tc_cache_close(tc_cache* cache);
 
 /*
  * Resolves a namespace name to its id. Returns 0 and sets *out, or
  * TC_E_NO_NAMESPACE, or TC_E_INVALID_ARG. Thread-safe; no system call.
  */
-TC_EXPORT int tc_namespace(const tc_cache *cache, const char *name, tc_ns *out);
+TC_EXPORT int tc_namespace(const tc_cache* cache, const char* name, tc_ns* out);
 
 /* The number of namespaces; ids are 0..count-1. */
-TC_EXPORT uint32_t tc_namespace_count(const tc_cache *cache);
+TC_EXPORT uint32_t tc_namespace_count(const tc_cache* cache);
 
 /* A namespace's name (owned by the handle) or NULL for an unknown id. */
-TC_EXPORT const char *tc_namespace_name(const tc_cache *cache, tc_ns ns);
+TC_EXPORT const char* tc_namespace_name(const tc_cache* cache, tc_ns ns);
 
 /* A namespace's key kind (TC_KEY_*) or TC_E_NO_NAMESPACE. */
-TC_EXPORT int tc_namespace_key_kind(const tc_cache *cache, tc_ns ns);
+TC_EXPORT int tc_namespace_key_kind(const tc_cache* cache, tc_ns ns);
 
 /*
  * Looks `key` (`key_len` bytes, need not be NUL-terminated) up in namespace
@@ -156,8 +156,7 @@ TC_EXPORT int tc_namespace_key_kind(const tc_cache *cache, tc_ns ns);
  * tc_value_* accessors report that it holds none.
  * Thread-safe; fork-safe.
  */
-TC_EXPORT int tc_cache_get(const tc_cache *cache, tc_ns ns, const char *key, size_t key_len,
-                           tc_value *out);
+TC_EXPORT int tc_cache_get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out);
 
 /*
  * Validates and normalises `key` as namespace `ns` would, writing the
@@ -166,19 +165,18 @@ TC_EXPORT int tc_cache_get(const tc_cache *cache, tc_ns ns, const char *key, siz
  * NULL, set to a static description), TC_E_NO_NAMESPACE or TC_E_INVALID_ARG.
  * Thread-safe.
  */
-TC_EXPORT int tc_cache_normalize_key(const tc_cache *cache, tc_ns ns, const char *key,
-                                     size_t key_len, char *buf, size_t *out_len,
-                                     const char **why);
+TC_EXPORT int tc_cache_normalize_key(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len,
+                                     char* buf, size_t* out_len, const char** why);
 
 /* The tenant id of a found value (*len its length). NULL if the value does not
  * hold TC_FOUND. */
-TC_EXPORT const char *tc_value_tenant(const tc_value *value, size_t *len);
+TC_EXPORT const char* tc_value_tenant(const tc_value* value, size_t* len);
 
 /* The normalised key of a found value. NULL if the value does not hold TC_FOUND. */
-TC_EXPORT const char *tc_value_key(const tc_value *value, size_t *len);
+TC_EXPORT const char* tc_value_key(const tc_value* value, size_t* len);
 
 /* The number of fields of a found value (0 if it does not hold TC_FOUND). */
-TC_EXPORT size_t tc_value_field_count(const tc_value *value);
+TC_EXPORT size_t tc_value_field_count(const tc_value* value);
 
 /*
  * Field `index` of a found value: its name in *name and its text in *text
@@ -186,26 +184,25 @@ TC_EXPORT size_t tc_value_field_count(const tc_value *value);
  * TC_E_NO_FIELD (index out of range, or the value does not hold TC_FOUND) or
  * TC_E_INVALID_ARG. Any output pointer may be NULL.
  */
-TC_EXPORT int tc_value_field(const tc_value *value, size_t index, const char **name,
-                             const char **text, size_t *len);
+TC_EXPORT int tc_value_field(const tc_value* value, size_t index, const char** name, const char** text,
+                             size_t* len);
 
 /* Field by name; as tc_value_field. */
-TC_EXPORT int tc_value_get(const tc_value *value, const char *name, const char **text,
-                           size_t *len);
+TC_EXPORT int tc_value_get(const tc_value* value, const char* name, const char** text, size_t* len);
 
 /* What the daemon publishes in the file header; see tc_cache_info. */
 typedef struct tc_info {
   int32_t daemon_pid;
-  int32_t synced;         /* 1 while the daemon is synced with the database */
-  int32_t retired;        /* 1 once a new file replaced this one */
-  int32_t available;      /* 1 when reads may return entries right now */
+  int32_t synced;    /* 1 while the daemon is synced with the database */
+  int32_t retired;   /* 1 once a new file replaced this one */
+  int32_t available; /* 1 when reads may return entries right now */
   uint64_t epoch;
   uint64_t heartbeat_age_ns;
   uint64_t stale_after_ns; /* the fail-closed bound */
   uint64_t idle_timeout_ns;
-  uint64_t entries;       /* slots in use */
-  uint64_t slots;         /* slots in the file */
-  uint64_t capacity;      /* entries the daemon was configured for */
+  uint64_t entries;  /* slots in use */
+  uint64_t slots;    /* slots in the file */
+  uint64_t capacity; /* entries the daemon was configured for */
   uint64_t file_bytes;
   uint32_t slot_bytes;
   uint32_t layout_version;
@@ -215,13 +212,13 @@ typedef struct tc_info {
 
 /* Fills *out from the file header. Returns 0 or TC_E_INVALID_ARG.
  * Thread-safe; reads a clock, otherwise shared memory only. */
-TC_EXPORT int tc_cache_info(const tc_cache *cache, tc_info *out);
+TC_EXPORT int tc_cache_info(const tc_cache* cache, tc_info* out);
 
 /* A static English description of a status. Never NULL. */
-TC_EXPORT const char *tc_strerror(int status);
+TC_EXPORT const char* tc_strerror(int status);
 
 /* The library version, "MAJOR.MINOR.PATCH". */
-TC_EXPORT const char *tc_version(void);
+TC_EXPORT const char* tc_version(void);
 
 /* The cache-file layout version this library reads. */
 TC_EXPORT uint32_t tc_layout_version(void);

@@ -88,7 +88,9 @@ class Value {
  private:
   friend class Result;
   friend class Cache;
-  std::string_view View(const char* p) const { return p == nullptr ? std::string_view() : std::string_view(p, len_); }
+  std::string_view View(const char* p) const {
+    return p == nullptr ? std::string_view() : std::string_view(p, len_);
+  }
   tc_value v_;
   mutable size_t len_ = 0;
 };

@@ -1,0 +1,349 @@
+// Read-path figures for the shared-memory cache, printed in one run beside
+// in-process references measured on the same machine in the same process:
+//
+//   * hit latency/throughput, random keys over 100k entries (36-char UUIDs),
+//     1 and 2 reader threads, and 1 and 2 reader processes;
+//   * a hot set of 1k keys, with a per-lookup latency distribution;
+//   * the same lookups against std::unordered_map and a std::shared_mutex-
+//     guarded std::unordered_map, and the ratios;
+//   * the memory of a cache sized for 1M entries, and how many it holds.
+//
+// Google Benchmark runs the timed loops; the summary table at the end is
+// computed from its results. Targets are printed beside the figures; this is
+// a measurement, not a test, so a missed target does not fail the run.
+#include <benchmark/benchmark.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <x86intrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <random>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "cache_writer.h"
+#include "support/test_cache.h"
+#include "tenantcache/tenantcache.h"
+
+namespace tenantcache {
+namespace {
+
+constexpr size_t kEntries = 100'000;
+constexpr size_t kHot = 1'000;
+constexpr size_t kSequence = 1 << 20;  // precomputed random key order
+
+struct Row {
+  std::string tenant, code, url, role;
+};
+
+struct Fixture {
+  test::TempDir dir;
+  std::unique_ptr<CacheWriter> writer;
+  tc_cache* cache = nullptr;
+  tc_ns user = 0;
+  std::vector<std::string> keys;
+  std::vector<uint32_t> random_order, hot_order;
+  std::unordered_map<std::string, Row> map;
+  std::shared_mutex mutex;
+
+  Fixture() {
+    auto opts = test::FleetOptions(dir.File("bench-cache"), kEntries * 11 / 10);
+    opts.stale_after_ns = 3600'000'000'000ull;  // the benchmark does not run a heartbeat
+    writer = test::OpenSynced(opts);
+    // The lookup keys stand for keys parsed from requests: allocated on their
+    // own, not next to either side's entries.
+    for (size_t i = 0; i < kEntries; ++i) keys.push_back(test::Uuid(i * 7919 + 13));
+    std::vector<Row> rows;
+    for (size_t i = 0; i < kEntries; ++i) {
+      rows.push_back(Row{test::Uuid(i % 1000), "YACHT" + std::to_string(i % 1000),
+                         "https://yacht" + std::to_string(i % 1000) + ".fleet.example.com",
+                         i % 5 == 0 ? "captain" : "crew"});
+      const Row& r = rows.back();
+      const PutResult pr =
+          writer->Put(0, keys[i], EntryData{r.tenant, {r.code, r.url, r.role}}, 0, writer->BeginFill());
+      if (pr != PutResult::kStored) std::abort();
+    }
+    // The map is built in a shuffled order so that its nodes do not sit next
+    // to the lookup keys in memory (which would hand it free cache hits).
+    std::vector<uint32_t> insert_order(kEntries);
+    for (uint32_t i = 0; i < kEntries; ++i) insert_order[i] = i;
+    std::shuffle(insert_order.begin(), insert_order.end(), std::mt19937_64(7));
+    map.reserve(kEntries);
+    for (uint32_t i : insert_order) map.emplace(std::string(keys[i]), std::move(rows[i]));
+    if (tc_cache_open(opts.path.c_str(), &cache) != 0 || tc_namespace(cache, "user", &user) != 0)
+      std::abort();
+    // Only keys the cache holds (an over-full bucket evicts a few percent),
+    // so every timed lookup is a hit on both sides.
+    std::vector<uint32_t> held;
+    tc_value v;
+    for (uint32_t i = 0; i < keys.size(); ++i)
+      if (tc_cache_get(cache, user, keys[i].data(), keys[i].size(), &v) == TC_FOUND) held.push_back(i);
+    held_fraction = static_cast<double>(held.size()) / static_cast<double>(keys.size());
+    std::mt19937_64 rng(42);
+    random_order.resize(kSequence);
+    hot_order.resize(kSequence);
+    for (auto& x : random_order) x = held[rng() % held.size()];
+    for (auto& x : hot_order) x = held[rng() % kHot];
+  }
+  double held_fraction = 0;
+};
+
+Fixture* fixture = nullptr;
+
+const std::vector<uint32_t>& Order(bool hot) { return hot ? fixture->hot_order : fixture->random_order; }
+
+// Each lookup reads the role field, as a request handler would.
+inline size_t CacheLookup(tc_value* v, const std::string& key) {
+  if (tc_cache_get(fixture->cache, fixture->user, key.data(), key.size(), v) != TC_FOUND) std::abort();
+  const char* role = nullptr;
+  size_t len = 0;
+  tc_value_field(v, 2, nullptr, &role, &len);
+  return len;
+}
+
+inline size_t MapLookup(const std::string& key) {
+  const auto it = fixture->map.find(key);
+  return it->second.role.size();
+}
+
+void BM_Tenantcache(benchmark::State& state, bool hot) {
+  const auto& order = Order(hot);
+  size_t i = static_cast<size_t>(state.thread_index()) * 7777;
+  tc_value v;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(CacheLookup(&v, fixture->keys[order[i++ & (kSequence - 1)]]));
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_UnorderedMap(benchmark::State& state, bool hot) {
+  const auto& order = Order(hot);
+  size_t i = static_cast<size_t>(state.thread_index()) * 7777;
+  for (auto _ : state) benchmark::DoNotOptimize(MapLookup(fixture->keys[order[i++ & (kSequence - 1)]]));
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_SharedMutexMap(benchmark::State& state, bool hot) {
+  const auto& order = Order(hot);
+  size_t i = static_cast<size_t>(state.thread_index()) * 7777;
+  for (auto _ : state) {
+    std::shared_lock lock(fixture->mutex);
+    benchmark::DoNotOptimize(MapLookup(fixture->keys[order[i++ & (kSequence - 1)]]));
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+#define TC_BENCH(fn, label, hot) \
+  BENCHMARK_CAPTURE(fn, label, hot)->Threads(1)->Threads(2)->UseRealTime()->MinTime(0.5)
+TC_BENCH(BM_Tenantcache, random, false);
+TC_BENCH(BM_UnorderedMap, random, false);
+TC_BENCH(BM_SharedMutexMap, random, false);
+TC_BENCH(BM_Tenantcache, hot, true);
+TC_BENCH(BM_UnorderedMap, hot, true);
+TC_BENCH(BM_SharedMutexMap, hot, true);
+
+// Collects each run's time per lookup and throughput for the summary.
+class Collector : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const auto& r : runs) {
+      if (r.run_type != Run::RT_Iteration) continue;
+      const auto it = r.counters.find("items_per_second");
+      results[r.benchmark_name()] = {r.GetAdjustedRealTime(),
+                                     it == r.counters.end() ? 0.0 : it->second.value};
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+  struct Figure {
+    double ns_per_op;
+    double ops_per_s;
+  };
+  std::map<std::string, Figure> results;
+};
+
+// Per-lookup latency of hot-set hits, timed with the TSC around each lookup.
+struct Percentiles {
+  double p50, p99;
+};
+
+Percentiles HotLatency() {
+  constexpr size_t kSamples = 400'000;
+  // Calibrate the TSC against the steady clock.
+  const auto t0 = std::chrono::steady_clock::now();
+  const uint64_t c0 = __rdtsc();
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(200)) {
+  }
+  const double ns_per_cycle =
+      std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() /
+      static_cast<double>(__rdtsc() - c0);
+  unsigned aux;
+  std::vector<uint64_t> empty(kSamples), cycles(kSamples);
+  for (size_t i = 0; i < kSamples; ++i) {
+    const uint64_t a = __rdtscp(&aux);
+    const uint64_t b = __rdtscp(&aux);
+    empty[i] = b - a;
+  }
+  std::sort(empty.begin(), empty.end());
+  const uint64_t overhead = empty[kSamples / 2];
+  tc_value v;
+  for (size_t i = 0; i < kSamples; ++i) {
+    const std::string& key = fixture->keys[fixture->hot_order[i & (kSequence - 1)]];
+    const uint64_t a = __rdtscp(&aux);
+    benchmark::DoNotOptimize(CacheLookup(&v, key));
+    const uint64_t b = __rdtscp(&aux);
+    cycles[i] = b - a > overhead ? b - a - overhead : 0;
+  }
+  std::sort(cycles.begin(), cycles.end());
+  return {static_cast<double>(cycles[kSamples / 2]) * ns_per_cycle,
+          static_cast<double>(cycles[kSamples * 99 / 100]) * ns_per_cycle};
+}
+
+// Throughput of `procs` reader processes, each mapping the cache itself.
+double ProcessThroughput(int procs) {
+  auto* counts = static_cast<std::atomic<uint64_t>*>(
+      mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  auto* go = counts + 64;
+  new (go) std::atomic<uint64_t>(0);
+  std::vector<pid_t> pids;
+  const std::string path = fixture->dir.File("bench-cache");
+  for (int p = 0; p < procs; ++p) {
+    new (counts + p) std::atomic<uint64_t>(0);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      tc_cache* c = nullptr;
+      if (tc_cache_open(path.c_str(), &c) != 0) _exit(1);
+      tc_value v;
+      size_t i = static_cast<size_t>(p) * 7777;
+      uint64_t n = 0;
+      while (go->load(std::memory_order_acquire) == 0) {
+      }
+      while (go->load(std::memory_order_relaxed) == 1) {
+        for (int k = 0; k < 1024; ++k) {
+          const std::string& key = fixture->keys[fixture->random_order[i++ & (kSequence - 1)]];
+          if (tc_cache_get(c, fixture->user, key.data(), key.size(), &v) != TC_FOUND) _exit(2);
+        }
+        n += 1024;
+      }
+      counts[p].store(n);
+      _exit(0);
+    }
+    pids.push_back(pid);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let the children map and spin up
+  const auto start = std::chrono::steady_clock::now();
+  go->store(1, std::memory_order_release);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  go->store(2, std::memory_order_relaxed);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  uint64_t total = 0;
+  for (int p = 0; p < procs; ++p) {
+    int status = 0;
+    waitpid(pids[static_cast<size_t>(p)], &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) std::fprintf(stderr, "reader process failed\n");
+    total += counts[p].load();
+  }
+  munmap(counts, 4096);
+  return static_cast<double>(total) / secs;
+}
+
+struct MemoryFigure {
+  uint64_t file_bytes, recency_bytes, inserted, held;
+};
+
+MemoryFigure Memory() {
+  test::TempDir dir;
+  // Sized so that 1M keys stay resident: an 8-way bucket overflows before the
+  // whole file is full, so capacity is set 10% above the entries to hold.
+  auto opts = test::FleetOptions(dir.File("mem-cache"), 1'100'000);
+  auto w = test::OpenSynced(opts);
+  MemoryFigure m{w->file_bytes(), w->recency_bytes(), 1'100'000, 0};
+  for (uint64_t i = 0; i < m.inserted; ++i) {
+    const std::string tenant = test::Uuid(i % 1000);
+    (void)w->Put(0, test::Uuid(i),
+                 EntryData{tenant, {"YACHT123", "https://yacht123.fleet.example.com", "crew"}}, 0,
+                 w->BeginFill());
+  }
+  m.held = w->stats().entries;
+  return m;
+}
+
+const char* Verdict(bool ok) { return ok ? "meets target" : "MISSES target"; }
+
+}  // namespace
+}  // namespace tenantcache
+
+int main(int argc, char** argv) {
+  using tenantcache::fixture;
+  benchmark::Initialize(&argc, argv);
+  fixture = new tenantcache::Fixture();
+  tenantcache::Collector collector;
+  benchmark::RunSpecifiedBenchmarks(&collector);
+
+  // Run names look like "BM_Tenantcache/random/min_time:0.500/real_time/threads:1".
+  auto fig = [&](const std::string& prefix, int threads) {
+    const std::string suffix = "threads:" + std::to_string(threads);
+    for (const auto& [name, f] : collector.results)
+      if (name.rfind(prefix + "/", 0) == 0 && name.size() >= suffix.size() &&
+          name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+        return f;
+    std::fprintf(stderr, "no result for %s (filtered out?)\n", prefix.c_str());
+    return tenantcache::Collector::Figure{std::nan(""), std::nan("")};
+  };
+  const auto tc1 = fig("BM_Tenantcache/random", 1);
+  const auto tc2 = fig("BM_Tenantcache/random", 2);
+  const auto um1 = fig("BM_UnorderedMap/random", 1);
+  const auto sm1 = fig("BM_SharedMutexMap/random", 1);
+  const auto sm2 = fig("BM_SharedMutexMap/random", 2);
+  const auto tch = fig("BM_Tenantcache/hot", 1);
+  const auto umh = fig("BM_UnorderedMap/hot", 1);
+  const auto smh = fig("BM_SharedMutexMap/hot", 1);
+  const auto lat = tenantcache::HotLatency();
+  const double p1 = tenantcache::ProcessThroughput(1);
+  const double p2 = tenantcache::ProcessThroughput(2);
+  const auto mem = tenantcache::Memory();
+  using tenantcache::Verdict;
+
+  std::printf("\n== tenantcache read path: summary (%u CPUs) ==\n", std::thread::hardware_concurrency());
+  std::printf("random-key hit, 100k entries (%.1f%% held), 1 thread:\n", fixture->held_fraction * 100);
+  std::printf("  tenantcache %.1f ns | unordered_map %.1f ns | shared_mutex map %.1f ns\n", tc1.ns_per_op,
+              um1.ns_per_op, sm1.ns_per_op);
+  std::printf("  ratio vs unordered_map   %.2fx (target <= 1.10x: %s)\n", tc1.ns_per_op / um1.ns_per_op,
+              Verdict(tc1.ns_per_op <= 1.10 * um1.ns_per_op));
+  std::printf("  ratio vs shared_mutex    %.2fx (target <= 0.70x: %s)\n", tc1.ns_per_op / sm1.ns_per_op,
+              Verdict(tc1.ns_per_op <= 0.70 * sm1.ns_per_op));
+  std::printf("random-key hit, 2 threads: tenantcache %.2f M/s | shared_mutex map %.2f M/s (ratio %.2fx)\n",
+              tc2.ops_per_s / 1e6, sm2.ops_per_s / 1e6,
+              sm2.ops_per_s > 0 ? tc2.ops_per_s / sm2.ops_per_s : 0.0);
+  std::printf("  2 threads / 1 thread throughput  %.2fx\n", tc2.ops_per_s / tc1.ops_per_s);
+  std::printf("  2 processes / 1 process          %.2fx (%.2f -> %.2f M/s; target >= 1.8x: %s)\n", p2 / p1,
+              p1 / 1e6, p2 / 1e6, Verdict(p2 >= 1.8 * p1));
+  std::printf(
+      "hot set of 1k keys, 1 thread: tenantcache %.1f ns | unordered_map %.1f ns | shared_mutex %.1f ns\n",
+      tch.ns_per_op, umh.ns_per_op, smh.ns_per_op);
+  std::printf("  per-lookup latency p50 %.1f ns, p99 %.1f ns (target p50 <= 60 ns: %s)\n", lat.p50, lat.p99,
+              Verdict(lat.p50 <= 60));
+  const double mib = static_cast<double>(mem.file_bytes + mem.recency_bytes) / (1 << 20);
+  std::printf("memory, capacity 1.1M: %.1f MiB (entries file %.1f + recency %.1f)\n", mib,
+              static_cast<double>(mem.file_bytes) / (1 << 20),
+              static_cast<double>(mem.recency_bytes) / (1 << 20));
+  std::printf(
+      "  %llu distinct keys inserted, %llu resident: %.0f bytes per resident entry (target 1M in <= 512 MiB: "
+      "%s)\n",
+      static_cast<unsigned long long>(mem.inserted), static_cast<unsigned long long>(mem.held),
+      static_cast<double>(mem.file_bytes + mem.recency_bytes) / static_cast<double>(mem.held),
+      Verdict(mem.held >= 1'000'000 && mib <= 512));
+  tc_cache_close(fixture->cache);
+  delete fixture;
+  benchmark::Shutdown();
+  return 0;
+}
