@@ -433,7 +433,7 @@ void CacheWriter::WriteSlot(unsigned char* slot, const SlotMeta& meta, const uns
   // Rule 1.
   const uint32_t seq = sh->seq.load(std::memory_order_relaxed);
   sh->seq.store(seq + 1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_release);
+  layout::WriterFence();
   layout::StoreWords(sh->meta, words, layout::kMetaWords);
   if (data != nullptr)
     layout::StoreWords(reinterpret_cast<uint64_t*>(slot + layout::kSlotHeaderSize),
@@ -503,7 +503,9 @@ PutResult CacheWriter::Store(uint32_t ns, std::string_view key, const EntryData*
   }
   const auto i = static_cast<uint32_t>(slot);
   WriteSlot(Slot(bucket, i), m, data);
-  __atomic_store_n(stamps_ + bucket * layout::kSlotsPerBucket + i, layout::RecencyStamp(now) - 1,
+  // The fill's stamp is one unit before the readers' clock (CLOCK_MONOTONIC_
+  // COARSE) shows now, so any read after this fill ranks above it.
+  __atomic_store_n(stamps_ + bucket * layout::kSlotsPerBucket + i, layout::RecencyStamp(CoarseNowNs()) - 1,
                    __ATOMIC_RELAXED);
   // Rule 3: the tag is published after the slot.
   Tags(bucket)->tag[i].store(layout::TagOf(m.key_hash), std::memory_order_release);

@@ -29,7 +29,7 @@ size_t EncodeEntry(std::string_view key, std::string_view tenant,
                    const std::vector<std::optional<std::string_view>>& fields, unsigned char* out) {
   unsigned char* p = out;
   auto put = [&p](std::string_view s) {
-    std::memcpy(p, s.data(), s.size());
+    if (!s.empty()) std::memcpy(p, s.data(), s.size());
     p += s.size();
     *p++ = 0;
   };

@@ -113,7 +113,7 @@ inline SlotRead ReadSlot(const tc_cache* c, const unsigned char* slot, uint32_t 
     if (candidate) {
       layout::LoadWords(reinterpret_cast<uint64_t*>(out->priv_data), data, (meta->data_len + 7) / 8);
     }
-    std::atomic_thread_fence(std::memory_order_acquire);
+    layout::ReaderFence();
     if (sh->seq.load(std::memory_order_relaxed) != s1) continue;
     if (!candidate || std::memcmp(out->priv_data, key, key_len) != 0) return SlotRead::kNoMatch;
     return SlotRead::kMatch;

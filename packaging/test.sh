@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The README's test command. Installs what the build and the tests need
+# (idempotently), checks formatting, builds with warnings as errors, runs the
+# whole suite, then the concurrency tests again under ThreadSanitizer and the
+# whole suite under AddressSanitizer + UndefinedBehaviorSanitizer. Exits
+# non-zero on the first failure.
+#
+#   packaging/test.sh            everything
+#   TC_TEST_QUICK=1 packaging/test.sh   skip the sanitizer builds
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "dependencies"
+bash packaging/bootstrap.sh
+
+step "format (clang-format --dry-run)"
+mapfile -t sources < <(git ls-files '*.cc' '*.h' '*.hpp' '*.c' 2>/dev/null || find client daemon tests bench -name '*.[ch]*')
+clang-format --dry-run --Werror "${sources[@]}"
+
+configure() {  # configure DIR [cmake options...]
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -G Ninja -DTC_WERROR=ON -DCMAKE_EXPORT_COMPILE_COMMANDS=ON "$@" >/dev/null
+}
+
+step "build (RelWithDebInfo, -Werror)"
+configure build/ci -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build build/ci
+
+step "clang-tidy"
+mapfile -t tidy_sources < <(ls client/src/*.cc daemon/*.cc)
+clang-tidy --quiet -p build/ci "${tidy_sources[@]}" 2>/dev/null
+
+step "tests"
+ctest --test-dir build/ci --output-on-failure --timeout 600
+
+if [ -n "${TC_TEST_QUICK:-}" ]; then
+  step "TC_TEST_QUICK set: sanitizer runs skipped"
+  exit 0
+fi
+
+step "concurrency tests under ThreadSanitizer"
+configure build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTC_SANITIZE=tsan -DTC_BUILD_BENCH=OFF
+cmake --build build/tsan
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+  ctest --test-dir build/tsan --output-on-failure --timeout 900 -L concurrency
+
+step "whole suite under AddressSanitizer + UndefinedBehaviorSanitizer"
+configure build/asan -DCMAKE_BUILD_TYPE=Debug -DTC_SANITIZE=asan -DTC_BUILD_BENCH=OFF
+cmake --build build/asan
+ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+  ctest --test-dir build/asan --output-on-failure --timeout 900
+
+step "all tests passed"
