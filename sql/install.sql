@@ -178,66 +178,110 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  tenant_col text := nullif(TG_ARGV[0], '');
-  keys jsonb := TG_ARGV[1]::jsonb;
   watched text[] := nullif(TG_ARGV[2], '')::text[];
-  threshold integer;
-  changed text;
-  kinds "char"[];
-  namespaces text[];
-  msg_keys text[];
-  tenants text[];
-  has_new_keys boolean;
+  rows jsonb[];
+  news boolean[];
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     PERFORM tenantcache._emit('f', NULL, NULL);
     RETURN NULL;
   END IF;
-  SELECT bulk_threshold INTO threshold FROM tenantcache.settings;
-
   -- The changed rows, each as jsonb of its watched columns: all rows for
   -- INSERT and DELETE; for UPDATE the old and new versions of the rows whose
   -- watched columns changed (a row updated to identical values drops out).
-  changed := CASE TG_OP
-    WHEN 'INSERT' THEN 'SELECT tenantcache._watched(to_jsonb(n), $1) AS j, true AS is_new FROM tc_new n'
-    WHEN 'DELETE' THEN 'SELECT tenantcache._watched(to_jsonb(o), $1) AS j, false AS is_new FROM tc_old o'
-    ELSE '(SELECT j, false AS is_new FROM (SELECT tenantcache._watched(to_jsonb(o), $1) AS j FROM tc_old o
-             EXCEPT ALL SELECT tenantcache._watched(to_jsonb(n), $1) FROM tc_new n) a)
-          UNION ALL
-          (SELECT j, true FROM (SELECT tenantcache._watched(to_jsonb(n), $1) AS j FROM tc_new n
-             EXCEPT ALL SELECT tenantcache._watched(to_jsonb(o), $1) FROM tc_old o) b)'
-  END;
+  -- Static SQL, so PL/pgSQL keeps the plans for the session.
+  IF TG_OP = 'INSERT' THEN
+    SELECT array_agg(tenantcache._watched(to_jsonb(n), watched)), array_agg(true)
+      INTO rows, news FROM tc_new n;
+  ELSIF TG_OP = 'DELETE' THEN
+    SELECT array_agg(tenantcache._watched(to_jsonb(o), watched)), array_agg(false)
+      INTO rows, news FROM tc_old o;
+  ELSE
+    WITH o AS (SELECT tenantcache._watched(to_jsonb(t), watched) AS j FROM tc_old t),
+         n AS (SELECT tenantcache._watched(to_jsonb(t), watched) AS j FROM tc_new t),
+         c AS ((SELECT j, false AS is_new FROM (SELECT j FROM o EXCEPT ALL SELECT j FROM n) a)
+               UNION ALL
+               (SELECT j, true FROM (SELECT j FROM n EXCEPT ALL SELECT j FROM o) b))
+    SELECT array_agg(j), array_agg(is_new) INTO rows, news FROM c;
+  END IF;
+  IF rows IS NOT NULL THEN
+    PERFORM tenantcache._send_changes(rows, news, TG_OP, nullif(TG_ARGV[0], ''), TG_ARGV[1]::jsonb);
+  END IF;
+  RETURN NULL;
+END
+$$;
 
-  -- One pass over the changed rows: the distinct messages (at most
-  -- threshold + 1 of them are collected), and for the coarse path the tenants
-  -- and whether any key value is new (a new key may have a negative entry,
-  -- which no tenant message reaches).
-  EXECUTE format($q$
-    WITH c AS (%1$s),
-    m AS (
-      SELECT DISTINCT 'k'::"char" AS kind, k.namespace, c.j ->> k.col AS key, c.is_new
-        FROM c, jsonb_each_text($2) AS k(namespace, col)
-       WHERE c.j ->> k.col IS NOT NULL
-      UNION
-      SELECT DISTINCT 't'::"char", NULL, c.j ->> $3, false
-        FROM c
-       WHERE $3 IS NOT NULL AND c.j ->> $3 IS NOT NULL),
-    d AS (SELECT DISTINCT kind, namespace, key FROM m ORDER BY 1, 2, 3 LIMIT $4 + 1)
-    SELECT (SELECT array_agg(kind ORDER BY kind, namespace, key) FROM d),
-           (SELECT array_agg(namespace ORDER BY kind, namespace, key) FROM d),
-           (SELECT array_agg(key ORDER BY kind, namespace, key) FROM d),
-           (SELECT array_agg(key ORDER BY key) FROM (SELECT DISTINCT key FROM m WHERE kind = 't' LIMIT $4 + 1) t),
-           EXISTS (SELECT namespace, key FROM m WHERE kind = 'k' AND is_new
-                   EXCEPT SELECT namespace, key FROM m WHERE kind = 'k' AND NOT is_new)
-    $q$, changed)
-    INTO kinds, namespaces, msg_keys, tenants, has_new_keys
-    USING watched, keys, tenant_col, threshold;
+-- Sends the messages for one statement's changed rows (see on_change): one
+-- per distinct key and tenant id, or above settings.bulk_threshold one per
+-- tenant when that covers every change, else one flush.
+CREATE OR REPLACE FUNCTION tenantcache._send_changes(
+  rows jsonb[], news boolean[], op text, tenant_col text, keys jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  threshold integer;
+  kinds "char"[];
+  namespaces text[];
+  msg_keys text[];
+  tenants text[];
+  has_new_keys boolean;
+  ns text;
+  col text;
+  v1 text;
+  v2 text;
+BEGIN
+  SELECT bulk_threshold INTO threshold FROM tenantcache.settings;
+  -- Fast path: one row inserted or deleted, or one row's old and new version
+  -- (the common single-row write).
+  IF cardinality(rows) <= 2 AND 2 * ((SELECT count(*) FROM jsonb_object_keys(keys)) + 1) <= threshold THEN
+    FOR ns, col IN SELECT k.key, k.value FROM jsonb_each_text(keys) AS k LOOP
+      v1 := rows[1] ->> col;
+      v2 := rows[2] ->> col;
+      PERFORM tenantcache._emit('k', ns, v1);
+      IF v2 IS DISTINCT FROM v1 THEN
+        PERFORM tenantcache._emit('k', ns, v2);
+      END IF;
+    END LOOP;
+    IF tenant_col IS NOT NULL THEN
+      v1 := rows[1] ->> tenant_col;
+      v2 := rows[2] ->> tenant_col;
+      PERFORM tenantcache._emit('t', NULL, v1);
+      IF v2 IS DISTINCT FROM v1 THEN
+        PERFORM tenantcache._emit('t', NULL, v2);
+      END IF;
+    END IF;
+    RETURN;
+  END IF;
+  -- The distinct messages (at most threshold + 1 are collected), and for the
+  -- coarse path the tenants and whether any key value is new (a new key may
+  -- have a negative entry, which no tenant message reaches).
+  WITH c AS (SELECT r.j, r.is_new FROM unnest(rows, news) AS r(j, is_new)),
+  m AS (
+    SELECT DISTINCT 'k'::"char" AS kind, k.namespace, c.j ->> k.col AS key, c.is_new
+      FROM c, jsonb_each_text(keys) AS k(namespace, col)
+     WHERE c.j ->> k.col IS NOT NULL
+    UNION
+    SELECT DISTINCT 't'::"char", NULL, c.j ->> tenant_col, false
+      FROM c
+     WHERE tenant_col IS NOT NULL AND c.j ->> tenant_col IS NOT NULL),
+  d AS (SELECT DISTINCT m.kind, m.namespace, m.key FROM m ORDER BY 1, 2, 3 LIMIT threshold + 1)
+  SELECT (SELECT array_agg(d.kind ORDER BY d.kind, d.namespace, d.key) FROM d),
+         (SELECT array_agg(d.namespace ORDER BY d.kind, d.namespace, d.key) FROM d),
+         (SELECT array_agg(d.key ORDER BY d.kind, d.namespace, d.key) FROM d),
+         (SELECT array_agg(t.key ORDER BY t.key)
+            FROM (SELECT DISTINCT m.key FROM m WHERE m.kind = 't' LIMIT threshold + 1) t),
+         EXISTS (SELECT m.namespace, m.key FROM m WHERE m.kind = 'k' AND m.is_new
+                 EXCEPT SELECT m.namespace, m.key FROM m WHERE m.kind = 'k' AND NOT m.is_new)
+    INTO kinds, namespaces, msg_keys, tenants, has_new_keys;
 
   IF coalesce(cardinality(kinds), 0) <= threshold THEN
     FOR i IN 1 .. coalesce(cardinality(kinds), 0) LOOP
       PERFORM tenantcache._emit(kinds[i], namespaces[i], msg_keys[i]);
     END LOOP;
-  ELSIF TG_OP <> 'INSERT' AND NOT has_new_keys AND cardinality(tenants) BETWEEN 1 AND threshold THEN
+  ELSIF op <> 'INSERT' AND NOT has_new_keys AND cardinality(tenants) BETWEEN 1 AND threshold THEN
     -- Every changed entry belongs to one of these tenants and no key value is
     -- new: the tenant messages cover every change.
     FOR i IN 1 .. cardinality(tenants) LOOP
@@ -246,9 +290,9 @@ BEGIN
   ELSE
     PERFORM tenantcache._emit('f', NULL, NULL);
   END IF;
-  RETURN NULL;
 END
 $$;
+REVOKE ALL ON FUNCTION tenantcache._send_changes(jsonb[], boolean[], text, text, jsonb) FROM PUBLIC;
 
 -- The watched columns of a row (all of them when watched is NULL).
 CREATE OR REPLACE FUNCTION tenantcache._watched(j jsonb, watched text[])
