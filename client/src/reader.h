@@ -10,7 +10,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <ctime>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "cache_layout.h"
 #include "tenantcache/tenantcache.h"
@@ -36,6 +38,14 @@ inline uint64_t MonotonicNowNs() {
 // layout. Returns nullptr or a static description of the first problem.
 const char* ValidateLayout(const void* base, size_t size);
 
+// What a tc_value's private words hold besides its data (set by
+// tc_cache_get and tc_cache_lookup).
+struct ValueMeta {
+  uint16_t key_len;
+  uint16_t tenant_len;
+  uint32_t field_count;
+};
+
 }  // namespace tenantcache
 
 struct tc_cache {
@@ -59,6 +69,13 @@ struct tc_cache {
   unsigned char* recency_base = nullptr;
   size_t recency_size = 0;
   bool recency_shared = false;
+
+  // Idle connections to the daemon's control socket (see lookup.cc), owned
+  // by the process that opened them.
+  std::mutex pool_mu;
+  std::vector<int> idle_fds;
+  pid_t pool_pid = 0;
+  uint32_t next_request_id = 0;
 };
 
 #endif  // TENANTCACHE_READER_H_

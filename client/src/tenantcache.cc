@@ -23,16 +23,11 @@
 
 using tenantcache::CoarseNowNs;
 using tenantcache::EntryView;
+using tenantcache::ValueMeta;
 namespace layout = tenantcache::layout;
 
 namespace {
 
-// What the tc_value's private words hold (all set by tc_cache_get).
-struct ValueMeta {
-  uint16_t key_len;
-  uint16_t tenant_len;
-  uint32_t field_count;
-};
 static_assert(sizeof(ValueMeta) <= sizeof(uint64_t));
 static_assert(sizeof(tc_value::priv_data) >= layout::kMaxDataSize);
 static_assert(offsetof(tc_value, priv_data) % 8 == 0);
@@ -183,6 +178,7 @@ void tc_cache_close(tc_cache* cache) {
   if (cache == nullptr) return;
   munmap(const_cast<unsigned char*>(cache->base), cache->size);
   if (cache->recency_base != nullptr) munmap(cache->recency_base, cache->recency_size);
+  for (int fd : cache->idle_fds) close(fd);
   delete cache;
 }
 

@@ -76,9 +76,9 @@ enum {
   TC_E_INVALID_ARG = -6,  /* a NULL or out-of-range argument */
   TC_E_NO_FIELD = -7,     /* the value has no field of that name or index */
   TC_E_NOMEM = -8,        /* out of memory */
-  TC_E_BUSY = -9,         /* reserved: the daemon's queue is full */
-  TC_E_TIMEOUT = -10,     /* reserved: the daemon did not answer in time */
-  TC_E_DAEMON = -11       /* reserved: the daemon reported an error */
+  TC_E_BUSY = -9,         /* the daemon's fill queue is full */
+  TC_E_TIMEOUT = -10,     /* the daemon did not answer in time */
+  TC_E_DAEMON = -11       /* the daemon reported an error (a failed query) */
 };
 
 /* Namespace key kinds. */
@@ -189,6 +189,34 @@ TC_EXPORT int tc_value_field(const tc_value* value, size_t index, const char** n
 
 /* Field by name; as tc_value_field. */
 TC_EXPORT int tc_value_get(const tc_value* value, const char* name, const char** text, size_t* len);
+
+/*
+ * Like tc_cache_get, and on TC_MISS asks the daemon over its control socket
+ * (the path is published in the cache file), waiting at most `timeout_ms`
+ * milliseconds. The daemon coalesces concurrent misses for a key from every
+ * process into one database query and answers with the value, so *out is
+ * filled without re-reading shared memory. Returns what tc_cache_get returns
+ * (a hit costs the same), or after a miss: TC_FOUND, TC_NOT_FOUND,
+ * TC_E_UNAVAILABLE (the daemon is not running or its socket refused us),
+ * TC_E_BUSY (its fill queue is full), TC_E_TIMEOUT (no answer in time),
+ * TC_E_DAEMON (the database query failed) or TC_E_INVALID_ARG.
+ * Never blocks past the timeout. Thread-safe: concurrent calls use separate
+ * connections, kept for reuse. Fork-safe: a child never reuses a connection
+ * of its parent; it opens its own.
+ */
+TC_EXPORT int tc_cache_lookup(const tc_cache *cache, tc_ns ns, const char *key, size_t key_len,
+                              int timeout_ms, tc_value *out);
+
+/* Asks the daemon to invalidate one key, one tenant's entries, or everything
+ * (as the SQL functions do, but immediately and without a transaction).
+ * Returns 0 once the daemon has applied it, or TC_E_UNAVAILABLE,
+ * TC_E_TIMEOUT, TC_E_INVALID_KEY, TC_E_NO_NAMESPACE, TC_E_INVALID_ARG.
+ * Thread-safe and fork-safe as tc_cache_lookup. */
+TC_EXPORT int tc_cache_invalidate(const tc_cache *cache, tc_ns ns, const char *key, size_t key_len,
+                                  int timeout_ms);
+TC_EXPORT int tc_cache_invalidate_tenant(const tc_cache *cache, const char *tenant, size_t tenant_len,
+                                         int timeout_ms);
+TC_EXPORT int tc_cache_flush(const tc_cache *cache, int timeout_ms);
 
 /* What the daemon publishes in the file header; see tc_cache_info. */
 typedef struct tc_info {

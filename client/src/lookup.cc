@@ -1,0 +1,217 @@
+// The miss path of the C ABI: requests to the daemon over its control socket
+// (protocol.h), with a deadline on every step. Sockets are non-blocking and
+// waited on with poll(), so a call never outlives its timeout; a connection
+// that timed out (its answer may still come) is closed, never reused.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <string>
+
+#include "entry.h"
+#include "protocol.h"
+#include "reader.h"
+#include "tenantcache/tenantcache.h"
+
+namespace {
+
+namespace layout = tenantcache::layout;
+namespace protocol = tenantcache::protocol;
+using Clock = std::chrono::steady_clock;
+
+int RemainingMs(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left <= 0 ? 0 : static_cast<int>(left);
+}
+
+// A connection from the pool, or a new one; -1 with a status in *status.
+int Acquire(const tc_cache* cc, int* status) {
+  auto* c = const_cast<tc_cache*>(cc);
+  {
+    std::lock_guard<std::mutex> lock(c->pool_mu);
+    if (c->pool_pid != getpid()) {
+      // After fork(): the parent's sockets are not ours to use. Closing our
+      // copies leaves the parent's connections intact.
+      for (int fd : c->idle_fds) close(fd);
+      c->idle_fds.clear();
+      c->pool_pid = getpid();
+    }
+    if (!c->idle_fds.empty()) {
+      const int fd = c->idle_fds.back();
+      c->idle_fds.pop_back();
+      return fd;
+    }
+  }
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, c->header->control_socket, sizeof addr.sun_path - 1);
+  if (addr.sun_path[0] == '\0') {
+    *status = TC_E_UNAVAILABLE;
+    return -1;
+  }
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    *status = TC_E_NOMEM;
+    return -1;
+  }
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    // ENOENT/ECONNREFUSED: no daemon; EAGAIN: its backlog is full.
+    *status = errno == EAGAIN ? TC_E_BUSY : TC_E_UNAVAILABLE;
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+void Release(const tc_cache* cc, int fd) {
+  auto* c = const_cast<tc_cache*>(cc);
+  std::lock_guard<std::mutex> lock(c->pool_mu);
+  if (c->pool_pid == getpid() && c->idle_fds.size() < 64) {
+    c->idle_fds.push_back(fd);
+    return;
+  }
+  close(fd);
+}
+
+// One request and its answer. Returns 0 and fills status/payload, or a TC_E_*.
+int Request(const tc_cache* cc, uint8_t op, const std::string& payload, int timeout_ms, int* answer_status,
+            std::string* answer) {
+  if (timeout_ms < 0) return TC_E_INVALID_ARG;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  int status = 0;
+  const int fd = Acquire(cc, &status);
+  if (fd < 0) return status;
+  uint32_t id;
+  {
+    auto* c = const_cast<tc_cache*>(cc);
+    std::lock_guard<std::mutex> lock(c->pool_mu);
+    id = ++c->next_request_id;
+  }
+  std::string out;
+  protocol::AppendFrame(&out, op, 0, id, payload);
+  size_t sent = 0;
+  while (sent < out.size()) {
+    const ssize_t n = send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      close(fd);
+      return TC_E_UNAVAILABLE;
+    }
+    pollfd p{fd, POLLOUT, 0};
+    if (poll(&p, 1, RemainingMs(deadline)) == 0) {
+      close(fd);
+      return TC_E_TIMEOUT;
+    }
+  }
+  std::string in;
+  char buf[8192];
+  for (;;) {
+    protocol::Frame f;
+    size_t used = 0;
+    const char* err = nullptr;
+    const auto parsed = protocol::ParseFrame(in, protocol::kMaxResponse, &f, &used, &err);
+    if (parsed == protocol::Parse::kBad) {
+      close(fd);
+      return TC_E_DAEMON;
+    }
+    if (parsed == protocol::Parse::kFrame) {
+      if (f.request_id != id || f.op != op || used != in.size()) {
+        close(fd);
+        return TC_E_DAEMON;
+      }
+      *answer_status = f.status;
+      answer->assign(f.payload);
+      Release(cc, fd);
+      return 0;
+    }
+    const ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n > 0) {
+      in.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+      close(fd);
+      return TC_E_UNAVAILABLE;
+    }
+    pollfd p{fd, POLLIN, 0};
+    const int left = RemainingMs(deadline);
+    if (left == 0 || poll(&p, 1, left) == 0) {
+      close(fd);
+      return TC_E_TIMEOUT;
+    }
+  }
+}
+
+int Command(const tc_cache* cache, uint8_t op, const std::string& payload, int timeout_ms) {
+  int status = 0;
+  std::string answer;
+  const int rc = Request(cache, op, payload, timeout_ms, &status, &answer);
+  return rc != 0 ? rc : status;
+}
+
+}  // namespace
+
+extern "C" {
+
+int tc_cache_lookup(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, int timeout_ms,
+                    tc_value* out) {
+  const int rc = tc_cache_get(cache, ns, key, key_len, out);
+  if (rc != TC_MISS) return rc;
+  int status = 0;
+  std::string answer;
+  const int r = Request(cache, protocol::kLookup,
+                        protocol::KeyPayload(cache->namespaces[ns].name, std::string_view(key, key_len)), timeout_ms,
+                        &status, &answer);
+  if (r != 0) return r;
+  if (status != TC_FOUND) {
+    out->priv_status = static_cast<uint32_t>(status == TC_NOT_FOUND ? TC_NOT_FOUND : TC_MISS);
+    return status;
+  }
+  protocol::ValuePayload v;
+  tenantcache::EntryView e;
+  const auto& d = cache->namespaces[ns];
+  if (!protocol::ParseValue(answer, &v) || v.data.size() > sizeof out->priv_data ||
+      v.field_count != d.field_count ||
+      !tenantcache::DecodeEntry(reinterpret_cast<const unsigned char*>(v.data.data()), v.data.size(), v.key_len,
+                                v.tenant_len, v.field_count, &e))
+    return TC_E_DAEMON;
+  std::memcpy(out->priv_data, v.data.data(), v.data.size());
+  const tenantcache::ValueMeta vm{v.key_len, v.tenant_len, v.field_count};
+  std::memcpy(&out->priv_reserved[0], &vm, sizeof vm);
+  out->priv_ns = &d;
+  out->priv_len = static_cast<uint32_t>(v.data.size());
+  out->priv_status = static_cast<uint32_t>(TC_FOUND);
+  return TC_FOUND;
+}
+
+int tc_cache_invalidate(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, int timeout_ms) {
+  if (cache == nullptr || key == nullptr) return TC_E_INVALID_ARG;
+  if (ns >= cache->namespace_count) return TC_E_NO_NAMESPACE;
+  char norm[TC_MAX_KEY_LEN + 1];
+  size_t len = 0;
+  const int rc = tc_cache_normalize_key(cache, ns, key, key_len, norm, &len, nullptr);
+  if (rc != 0) return rc;
+  return Command(cache, protocol::kInvalidate, protocol::KeyPayload(cache->namespaces[ns].name, std::string_view(norm, len)),
+                 timeout_ms);
+}
+
+int tc_cache_invalidate_tenant(const tc_cache* cache, const char* tenant, size_t tenant_len, int timeout_ms) {
+  if (cache == nullptr || tenant == nullptr || tenant_len == 0 || tenant_len > 60000) return TC_E_INVALID_ARG;
+  return Command(cache, protocol::kInvalidateTenant, protocol::TenantPayload(std::string_view(tenant, tenant_len)),
+                 timeout_ms);
+}
+
+int tc_cache_flush(const tc_cache* cache, int timeout_ms) {
+  if (cache == nullptr) return TC_E_INVALID_ARG;
+  return Command(cache, protocol::kFlush, "", timeout_ms);
+}
+
+}  // extern "C"

@@ -1,0 +1,425 @@
+#include "config.h"
+
+#include <toml.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+#include <sstream>
+
+#include "cache_layout.h"
+#include "keys.h"
+
+namespace tenantcache {
+
+// clang-format off
+const std::vector<ConfigKey> kConfigKeys = {
+  {"daemon", "log_level", KeyType::kString, "\"info\"", true,
+   "trace, debug, info, warn, error or critical"},
+
+  {"cache", "path", KeyType::kString, "\"/dev/shm/tenantcache\"", false,
+   "the cache file workers map (its recency file is <path>.recency)"},
+  {"cache", "capacity", KeyType::kInteger, "100000", false,
+   "entries the cache is sized for (it has 25% more slots)"},
+  {"cache", "slot_bytes", KeyType::kInteger, "320", false,
+   "bytes per entry slot, a multiple of 64 from 256 to 4096; 64 of them are metadata"},
+  {"cache", "mode", KeyType::kMode, "\"0640\"", false,
+   "mode of the cache file (the recency file adds write where this grants read)"},
+  {"cache", "group", KeyType::kString, "\"\"", false,
+   "group owning the cache files, normally the workers' group (\"\": the daemon's)"},
+  {"cache", "ttl", KeyType::kDuration, "\"1h\"", true,
+   "lifetime of an entry: a safety net, correctness never depends on it"},
+  {"cache", "negative_ttl", KeyType::kDuration, "\"1m\"", true,
+   "lifetime of a \"no such row\" entry"},
+  {"cache", "idle_timeout", KeyType::kDuration, "\"0s\"", true,
+   "drop entries nobody read for this long (0s: never)"},
+  {"cache", "stale_after", KeyType::kDuration, "\"5s\"", true,
+   "the fail-closed bound: readers refuse the cache when the daemon's heartbeat is older, "
+   "and the daemon declares its listener dead when its own NOTIFY heartbeat is this late"},
+  {"cache", "heartbeat_interval", KeyType::kDuration, "\"1s\"", true,
+   "how often the daemon sends itself a NOTIFY heartbeat through each source"},
+
+  {"control", "socket", KeyType::kString, "\"/run/tenantcache/tenantcached.sock\"", false,
+   "unix socket clients send misses and commands to"},
+  {"control", "mode", KeyType::kMode, "\"0660\"", false,
+   "mode of the control socket"},
+  {"control", "allowed_groups", KeyType::kStringList, "[]", true,
+   "groups whose members may use the socket (checked on the peer's credentials); "
+   "[]: whoever the socket's mode lets connect. root and the daemon's user always may"},
+  {"control", "max_clients", KeyType::kInteger, "1024", true,
+   "connections served at once; more are refused"},
+
+  {"source", "name", KeyType::kString, nullptr, false,
+   "name namespaces refer to this database by"},
+  {"source", "conninfo", KeyType::kString, "\"\"", false,
+   "libpq conninfo for the loaders (and the listener); PG* variables, the service file "
+   "and .pgpass apply as usual"},
+  {"source", "listener_conninfo", KeyType::kString, "\"\"", false,
+   "conninfo of the LISTEN connection when it must differ (it must reach the primary "
+   "directly, never through a transaction-pooling PgBouncer); \"\": conninfo"},
+  {"source", "channel", KeyType::kString, "\"tenantcache\"", false,
+   "NOTIFY channel, as in tenantcache.settings.channel"},
+  {"source", "loaders", KeyType::kInteger, "2", false,
+   "connections that run fill queries"},
+  {"source", "queue_bound", KeyType::kInteger, "10000", true,
+   "fills waiting or running at once; beyond it lookups are answered busy"},
+  {"source", "query_timeout", KeyType::kDuration, "\"2s\"", true,
+   "a fill query running longer is cancelled and its waiters told timeout"},
+  {"source", "reconnect_min", KeyType::kDuration, "\"100ms\"", true,
+   "first reconnect delay; it doubles (with jitter) up to reconnect_max"},
+  {"source", "reconnect_max", KeyType::kDuration, "\"10s\"", true,
+   "longest reconnect delay"},
+
+  {"namespace", "name", KeyType::kString, nullptr, false,
+   "name clients look up, 1-63 of [a-z0-9_]; triggers send it in key messages"},
+  {"namespace", "kind", KeyType::kKeyKind, nullptr, false,
+   "key kind: uuid, slug, host or text"},
+  {"namespace", "source", KeyType::kString, "\"\"", false,
+   "the source whose database the query runs on (\"\": the first source)"},
+  {"namespace", "query", KeyType::kString, nullptr, false,
+   "SQL returning at most one row for the key $1; every column but the tenant column "
+   "is a value field, returned as text"},
+  {"namespace", "tenant_column", KeyType::kString, nullptr, false,
+   "the column holding the entry's tenant id"},
+  {"namespace", "fields", KeyType::kStringList, nullptr, false,
+   "the value columns the query returns besides the tenant column, in the order clients "
+   "see them (each returned as text; NULL stays NULL)"},
+  {"namespace", "max_key_len", KeyType::kInteger, "255", false,
+   "longest key, for kind text (1-255)"},
+};
+// clang-format on
+
+namespace {
+
+using Table = toml::value;
+
+[[noreturn]] void Fail(const toml::value& v, const std::string& key, const std::string& msg) {
+  const auto loc = v.location();
+  throw ConfigError(loc.file_name() + ":" + std::to_string(loc.line()) + ": " + key + ": " + msg);
+}
+
+[[noreturn]] void FailFile(const std::string& file, const std::string& key, const std::string& msg) {
+  throw ConfigError(file + ": " + key + ": " + msg);
+}
+
+// Reads one table's keys against kConfigKeys, with defaults.
+class TableReader {
+ public:
+  TableReader(const toml::value* table, std::string file, std::string table_name, std::string label)
+      : table_(table), file_(std::move(file)), table_name_(std::move(table_name)), label_(std::move(label)) {
+    if (table_ == nullptr) return;
+    if (!table_->is_table()) Fail(*table_, label_, "must be a table");
+    for (const auto& [k, v] : table_->as_table()) {
+      const bool known = std::any_of(kConfigKeys.begin(), kConfigKeys.end(), [&](const ConfigKey& c) {
+        return table_name_ == c.table && k == c.name;
+      });
+      if (!known) Fail(v, label_ + "." + k, "unknown key");
+    }
+  }
+
+  const toml::value* Find(const char* name) const {
+    if (table_ == nullptr) return nullptr;
+    const auto& t = table_->as_table();
+    const auto it = t.find(name);
+    return it == t.end() ? nullptr : &it->second;
+  }
+
+  // The key's value, or its default parsed as TOML.
+  toml::value Get(const char* name) const {
+    const ConfigKey& k = Key(name);
+    if (const toml::value* v = Find(name)) return *v;
+    if (k.default_value == nullptr) {
+      if (table_ != nullptr) Fail(*table_, label_ + "." + name, "is required");
+      FailFile(file_, label_ + "." + name, "is required");
+    }
+    std::istringstream in("x = " + std::string(k.default_value));
+    const auto parsed = toml::parse(in, "(default of " + label_ + "." + name + ")");
+    return toml::find(parsed, "x");
+  }
+
+  std::string Label(const char* name) const { return label_ + "." + name; }
+
+  std::string String(const char* name) const {
+    const toml::value v = Get(name);
+    if (!v.is_string()) Fail(v, Label(name), "must be a string");
+    return v.as_string();
+  }
+
+  int64_t Integer(const char* name, int64_t min, int64_t max) const {
+    const toml::value v = Get(name);
+    if (!v.is_integer()) Fail(v, Label(name), "must be an integer");
+    const int64_t n = v.as_integer();
+    if (n < min || n > max)
+      Fail(v, Label(name), "must be between " + std::to_string(min) + " and " + std::to_string(max));
+    return n;
+  }
+
+  Millis Duration(const char* name) const {
+    const toml::value v = Get(name);
+    if (!v.is_string()) Fail(v, Label(name), "must be a duration string such as \"500ms\", \"5s\", \"10m\"");
+    const auto d = ParseDuration(v.as_string().str);
+    if (!d) Fail(v, Label(name), "\"" + v.as_string().str + "\" is not a duration (use ms, s, m, h or d)");
+    return *d;
+  }
+
+  mode_t Mode(const char* name) const {
+    const toml::value v = Get(name);
+    if (!v.is_string()) Fail(v, Label(name), "must be an octal string such as \"0640\"");
+    const std::string& s = v.as_string().str;
+    if (s.empty() || s.size() > 4 || s.find_first_not_of("01234567") != std::string::npos)
+      Fail(v, Label(name), "\"" + s + "\" is not an octal mode");
+    return static_cast<mode_t>(std::stoul(s, nullptr, 8));
+  }
+
+  std::vector<std::string> StringList(const char* name) const {
+    const toml::value v = Get(name);
+    if (!v.is_array()) Fail(v, Label(name), "must be an array of strings");
+    std::vector<std::string> out;
+    for (const auto& e : v.as_array()) {
+      if (!e.is_string()) Fail(e, Label(name), "must be an array of strings");
+      out.push_back(e.as_string());
+    }
+    return out;
+  }
+
+  uint32_t Kind(const char* name) const {
+    const toml::value v = Get(name);
+    if (!v.is_string()) Fail(v, Label(name), "must be a string");
+    const uint32_t kind = ParseKeyKind(v.as_string().str);
+    if (kind == 0) Fail(v, Label(name), "\"" + v.as_string().str + "\" is not a key kind (uuid, slug, host, text)");
+    return kind;
+  }
+
+  const toml::value* table() const { return table_; }
+
+ private:
+  const ConfigKey& Key(const char* name) const {
+    for (const auto& k : kConfigKeys)
+      if (table_name_ == k.table && std::string_view(name) == k.name) return k;
+    throw std::logic_error("config key not declared: " + table_name_ + "." + name);
+  }
+
+  const toml::value* table_;
+  std::string file_, table_name_, label_;
+};
+
+bool ValidName(const std::string& s) {
+  return !s.empty() && s.size() < 64 && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+  });
+}
+
+}  // namespace
+
+std::optional<Millis> ParseDuration(std::string_view s) {
+  size_t i = 0;
+  uint64_t n = 0;
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+    n = n * 10 + static_cast<uint64_t>(s[i] - '0');
+    if (n > (uint64_t{1} << 40)) return std::nullopt;
+    ++i;
+  }
+  if (i == 0) return std::nullopt;
+  const std::string_view unit = s.substr(i);
+  uint64_t ms;
+  if (unit == "ms") {
+    ms = n;
+  } else if (unit == "s") {
+    ms = n * 1000;
+  } else if (unit == "m") {
+    ms = n * 60'000;
+  } else if (unit == "h") {
+    ms = n * 3'600'000;
+  } else if (unit == "d") {
+    ms = n * 86'400'000;
+  } else {
+    return std::nullopt;
+  }
+  return Millis(ms);
+}
+
+std::string RedactConninfo(const std::string& conninfo) {
+  // Both forms: key=value pairs and postgresql:// URIs.
+  std::string out = conninfo;
+  size_t pos = 0;
+  while ((pos = out.find("password", pos)) != std::string::npos) {
+    size_t v = pos + 8;
+    while (v < out.size() && out[v] == ' ') ++v;
+    if (v < out.size() && out[v] == '=') {
+      ++v;
+      while (v < out.size() && out[v] == ' ') ++v;
+      size_t end = v;
+      if (end < out.size() && out[end] == '\'') {
+        ++end;
+        while (end < out.size() && out[end] != '\'') end += out[end] == '\\' ? 2 : 1;
+        end = std::min(end + 1, out.size());
+      } else {
+        while (end < out.size() && out[end] != ' ' && out[end] != '&') ++end;
+      }
+      out.replace(v, end - v, "********");
+    }
+    pos = v;
+  }
+  const size_t scheme = out.find("://");
+  if (scheme != std::string::npos) {
+    const size_t at = out.find('@', scheme);
+    const size_t colon = out.find(':', scheme + 3);
+    if (at != std::string::npos && colon != std::string::npos && colon < at)
+      out.replace(colon + 1, at - colon - 1, "********");
+  }
+  return out;
+}
+
+Config LoadConfig(const std::string& path) {
+  toml::value root;
+  try {
+    root = toml::parse(path);
+  } catch (const toml::syntax_error& e) {
+    throw ConfigError(std::string("syntax error in ") + e.what());
+  } catch (const std::exception& e) {
+    throw ConfigError(path + ": " + e.what());
+  }
+  for (const auto& [k, v] : root.as_table()) {
+    static const std::set<std::string> kTables = {"daemon", "cache", "control", "source", "namespace"};
+    if (kTables.count(k) == 0) Fail(v, k, "unknown table (expected [daemon], [cache], [control], [[source]], [[namespace]])");
+  }
+  auto sub = [&](const char* name) -> const toml::value* {
+    const auto& t = root.as_table();
+    const auto it = t.find(name);
+    return it == t.end() ? nullptr : &it->second;
+  };
+
+  Config c;
+  c.path = path;
+  try {
+    const TableReader daemon(sub("daemon"), path, "daemon", "daemon");
+    c.log_level = daemon.String("log_level");
+    static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+    if (kLevels.count(c.log_level) == 0) {
+      if (const auto* v = daemon.Find("log_level")) Fail(*v, "daemon.log_level", "unknown level \"" + c.log_level + "\"");
+    }
+
+    const TableReader cache(sub("cache"), path, "cache", "cache");
+    c.cache_path = cache.String("path");
+    if (c.cache_path.empty() || c.cache_path[0] != '/') FailFile(path, "cache.path", "must be an absolute path");
+    c.capacity = static_cast<uint64_t>(cache.Integer("capacity", 1, int64_t{1} << 34));
+    c.slot_bytes = static_cast<uint32_t>(cache.Integer("slot_bytes", layout::kMinSlotSize, layout::kMaxSlotSize));
+    if (c.slot_bytes % 64 != 0) Fail(cache.Get("slot_bytes"), "cache.slot_bytes", "must be a multiple of 64");
+    c.cache_mode = cache.Mode("mode");
+    c.cache_group = cache.String("group");
+    c.ttl = cache.Duration("ttl");
+    c.negative_ttl = cache.Duration("negative_ttl");
+    c.idle_timeout = cache.Duration("idle_timeout");
+    c.stale_after = cache.Duration("stale_after");
+    c.heartbeat_interval = cache.Duration("heartbeat_interval");
+    if (c.stale_after < Millis(100)) Fail(cache.Get("stale_after"), "cache.stale_after", "must be at least 100ms");
+    if (c.heartbeat_interval < Millis(10) || c.heartbeat_interval * 2 > c.stale_after)
+      Fail(cache.Get("heartbeat_interval"), "cache.heartbeat_interval",
+           "must be at least 10ms and at most half of cache.stale_after");
+
+    const TableReader control(sub("control"), path, "control", "control");
+    c.control_socket = control.String("socket");
+    if (c.control_socket.empty() || c.control_socket.size() > 107)
+      FailFile(path, "control.socket", "must be a path of 1 to 107 bytes");
+    c.control_mode = control.Mode("mode");
+    c.allowed_groups = control.StringList("allowed_groups");
+    c.max_clients = static_cast<int>(control.Integer("max_clients", 1, 1 << 20));
+
+    const toml::value* sources = sub("source");
+    if (sources == nullptr) FailFile(path, "source", "at least one [[source]] is required");
+    if (!sources->is_array()) Fail(*sources, "source", "must be an array of tables: write [[source]]");
+    std::set<std::string> source_names;
+    for (size_t i = 0; i < sources->as_array().size(); ++i) {
+      const toml::value& t = sources->as_array()[i];
+      const TableReader r(&t, path, "source", "source[" + std::to_string(i) + "]");
+      SourceConfig s;
+      s.name = r.String("name");
+      if (!ValidName(s.name)) Fail(r.Get("name"), r.Label("name"), "must be 1-63 of [a-z0-9_]");
+      if (!source_names.insert(s.name).second) Fail(r.Get("name"), r.Label("name"), "\"" + s.name + "\" is defined twice");
+      s.conninfo = r.String("conninfo");
+      s.listener_conninfo = r.String("listener_conninfo");
+      s.channel = r.String("channel");
+      if (!ValidName(s.channel) || !(s.channel[0] >= 'a' && s.channel[0] <= 'z') )
+        Fail(r.Get("channel"), r.Label("channel"), "must be a lower-case identifier");
+      s.loaders = static_cast<int>(r.Integer("loaders", 1, 64));
+      s.queue_bound = static_cast<int>(r.Integer("queue_bound", 1, 1 << 24));
+      s.query_timeout = r.Duration("query_timeout");
+      s.reconnect_min = r.Duration("reconnect_min");
+      s.reconnect_max = r.Duration("reconnect_max");
+      if (s.query_timeout < Millis(1)) Fail(r.Get("query_timeout"), r.Label("query_timeout"), "must be positive");
+      if (s.reconnect_min < Millis(1) || s.reconnect_max < s.reconnect_min)
+        Fail(r.Get("reconnect_max"), r.Label("reconnect_max"), "must be at least reconnect_min (> 0)");
+      c.sources.push_back(std::move(s));
+    }
+
+    const toml::value* namespaces = sub("namespace");
+    if (namespaces == nullptr) FailFile(path, "namespace", "at least one [[namespace]] is required");
+    if (!namespaces->is_array()) Fail(*namespaces, "namespace", "must be an array of tables: write [[namespace]]");
+    if (namespaces->as_array().size() > layout::kMaxNamespaces)
+      Fail(*namespaces, "namespace", "at most 32 namespaces");
+    std::set<std::string> ns_names;
+    for (size_t i = 0; i < namespaces->as_array().size(); ++i) {
+      const toml::value& t = namespaces->as_array()[i];
+      const TableReader r(&t, path, "namespace", "namespace[" + std::to_string(i) + "]");
+      NamespaceConfig n;
+      n.name = r.String("name");
+      if (!ValidName(n.name)) Fail(r.Get("name"), r.Label("name"), "must be 1-63 of [a-z0-9_]");
+      if (!ns_names.insert(n.name).second) Fail(r.Get("name"), r.Label("name"), "\"" + n.name + "\" is defined twice");
+      n.key_kind = r.Kind("kind");
+      n.max_key_len = static_cast<uint32_t>(r.Integer("max_key_len", 1, layout::kMaxKeyLen));
+      n.source = r.String("source");
+      if (n.source.empty()) n.source = c.sources.front().name;
+      const auto it = std::find_if(c.sources.begin(), c.sources.end(),
+                                   [&](const SourceConfig& s) { return s.name == n.source; });
+      if (it == c.sources.end()) Fail(r.Get("source"), r.Label("source"), "no [[source]] is named \"" + n.source + "\"");
+      n.source_index = static_cast<size_t>(it - c.sources.begin());
+      n.query = r.String("query");
+      if (n.query.find("$1") == std::string::npos) Fail(r.Get("query"), r.Label("query"), "must use $1 for the key");
+      n.tenant_column = r.String("tenant_column");
+      if (n.tenant_column.empty()) Fail(r.Get("tenant_column"), r.Label("tenant_column"), "must not be empty");
+      n.fields = r.StringList("fields");
+      if (n.fields.size() > layout::kMaxFields) Fail(r.Get("fields"), r.Label("fields"), "at most 30 fields");
+      std::set<std::string> seen{n.tenant_column};
+      for (const auto& f : n.fields)
+        if (f.empty() || f.size() > 63 || !seen.insert(f).second)
+          Fail(r.Get("fields"), r.Label("fields"), "\"" + f + "\" is empty, too long, repeated or the tenant column");
+      c.namespaces.push_back(std::move(n));
+    }
+  } catch (const toml::exception& e) {
+    throw ConfigError(path + ": " + e.what());
+  }
+  return c;
+}
+
+std::vector<std::string> RestartRequired(const Config& a, const Config& b) {
+  std::vector<std::string> diff;
+  auto check = [&](bool same, const char* key) {
+    if (!same) diff.push_back(key);
+  };
+  check(a.cache_path == b.cache_path, "cache.path");
+  check(a.capacity == b.capacity, "cache.capacity");
+  check(a.slot_bytes == b.slot_bytes, "cache.slot_bytes");
+  check(a.cache_mode == b.cache_mode, "cache.mode");
+  check(a.cache_group == b.cache_group, "cache.group");
+  check(a.control_socket == b.control_socket, "control.socket");
+  check(a.control_mode == b.control_mode, "control.mode");
+  check(a.sources.size() == b.sources.size(), "source (count)");
+  for (size_t i = 0; i < std::min(a.sources.size(), b.sources.size()); ++i) {
+    const auto &x = a.sources[i], &y = b.sources[i];
+    check(x.name == y.name && x.conninfo == y.conninfo && x.listener_conninfo == y.listener_conninfo &&
+              x.channel == y.channel && x.loaders == y.loaders,
+          "source (name, conninfo, listener_conninfo, channel or loaders)");
+  }
+  check(a.namespaces.size() == b.namespaces.size(), "namespace (count)");
+  for (size_t i = 0; i < std::min(a.namespaces.size(), b.namespaces.size()); ++i) {
+    const auto &x = a.namespaces[i], &y = b.namespaces[i];
+    check(x.name == y.name && x.key_kind == y.key_kind && x.max_key_len == y.max_key_len && x.source == y.source &&
+              x.query == y.query && x.tenant_column == y.tenant_column && x.fields == y.fields,
+          "namespace");
+  }
+  std::sort(diff.begin(), diff.end());
+  diff.erase(std::unique(diff.begin(), diff.end()), diff.end());
+  return diff;
+}
+
+}  // namespace tenantcache

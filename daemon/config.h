@@ -1,0 +1,107 @@
+// tenantcached's configuration: a TOML file whose every key is declared once,
+// in kConfigKeys (name, type, default, reloadable, documentation). The sample
+// config and the README's reference list exactly these keys.
+//
+//   [daemon]        log_level
+//   [cache]         the cache file and entry lifetimes
+//   [control]       the control socket
+//   [[source]]      one per database: conninfo, channel, loaders, ...
+//   [[namespace]]   one per lookup: name, key kind, source, query, tenant column
+//
+// LoadConfig throws ConfigError naming the file, the line and the key.
+#ifndef TENANTCACHE_DAEMON_CONFIG_H_
+#define TENANTCACHE_DAEMON_CONFIG_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tenantcache {
+
+using Millis = std::chrono::milliseconds;
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class KeyType { kString, kInteger, kDuration, kMode, kStringList, kKeyKind };
+
+// One configuration key. `table` is "daemon", "cache", "control", "source"
+// or "namespace" (the last two are arrays of tables).
+struct ConfigKey {
+  const char* table;
+  const char* name;
+  KeyType type;
+  const char* default_value;  // as written in TOML; nullptr: required
+  bool reloadable;
+  const char* doc;
+};
+
+extern const std::vector<ConfigKey> kConfigKeys;
+
+struct SourceConfig {
+  std::string name;
+  std::string conninfo;           // loaders (and the listener unless set)
+  std::string listener_conninfo;  // "" = conninfo
+  std::string channel;
+  int loaders = 2;
+  int queue_bound = 10000;
+  Millis query_timeout{2000};
+  Millis reconnect_min{100};
+  Millis reconnect_max{10000};
+};
+
+struct NamespaceConfig {
+  std::string name;
+  uint32_t key_kind = 0;  // layout::KeyKind
+  uint32_t max_key_len = 0;
+  std::string source;  // resolved: always names a source
+  size_t source_index = 0;
+  std::string query;
+  std::string tenant_column;
+  std::vector<std::string> fields;
+};
+
+struct Config {
+  std::string path;  // the file it was loaded from
+  std::string log_level = "info";
+
+  std::string cache_path;
+  uint64_t capacity = 0;
+  uint32_t slot_bytes = 0;
+  mode_t cache_mode = 0640;
+  std::string cache_group;
+  Millis ttl{0}, negative_ttl{0}, idle_timeout{0}, stale_after{0}, heartbeat_interval{0};
+
+  std::string control_socket;
+  mode_t control_mode = 0660;
+  std::vector<std::string> allowed_groups;
+  int max_clients = 1024;
+
+  std::vector<SourceConfig> sources;
+  std::vector<NamespaceConfig> namespaces;
+};
+
+// Parses and validates `path`. Throws ConfigError.
+Config LoadConfig(const std::string& path);
+
+// "150ms", "5s", "10m", "1h", "1d" -> milliseconds; nullopt if malformed.
+std::optional<Millis> ParseDuration(std::string_view s);
+
+// Conninfo with any password replaced by "********", for logs.
+std::string RedactConninfo(const std::string& conninfo);
+
+// Which keys differ between two configs that a reload cannot apply; empty if
+// the new config can replace the old one in place.
+std::vector<std::string> RestartRequired(const Config& running, const Config& loaded);
+
+}  // namespace tenantcache
+
+#endif  // TENANTCACHE_DAEMON_CONFIG_H_

@@ -1,0 +1,192 @@
+#include "daemon.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <sstream>
+
+#include "keys.h"
+#include "listener.h"
+#include "loader.h"
+#include "protocol.h"
+#include "reader.h"
+
+namespace tenantcache {
+
+uv_timer_t* NewTimer(uv_loop_t* loop, void* data) {
+  auto* t = new uv_timer_t;
+  uv_timer_init(loop, t);
+  t->data = data;
+  return t;
+}
+
+void CloseTimer(uv_timer_t*& timer) {
+  if (timer == nullptr) return;
+  uv_timer_stop(timer);
+  timer->data = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  timer = nullptr;
+}
+
+Daemon::Daemon(uv_loop_t* loop, Config config, std::unique_ptr<CacheWriter> writer)
+    : loop_(loop), config_(std::move(config)), writer_(std::move(writer)) {
+  source_synced_.assign(config_.sources.size(), false);
+  for (size_t i = 0; i < config_.sources.size(); ++i) {
+    listeners_.push_back(std::make_unique<Listener>(this, i));
+    loaders_.push_back(std::make_unique<LoaderPool>(this, i));
+  }
+  unsynced_since_ = std::chrono::steady_clock::now();
+}
+
+Daemon::~Daemon() { CloseTimer(beat_timer_); }
+
+void Daemon::Start(std::function<void()> on_ready) {
+  on_ready_ = std::move(on_ready);
+  beat_timer_ = NewTimer(loop_, this);
+  // Several heartbeats per fail-closed bound, and at least ten a second.
+  const auto period = static_cast<uint64_t>(std::clamp<int64_t>(config_.stale_after.count() / 10, 10, 100));
+  writer_->Heartbeat();
+  uv_timer_start(
+      beat_timer_, [](uv_timer_t* t) { static_cast<Daemon*>(t->data)->Beat(); }, period, period);
+  for (auto& l : loaders_) l->Start();
+  for (auto& l : listeners_) l->Start();
+}
+
+void Daemon::Stop() {
+  writer_->SetSynced(false);  // readers fail closed from now on
+  for (auto& l : listeners_) l->Stop();
+  for (auto& l : loaders_) l->Stop();
+  CloseTimer(beat_timer_);
+}
+
+void Daemon::Reload(const Config& config) {
+  config_.log_level = config.log_level;
+  config_.ttl = config.ttl;
+  config_.negative_ttl = config.negative_ttl;
+  config_.idle_timeout = config.idle_timeout;
+  config_.stale_after = config.stale_after;
+  config_.heartbeat_interval = config.heartbeat_interval;
+  config_.allowed_groups = config.allowed_groups;
+  config_.max_clients = config.max_clients;
+  for (size_t i = 0; i < config_.sources.size(); ++i) {
+    auto& s = config_.sources[i];
+    const auto& n = config.sources[i];
+    s.queue_bound = n.queue_bound;
+    s.query_timeout = n.query_timeout;
+    s.reconnect_min = n.reconnect_min;
+    s.reconnect_max = n.reconnect_max;
+    listeners_[i]->Reload(s);
+    loaders_[i]->Reload(s);
+  }
+  writer_->SetPolicy(static_cast<uint64_t>(config_.stale_after.count()) * 1'000'000,
+                     static_cast<uint64_t>(config_.idle_timeout.count()) * 1'000'000);
+}
+
+void Daemon::Beat() {
+  writer_->Heartbeat();
+  writer_->Sweep(256);
+  const bool now_synced = synced();
+  const auto now = std::chrono::steady_clock::now();
+  if (!now_synced && was_synced_) unsynced_since_ = now;
+  if (!now_synced) {
+    stats_.unsynced_time += now - unsynced_since_;
+    unsynced_since_ = now;
+  }
+  was_synced_ = now_synced;
+}
+
+bool Daemon::synced() const {
+  return std::all_of(source_synced_.begin(), source_synced_.end(), [](bool b) { return b; });
+}
+
+void Daemon::SourceSynced(size_t source, bool is_synced) {
+  source_synced_[source] = is_synced;
+  if (!is_synced) {
+    writer_->SetSynced(false);
+    return;
+  }
+  if (!synced()) return;
+  writer_->Heartbeat();
+  writer_->SetSynced(true);
+  if (!ready_sent_) {
+    ready_sent_ = true;
+    if (on_ready_) on_ready_();
+  }
+}
+
+void Daemon::InvalidateKey(std::string_view ns, std::string_view key) {
+  const int id = writer_->FindNamespace(ns);
+  if (id < 0) return;  // not cached by this daemon
+  const auto& spec = writer_->namespace_spec(static_cast<uint32_t>(id));
+  char norm[layout::kMaxKeyLen + 8];
+  const KeyResult r = NormalizeKey(spec.key_kind, spec.max_key_len, key.data(), key.size(), norm);
+  if (!r.ok()) return;  // no lookup can have cached it
+  ++stats_.invalidations_key;
+  const std::string k(norm, r.len);
+  writer_->Invalidate(static_cast<uint32_t>(id), k);
+  loaders_[config_.namespaces[static_cast<size_t>(id)].source_index]->Revoke(static_cast<uint32_t>(id), k);
+}
+
+void Daemon::InvalidateTenant(std::string_view tenant) {
+  ++stats_.invalidations_tenant;
+  writer_->InvalidateTenant(tenant);
+}
+
+void Daemon::Flush(const std::string& why) {
+  ++stats_.flushes;
+  const uint64_t epoch = writer_->Flush();
+  spdlog::info("cache flushed (epoch {}): {}", epoch, why);
+}
+
+void Daemon::Lookup(std::string_view ns, std::string_view key, LookupCallback cb) {
+  ++stats_.lookups;
+  const int id = writer_->FindNamespace(ns);
+  if (id < 0) {
+    cb(LookupAnswer{TC_E_NO_NAMESPACE, "", "no namespace " + std::string(ns)});
+    return;
+  }
+  const auto& spec = writer_->namespace_spec(static_cast<uint32_t>(id));
+  char norm[layout::kMaxKeyLen + 8];
+  const KeyResult r = NormalizeKey(spec.key_kind, spec.max_key_len, key.data(), key.size(), norm);
+  if (!r.ok()) {
+    cb(LookupAnswer{TC_E_INVALID_KEY, "", r.error});
+    return;
+  }
+  loaders_[config_.namespaces[static_cast<size_t>(id)].source_index]->Lookup(static_cast<uint32_t>(id),
+                                                                            std::string(norm, r.len), std::move(cb));
+}
+
+std::string Daemon::StatsJson() const {
+  const WriterStats w = writer_->stats();
+  size_t pending = 0;
+  for (const auto& l : loaders_) pending += l->pending();
+  std::ostringstream o;
+  o << "{\"synced\":" << (synced() ? "true" : "false") << ",\"epoch\":" << writer_->epoch()
+    << ",\"entries\":" << w.entries << ",\"slots\":" << w.slots << ",\"capacity\":" << config_.capacity
+    << ",\"lookups\":" << stats_.lookups << ",\"fills\":" << stats_.fills << ",\"fill_errors\":" << stats_.fill_errors
+    << ",\"fill_timeouts\":" << stats_.fill_timeouts << ",\"coalesced\":" << stats_.coalesced
+    << ",\"busy\":" << stats_.busy << ",\"leases_revoked\":" << stats_.leases_revoked
+    << ",\"uncached_answers\":" << stats_.uncached_answers << ",\"pending_fills\":" << pending
+    << ",\"notifications\":" << stats_.notifications
+    << ",\"malformed_notifications\":" << stats_.malformed_notifications
+    << ",\"invalidations_key\":" << stats_.invalidations_key
+    << ",\"invalidations_tenant\":" << stats_.invalidations_tenant << ",\"flushes\":" << stats_.flushes
+    << ",\"evictions\":" << w.evictions << ",\"reclaimed\":" << w.reclaimed << ",\"puts\":" << w.puts
+    << ",\"negative_puts\":" << w.negative_puts << ",\"too_large\":" << w.too_large
+    << ",\"reconnects\":" << stats_.reconnects << ",\"heartbeats_sent\":" << stats_.heartbeats_sent
+    << ",\"heartbeats_received\":" << stats_.heartbeats_received
+    << ",\"control_connections\":" << stats_.control_connections << ",\"control_errors\":" << stats_.control_errors
+    << ",\"notification_queue_usage\":" << stats_.notification_queue_usage << ",\"unsynced_seconds\":"
+    << std::chrono::duration<double>(stats_.unsynced_time).count() << "}";
+  return o.str();
+}
+
+std::string Daemon::StatusLine() const {
+  const WriterStats w = writer_->stats();
+  std::ostringstream o;
+  o << (synced() ? "synced" : "NOT synced (readers fail closed)") << "; " << w.entries << " entries; "
+    << stats_.fills << " fills, " << stats_.coalesced << " coalesced; " << stats_.reconnects << " reconnects";
+  return o.str();
+}
+
+}  // namespace tenantcache

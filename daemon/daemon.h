@@ -1,0 +1,112 @@
+// The daemon's core: owns the cache writer, one Listener and one LoaderPool
+// per source, and the statistics; the listeners, loaders and control socket
+// report to it. Everything runs on the one libuv loop thread.
+#ifndef TENANTCACHE_DAEMON_DAEMON_H_
+#define TENANTCACHE_DAEMON_DAEMON_H_
+
+#include <uv.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cache_writer.h"
+#include "config.h"
+
+namespace tenantcache {
+
+class Listener;
+class LoaderPool;
+
+struct Stats {
+  uint64_t lookups = 0;           // miss requests from clients
+  uint64_t fills = 0;             // queries run
+  uint64_t fill_errors = 0;       // queries that failed
+  uint64_t fill_timeouts = 0;
+  uint64_t coalesced = 0;         // lookups that joined a fill already under way
+  uint64_t busy = 0;              // lookups refused: queue full
+  uint64_t leases_revoked = 0;    // fills invalidated while in flight (not cached)
+  uint64_t uncached_answers = 0;  // answered without caching (revoked repeatedly, too large)
+  uint64_t notifications = 0;
+  uint64_t malformed_notifications = 0;
+  uint64_t invalidations_key = 0, invalidations_tenant = 0, flushes = 0;
+  uint64_t reconnects = 0;
+  uint64_t heartbeats_sent = 0, heartbeats_received = 0;
+  uint64_t control_connections = 0, control_errors = 0;
+  double notification_queue_usage = 0;
+  std::chrono::steady_clock::duration unsynced_time{};
+};
+
+// How a lookup ended, for the control socket.
+struct LookupAnswer {
+  int status = 0;       // TC_FOUND, TC_NOT_FOUND, TC_E_*
+  std::string value;    // protocol::EncodeValue payload for TC_FOUND
+  std::string message;  // for errors
+};
+using LookupCallback = std::function<void(const LookupAnswer&)>;
+
+class Daemon {
+ public:
+  Daemon(uv_loop_t* loop, Config config, std::unique_ptr<CacheWriter> writer);
+  ~Daemon();
+
+  // Connects every source and starts the timers. `on_ready` runs once, the
+  // first time every listener has LISTEN active and is synced.
+  void Start(std::function<void()> on_ready);
+  // Marks the cache unavailable and closes every connection and timer.
+  void Stop();
+  // Applies the reloadable settings of `config` (the caller checked that
+  // nothing else changed).
+  void Reload(const Config& config);
+
+  // Invalidations, from the listeners and the control socket. Keys arrive as
+  // sent and are normalised per namespace; unknown namespaces and keys that
+  // no lookup could produce have nothing to invalidate.
+  void InvalidateKey(std::string_view ns, std::string_view key);
+  void InvalidateTenant(std::string_view tenant);
+  void Flush(const std::string& why);
+
+  // A miss from a client: answered from the cache if it was filled meanwhile,
+  // else through the namespace's loaders.
+  void Lookup(std::string_view ns, std::string_view key, LookupCallback cb);
+
+  // A source's listener changed state; the cache is synced only while every
+  // source is.
+  void SourceSynced(size_t source, bool synced);
+
+  CacheWriter& writer() { return *writer_; }
+  const Config& config() const { return config_; }
+  Stats& stats() { return stats_; }
+  bool synced() const;
+  std::string StatsJson() const;
+  std::string StatusLine() const;  // for systemd's STATUS=
+  uv_loop_t* loop() const { return loop_; }
+
+ private:
+  void Beat();  // heartbeat into the cache file, sweep, unsynced time
+
+  uv_loop_t* loop_;
+  Config config_;
+  std::unique_ptr<CacheWriter> writer_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::unique_ptr<LoaderPool>> loaders_;
+  std::vector<bool> source_synced_;
+  std::function<void()> on_ready_;
+  bool ready_sent_ = false;
+  uv_timer_t* beat_timer_ = nullptr;
+  std::chrono::steady_clock::time_point unsynced_since_;
+  bool was_synced_ = false;
+  Stats stats_;
+};
+
+// Frees a timer created with NewTimer through uv_close.
+uv_timer_t* NewTimer(uv_loop_t* loop, void* data);
+void CloseTimer(uv_timer_t*& timer);
+
+}  // namespace tenantcache
+
+#endif  // TENANTCACHE_DAEMON_DAEMON_H_

@@ -1,0 +1,314 @@
+#include "listener.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "notification.h"
+
+namespace tenantcache {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string Value(const std::vector<PgResult>& results, int row, int col) {
+  if (results.empty()) return {};
+  const PGresult* r = results.back().get();
+  if (PQresultStatus(r) != PGRES_TUPLES_OK || row >= PQntuples(r) || col >= PQnfields(r) ||
+      PQgetisnull(r, row, col))
+    return {};
+  return PQgetvalue(r, row, col);
+}
+
+// The first error among the results, or "".
+std::string ResultError(const std::vector<PgResult>& results, const std::string& error) {
+  if (!error.empty()) return error;
+  for (const auto& r : results) {
+    const auto st = PQresultStatus(r.get());
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+      std::string msg = PQresultErrorMessage(r.get());
+      while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+      return msg.empty() ? "query failed" : msg;
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+Listener::Listener(Daemon* daemon, size_t index)
+    : daemon_(daemon),
+      index_(index),
+      source_(daemon->config().sources[index]),
+      conn_(daemon->loop(), "listener " + source_.name),
+      heartbeat_(daemon->loop(), "heartbeat " + source_.name),
+      rng_(static_cast<uint64_t>(getpid()) * 7919 + index) {
+  conn_.set_on_state([this](const std::string& error) {
+    if (!error.empty()) {
+      Lost(error);
+      return;
+    }
+    // Rule: LISTEN first, then catch up, then synced.
+    conn_.Query("LISTEN " + source_.channel, {}, [this](std::vector<PgResult> results, const std::string& err) {
+      const std::string e = ResultError(results, err);
+      if (!e.empty()) {
+        Lost("LISTEN failed: " + e);
+        return;
+      }
+      CatchUp();
+    });
+  });
+  conn_.set_on_notify([this](std::string_view, std::string_view payload) { OnNotify(payload); });
+  heartbeat_.set_on_state([this](const std::string& error) {
+    if (!error.empty() && !stopped_)
+      spdlog::warn("source {}: heartbeat connection: {}", source_.name, error);
+  });
+}
+
+Listener::~Listener() {
+  CloseTimer(reconnect_timer_);
+  CloseTimer(tick_timer_);
+}
+
+const SourceConfig& Listener::source() const { return source_; }
+
+void Listener::Start() {
+  stopped_ = false;
+  tick_timer_ = NewTimer(daemon_->loop(), this);
+  const auto interval = static_cast<uint64_t>(daemon_->config().heartbeat_interval.count());
+  uv_timer_start(
+      tick_timer_, [](uv_timer_t* t) { static_cast<Listener*>(t->data)->Tick(); }, interval, interval);
+  Connect();
+}
+
+void Listener::Stop() {
+  stopped_ = true;
+  CloseTimer(reconnect_timer_);
+  CloseTimer(tick_timer_);
+  conn_.Disconnect("stopping");
+  heartbeat_.Disconnect("stopping");
+  synced_ = false;
+}
+
+void Listener::Reload(const SourceConfig& source) {
+  source_.queue_bound = source.queue_bound;
+  source_.query_timeout = source.query_timeout;
+  source_.reconnect_min = source.reconnect_min;
+  source_.reconnect_max = source.reconnect_max;
+  if (tick_timer_ != nullptr) {
+    const auto interval = static_cast<uint64_t>(daemon_->config().heartbeat_interval.count());
+    uv_timer_start(
+        tick_timer_, [](uv_timer_t* t) { static_cast<Listener*>(t->data)->Tick(); }, interval, interval);
+  }
+}
+
+void Listener::Connect() {
+  if (stopped_) return;
+  heartbeats_.clear();  // tokens of an earlier connection prove nothing
+  const std::string& conninfo = source_.listener_conninfo.empty() ? source_.conninfo : source_.listener_conninfo;
+  spdlog::info("source {}: connecting listener ({})", source_.name, RedactConninfo(conninfo));
+  conn_.Connect(conninfo);
+  if (!heartbeat_.connected()) heartbeat_.Connect(source_.conninfo);
+}
+
+void Listener::Lost(const std::string& why) {
+  if (stopped_) return;
+  const bool was_synced = synced_;
+  synced_ = false;
+  conn_.Disconnect(why);
+  daemon_->SourceSynced(index_, false);  // fail closed at once
+  // Exponential backoff with jitter: 50-100% of min * 2^attempts, capped.
+  const auto base = source_.reconnect_min.count() << std::min(attempts_, 20);
+  const auto capped = std::min<int64_t>(base, source_.reconnect_max.count());
+  const auto delay = static_cast<uint64_t>(capped / 2 + static_cast<int64_t>(rng_() % static_cast<uint64_t>(capped / 2 + 1)));
+  ++attempts_;
+  ++daemon_->stats().reconnects;
+  if (was_synced)
+    spdlog::warn("source {}: listener lost ({}); cache unsynced, reconnecting in {} ms", source_.name, why, delay);
+  else
+    spdlog::warn("source {}: listener not connected ({}); retrying in {} ms", source_.name, why, delay);
+  if (reconnect_timer_ == nullptr) reconnect_timer_ = NewTimer(daemon_->loop(), this);
+  uv_timer_start(
+      reconnect_timer_, [](uv_timer_t* t) { static_cast<Listener*>(t->data)->Connect(); }, delay, 0);
+}
+
+void Listener::CatchUp() {
+  static const std::string kState =
+      "SELECT txid_current_snapshot()::text, "
+      "(SELECT log_enabled FROM tenantcache.settings)::text, "
+      "tenantcache.schema_version(), pg_notification_queue_usage(), "
+      "(SELECT count(*) FROM tenantcache.watched_tables)";
+  conn_.Query(kState, {}, [this](std::vector<PgResult> results, const std::string& err) {
+    const std::string e = ResultError(results, err);
+    if (!e.empty()) {
+      Lost("cannot read the tenantcache schema (is sql/install.sql installed?): " + e);
+      return;
+    }
+    const std::string snapshot = Value(results, 0, 0);
+    const bool log_enabled = Value(results, 0, 1) == "true";
+    const std::string version = Value(results, 0, 2);
+    daemon_->stats().notification_queue_usage = std::atof(Value(results, 0, 3).c_str());
+    if (version != "1") {
+      Lost("tenantcache schema version " + (version.empty() ? std::string("missing") : version) +
+           " is not the version 1 this daemon speaks");
+      return;
+    }
+    if (Value(results, 0, 4) == "0")
+      spdlog::warn("source {}: no table is watched (SELECT tenantcache.watch_table(...)): nothing will be invalidated",
+                   source_.name);
+    if (sync_point_ && log_enabled) {
+      Replay(*sync_point_);
+      return;
+    }
+    daemon_->Flush(sync_point_ ? "listener reconnected and the invalidation log is off"
+                               : "listener connected for the first time");
+    MarkSynced(snapshot);
+  });
+}
+
+void Listener::Replay(const std::string& since) {
+  // One statement, one snapshot: the rows it returns and the snapshot it
+  // reports are consistent. Row 's' carries the snapshot and whether the log
+  // was pruned past the sync point.
+  static const std::string kReplay =
+      "SELECT 's', txid_current_snapshot()::text, "
+      "  (SELECT (pruned_max_xid >= txid_snapshot_xmin($1::txid_snapshot))::text FROM tenantcache.log_horizon), "
+      "  NULL, 0::bigint "
+      "UNION ALL "
+      "SELECT kind::text, namespace, key, NULL, seq FROM tenantcache.invalidation_log "
+      " WHERE xid >= txid_snapshot_xmin($1::txid_snapshot) AND NOT txid_visible_in_snapshot(xid, $1::txid_snapshot) "
+      "ORDER BY 5";
+  conn_.Query(kReplay, {since}, [this](std::vector<PgResult> results, const std::string& err) {
+    const std::string e = ResultError(results, err);
+    if (!e.empty()) {
+      Lost("replaying the invalidation log failed: " + e);
+      return;
+    }
+    const PGresult* r = results.back().get();
+    std::string snapshot;
+    bool pruned = true;
+    for (int i = 0; i < PQntuples(r); ++i) {
+      if (std::string_view(PQgetvalue(r, i, 0)) == "s") {
+        snapshot = PQgetvalue(r, i, 1);
+        pruned = std::string_view(PQgetvalue(r, i, 2)) != "false";
+      }
+    }
+    if (pruned) {
+      daemon_->Flush("the invalidation log no longer reaches back to the last sync point");
+      MarkSynced(snapshot);
+      return;
+    }
+    int replayed = 0;
+    for (int i = 0; i < PQntuples(r); ++i) {
+      const std::string_view kind = PQgetvalue(r, i, 0);
+      if (kind == "k") {
+        daemon_->InvalidateKey(PQgetvalue(r, i, 1), std::string_view(PQgetvalue(r, i, 2), PQgetlength(r, i, 2)));
+      } else if (kind == "t") {
+        daemon_->InvalidateTenant(std::string_view(PQgetvalue(r, i, 2), PQgetlength(r, i, 2)));
+      } else if (kind == "f") {
+        daemon_->Flush("a flush was logged while the listener was away");
+      } else {
+        continue;
+      }
+      ++replayed;
+    }
+    spdlog::info("source {}: replayed {} logged invalidation(s) missed while disconnected", source_.name, replayed);
+    MarkSynced(snapshot);
+  });
+}
+
+void Listener::MarkSynced(const std::string& snapshot) {
+  if (!snapshot.empty()) sync_point_ = snapshot;
+  synced_ = true;
+  attempts_ = 0;
+  last_heartbeat_ = Clock::now();
+  spdlog::info("source {}: listening on channel {} (backend pid {}), synced", source_.name, source_.channel,
+               conn_.backend_pid());
+  daemon_->SourceSynced(index_, true);
+}
+
+void Listener::OnNotify(std::string_view payload) {
+  ++daemon_->stats().notifications;
+  const Notification n = ParseNotification(payload);
+  switch (n.kind) {
+    case Notification::kKey:
+      daemon_->InvalidateKey(n.ns, n.value);
+      return;
+    case Notification::kTenant:
+      daemon_->InvalidateTenant(n.value);
+      return;
+    case Notification::kFlush:
+      daemon_->Flush("flush message");
+      return;
+    case Notification::kHeartbeat: {
+      for (size_t i = 0; i < heartbeats_.size(); ++i) {
+        if (heartbeats_[i].token != n.value) continue;
+        ++daemon_->stats().heartbeats_received;
+        last_heartbeat_ = Clock::now();
+        heartbeats_[i].received = true;
+        if (heartbeats_[i].snapshot && synced_) sync_point_ = heartbeats_[i].snapshot;
+        // Earlier tokens would have arrived first (commit order): they are gone.
+        heartbeats_.erase(heartbeats_.begin(), heartbeats_.begin() + static_cast<long>(i) +
+                                                   (heartbeats_[i].snapshot ? 1 : 0));
+        break;
+      }
+      return;
+    }
+    case Notification::kMalformed:
+      break;
+  }
+  // Conservative: a message we cannot read may have meant anything.
+  ++daemon_->stats().malformed_notifications;
+  const auto now = Clock::now();
+  if (now - last_malformed_log_ > std::chrono::seconds(10)) {
+    spdlog::warn("source {}: malformed notification ({}), flushing the cache: \"{}\"{}", source_.name, n.error,
+                 std::string(payload.substr(0, 200)),
+                 malformed_suppressed_ > 0 ? " (+" + std::to_string(malformed_suppressed_) + " not logged)" : "");
+    last_malformed_log_ = now;
+    malformed_suppressed_ = 0;
+  } else {
+    ++malformed_suppressed_;
+  }
+  daemon_->Flush("malformed notification");
+}
+
+void Listener::Tick() {
+  if (stopped_) return;
+  const auto interval = daemon_->config().heartbeat_interval;
+  const auto deaf_after = daemon_->config().stale_after - interval;
+  if (synced_ && Clock::now() - last_heartbeat_ > deaf_after) {
+    Lost("no heartbeat received for " +
+         std::to_string(std::chrono::duration_cast<Millis>(Clock::now() - last_heartbeat_).count()) +
+         " ms: the listener is connected but deaf");
+    return;
+  }
+  if (!heartbeat_.connected()) {
+    heartbeat_.Connect(source_.conninfo);
+    return;
+  }
+  if (!heartbeat_.idle() || !conn_.connected()) return;
+  const std::string token = std::to_string(getpid()) + "-" + std::to_string(++heartbeat_counter_);
+  heartbeats_.push_back(Heartbeat{token, std::nullopt, false});
+  while (heartbeats_.size() > 64) heartbeats_.pop_front();
+  heartbeat_.Query("SELECT txid_current_snapshot()::text, pg_notify($1, $2)", {source_.channel, "1 h " + token},
+                   [this, token](std::vector<PgResult> results, const std::string& err) {
+                     const std::string e = ResultError(results, err);
+                     if (!e.empty()) {
+                       spdlog::warn("source {}: heartbeat failed: {}", source_.name, e);
+                       return;
+                     }
+                     ++daemon_->stats().heartbeats_sent;
+                     // The notification may have overtaken this result.
+                     for (auto it = heartbeats_.begin(); it != heartbeats_.end(); ++it) {
+                       if (it->token != token) continue;
+                       it->snapshot = Value(results, 0, 0);
+                       if (it->received) {
+                         if (synced_) sync_point_ = it->snapshot;
+                         heartbeats_.erase(heartbeats_.begin(), it + 1);
+                       }
+                       break;
+                     }
+                   });
+}
+
+}  // namespace tenantcache

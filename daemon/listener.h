@@ -1,0 +1,89 @@
+// A source's listener: the dedicated LISTEN connection, never inside a
+// transaction, and its heartbeat connection.
+//
+// Synchronisation protocol (see DESIGN "Invalidation"):
+//  * On connection loss the source is marked unsynced at once (the cache
+//    fails closed), and the listener reconnects with exponential backoff and
+//    jitter.
+//  * On (re)connect: LISTEN first; then, if it holds a sync point (a
+//    snapshot) and the invalidation log is on and still reaches back to it,
+//    it replays every logged message of a transaction not visible in that
+//    snapshot; otherwise it flushes (bumps the epoch). Only then is the
+//    source synced. The replay query's own snapshot becomes the sync point.
+//  * The sync point advances with the heartbeat: every heartbeat_interval the
+//    heartbeat connection runs, in one statement, txid_current_snapshot() and
+//    pg_notify('1 h <token>'). NOTIFY delivers in commit order, so when the
+//    listener receives that token, it has received every notification of
+//    every transaction visible in that snapshot: the snapshot is a safe
+//    place to replay from.
+//  * Liveness: a synced listener that has not received its own heartbeat for
+//    stale_after - heartbeat_interval is deaf (a proxy, a stopped backend):
+//    it is treated as disconnected.
+#ifndef TENANTCACHE_DAEMON_LISTENER_H_
+#define TENANTCACHE_DAEMON_LISTENER_H_
+
+#include <uv.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+
+#include "config.h"
+#include "pg_conn.h"
+
+namespace tenantcache {
+
+class Daemon;
+
+class Listener {
+ public:
+  Listener(Daemon* daemon, size_t source_index);
+  ~Listener();
+
+  void Start();
+  void Stop();
+  void Reload(const SourceConfig& source);
+  bool synced() const { return synced_; }
+  int backend_pid() const { return conn_.backend_pid(); }
+
+ private:
+  const SourceConfig& source() const;
+  void Connect();
+  void Lost(const std::string& why);
+  void CatchUp();
+  void Replay(const std::string& snapshot);
+  void MarkSynced(const std::string& snapshot);
+  void OnNotify(std::string_view payload);
+  void Tick();  // heartbeat and liveness
+
+  Daemon* daemon_;
+  size_t index_;
+  SourceConfig source_;
+  PgConn conn_;
+  PgConn heartbeat_;
+  uv_timer_t* reconnect_timer_ = nullptr;
+  uv_timer_t* tick_timer_ = nullptr;
+  bool stopped_ = false;
+  bool synced_ = false;
+  int attempts_ = 0;
+  std::optional<std::string> sync_point_;  // txid_snapshot text
+  struct Heartbeat {
+    std::string token;
+    std::optional<std::string> snapshot;  // once the query's result is in
+    bool received;                        // once the listener got the token
+  };
+  std::deque<Heartbeat> heartbeats_;
+  uint64_t heartbeat_counter_ = 0;
+  std::chrono::steady_clock::time_point last_heartbeat_;
+  std::chrono::steady_clock::time_point last_malformed_log_;
+  uint64_t malformed_suppressed_ = 0;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace tenantcache
+
+#endif  // TENANTCACHE_DAEMON_LISTENER_H_

@@ -1,0 +1,307 @@
+#include "loader.h"
+
+#include <spdlog/spdlog.h>
+
+#include "entry.h"
+#include "protocol.h"
+#include "tenantcache/tenantcache.h"
+
+namespace tenantcache {
+namespace {
+
+std::string StatementName(uint32_t ns) { return "tenantcache_ns" + std::to_string(ns); }
+
+std::string Quoted(const std::string& column) {
+  std::string q = "\"";
+  for (char c : column) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+LookupAnswer Error(int status, std::string message) { return LookupAnswer{status, "", std::move(message)}; }
+
+}  // namespace
+
+LoaderPool::LoaderPool(Daemon* daemon, size_t index)
+    : daemon_(daemon), index_(index), source_(daemon->config().sources[index]) {
+  const auto& nss = daemon->config().namespaces;
+  for (uint32_t i = 0; i < nss.size(); ++i)
+    if (nss[i].source_index == index) namespaces_.push_back(i);
+  conns_.resize(static_cast<size_t>(source_.loaders));
+  for (size_t i = 0; i < conns_.size(); ++i) {
+    conns_[i].pool = this;
+    conns_[i].index = i;
+  }
+}
+
+LoaderPool::~LoaderPool() {
+  for (auto& c : conns_) CloseTimer(c.retry);
+}
+
+void LoaderPool::Start() {
+  stopped_ = false;
+  if (namespaces_.empty()) return;  // a source no namespace queries needs no loaders
+  for (size_t i = 0; i < conns_.size(); ++i) ConnectOne(i);
+}
+
+void LoaderPool::Stop() {
+  stopped_ = true;
+  for (auto& c : conns_) {
+    CloseTimer(c.retry);
+    c.running.reset();
+    if (c.pg) c.pg->Disconnect("stopping");
+  }
+  auto fills = std::exchange(fills_, {});
+  queue_.clear();
+  for (auto& [k, f] : fills) {
+    CloseTimer(f->deadline);
+    for (auto& w : f->waiters) w(Error(TC_E_UNAVAILABLE, "daemon stopping"));
+  }
+}
+
+void LoaderPool::Reload(const SourceConfig& source) {
+  source_.queue_bound = source.queue_bound;
+  source_.query_timeout = source.query_timeout;
+  source_.reconnect_min = source.reconnect_min;
+  source_.reconnect_max = source.reconnect_max;
+}
+
+void LoaderPool::ConnectOne(size_t i) {
+  if (stopped_) return;
+  Conn& c = conns_[i];
+  c.prepared = false;
+  if (!c.pg) {
+    c.pg = std::make_unique<PgConn>(daemon_->loop(), "loader " + source_.name + "#" + std::to_string(i));
+    c.pg->set_on_state([this, i](const std::string& error) {
+      if (!error.empty()) {
+        Reconnect(i, error);
+        return;
+      }
+      conns_[i].attempts = 0;
+      // The server ends a runaway query too, not only our deadline.
+      conns_[i].pg->Query("SET statement_timeout = " + std::to_string(source_.query_timeout.count()), {},
+                          [this, i](std::vector<PgResult>, const std::string&) { PrepareAll(i); });
+    });
+  }
+  c.pg->Connect(source_.conninfo);
+}
+
+void LoaderPool::PrepareAll(size_t i) {
+  // Prepares the namespaces one after the other (one query in flight).
+  auto next = std::make_shared<std::function<void(size_t)>>();
+  *next = [this, i, next](size_t k) {
+    if (stopped_ || !conns_[i].pg->connected()) return;
+    if (k == namespaces_.size()) {
+      conns_[i].prepared = true;
+      Dispatch();
+      return;
+    }
+    const uint32_t ns = namespaces_[k];
+    const auto& nc = daemon_->config().namespaces[ns];
+    conns_[i].pg->Prepare(StatementName(ns), nc.query,
+                          [this, next, k, ns](std::vector<PgResult> results, const std::string& error) {
+                            std::string e = error;
+                            if (e.empty() && !results.empty() &&
+                                PQresultStatus(results.back().get()) != PGRES_COMMAND_OK)
+                              e = PQresultErrorMessage(results.back().get());
+                            if (!e.empty())
+                              spdlog::error("namespace {}: cannot prepare its query: {}",
+                                            daemon_->config().namespaces[ns].name, e);
+                            (*next)(k + 1);
+                          });
+  };
+  (*next)(0);
+}
+
+void LoaderPool::Reconnect(size_t i, const std::string& why) {
+  if (stopped_) return;
+  Conn& c = conns_[i];
+  c.prepared = false;
+  if (auto fill = std::exchange(c.running, nullptr)) {
+    CloseTimer(fill->deadline);
+    if (++fill->attempts < kMaxAttempts) {
+      queue_.push_front(fill);
+    } else {
+      ++daemon_->stats().fill_errors;
+      Answer(fill, Error(TC_E_DAEMON, "database connection lost: " + why));
+    }
+  }
+  c.pg->Disconnect(why);
+  const auto delay = static_cast<uint64_t>(
+      std::min<int64_t>(source_.reconnect_min.count() << std::min(c.attempts, 20), source_.reconnect_max.count()));
+  ++c.attempts;
+  spdlog::warn("source {}: loader {} disconnected ({}); reconnecting in {} ms", source_.name, i, why, delay);
+  if (c.retry == nullptr) c.retry = NewTimer(daemon_->loop(), &c);
+  uv_timer_start(
+      c.retry,
+      [](uv_timer_t* t) {
+        auto* conn = static_cast<Conn*>(t->data);
+        conn->pool->ConnectOne(conn->index);
+      },
+      delay, 0);
+  Dispatch();
+}
+
+void LoaderPool::Lookup(uint32_t ns, const std::string& key, LookupCallback cb) {
+  const auto k = std::make_pair(ns, key);
+  if (auto it = fills_.find(k); it != fills_.end()) {
+    ++daemon_->stats().coalesced;
+    it->second->waiters.push_back(std::move(cb));
+    return;
+  }
+  if (fills_.size() >= static_cast<size_t>(source_.queue_bound)) {
+    ++daemon_->stats().busy;
+    cb(Error(TC_E_BUSY, "fill queue full"));
+    return;
+  }
+  auto fill = std::make_shared<Fill>();
+  fill->ns = ns;
+  fill->key = key;
+  fill->waiters.push_back(std::move(cb));
+  fills_.emplace(k, fill);
+  queue_.push_back(std::move(fill));
+  Dispatch();
+}
+
+void LoaderPool::Revoke(uint32_t ns, const std::string& key) {
+  if (auto it = fills_.find(std::make_pair(ns, key)); it != fills_.end()) it->second->revoked = true;
+}
+
+void LoaderPool::Dispatch() {
+  for (size_t i = 0; i < conns_.size() && !queue_.empty(); ++i) {
+    Conn& c = conns_[i];
+    if (!c.pg || !c.prepared || c.running || !c.pg->idle()) continue;
+    auto fill = queue_.front();
+    queue_.pop_front();
+    Run(i, std::move(fill));
+  }
+}
+
+void LoaderPool::Run(size_t i, std::shared_ptr<Fill> fill) {
+  Conn& c = conns_[i];
+  c.running = fill;
+  // The lease is taken before the query is sent.
+  fill->lease = daemon_->writer().BeginFill();
+  fill->revoked = false;
+  ++daemon_->stats().fills;
+  fill->pool = this;
+  fill->conn = i;
+  if (fill->deadline == nullptr) fill->deadline = NewTimer(daemon_->loop(), fill.get());
+  uv_timer_start(
+      fill->deadline,
+      [](uv_timer_t* t) {
+        auto* f = static_cast<Fill*>(t->data);
+        LoaderPool* self = f->pool;
+        const size_t idx = f->conn;
+        auto running = std::exchange(self->conns_[idx].running, nullptr);
+        if (!running) return;
+        CloseTimer(running->deadline);
+        ++self->daemon_->stats().fill_timeouts;
+        self->Answer(running, Error(TC_E_TIMEOUT, "query timed out"));
+        self->Reconnect(idx, "query timed out");
+      },
+      static_cast<uint64_t>(source_.query_timeout.count()), 0);
+  c.pg->QueryPrepared(StatementName(fill->ns), {fill->key},
+                      [this, i, fill](std::vector<PgResult> results, const std::string& error) {
+                        Done(i, fill, std::move(results), error);
+                      });
+}
+
+void LoaderPool::Done(size_t i, const std::shared_ptr<Fill>& fill, std::vector<PgResult> results,
+                      const std::string& error) {
+  if (conns_[i].running != fill) return;  // answered already (deadline)
+  conns_[i].running.reset();
+  CloseTimer(fill->deadline);
+  if (!error.empty()) {  // the connection failed under the query: run it elsewhere
+    if (++fill->attempts < kMaxAttempts) {
+      queue_.push_front(fill);
+    } else {
+      ++daemon_->stats().fill_errors;
+      Answer(fill, Error(TC_E_DAEMON, error));
+    }
+    Dispatch();
+    return;
+  }
+  const auto& nc = daemon_->config().namespaces[fill->ns];
+  const PGresult* r = results.empty() ? nullptr : results.back().get();
+  if (r == nullptr || PQresultStatus(r) != PGRES_TUPLES_OK) {
+    ++daemon_->stats().fill_errors;
+    std::string msg = r != nullptr ? PQresultErrorMessage(r) : "no result";
+    while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+    Answer(fill, Error(TC_E_DAEMON, "namespace " + nc.name + ": " + msg));
+    Dispatch();
+    return;
+  }
+  auto& writer = daemon_->writer();
+  const auto ttl = static_cast<uint64_t>(daemon_->config().ttl.count()) * 1'000'000;
+  const auto negative_ttl = static_cast<uint64_t>(daemon_->config().negative_ttl.count()) * 1'000'000;
+  LookupAnswer answer;
+  PutResult put;
+  if (PQntuples(r) == 0) {
+    answer.status = TC_NOT_FOUND;
+    put = fill->revoked ? PutResult::kRevoked : writer.PutNegative(fill->ns, fill->key, negative_ttl, fill->lease);
+  } else if (PQntuples(r) > 1) {
+    ++daemon_->stats().fill_errors;
+    Answer(fill, Error(TC_E_DAEMON, "namespace " + nc.name + ": query returned " + std::to_string(PQntuples(r)) +
+                                        " rows for one key"));
+    Dispatch();
+    return;
+  } else {
+    const int tenant_col = PQfnumber(r, Quoted(nc.tenant_column).c_str());
+    if (tenant_col < 0 || PQgetisnull(r, 0, tenant_col)) {
+      ++daemon_->stats().fill_errors;
+      Answer(fill, Error(TC_E_DAEMON, "namespace " + nc.name + ": the query returned no (or a NULL) tenant column " +
+                                          nc.tenant_column));
+      Dispatch();
+      return;
+    }
+    EntryData entry;
+    entry.tenant = std::string_view(PQgetvalue(r, 0, tenant_col), static_cast<size_t>(PQgetlength(r, 0, tenant_col)));
+    for (const auto& f : nc.fields) {
+      const int col = PQfnumber(r, Quoted(f).c_str());
+      if (col < 0) {
+        ++daemon_->stats().fill_errors;
+        Answer(fill, Error(TC_E_DAEMON, "namespace " + nc.name + ": the query returned no column " + f));
+        Dispatch();
+        return;
+      }
+      if (PQgetisnull(r, 0, col))
+        entry.fields.emplace_back(std::nullopt);
+      else
+        entry.fields.emplace_back(std::string_view(PQgetvalue(r, 0, col), static_cast<size_t>(PQgetlength(r, 0, col))));
+    }
+    answer.status = TC_FOUND;
+    const size_t size = EncodedSize(fill->key, entry.tenant, entry.fields);
+    if (size == 0) {
+      ++daemon_->stats().fill_errors;
+      Answer(fill, Error(TC_E_DAEMON, "namespace " + nc.name + ": value too large"));
+      Dispatch();
+      return;
+    }
+    std::string data(size, '\0');
+    EncodeEntry(fill->key, entry.tenant, entry.fields, reinterpret_cast<unsigned char*>(data.data()));
+    answer.value = protocol::EncodeValue(static_cast<uint16_t>(fill->key.size()),
+                                         static_cast<uint16_t>(entry.tenant.size()),
+                                         static_cast<uint16_t>(entry.fields.size()), data);
+    put = fill->revoked ? PutResult::kRevoked : writer.Put(fill->ns, fill->key, entry, ttl, fill->lease);
+  }
+  if (put == PutResult::kRevoked) {
+    // A change committed while the query ran: what it read may be stale.
+    ++daemon_->stats().leases_revoked;
+    if (++fill->attempts < kMaxAttempts) {
+      queue_.push_front(fill);
+      Dispatch();
+      return;
+    }
+  }
+  if (put != PutResult::kStored) ++daemon_->stats().uncached_answers;
+  Answer(fill, answer);
+  Dispatch();
+}
+
+void LoaderPool::Answer(const std::shared_ptr<Fill>& fill, const LookupAnswer& answer) {
+  fills_.erase(std::make_pair(fill->ns, fill->key));
+  auto waiters = std::exchange(fill->waiters, {});
+  for (auto& w : waiters) w(answer);
+}
+
+}  // namespace tenantcache

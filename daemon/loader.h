@@ -1,0 +1,94 @@
+// A source's fill machinery: a pool of loader connections with one prepared
+// statement per namespace, coalescing and leases.
+//
+//  * Coalescing: one Fill per (namespace, key). Any number of concurrent
+//    misses for that key, from any number of clients, wait on the same Fill
+//    and its one query.
+//  * Leases: a Fill takes a lease (epoch, tenant sequence) before its query
+//    is sent. An invalidation of its key while it is in flight revokes it
+//    here; an epoch bump or an invalidation of the tenant the row turns out
+//    to belong to makes the writer refuse it. A revoked fill is not written:
+//    it is run again (up to kMaxAttempts) and then answered uncached.
+//  * The pending queue is bounded (queue_bound Fills); beyond it lookups are
+//    answered busy. Each query has a deadline; on expiry its waiters are told
+//    timeout and the connection is replaced (the server's statement_timeout
+//    ends the query there too).
+#ifndef TENANTCACHE_DAEMON_LOADER_H_
+#define TENANTCACHE_DAEMON_LOADER_H_
+
+#include <uv.h>
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cache_writer.h"
+#include "config.h"
+#include "daemon.h"
+#include "pg_conn.h"
+
+namespace tenantcache {
+
+class LoaderPool {
+ public:
+  LoaderPool(Daemon* daemon, size_t source_index);
+  ~LoaderPool();
+
+  void Start();
+  void Stop();
+  void Reload(const SourceConfig& source);
+
+  // `ns` is a namespace of this source; `key` is normalised.
+  void Lookup(uint32_t ns, const std::string& key, LookupCallback cb);
+  // A key invalidation arrived: a fill of that key in flight must not be cached.
+  void Revoke(uint32_t ns, const std::string& key);
+  size_t pending() const { return fills_.size(); }
+
+ private:
+  static constexpr int kMaxAttempts = 3;
+
+  struct Fill {
+    uint32_t ns;
+    std::string key;
+    Lease lease;
+    bool revoked = false;
+    int attempts = 0;
+    std::vector<LookupCallback> waiters;
+    uv_timer_t* deadline = nullptr;  // data: this Fill (alive while running)
+    LoaderPool* pool = nullptr;
+    size_t conn = 0;  // the connection running it
+  };
+  struct Conn {
+    LoaderPool* pool = nullptr;
+    size_t index = 0;
+    std::unique_ptr<PgConn> pg;
+    bool prepared = false;
+    std::shared_ptr<Fill> running;
+    uv_timer_t* retry = nullptr;  // data: this Conn
+    int attempts = 0;
+  };
+
+  void ConnectOne(size_t i);
+  void PrepareAll(size_t i);
+  void Dispatch();
+  void Run(size_t conn, std::shared_ptr<Fill> fill);
+  void Done(size_t conn, const std::shared_ptr<Fill>& fill, std::vector<PgResult> results, const std::string& error);
+  void Answer(const std::shared_ptr<Fill>& fill, const LookupAnswer& answer);
+  void Reconnect(size_t i, const std::string& why);
+
+  Daemon* daemon_;
+  size_t index_;
+  SourceConfig source_;
+  std::vector<uint32_t> namespaces_;  // the namespace ids this source fills
+  std::vector<Conn> conns_;
+  std::map<std::pair<uint32_t, std::string>, std::shared_ptr<Fill>> fills_;
+  std::deque<std::shared_ptr<Fill>> queue_;
+  bool stopped_ = false;
+};
+
+}  // namespace tenantcache
+
+#endif  // TENANTCACHE_DAEMON_LOADER_H_

@@ -1,0 +1,249 @@
+// tenantcached: the single writer of the tenantcache shared-memory cache.
+//
+//   tenantcached [--config FILE] [--check-config] [--version] [--help]
+//
+// main() only orders the subsystems' setup; the order matters:
+//  1. The configuration is loaded and checked first: a bad file exits
+//     non-zero before anything is touched.
+//  2. Signals are installed before the first connection, so a TERM during a
+//     slow start is still a clean stop.
+//  3. The cache file is created (or reused, with its epoch bumped) before
+//     anything can fill it; it starts unsynced, so readers fail closed.
+//  4. The control socket is bound, then the sources connect. READY goes to
+//     systemd only once every listener has LISTEN active and is synced.
+#include <getopt.h>
+#include <grp.h>
+#include <libpq-fe.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <csignal>
+#include <cstdio>
+#include <memory>
+
+#include "cache_writer.h"
+#include "config.h"
+#include "control.h"
+#include "daemon.h"
+#include "keys.h"
+#include "systemd.h"
+#include "tenantcache/tenantcache.h"
+
+namespace tenantcache {
+namespace {
+
+constexpr const char* kDefaultConfig = "/etc/tenantcache/tenantcached.toml";
+
+void Usage(FILE* out) {
+  std::fprintf(out,
+               "usage: tenantcached [--config FILE] [--check-config] [--version]\n"
+               "\n"
+               "  -c, --config FILE   configuration file (default %s)\n"
+               "  -t, --check-config  validate the configuration and exit (0: valid)\n"
+               "  -V, --version       print the version and exit\n"
+               "  -h, --help          this help\n",
+               kDefaultConfig);
+}
+
+CacheOptions CacheOptionsFrom(const Config& c) {
+  CacheOptions o;
+  o.path = c.cache_path;
+  o.capacity = c.capacity;
+  o.slot_size = c.slot_bytes;
+  o.mode = c.cache_mode;
+  if (!c.cache_group.empty()) {
+    const group* g = getgrnam(c.cache_group.c_str());
+    if (g == nullptr) throw ConfigError(c.path + ": cache.group: no group named \"" + c.cache_group + "\"");
+    o.group = g->gr_gid;
+  }
+  for (const auto& n : c.namespaces)
+    o.namespaces.push_back(NamespaceSpec{n.name, n.key_kind, n.key_kind == layout::kText ? n.max_key_len : 0, n.fields});
+  o.control_socket = c.control_socket;
+  o.stale_after_ns = static_cast<uint64_t>(c.stale_after.count()) * 1'000'000;
+  o.idle_timeout_ns = static_cast<uint64_t>(c.idle_timeout.count()) * 1'000'000;
+  return o;
+}
+
+void SetupLogging(const std::string& level) {
+  auto logger = spdlog::stderr_color_mt("tenantcached");
+  // Under systemd, journald adds the time; elsewhere it helps.
+  logger->set_pattern(getenv("JOURNAL_STREAM") != nullptr ? "[%l] %v" : "%Y-%m-%d %H:%M:%S.%e [%l] %v");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(level));
+}
+
+struct Process {
+  uv_loop_t loop;
+  std::unique_ptr<Daemon> daemon;
+  std::unique_ptr<ControlServer> control;
+  uv_signal_t sighup, sigterm, sigint;
+  uv_timer_t* status_timer = nullptr;
+  uv_timer_t* watchdog_timer = nullptr;
+  bool stopping = false;
+};
+
+void Shutdown(Process* p, const char* why) {
+  if (p->stopping) {
+    spdlog::warn("{} again: exiting immediately", why);
+    std::_Exit(1);
+  }
+  p->stopping = true;
+  spdlog::info("{}: stopping (the cache is marked unavailable)", why);
+  systemd::Stopping();
+  p->daemon->Stop();
+  p->control->Stop();
+  CloseTimer(p->status_timer);
+  CloseTimer(p->watchdog_timer);
+  uv_close(reinterpret_cast<uv_handle_t*>(&p->sighup), nullptr);
+  // TERM and INT stay armed until the loop ends, for the "second TERM" rule.
+  uv_unref(reinterpret_cast<uv_handle_t*>(&p->sigterm));
+  uv_unref(reinterpret_cast<uv_handle_t*>(&p->sigint));
+}
+
+void Reload(Process* p, const std::string& path) {
+  systemd::Reloading();
+  try {
+    Config loaded = LoadConfig(path);
+    const auto restart = RestartRequired(p->daemon->config(), loaded);
+    if (!restart.empty()) {
+      std::string keys;
+      for (const auto& k : restart) keys += (keys.empty() ? "" : ", ") + k;
+      spdlog::warn("reload: {} changed; that needs a restart and was not applied", keys);
+    }
+    spdlog::set_level(spdlog::level::from_str(loaded.log_level));
+    p->daemon->Reload(loaded);
+    spdlog::info("reloaded {}", path);
+  } catch (const std::exception& e) {
+    spdlog::error("reload failed, keeping the running configuration: {}", e.what());
+  }
+  systemd::Ready(p->daemon->StatusLine());
+}
+
+int Run(const std::string& config_path) {
+  Config config;
+  try {
+    config = LoadConfig(config_path);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tenantcached: %s\n", e.what());
+    return 2;
+  }
+  SetupLogging(config.log_level);
+  spdlog::info("tenantcached {} (cache layout {}, libpq {}, libuv {}) starting, pid {}, config {}", tc_version(),
+               tc_layout_version(), PQlibVersion(), uv_version_string(), getpid(), config_path);
+
+  Process p;
+  uv_loop_init(&p.loop);
+  uv_signal_init(&p.loop, &p.sighup);
+  uv_signal_init(&p.loop, &p.sigterm);
+  uv_signal_init(&p.loop, &p.sigint);
+  p.sighup.data = p.sigterm.data = p.sigint.data = &p;
+  static std::string path_for_reload;
+  path_for_reload = config_path;
+  uv_signal_start(
+      &p.sighup, [](uv_signal_t* s, int) { Reload(static_cast<Process*>(s->data), path_for_reload); }, SIGHUP);
+  uv_signal_start(
+      &p.sigterm, [](uv_signal_t* s, int) { Shutdown(static_cast<Process*>(s->data), "SIGTERM"); }, SIGTERM);
+  uv_signal_start(
+      &p.sigint, [](uv_signal_t* s, int) { Shutdown(static_cast<Process*>(s->data), "SIGINT"); }, SIGINT);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  std::unique_ptr<CacheWriter> writer;
+  try {
+    writer = CacheWriter::Open(CacheOptionsFrom(config));
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return 1;
+  }
+  spdlog::info("cache file {} {} ({} MiB, capacity {} entries, {} namespaces)", config.cache_path,
+               writer->reused() ? "reused" : "created", (writer->file_bytes() + writer->recency_bytes()) >> 20,
+               config.capacity, config.namespaces.size());
+
+  p.daemon = std::make_unique<Daemon>(&p.loop, config, std::move(writer));
+  p.control = std::make_unique<ControlServer>(p.daemon.get());
+  try {
+    p.control->Start();
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return 1;
+  }
+  spdlog::info("control socket {}", config.control_socket);
+
+  p.status_timer = NewTimer(&p.loop, &p);
+  uv_timer_start(
+      p.status_timer,
+      [](uv_timer_t* t) { systemd::Status(static_cast<Process*>(t->data)->daemon->StatusLine()); }, 5000, 5000);
+  if (const uint64_t usec = systemd::WatchdogUsec(); usec > 0) {
+    p.watchdog_timer = NewTimer(&p.loop, &p);
+    uv_timer_start(
+        p.watchdog_timer, [](uv_timer_t*) { systemd::WatchdogPing(); }, 0, std::max<uint64_t>(usec / 2000, 1));
+  }
+  p.daemon->Start([&p] {
+    spdlog::info("ready: every source is listening and synced");
+    systemd::Ready(p.daemon->StatusLine());
+  });
+
+  uv_run(&p.loop, UV_RUN_DEFAULT);
+  p.daemon.reset();
+  p.control.reset();
+  uv_close(reinterpret_cast<uv_handle_t*>(&p.sigterm), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&p.sigint), nullptr);
+  uv_run(&p.loop, UV_RUN_DEFAULT);
+  const int rc = uv_loop_close(&p.loop);
+  if (rc != 0) {
+    spdlog::error("event loop did not close cleanly: {}", uv_strerror(rc));
+    return 1;
+  }
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace tenantcache
+
+int main(int argc, char** argv) {
+  static const option kOptions[] = {{"config", required_argument, nullptr, 'c'},
+                                    {"check-config", no_argument, nullptr, 't'},
+                                    {"version", no_argument, nullptr, 'V'},
+                                    {"help", no_argument, nullptr, 'h'},
+                                    {nullptr, 0, nullptr, 0}};
+  std::string config = tenantcache::kDefaultConfig;
+  bool check = false;
+  int opt;
+  while ((opt = getopt_long(argc, argv, "c:tVh", kOptions, nullptr)) != -1) {
+    switch (opt) {
+      case 'c':
+        config = optarg;
+        break;
+      case 't':
+        check = true;
+        break;
+      case 'V':
+        std::printf("tenantcached %s (cache layout %u)\n", tc_version(), tc_layout_version());
+        return 0;
+      case 'h':
+        tenantcache::Usage(stdout);
+        return 0;
+      default:
+        tenantcache::Usage(stderr);
+        return 2;
+    }
+  }
+  if (optind != argc) {
+    tenantcache::Usage(stderr);
+    return 2;
+  }
+  if (check) {
+    try {
+      const auto c = tenantcache::LoadConfig(config);
+      std::printf("%s: configuration OK (%zu source(s), %zu namespace(s))\n", config.c_str(), c.sources.size(),
+                  c.namespaces.size());
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tenantcached: %s\n", e.what());
+      return 2;
+    }
+  }
+  return tenantcache::Run(config);
+}

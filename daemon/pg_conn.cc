@@ -1,0 +1,224 @@
+#include "pg_conn.h"
+
+#include <utility>
+
+namespace tenantcache {
+
+PgConn::PgConn(uv_loop_t* loop, std::string name) : loop_(loop), name_(std::move(name)) {}
+
+PgConn::~PgConn() {
+  *alive_ = false;
+  ClosePoll();  // rule 1: before PQfinish
+  if (conn_ != nullptr) PQfinish(conn_);
+}
+
+void PgConn::StopPoll() {
+  if (poll_ != nullptr) uv_poll_stop(poll_);
+}
+
+void PgConn::ClosePoll() {
+  if (poll_ == nullptr) return;
+  uv_poll_stop(poll_);
+  poll_->data = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+  poll_ = nullptr;
+  poll_fd_ = -1;
+}
+
+void PgConn::Watch(int events) {
+  const int fd = PQsocket(conn_);
+  if (fd < 0) {
+    Fail("connection has no socket");
+    return;
+  }
+  if (poll_ != nullptr && poll_fd_ != fd) ClosePoll();  // rule 1: the socket changed
+  if (poll_ == nullptr) {
+    poll_ = new uv_poll_t;
+    if (uv_poll_init_socket(loop_, poll_, fd) != 0) {
+      delete poll_;
+      poll_ = nullptr;
+      Fail("cannot watch the connection's socket");
+      return;
+    }
+    poll_->data = this;
+    poll_fd_ = fd;
+  }
+  uv_poll_start(poll_, events, &PgConn::OnPoll);
+}
+
+void PgConn::Connect(const std::string& conninfo) {
+  Disconnect("reconnecting");
+  // fallback_application_name shows who this is in pg_stat_activity.
+  const char* keys[] = {"dbname", "fallback_application_name", nullptr};
+  const std::string app = "tenantcached " + name_;
+  const char* values[] = {conninfo.c_str(), app.c_str(), nullptr};
+  conn_ = PQconnectStartParams(keys, values, /*expand_dbname=*/1);
+  if (conn_ == nullptr) {
+    Fail("out of memory");
+    return;
+  }
+  if (PQstatus(conn_) == CONNECTION_BAD) {
+    Fail(PQerrorMessage(conn_));
+    return;
+  }
+  state_ = State::kConnecting;
+  Watch(UV_WRITABLE);
+}
+
+void PgConn::ContinueConnect() {
+  StopPoll();  // rule 1
+  switch (PQconnectPoll(conn_)) {
+    case PGRES_POLLING_READING:
+      Watch(UV_READABLE);
+      return;
+    case PGRES_POLLING_WRITING:
+      Watch(UV_WRITABLE);
+      return;
+    case PGRES_POLLING_OK:
+      if (PQsetnonblocking(conn_, 1) != 0) {
+        Fail(PQerrorMessage(conn_));
+        return;
+      }
+      state_ = State::kReady;
+      Watch(UV_READABLE);  // rule 2
+      if (on_state_) on_state_("");
+      return;
+    default:
+      Fail(PQerrorMessage(conn_));
+      return;
+  }
+}
+
+void PgConn::Disconnect(const std::string& why) {
+  ClosePoll();
+  if (conn_ != nullptr) {
+    PQfinish(conn_);
+    conn_ = nullptr;
+  }
+  const bool had_query = static_cast<bool>(pending_);
+  state_ = State::kDisconnected;
+  if (had_query) Finish(why);
+}
+
+void PgConn::Fail(const std::string& error) {
+  std::string msg = error;
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  if (msg.empty()) msg = "connection lost";
+  const auto alive = alive_;
+  Disconnect(msg);
+  if (*alive && on_state_) on_state_(msg);
+}
+
+void PgConn::Finish(const std::string& error) {
+  auto cb = std::exchange(pending_, nullptr);
+  auto results = std::exchange(results_, {});
+  if (state_ == State::kBusy) state_ = State::kReady;
+  if (cb) cb(std::move(results), error);
+}
+
+bool PgConn::Sent(int ok, ResultCallback cb) {
+  if (ok == 0) {
+    const std::string err = PQerrorMessage(conn_);
+    cb({}, err.empty() ? "cannot send query" : err);
+    return false;
+  }
+  pending_ = std::move(cb);
+  state_ = State::kBusy;
+  Flush();
+  return true;
+}
+
+void PgConn::Query(const std::string& sql, const std::vector<std::optional<std::string>>& params, ResultCallback cb) {
+  if (!idle()) {
+    cb({}, connected() ? "connection busy" : "not connected");
+    return;
+  }
+  if (params.empty()) {
+    Sent(PQsendQuery(conn_, sql.c_str()), std::move(cb));
+    return;
+  }
+  std::vector<const char*> values;
+  for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  Sent(PQsendQueryParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
+                         nullptr, 0),
+       std::move(cb));
+}
+
+void PgConn::Prepare(const std::string& stmt, const std::string& sql, ResultCallback cb) {
+  if (!idle()) {
+    cb({}, connected() ? "connection busy" : "not connected");
+    return;
+  }
+  Sent(PQsendPrepare(conn_, stmt.c_str(), sql.c_str(), 0, nullptr), std::move(cb));
+}
+
+void PgConn::QueryPrepared(const std::string& stmt, const std::vector<std::optional<std::string>>& params,
+                           ResultCallback cb) {
+  if (!idle()) {
+    cb({}, connected() ? "connection busy" : "not connected");
+    return;
+  }
+  std::vector<const char*> values;
+  for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  Sent(PQsendQueryPrepared(conn_, stmt.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0),
+       std::move(cb));
+}
+
+void PgConn::Flush() {
+  const int r = PQflush(conn_);
+  if (r < 0) {
+    Fail(PQerrorMessage(conn_));
+    return;
+  }
+  Watch(r == 1 ? (UV_READABLE | UV_WRITABLE) : UV_READABLE);  // rule 2
+}
+
+void PgConn::ReadInput() {
+  if (PQconsumeInput(conn_) == 0) {
+    Fail(PQerrorMessage(conn_));
+    return;
+  }
+  const auto alive = alive_;
+  // Rule 3: every notification first.
+  while (PGnotify* n = PQnotifies(conn_)) {
+    const std::string channel = n->relname, payload = n->extra;
+    PQfreemem(n);
+    if (on_notify_) on_notify_(channel, payload);
+    if (!*alive || conn_ == nullptr) return;
+  }
+  if (state_ != State::kBusy) return;
+  while (PQisBusy(conn_) == 0) {
+    PGresult* r = PQgetResult(conn_);
+    if (r == nullptr) {
+      Finish("");
+      return;
+    }
+    const auto st = PQresultStatus(r);
+    results_.emplace_back(r);
+    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+      Fail("COPY is not supported on this connection");
+      return;
+    }
+  }
+}
+
+void PgConn::OnPoll(uv_poll_t* handle, int status, int events) {
+  auto* self = static_cast<PgConn*>(handle->data);
+  if (self == nullptr) return;
+  if (status < 0 && status != UV_EBADF) {
+    self->Fail(std::string("socket error: ") + uv_strerror(status));
+    return;
+  }
+  if (self->state_ == State::kConnecting) {
+    self->ContinueConnect();
+    return;
+  }
+  const auto alive = self->alive_;
+  if ((events & UV_WRITABLE) != 0 && self->state_ == State::kBusy) {
+    self->Flush();
+    if (!*alive || self->conn_ == nullptr) return;
+  }
+  if ((events & UV_READABLE) != 0 || status == UV_EBADF) self->ReadInput();
+}
+
+}  // namespace tenantcache

@@ -1,0 +1,101 @@
+// One asynchronous libpq connection driven by the libuv loop.
+//
+// The libpq socket is foreign to libuv, so this class follows one protocol:
+//  1. The poll handle is stopped before any libpq call that may close or
+//     replace the socket (PQconnectPoll, PQfinish); after PQconnectPoll the
+//     handle is re-created if PQsocket() changed.
+//  2. Writable interest is armed only while PQflush() returns 1 (or while
+//     PQconnectPoll asks to write); readable interest is always armed once
+//     connected, so notifications arrive while idle.
+//  3. After every PQconsumeInput every pending PQnotifies() is drained before
+//     anything else, and results are read only while !PQisBusy(), so the loop
+//     never blocks inside libpq.
+//  4. The poll handle's memory is freed only in its close callback; the
+//     connection may be destroyed at any time outside its own callbacks.
+//
+// One query is in flight at a time; Query() while busy is a programming error.
+// Every callback runs on the loop thread.
+#ifndef TENANTCACHE_DAEMON_PG_CONN_H_
+#define TENANTCACHE_DAEMON_PG_CONN_H_
+
+#include <libpq-fe.h>
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tenantcache {
+
+struct PgResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
+
+class PgConn {
+ public:
+  // Results of one query (one per statement), or an error message.
+  using ResultCallback = std::function<void(std::vector<PgResult> results, const std::string& error)>;
+  using NotifyCallback = std::function<void(std::string_view channel, std::string_view payload)>;
+  // Connected (error empty) or failed/lost (error says why).
+  using StateCallback = std::function<void(const std::string& error)>;
+
+  PgConn(uv_loop_t* loop, std::string name);
+  ~PgConn();
+  PgConn(const PgConn&) = delete;
+  PgConn& operator=(const PgConn&) = delete;
+
+  void set_on_state(StateCallback cb) { on_state_ = std::move(cb); }
+  void set_on_notify(NotifyCallback cb) { on_notify_ = std::move(cb); }
+
+  // Starts connecting (dropping any current connection). on_state reports the
+  // outcome. fallback_application_name is set to "tenantcached <name>".
+  void Connect(const std::string& conninfo);
+  // Drops the connection; a query in flight gets `why` as its error.
+  void Disconnect(const std::string& why);
+
+  bool connected() const { return state_ == State::kReady || state_ == State::kBusy; }
+  bool idle() const { return state_ == State::kReady; }
+  const std::string& name() const { return name_; }
+  int backend_pid() const { return conn_ != nullptr ? PQbackendPID(conn_) : 0; }
+
+  // Sends `sql` with text parameters (nullopt = NULL); a multi-statement
+  // string is allowed when there are no parameters.
+  void Query(const std::string& sql, const std::vector<std::optional<std::string>>& params, ResultCallback cb);
+  void Prepare(const std::string& stmt, const std::string& sql, ResultCallback cb);
+  void QueryPrepared(const std::string& stmt, const std::vector<std::optional<std::string>>& params,
+                     ResultCallback cb);
+
+ private:
+  enum class State { kDisconnected, kConnecting, kReady, kBusy };
+
+  static void OnPoll(uv_poll_t* handle, int status, int events);
+  void Watch(int events);  // (re)arms the poll handle on the current socket
+  void StopPoll();
+  void ClosePoll();
+  void ContinueConnect();
+  void Flush();
+  void ReadInput();
+  void Fail(const std::string& error);
+  void Finish(const std::string& error);  // completes the query in flight
+  bool Sent(int ok, ResultCallback cb);
+
+  uv_loop_t* loop_;
+  std::string name_;
+  PGconn* conn_ = nullptr;
+  State state_ = State::kDisconnected;
+  uv_poll_t* poll_ = nullptr;
+  int poll_fd_ = -1;
+  ResultCallback pending_;
+  std::vector<PgResult> results_;
+  StateCallback on_state_;
+  NotifyCallback on_notify_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace tenantcache
+
+#endif  // TENANTCACHE_DAEMON_PG_CONN_H_
