@@ -1,11 +1,10 @@
 #include "config.h"
 
-#include <toml.hpp>
-
 #include <algorithm>
 #include <cctype>
 #include <set>
 #include <sstream>
+#include <toml.hpp>
 
 #include "cache_layout.h"
 #include "keys.h"
@@ -186,7 +185,8 @@ class TableReader {
     const toml::value v = Get(name);
     if (!v.is_string()) Fail(v, Label(name), "must be a string");
     const uint32_t kind = ParseKeyKind(v.as_string().str);
-    if (kind == 0) Fail(v, Label(name), "\"" + v.as_string().str + "\" is not a key kind (uuid, slug, host, text)");
+    if (kind == 0)
+      Fail(v, Label(name), "\"" + v.as_string().str + "\" is not a key kind (uuid, slug, host, text)");
     return kind;
   }
 
@@ -281,7 +281,8 @@ Config LoadConfig(const std::string& path) {
   }
   for (const auto& [k, v] : root.as_table()) {
     static const std::set<std::string> kTables = {"daemon", "cache", "control", "source", "namespace"};
-    if (kTables.count(k) == 0) Fail(v, k, "unknown table (expected [daemon], [cache], [control], [[source]], [[namespace]])");
+    if (kTables.count(k) == 0)
+      Fail(v, k, "unknown table (expected [daemon], [cache], [control], [[source]], [[namespace]])");
   }
   auto sub = [&](const char* name) -> const toml::value* {
     const auto& t = root.as_table();
@@ -294,16 +295,20 @@ Config LoadConfig(const std::string& path) {
   try {
     const TableReader daemon(sub("daemon"), path, "daemon", "daemon");
     c.log_level = daemon.String("log_level");
-    static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+    static const std::set<std::string> kLevels = {"trace", "debug",    "info", "warn",
+                                                  "error", "critical", "off"};
     if (kLevels.count(c.log_level) == 0) {
-      if (const auto* v = daemon.Find("log_level")) Fail(*v, "daemon.log_level", "unknown level \"" + c.log_level + "\"");
+      if (const auto* v = daemon.Find("log_level"))
+        Fail(*v, "daemon.log_level", "unknown level \"" + c.log_level + "\"");
     }
 
     const TableReader cache(sub("cache"), path, "cache", "cache");
     c.cache_path = cache.String("path");
-    if (c.cache_path.empty() || c.cache_path[0] != '/') FailFile(path, "cache.path", "must be an absolute path");
+    if (c.cache_path.empty() || c.cache_path[0] != '/')
+      FailFile(path, "cache.path", "must be an absolute path");
     c.capacity = static_cast<uint64_t>(cache.Integer("capacity", 1, int64_t{1} << 34));
-    c.slot_bytes = static_cast<uint32_t>(cache.Integer("slot_bytes", layout::kMinSlotSize, layout::kMaxSlotSize));
+    c.slot_bytes =
+        static_cast<uint32_t>(cache.Integer("slot_bytes", layout::kMinSlotSize, layout::kMaxSlotSize));
     if (c.slot_bytes % 64 != 0) Fail(cache.Get("slot_bytes"), "cache.slot_bytes", "must be a multiple of 64");
     c.cache_mode = cache.Mode("mode");
     c.cache_group = cache.String("group");
@@ -312,7 +317,8 @@ Config LoadConfig(const std::string& path) {
     c.idle_timeout = cache.Duration("idle_timeout");
     c.stale_after = cache.Duration("stale_after");
     c.heartbeat_interval = cache.Duration("heartbeat_interval");
-    if (c.stale_after < Millis(100)) Fail(cache.Get("stale_after"), "cache.stale_after", "must be at least 100ms");
+    if (c.stale_after < Millis(100))
+      Fail(cache.Get("stale_after"), "cache.stale_after", "must be at least 100ms");
     if (c.heartbeat_interval < Millis(10) || c.heartbeat_interval * 2 > c.stale_after)
       Fail(cache.Get("heartbeat_interval"), "cache.heartbeat_interval",
            "must be at least 10ms and at most half of cache.stale_after");
@@ -335,18 +341,20 @@ Config LoadConfig(const std::string& path) {
       SourceConfig s;
       s.name = r.String("name");
       if (!ValidName(s.name)) Fail(r.Get("name"), r.Label("name"), "must be 1-63 of [a-z0-9_]");
-      if (!source_names.insert(s.name).second) Fail(r.Get("name"), r.Label("name"), "\"" + s.name + "\" is defined twice");
+      if (!source_names.insert(s.name).second)
+        Fail(r.Get("name"), r.Label("name"), "\"" + s.name + "\" is defined twice");
       s.conninfo = r.String("conninfo");
       s.listener_conninfo = r.String("listener_conninfo");
       s.channel = r.String("channel");
-      if (!ValidName(s.channel) || !(s.channel[0] >= 'a' && s.channel[0] <= 'z') )
+      if (!ValidName(s.channel) || !(s.channel[0] >= 'a' && s.channel[0] <= 'z'))
         Fail(r.Get("channel"), r.Label("channel"), "must be a lower-case identifier");
       s.loaders = static_cast<int>(r.Integer("loaders", 1, 64));
       s.queue_bound = static_cast<int>(r.Integer("queue_bound", 1, 1 << 24));
       s.query_timeout = r.Duration("query_timeout");
       s.reconnect_min = r.Duration("reconnect_min");
       s.reconnect_max = r.Duration("reconnect_max");
-      if (s.query_timeout < Millis(1)) Fail(r.Get("query_timeout"), r.Label("query_timeout"), "must be positive");
+      if (s.query_timeout < Millis(1))
+        Fail(r.Get("query_timeout"), r.Label("query_timeout"), "must be positive");
       if (s.reconnect_min < Millis(1) || s.reconnect_max < s.reconnect_min)
         Fail(r.Get("reconnect_max"), r.Label("reconnect_max"), "must be at least reconnect_min (> 0)");
       c.sources.push_back(std::move(s));
@@ -354,7 +362,8 @@ Config LoadConfig(const std::string& path) {
 
     const toml::value* namespaces = sub("namespace");
     if (namespaces == nullptr) FailFile(path, "namespace", "at least one [[namespace]] is required");
-    if (!namespaces->is_array()) Fail(*namespaces, "namespace", "must be an array of tables: write [[namespace]]");
+    if (!namespaces->is_array())
+      Fail(*namespaces, "namespace", "must be an array of tables: write [[namespace]]");
     if (namespaces->as_array().size() > layout::kMaxNamespaces)
       Fail(*namespaces, "namespace", "at most 32 namespaces");
     std::set<std::string> ns_names;
@@ -364,25 +373,30 @@ Config LoadConfig(const std::string& path) {
       NamespaceConfig n;
       n.name = r.String("name");
       if (!ValidName(n.name)) Fail(r.Get("name"), r.Label("name"), "must be 1-63 of [a-z0-9_]");
-      if (!ns_names.insert(n.name).second) Fail(r.Get("name"), r.Label("name"), "\"" + n.name + "\" is defined twice");
+      if (!ns_names.insert(n.name).second)
+        Fail(r.Get("name"), r.Label("name"), "\"" + n.name + "\" is defined twice");
       n.key_kind = r.Kind("kind");
       n.max_key_len = static_cast<uint32_t>(r.Integer("max_key_len", 1, layout::kMaxKeyLen));
       n.source = r.String("source");
       if (n.source.empty()) n.source = c.sources.front().name;
       const auto it = std::find_if(c.sources.begin(), c.sources.end(),
                                    [&](const SourceConfig& s) { return s.name == n.source; });
-      if (it == c.sources.end()) Fail(r.Get("source"), r.Label("source"), "no [[source]] is named \"" + n.source + "\"");
+      if (it == c.sources.end())
+        Fail(r.Get("source"), r.Label("source"), "no [[source]] is named \"" + n.source + "\"");
       n.source_index = static_cast<size_t>(it - c.sources.begin());
       n.query = r.String("query");
-      if (n.query.find("$1") == std::string::npos) Fail(r.Get("query"), r.Label("query"), "must use $1 for the key");
+      if (n.query.find("$1") == std::string::npos)
+        Fail(r.Get("query"), r.Label("query"), "must use $1 for the key");
       n.tenant_column = r.String("tenant_column");
-      if (n.tenant_column.empty()) Fail(r.Get("tenant_column"), r.Label("tenant_column"), "must not be empty");
+      if (n.tenant_column.empty())
+        Fail(r.Get("tenant_column"), r.Label("tenant_column"), "must not be empty");
       n.fields = r.StringList("fields");
       if (n.fields.size() > layout::kMaxFields) Fail(r.Get("fields"), r.Label("fields"), "at most 30 fields");
       std::set<std::string> seen{n.tenant_column};
       for (const auto& f : n.fields)
         if (f.empty() || f.size() > 63 || !seen.insert(f).second)
-          Fail(r.Get("fields"), r.Label("fields"), "\"" + f + "\" is empty, too long, repeated or the tenant column");
+          Fail(r.Get("fields"), r.Label("fields"),
+               "\"" + f + "\" is empty, too long, repeated or the tenant column");
       c.namespaces.push_back(std::move(n));
     }
   } catch (const toml::exception& e) {
@@ -413,8 +427,9 @@ std::vector<std::string> RestartRequired(const Config& a, const Config& b) {
   check(a.namespaces.size() == b.namespaces.size(), "namespace (count)");
   for (size_t i = 0; i < std::min(a.namespaces.size(), b.namespaces.size()); ++i) {
     const auto &x = a.namespaces[i], &y = b.namespaces[i];
-    check(x.name == y.name && x.key_kind == y.key_kind && x.max_key_len == y.max_key_len && x.source == y.source &&
-              x.query == y.query && x.tenant_column == y.tenant_column && x.fields == y.fields,
+    check(x.name == y.name && x.key_kind == y.key_kind && x.max_key_len == y.max_key_len &&
+              x.source == y.source && x.query == y.query && x.tenant_column == y.tenant_column &&
+              x.fields == y.fields,
           "namespace");
   }
   std::sort(diff.begin(), diff.end());

@@ -34,7 +34,8 @@ struct ControlServer::Client : std::enable_shared_from_this<Client> {
     }
     uv_read_stop(reinterpret_cast<uv_stream_t*>(pipe));
     pipe->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(pipe), [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+    uv_close(reinterpret_cast<uv_handle_t*>(pipe),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
     pipe = nullptr;
     server->clients_.erase(shared_from_this());
   }
@@ -57,14 +58,15 @@ struct ControlServer::Client : std::enable_shared_from_this<Client> {
     }
     w->req.data = w;
     uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
-    const int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(pipe), &buf, 1, [](uv_write_t* req, int write_status) {
-      auto* wr = static_cast<Write*>(req->data);
-      if (auto c = wr->client.lock()) {
-        c->queued -= wr->data.size();
-        if (write_status < 0) c->Close("write failed");
-      }
-      delete wr;
-    });
+    const int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(pipe), &buf, 1,
+                            [](uv_write_t* req, int write_status) {
+                              auto* wr = static_cast<Write*>(req->data);
+                              if (auto c = wr->client.lock()) {
+                                c->queued -= wr->data.size();
+                                if (write_status < 0) c->Close("write failed");
+                              }
+                              delete wr;
+                            });
     if (rc != 0) {
       queued -= w->data.size();
       delete w;
@@ -82,7 +84,8 @@ struct ControlServer::Client : std::enable_shared_from_this<Client> {
         if (!protocol::ParseKeyPayload(f.payload, &ns, &key)) return Close("malformed lookup");
         d->Lookup(ns, key, [weak = weak_from_this(), id](const LookupAnswer& a) {
           if (auto c = weak.lock())
-            c->Send(protocol::kLookup, static_cast<int16_t>(a.status), id, a.status == TC_FOUND ? a.value : a.message);
+            c->Send(protocol::kLookup, static_cast<int16_t>(a.status), id,
+                    a.status == TC_FOUND ? a.value : a.message);
         });
         return;
       }
@@ -122,7 +125,8 @@ struct ControlServer::Client : std::enable_shared_from_this<Client> {
       protocol::Frame f;
       size_t n = 0;
       const char* err = nullptr;
-      const auto p = protocol::ParseFrame(std::string_view(in).substr(used), protocol::kMaxRequest, &f, &n, &err);
+      const auto p =
+          protocol::ParseFrame(std::string_view(in).substr(used), protocol::kMaxRequest, &f, &n, &err);
       if (p == protocol::Parse::kNeedMore) break;
       if (p == protocol::Parse::kBad) return Close(err);
       Handle(f);
@@ -145,7 +149,8 @@ void ControlServer::Start() {
   struct stat st;
   if (lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path.c_str());
   int rc = uv_pipe_bind(server_, path.c_str());
-  if (rc == 0) rc = chmod(path.c_str(), daemon_->config().control_mode) == 0 ? 0 : uv_translate_sys_error(errno);
+  if (rc == 0)
+    rc = chmod(path.c_str(), daemon_->config().control_mode) == 0 ? 0 : uv_translate_sys_error(errno);
   if (rc == 0) {
     if (!daemon_->config().cache_group.empty()) {
       if (const group* g = getgrnam(daemon_->config().cache_group.c_str())) {
@@ -155,7 +160,8 @@ void ControlServer::Start() {
   }
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(server_), 128, &ControlServer::OnConnection);
   if (rc != 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(server_), [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+    uv_close(reinterpret_cast<uv_handle_t*>(server_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
     server_ = nullptr;
     throw std::runtime_error("control socket " + path + ": " + uv_strerror(rc));
   }
@@ -164,7 +170,8 @@ void ControlServer::Start() {
 void ControlServer::Stop() {
   while (!clients_.empty()) (*clients_.begin())->Close(nullptr);
   if (server_ != nullptr) {
-    uv_close(reinterpret_cast<uv_handle_t*>(server_), [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+    uv_close(reinterpret_cast<uv_handle_t*>(server_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
     server_ = nullptr;
     unlink(daemon_->config().control_socket.c_str());
   }
@@ -203,7 +210,8 @@ void ControlServer::OnConnection(uv_stream_t* server, int status) {
   auto* pipe = new uv_pipe_t;
   uv_pipe_init(server->loop, pipe, 0);
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(pipe)) != 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(pipe), [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+    uv_close(reinterpret_cast<uv_handle_t*>(pipe),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
     return;
   }
   uv_os_fd_t fd;
@@ -212,8 +220,10 @@ void ControlServer::OnConnection(uv_stream_t* server, int status) {
   const bool too_many = self->clients_.size() >= static_cast<size_t>(self->daemon_->config().max_clients);
   if (too_many || !self->Allowed(fd, &who)) {
     ++self->daemon_->stats().control_errors;
-    spdlog::warn("control socket: refused {} ({})", who, too_many ? "too many clients" : "not in allowed_groups");
-    uv_close(reinterpret_cast<uv_handle_t*>(pipe), [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+    spdlog::warn("control socket: refused {} ({})", who,
+                 too_many ? "too many clients" : "not in allowed_groups");
+    uv_close(reinterpret_cast<uv_handle_t*>(pipe),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
     return;
   }
   ++self->daemon_->stats().control_connections;

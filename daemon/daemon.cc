@@ -24,7 +24,8 @@ void CloseTimer(uv_timer_t*& timer) {
   if (timer == nullptr) return;
   uv_timer_stop(timer);
   timer->data = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  uv_close(reinterpret_cast<uv_handle_t*>(timer),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
   timer = nullptr;
 }
 
@@ -152,8 +153,8 @@ void Daemon::Lookup(std::string_view ns, std::string_view key, LookupCallback cb
     cb(LookupAnswer{TC_E_INVALID_KEY, "", r.error});
     return;
   }
-  loaders_[config_.namespaces[static_cast<size_t>(id)].source_index]->Lookup(static_cast<uint32_t>(id),
-                                                                            std::string(norm, r.len), std::move(cb));
+  loaders_[config_.namespaces[static_cast<size_t>(id)].source_index]->Lookup(
+      static_cast<uint32_t>(id), std::string(norm, r.len), std::move(cb));
 }
 
 std::string Daemon::StatsJson() const {
@@ -163,11 +164,11 @@ std::string Daemon::StatsJson() const {
   std::ostringstream o;
   o << "{\"synced\":" << (synced() ? "true" : "false") << ",\"epoch\":" << writer_->epoch()
     << ",\"entries\":" << w.entries << ",\"slots\":" << w.slots << ",\"capacity\":" << config_.capacity
-    << ",\"lookups\":" << stats_.lookups << ",\"fills\":" << stats_.fills << ",\"fill_errors\":" << stats_.fill_errors
-    << ",\"fill_timeouts\":" << stats_.fill_timeouts << ",\"coalesced\":" << stats_.coalesced
-    << ",\"busy\":" << stats_.busy << ",\"leases_revoked\":" << stats_.leases_revoked
-    << ",\"uncached_answers\":" << stats_.uncached_answers << ",\"pending_fills\":" << pending
-    << ",\"notifications\":" << stats_.notifications
+    << ",\"lookups\":" << stats_.lookups << ",\"fills\":" << stats_.fills
+    << ",\"fill_errors\":" << stats_.fill_errors << ",\"fill_timeouts\":" << stats_.fill_timeouts
+    << ",\"coalesced\":" << stats_.coalesced << ",\"busy\":" << stats_.busy
+    << ",\"leases_revoked\":" << stats_.leases_revoked << ",\"uncached_answers\":" << stats_.uncached_answers
+    << ",\"pending_fills\":" << pending << ",\"notifications\":" << stats_.notifications
     << ",\"malformed_notifications\":" << stats_.malformed_notifications
     << ",\"invalidations_key\":" << stats_.invalidations_key
     << ",\"invalidations_tenant\":" << stats_.invalidations_tenant << ",\"flushes\":" << stats_.flushes
@@ -175,9 +176,10 @@ std::string Daemon::StatsJson() const {
     << ",\"negative_puts\":" << w.negative_puts << ",\"too_large\":" << w.too_large
     << ",\"reconnects\":" << stats_.reconnects << ",\"heartbeats_sent\":" << stats_.heartbeats_sent
     << ",\"heartbeats_received\":" << stats_.heartbeats_received
-    << ",\"control_connections\":" << stats_.control_connections << ",\"control_errors\":" << stats_.control_errors
-    << ",\"notification_queue_usage\":" << stats_.notification_queue_usage << ",\"unsynced_seconds\":"
-    << std::chrono::duration<double>(stats_.unsynced_time).count() << "}";
+    << ",\"control_connections\":" << stats_.control_connections
+    << ",\"control_errors\":" << stats_.control_errors
+    << ",\"notification_queue_usage\":" << stats_.notification_queue_usage
+    << ",\"unsynced_seconds\":" << std::chrono::duration<double>(stats_.unsynced_time).count() << "}";
   return o.str();
 }
 

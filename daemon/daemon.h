@@ -23,9 +23,9 @@ class Listener;
 class LoaderPool;
 
 struct Stats {
-  uint64_t lookups = 0;           // miss requests from clients
-  uint64_t fills = 0;             // queries run
-  uint64_t fill_errors = 0;       // queries that failed
+  uint64_t lookups = 0;      // miss requests from clients
+  uint64_t fills = 0;        // queries run
+  uint64_t fill_errors = 0;  // queries that failed
   uint64_t fill_timeouts = 0;
   uint64_t coalesced = 0;         // lookups that joined a fill already under way
   uint64_t busy = 0;              // lookups refused: queue full

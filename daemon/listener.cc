@@ -49,19 +49,19 @@ Listener::Listener(Daemon* daemon, size_t index)
       return;
     }
     // Rule: LISTEN first, then catch up, then synced.
-    conn_.Query("LISTEN " + source_.channel, {}, [this](std::vector<PgResult> results, const std::string& err) {
-      const std::string e = ResultError(results, err);
-      if (!e.empty()) {
-        Lost("LISTEN failed: " + e);
-        return;
-      }
-      CatchUp();
-    });
+    conn_.Query("LISTEN " + source_.channel, {},
+                [this](std::vector<PgResult> results, const std::string& err) {
+                  const std::string e = ResultError(results, err);
+                  if (!e.empty()) {
+                    Lost("LISTEN failed: " + e);
+                    return;
+                  }
+                  CatchUp();
+                });
   });
   conn_.set_on_notify([this](std::string_view, std::string_view payload) { OnNotify(payload); });
   heartbeat_.set_on_state([this](const std::string& error) {
-    if (!error.empty() && !stopped_)
-      spdlog::warn("source {}: heartbeat connection: {}", source_.name, error);
+    if (!error.empty() && !stopped_) spdlog::warn("source {}: heartbeat connection: {}", source_.name, error);
   });
 }
 
@@ -105,7 +105,8 @@ void Listener::Reload(const SourceConfig& source) {
 void Listener::Connect() {
   if (stopped_) return;
   heartbeats_.clear();  // tokens of an earlier connection prove nothing
-  const std::string& conninfo = source_.listener_conninfo.empty() ? source_.conninfo : source_.listener_conninfo;
+  const std::string& conninfo =
+      source_.listener_conninfo.empty() ? source_.conninfo : source_.listener_conninfo;
   spdlog::info("source {}: connecting listener ({})", source_.name, RedactConninfo(conninfo));
   conn_.Connect(conninfo);
   if (!heartbeat_.connected()) heartbeat_.Connect(source_.conninfo);
@@ -120,11 +121,13 @@ void Listener::Lost(const std::string& why) {
   // Exponential backoff with jitter: 50-100% of min * 2^attempts, capped.
   const auto base = source_.reconnect_min.count() << std::min(attempts_, 20);
   const auto capped = std::min<int64_t>(base, source_.reconnect_max.count());
-  const auto delay = static_cast<uint64_t>(capped / 2 + static_cast<int64_t>(rng_() % static_cast<uint64_t>(capped / 2 + 1)));
+  const auto delay = static_cast<uint64_t>(
+      capped / 2 + static_cast<int64_t>(rng_() % static_cast<uint64_t>(capped / 2 + 1)));
   ++attempts_;
   ++daemon_->stats().reconnects;
   if (was_synced)
-    spdlog::warn("source {}: listener lost ({}); cache unsynced, reconnecting in {} ms", source_.name, why, delay);
+    spdlog::warn("source {}: listener lost ({}); cache unsynced, reconnecting in {} ms", source_.name, why,
+                 delay);
   else
     spdlog::warn("source {}: listener not connected ({}); retrying in {} ms", source_.name, why, delay);
   if (reconnect_timer_ == nullptr) reconnect_timer_ = NewTimer(daemon_->loop(), this);
@@ -154,8 +157,9 @@ void Listener::CatchUp() {
       return;
     }
     if (Value(results, 0, 4) == "0")
-      spdlog::warn("source {}: no table is watched (SELECT tenantcache.watch_table(...)): nothing will be invalidated",
-                   source_.name);
+      spdlog::warn(
+          "source {}: no table is watched (SELECT tenantcache.watch_table(...)): nothing will be invalidated",
+          source_.name);
     if (sync_point_ && log_enabled) {
       Replay(*sync_point_);
       return;
@@ -172,11 +176,13 @@ void Listener::Replay(const std::string& since) {
   // was pruned past the sync point.
   static const std::string kReplay =
       "SELECT 's', txid_current_snapshot()::text, "
-      "  (SELECT (pruned_max_xid >= txid_snapshot_xmin($1::txid_snapshot))::text FROM tenantcache.log_horizon), "
+      "  (SELECT (pruned_max_xid >= txid_snapshot_xmin($1::txid_snapshot))::text FROM "
+      "tenantcache.log_horizon), "
       "  NULL, 0::bigint "
       "UNION ALL "
       "SELECT kind::text, namespace, key, NULL, seq FROM tenantcache.invalidation_log "
-      " WHERE xid >= txid_snapshot_xmin($1::txid_snapshot) AND NOT txid_visible_in_snapshot(xid, $1::txid_snapshot) "
+      " WHERE xid >= txid_snapshot_xmin($1::txid_snapshot) AND NOT txid_visible_in_snapshot(xid, "
+      "$1::txid_snapshot) "
       "ORDER BY 5";
   conn_.Query(kReplay, {since}, [this](std::vector<PgResult> results, const std::string& err) {
     const std::string e = ResultError(results, err);
@@ -202,7 +208,8 @@ void Listener::Replay(const std::string& since) {
     for (int i = 0; i < PQntuples(r); ++i) {
       const std::string_view kind = PQgetvalue(r, i, 0);
       if (kind == "k") {
-        daemon_->InvalidateKey(PQgetvalue(r, i, 1), std::string_view(PQgetvalue(r, i, 2), PQgetlength(r, i, 2)));
+        daemon_->InvalidateKey(PQgetvalue(r, i, 1),
+                               std::string_view(PQgetvalue(r, i, 2), PQgetlength(r, i, 2)));
       } else if (kind == "t") {
         daemon_->InvalidateTenant(std::string_view(PQgetvalue(r, i, 2), PQgetlength(r, i, 2)));
       } else if (kind == "f") {
@@ -212,7 +219,8 @@ void Listener::Replay(const std::string& since) {
       }
       ++replayed;
     }
-    spdlog::info("source {}: replayed {} logged invalidation(s) missed while disconnected", source_.name, replayed);
+    spdlog::info("source {}: replayed {} logged invalidation(s) missed while disconnected", source_.name,
+                 replayed);
     MarkSynced(snapshot);
   });
 }
@@ -248,8 +256,8 @@ void Listener::OnNotify(std::string_view payload) {
         heartbeats_[i].received = true;
         if (heartbeats_[i].snapshot && synced_) sync_point_ = heartbeats_[i].snapshot;
         // Earlier tokens would have arrived first (commit order): they are gone.
-        heartbeats_.erase(heartbeats_.begin(), heartbeats_.begin() + static_cast<long>(i) +
-                                                   (heartbeats_[i].snapshot ? 1 : 0));
+        heartbeats_.erase(heartbeats_.begin(),
+                          heartbeats_.begin() + static_cast<long>(i) + (heartbeats_[i].snapshot ? 1 : 0));
         break;
       }
       return;
@@ -261,9 +269,10 @@ void Listener::OnNotify(std::string_view payload) {
   ++daemon_->stats().malformed_notifications;
   const auto now = Clock::now();
   if (now - last_malformed_log_ > std::chrono::seconds(10)) {
-    spdlog::warn("source {}: malformed notification ({}), flushing the cache: \"{}\"{}", source_.name, n.error,
-                 std::string(payload.substr(0, 200)),
-                 malformed_suppressed_ > 0 ? " (+" + std::to_string(malformed_suppressed_) + " not logged)" : "");
+    spdlog::warn(
+        "source {}: malformed notification ({}), flushing the cache: \"{}\"{}", source_.name, n.error,
+        std::string(payload.substr(0, 200)),
+        malformed_suppressed_ > 0 ? " (+" + std::to_string(malformed_suppressed_) + " not logged)" : "");
     last_malformed_log_ = now;
     malformed_suppressed_ = 0;
   } else {
@@ -290,7 +299,8 @@ void Listener::Tick() {
   const std::string token = std::to_string(getpid()) + "-" + std::to_string(++heartbeat_counter_);
   heartbeats_.push_back(Heartbeat{token, std::nullopt, false});
   while (heartbeats_.size() > 64) heartbeats_.pop_front();
-  heartbeat_.Query("SELECT txid_current_snapshot()::text, pg_notify($1, $2)", {source_.channel, "1 h " + token},
+  heartbeat_.Query("SELECT txid_current_snapshot()::text, pg_notify($1, $2)",
+                   {source_.channel, "1 h " + token},
                    [this, token](std::vector<PgResult> results, const std::string& err) {
                      const std::string e = ResultError(results, err);
                      if (!e.empty()) {

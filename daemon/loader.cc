@@ -97,17 +97,17 @@ void LoaderPool::PrepareAll(size_t i) {
     }
     const uint32_t ns = namespaces_[k];
     const auto& nc = daemon_->config().namespaces[ns];
-    conns_[i].pg->Prepare(StatementName(ns), nc.query,
-                          [this, next, k, ns](std::vector<PgResult> results, const std::string& error) {
-                            std::string e = error;
-                            if (e.empty() && !results.empty() &&
-                                PQresultStatus(results.back().get()) != PGRES_COMMAND_OK)
-                              e = PQresultErrorMessage(results.back().get());
-                            if (!e.empty())
-                              spdlog::error("namespace {}: cannot prepare its query: {}",
-                                            daemon_->config().namespaces[ns].name, e);
-                            (*next)(k + 1);
-                          });
+    conns_[i].pg->Prepare(
+        StatementName(ns), nc.query,
+        [this, next, k, ns](std::vector<PgResult> results, const std::string& error) {
+          std::string e = error;
+          if (e.empty() && !results.empty() && PQresultStatus(results.back().get()) != PGRES_COMMAND_OK)
+            e = PQresultErrorMessage(results.back().get());
+          if (!e.empty())
+            spdlog::error("namespace {}: cannot prepare its query: {}", daemon_->config().namespaces[ns].name,
+                          e);
+          (*next)(k + 1);
+        });
   };
   (*next)(0);
 }
@@ -126,8 +126,8 @@ void LoaderPool::Reconnect(size_t i, const std::string& why) {
     }
   }
   c.pg->Disconnect(why);
-  const auto delay = static_cast<uint64_t>(
-      std::min<int64_t>(source_.reconnect_min.count() << std::min(c.attempts, 20), source_.reconnect_max.count()));
+  const auto delay = static_cast<uint64_t>(std::min<int64_t>(
+      source_.reconnect_min.count() << std::min(c.attempts, 20), source_.reconnect_max.count()));
   ++c.attempts;
   spdlog::warn("source {}: loader {} disconnected ({}); reconnecting in {} ms", source_.name, i, why, delay);
   if (c.retry == nullptr) c.retry = NewTimer(daemon_->loop(), &c);
@@ -223,6 +223,15 @@ void LoaderPool::Done(size_t i, const std::shared_ptr<Fill>& fill, std::vector<P
   }
   const auto& nc = daemon_->config().namespaces[fill->ns];
   const PGresult* r = results.empty() ? nullptr : results.back().get();
+  if (r != nullptr && PQresultStatus(r) == PGRES_FATAL_ERROR) {
+    const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (state != nullptr && std::string_view(state) == "57014") {  // query_canceled: statement_timeout
+      ++daemon_->stats().fill_timeouts;
+      Answer(fill, Error(TC_E_TIMEOUT, "namespace " + nc.name + ": query timed out"));
+      Dispatch();
+      return;
+    }
+  }
   if (r == nullptr || PQresultStatus(r) != PGRES_TUPLES_OK) {
     ++daemon_->stats().fill_errors;
     std::string msg = r != nullptr ? PQresultErrorMessage(r) : "no result";
@@ -238,24 +247,27 @@ void LoaderPool::Done(size_t i, const std::shared_ptr<Fill>& fill, std::vector<P
   PutResult put;
   if (PQntuples(r) == 0) {
     answer.status = TC_NOT_FOUND;
-    put = fill->revoked ? PutResult::kRevoked : writer.PutNegative(fill->ns, fill->key, negative_ttl, fill->lease);
+    put = fill->revoked ? PutResult::kRevoked
+                        : writer.PutNegative(fill->ns, fill->key, negative_ttl, fill->lease);
   } else if (PQntuples(r) > 1) {
     ++daemon_->stats().fill_errors;
-    Answer(fill, Error(TC_E_DAEMON, "namespace " + nc.name + ": query returned " + std::to_string(PQntuples(r)) +
-                                        " rows for one key"));
+    Answer(fill, Error(TC_E_DAEMON, "namespace " + nc.name + ": query returned " +
+                                        std::to_string(PQntuples(r)) + " rows for one key"));
     Dispatch();
     return;
   } else {
     const int tenant_col = PQfnumber(r, Quoted(nc.tenant_column).c_str());
     if (tenant_col < 0 || PQgetisnull(r, 0, tenant_col)) {
       ++daemon_->stats().fill_errors;
-      Answer(fill, Error(TC_E_DAEMON, "namespace " + nc.name + ": the query returned no (or a NULL) tenant column " +
-                                          nc.tenant_column));
+      Answer(fill,
+             Error(TC_E_DAEMON, "namespace " + nc.name +
+                                    ": the query returned no (or a NULL) tenant column " + nc.tenant_column));
       Dispatch();
       return;
     }
     EntryData entry;
-    entry.tenant = std::string_view(PQgetvalue(r, 0, tenant_col), static_cast<size_t>(PQgetlength(r, 0, tenant_col)));
+    entry.tenant =
+        std::string_view(PQgetvalue(r, 0, tenant_col), static_cast<size_t>(PQgetlength(r, 0, tenant_col)));
     for (const auto& f : nc.fields) {
       const int col = PQfnumber(r, Quoted(f).c_str());
       if (col < 0) {
@@ -267,7 +279,8 @@ void LoaderPool::Done(size_t i, const std::shared_ptr<Fill>& fill, std::vector<P
       if (PQgetisnull(r, 0, col))
         entry.fields.emplace_back(std::nullopt);
       else
-        entry.fields.emplace_back(std::string_view(PQgetvalue(r, 0, col), static_cast<size_t>(PQgetlength(r, 0, col))));
+        entry.fields.emplace_back(
+            std::string_view(PQgetvalue(r, 0, col), static_cast<size_t>(PQgetlength(r, 0, col))));
     }
     answer.status = TC_FOUND;
     const size_t size = EncodedSize(fill->key, entry.tenant, entry.fields);

@@ -59,7 +59,8 @@ CacheOptions CacheOptionsFrom(const Config& c) {
     o.group = g->gr_gid;
   }
   for (const auto& n : c.namespaces)
-    o.namespaces.push_back(NamespaceSpec{n.name, n.key_kind, n.key_kind == layout::kText ? n.max_key_len : 0, n.fields});
+    o.namespaces.push_back(
+        NamespaceSpec{n.name, n.key_kind, n.key_kind == layout::kText ? n.max_key_len : 0, n.fields});
   o.control_socket = c.control_socket;
   o.stale_after_ns = static_cast<uint64_t>(c.stale_after.count()) * 1'000'000;
   o.idle_timeout_ns = static_cast<uint64_t>(c.idle_timeout.count()) * 1'000'000;
@@ -130,8 +131,8 @@ int Run(const std::string& config_path) {
     return 2;
   }
   SetupLogging(config.log_level);
-  spdlog::info("tenantcached {} (cache layout {}, libpq {}, libuv {}) starting, pid {}, config {}", tc_version(),
-               tc_layout_version(), PQlibVersion(), uv_version_string(), getpid(), config_path);
+  spdlog::info("tenantcached {} (cache layout {}, libpq {}, libuv {}) starting, pid {}, config {}",
+               tc_version(), tc_layout_version(), PQlibVersion(), uv_version_string(), getpid(), config_path);
 
   Process p;
   uv_loop_init(&p.loop);
@@ -142,7 +143,8 @@ int Run(const std::string& config_path) {
   static std::string path_for_reload;
   path_for_reload = config_path;
   uv_signal_start(
-      &p.sighup, [](uv_signal_t* s, int) { Reload(static_cast<Process*>(s->data), path_for_reload); }, SIGHUP);
+      &p.sighup, [](uv_signal_t* s, int) { Reload(static_cast<Process*>(s->data), path_for_reload); },
+      SIGHUP);
   uv_signal_start(
       &p.sigterm, [](uv_signal_t* s, int) { Shutdown(static_cast<Process*>(s->data), "SIGTERM"); }, SIGTERM);
   uv_signal_start(
@@ -157,8 +159,9 @@ int Run(const std::string& config_path) {
     return 1;
   }
   spdlog::info("cache file {} {} ({} MiB, capacity {} entries, {} namespaces)", config.cache_path,
-               writer->reused() ? "reused" : "created", (writer->file_bytes() + writer->recency_bytes()) >> 20,
-               config.capacity, config.namespaces.size());
+               writer->reused() ? "reused" : "created",
+               (writer->file_bytes() + writer->recency_bytes()) >> 20, config.capacity,
+               config.namespaces.size());
 
   p.daemon = std::make_unique<Daemon>(&p.loop, config, std::move(writer));
   p.control = std::make_unique<ControlServer>(p.daemon.get());
@@ -173,11 +176,13 @@ int Run(const std::string& config_path) {
   p.status_timer = NewTimer(&p.loop, &p);
   uv_timer_start(
       p.status_timer,
-      [](uv_timer_t* t) { systemd::Status(static_cast<Process*>(t->data)->daemon->StatusLine()); }, 5000, 5000);
+      [](uv_timer_t* t) { systemd::Status(static_cast<Process*>(t->data)->daemon->StatusLine()); }, 5000,
+      5000);
   if (const uint64_t usec = systemd::WatchdogUsec(); usec > 0) {
     p.watchdog_timer = NewTimer(&p.loop, &p);
     uv_timer_start(
-        p.watchdog_timer, [](uv_timer_t*) { systemd::WatchdogPing(); }, 0, std::max<uint64_t>(usec / 2000, 1));
+        p.watchdog_timer, [](uv_timer_t*) { systemd::WatchdogPing(); }, 0,
+        std::max<uint64_t>(usec / 2000, 1));
   }
   p.daemon->Start([&p] {
     spdlog::info("ready: every source is listening and synced");
@@ -237,8 +242,8 @@ int main(int argc, char** argv) {
   if (check) {
     try {
       const auto c = tenantcache::LoadConfig(config);
-      std::printf("%s: configuration OK (%zu source(s), %zu namespace(s))\n", config.c_str(), c.sources.size(),
-                  c.namespaces.size());
+      std::printf("%s: configuration OK (%zu source(s), %zu namespace(s))\n", config.c_str(),
+                  c.sources.size(), c.namespaces.size());
       return 0;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "tenantcached: %s\n", e.what());

@@ -20,7 +20,8 @@ void PgConn::ClosePoll() {
   if (poll_ == nullptr) return;
   uv_poll_stop(poll_);
   poll_->data = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+  uv_close(reinterpret_cast<uv_handle_t*>(poll_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
   poll_ = nullptr;
   poll_fd_ = -1;
 }
@@ -128,7 +129,8 @@ bool PgConn::Sent(int ok, ResultCallback cb) {
   return true;
 }
 
-void PgConn::Query(const std::string& sql, const std::vector<std::optional<std::string>>& params, ResultCallback cb) {
+void PgConn::Query(const std::string& sql, const std::vector<std::optional<std::string>>& params,
+                   ResultCallback cb) {
   if (!idle()) {
     cb({}, connected() ? "connection busy" : "not connected");
     return;
@@ -160,7 +162,8 @@ void PgConn::QueryPrepared(const std::string& stmt, const std::vector<std::optio
   }
   std::vector<const char*> values;
   for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
-  Sent(PQsendQueryPrepared(conn_, stmt.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0),
+  Sent(PQsendQueryPrepared(conn_, stmt.c_str(), static_cast<int>(values.size()), values.data(), nullptr,
+                           nullptr, 0),
        std::move(cb));
 }
 

@@ -64,7 +64,8 @@ class PgConn {
 
   // Sends `sql` with text parameters (nullopt = NULL); a multi-statement
   // string is allowed when there are no parameters.
-  void Query(const std::string& sql, const std::vector<std::optional<std::string>>& params, ResultCallback cb);
+  void Query(const std::string& sql, const std::vector<std::optional<std::string>>& params,
+             ResultCallback cb);
   void Prepare(const std::string& stmt, const std::string& sql, ResultCallback cb);
   void QueryPrepared(const std::string& stmt, const std::vector<std::optional<std::string>>& params,
                      ResultCallback cb);

@@ -29,8 +29,10 @@ int RemainingMs(Clock::time_point deadline) {
   return left <= 0 ? 0 : static_cast<int>(left);
 }
 
-// A connection from the pool, or a new one; -1 with a status in *status.
-int Acquire(const tc_cache* cc, int* status) {
+// A connection from the pool (*reused set), or a new one; -1 with a status
+// in *status.
+int Acquire(const tc_cache* cc, int* status, bool* reused) {
+  *reused = false;
   auto* c = const_cast<tc_cache*>(cc);
   {
     std::lock_guard<std::mutex> lock(c->pool_mu);
@@ -44,6 +46,7 @@ int Acquire(const tc_cache* cc, int* status) {
     if (!c->idle_fds.empty()) {
       const int fd = c->idle_fds.back();
       c->idle_fds.pop_back();
+      *reused = true;
       return fd;
     }
   }
@@ -78,13 +81,15 @@ void Release(const tc_cache* cc, int fd) {
   close(fd);
 }
 
-// One request and its answer. Returns 0 and fills status/payload, or a TC_E_*.
-int Request(const tc_cache* cc, uint8_t op, const std::string& payload, int timeout_ms, int* answer_status,
-            std::string* answer) {
-  if (timeout_ms < 0) return TC_E_INVALID_ARG;
-  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+// One attempt at a request on one connection. *stale is set when a reused
+// connection turned out to be closed before any answer (the daemon
+// restarted): the caller may try once more on a new one.
+int Attempt(const tc_cache* cc, uint8_t op, const std::string& payload, Clock::time_point deadline,
+            int* answer_status, std::string* answer, bool* stale) {
+  *stale = false;
   int status = 0;
-  const int fd = Acquire(cc, &status);
+  bool reused = false;
+  const int fd = Acquire(cc, &status, &reused);
   if (fd < 0) return status;
   uint32_t id;
   {
@@ -103,6 +108,7 @@ int Request(const tc_cache* cc, uint8_t op, const std::string& payload, int time
     }
     if (n < 0 && errno != EAGAIN && errno != EINTR) {
       close(fd);
+      *stale = reused;
       return TC_E_UNAVAILABLE;
     }
     pollfd p{fd, POLLOUT, 0};
@@ -139,6 +145,7 @@ int Request(const tc_cache* cc, uint8_t op, const std::string& payload, int time
     }
     if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
       close(fd);
+      *stale = reused && in.empty();
       return TC_E_UNAVAILABLE;
     }
     pollfd p{fd, POLLIN, 0};
@@ -148,6 +155,17 @@ int Request(const tc_cache* cc, uint8_t op, const std::string& payload, int time
       return TC_E_TIMEOUT;
     }
   }
+}
+
+// One request and its answer. Returns 0 and fills status/payload, or a TC_E_*.
+int Request(const tc_cache* cc, uint8_t op, const std::string& payload, int timeout_ms, int* answer_status,
+            std::string* answer) {
+  if (timeout_ms < 0) return TC_E_INVALID_ARG;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  bool stale = false;
+  int rc = Attempt(cc, op, payload, deadline, answer_status, answer, &stale);
+  if (rc != 0 && stale) rc = Attempt(cc, op, payload, deadline, answer_status, answer, &stale);
+  return rc;
 }
 
 int Command(const tc_cache* cache, uint8_t op, const std::string& payload, int timeout_ms) {
@@ -168,8 +186,8 @@ int tc_cache_lookup(const tc_cache* cache, tc_ns ns, const char* key, size_t key
   int status = 0;
   std::string answer;
   const int r = Request(cache, protocol::kLookup,
-                        protocol::KeyPayload(cache->namespaces[ns].name, std::string_view(key, key_len)), timeout_ms,
-                        &status, &answer);
+                        protocol::KeyPayload(cache->namespaces[ns].name, std::string_view(key, key_len)),
+                        timeout_ms, &status, &answer);
   if (r != 0) return r;
   if (status != TC_FOUND) {
     out->priv_status = static_cast<uint32_t>(status == TC_NOT_FOUND ? TC_NOT_FOUND : TC_MISS);
@@ -180,8 +198,8 @@ int tc_cache_lookup(const tc_cache* cache, tc_ns ns, const char* key, size_t key
   const auto& d = cache->namespaces[ns];
   if (!protocol::ParseValue(answer, &v) || v.data.size() > sizeof out->priv_data ||
       v.field_count != d.field_count ||
-      !tenantcache::DecodeEntry(reinterpret_cast<const unsigned char*>(v.data.data()), v.data.size(), v.key_len,
-                                v.tenant_len, v.field_count, &e))
+      !tenantcache::DecodeEntry(reinterpret_cast<const unsigned char*>(v.data.data()), v.data.size(),
+                                v.key_len, v.tenant_len, v.field_count, &e))
     return TC_E_DAEMON;
   std::memcpy(out->priv_data, v.data.data(), v.data.size());
   const tenantcache::ValueMeta vm{v.key_len, v.tenant_len, v.field_count};
@@ -199,14 +217,14 @@ int tc_cache_invalidate(const tc_cache* cache, tc_ns ns, const char* key, size_t
   size_t len = 0;
   const int rc = tc_cache_normalize_key(cache, ns, key, key_len, norm, &len, nullptr);
   if (rc != 0) return rc;
-  return Command(cache, protocol::kInvalidate, protocol::KeyPayload(cache->namespaces[ns].name, std::string_view(norm, len)),
-                 timeout_ms);
+  return Command(cache, protocol::kInvalidate,
+                 protocol::KeyPayload(cache->namespaces[ns].name, std::string_view(norm, len)), timeout_ms);
 }
 
 int tc_cache_invalidate_tenant(const tc_cache* cache, const char* tenant, size_t tenant_len, int timeout_ms) {
   if (cache == nullptr || tenant == nullptr || tenant_len == 0 || tenant_len > 60000) return TC_E_INVALID_ARG;
-  return Command(cache, protocol::kInvalidateTenant, protocol::TenantPayload(std::string_view(tenant, tenant_len)),
-                 timeout_ms);
+  return Command(cache, protocol::kInvalidateTenant,
+                 protocol::TenantPayload(std::string_view(tenant, tenant_len)), timeout_ms);
 }
 
 int tc_cache_flush(const tc_cache* cache, int timeout_ms) {

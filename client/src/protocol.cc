@@ -11,7 +11,8 @@ void Put32(std::string* out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
 }
 uint16_t Get16(std::string_view s, size_t at) {
-  return static_cast<uint16_t>(static_cast<unsigned char>(s[at]) | (static_cast<unsigned char>(s[at + 1]) << 8));
+  return static_cast<uint16_t>(static_cast<unsigned char>(s[at]) |
+                               (static_cast<unsigned char>(s[at + 1]) << 8));
 }
 uint32_t Get32(std::string_view s, size_t at) {
   uint32_t v = 0;
@@ -21,7 +22,8 @@ uint32_t Get32(std::string_view s, size_t at) {
 
 }  // namespace
 
-void AppendFrame(std::string* out, uint8_t op, int16_t status, uint32_t request_id, std::string_view payload) {
+void AppendFrame(std::string* out, uint8_t op, int16_t status, uint32_t request_id,
+                 std::string_view payload) {
   Put32(out, static_cast<uint32_t>(8 + payload.size()));
   out->push_back(static_cast<char>(kVersion));
   out->push_back(static_cast<char>(op));

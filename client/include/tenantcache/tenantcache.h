@@ -204,19 +204,19 @@ TC_EXPORT int tc_value_get(const tc_value* value, const char* name, const char**
  * connections, kept for reuse. Fork-safe: a child never reuses a connection
  * of its parent; it opens its own.
  */
-TC_EXPORT int tc_cache_lookup(const tc_cache *cache, tc_ns ns, const char *key, size_t key_len,
-                              int timeout_ms, tc_value *out);
+TC_EXPORT int tc_cache_lookup(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len,
+                              int timeout_ms, tc_value* out);
 
 /* Asks the daemon to invalidate one key, one tenant's entries, or everything
  * (as the SQL functions do, but immediately and without a transaction).
  * Returns 0 once the daemon has applied it, or TC_E_UNAVAILABLE,
  * TC_E_TIMEOUT, TC_E_INVALID_KEY, TC_E_NO_NAMESPACE, TC_E_INVALID_ARG.
  * Thread-safe and fork-safe as tc_cache_lookup. */
-TC_EXPORT int tc_cache_invalidate(const tc_cache *cache, tc_ns ns, const char *key, size_t key_len,
+TC_EXPORT int tc_cache_invalidate(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len,
                                   int timeout_ms);
-TC_EXPORT int tc_cache_invalidate_tenant(const tc_cache *cache, const char *tenant, size_t tenant_len,
+TC_EXPORT int tc_cache_invalidate_tenant(const tc_cache* cache, const char* tenant, size_t tenant_len,
                                          int timeout_ms);
-TC_EXPORT int tc_cache_flush(const tc_cache *cache, int timeout_ms);
+TC_EXPORT int tc_cache_flush(const tc_cache* cache, int timeout_ms);
 
 /* What the daemon publishes in the file header; see tc_cache_info. */
 typedef struct tc_info {

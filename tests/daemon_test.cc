@@ -1,0 +1,578 @@
+// tenantcached end to end: the real daemon binary against the real
+// PostgreSQL of the harness, the real client library, real signals.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include "protocol.h"
+#include "support/daemon_process.h"
+#include "support/pg_cluster.h"
+#include "support/test_cache.h"
+#include "tenantcache/tenantcache.h"
+
+namespace tenantcache::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string TenantId(int n) {
+  char b[64];
+  std::snprintf(b, sizeof b, "00000000-0000-4000-8000-%012x", n);
+  return b;
+}
+std::string UserId(int n) {
+  char b[64];
+  std::snprintf(b, sizeof b, "00000000-0001-4000-8000-%012x", n);
+  return b;
+}
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    log_start_ = SharedCluster().LogSize();
+    db_ = SharedCluster().CreateDatabase();
+    admin_ = std::make_unique<PgConn>(SharedCluster().Conninfo(db_));
+    admin_->Exec(ReadFile(SqlDir() + "/install.sql"));
+    admin_->Exec(ReadFile(SqlDir() + "/examples/fleet.sql"));
+    admin_->Exec("SELECT fleet.generate(50, 5)");
+  }
+
+  void TearDown() override {
+    tc_cache_close(cache_);
+    cache_ = nullptr;
+    if (HasFailure()) {
+      if (daemon_) std::fprintf(stderr, "--- daemon log ---\n%s\n", Tail(daemon_->Log()).c_str());
+      std::fprintf(stderr, "--- server log ---\n%s\n", SharedCluster().LogTail(6000, log_start_).c_str());
+    }
+    daemon_.reset();
+  }
+
+  static std::string Tail(const std::string& s) { return s.size() > 12000 ? s.substr(s.size() - 12000) : s; }
+
+  std::string Conninfo() const { return SharedCluster().Conninfo(db_); }
+
+  void StartDaemon(const std::string& cache = "", const std::string& source = "",
+                   const std::string& extra = "") {
+    config_ = FleetConfig(dir_.path(), Conninfo(), cache, source, extra);
+    daemon_ = std::make_unique<DaemonProcess>(dir_.path(), config_);
+    ASSERT_TRUE(daemon_->WaitReady()) << Tail(daemon_->Log());
+    if (cache_ == nullptr) {
+      ASSERT_EQ(tc_cache_open(daemon_->cache_path().c_str(), &cache_), 0);
+    }
+  }
+
+  tc_ns Ns(const char* name) {
+    tc_ns ns = 0;
+    EXPECT_EQ(tc_namespace(cache_, name, &ns), 0) << name;
+    return ns;
+  }
+  int Get(const char* ns, const std::string& key) {
+    return tc_cache_get(cache_, Ns(ns), key.data(), key.size(), &v_);
+  }
+  int Lookup(const char* ns, const std::string& key, int timeout_ms = 5000) {
+    return tc_cache_lookup(cache_, Ns(ns), key.data(), key.size(), timeout_ms, &v_);
+  }
+  std::string Field(const char* name) {
+    const char* text = nullptr;
+    size_t len = 0;
+    if (tc_value_get(&v_, name, &text, &len) != 0) return "<no field>";
+    return text == nullptr ? "<null>" : std::string(text, len);
+  }
+  bool Available() {
+    tc_info info;
+    tc_cache_info(cache_, &info);
+    return info.available != 0;
+  }
+
+  size_t log_start_ = 0;
+  std::string db_;
+  std::unique_ptr<PgConn> admin_;
+  TempDir dir_;
+  std::string config_;
+  std::unique_ptr<DaemonProcess> daemon_;
+  tc_cache* cache_ = nullptr;
+  tc_value v_;
+};
+
+TEST_F(DaemonTest, LookupFillsThenHitsAndAnUpdateIsSeenOnTheNextRead) {
+  StartDaemon();
+  const std::string u = UserId(1);
+  EXPECT_EQ(Get("user", u), TC_MISS);
+  ASSERT_EQ(Lookup("user", u), TC_FOUND);
+  EXPECT_EQ(Field("role"), "captain");
+  EXPECT_EQ(std::string(tc_value_tenant(&v_, nullptr)), TenantId(1));
+  ASSERT_EQ(Get("user", u), TC_FOUND) << "the fill was written to shared memory";
+  EXPECT_EQ(Field("tenant_code"), "Y00001");
+
+  admin_->Exec("UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + u + "'");
+  ASSERT_TRUE(WaitFor([&] { return Get("user", u) == TC_MISS; }))
+      << "the commit did not invalidate the entry";
+  ASSERT_EQ(Lookup("user", u), TC_FOUND);
+  EXPECT_EQ(Field("role"), "guest");
+}
+
+TEST_F(DaemonTest, ARegistryChangeInvalidatesEveryEntryOfThatTenantInEveryNamespace) {
+  StartDaemon();
+  // Users 1, 6, 11 belong to tenant 1 (50 users over 5 tenants); user 2 does not.
+  for (int u : {1, 6, 11, 2}) ASSERT_EQ(Lookup("user", UserId(u)), TC_FOUND);
+  ASSERT_EQ(Lookup("tenant", TenantId(1)), TC_FOUND);
+  ASSERT_EQ(Lookup("tenant_by_slug", "yacht-1"), TC_FOUND);
+  ASSERT_EQ(Lookup("tenant_by_host", "YACHT-1.fleet.example.com:443"), TC_FOUND);
+  EXPECT_EQ(Field("yacht_code"), "Y00001");
+
+  admin_->Exec("UPDATE fleet.fleet_registry SET tenant_url = 'https://moved.example.com' WHERE id = '" +
+               TenantId(1) + "'");
+  ASSERT_TRUE(WaitFor([&] { return Get("user", UserId(1)) == TC_MISS; }));
+  for (int u : {6, 11}) EXPECT_EQ(Get("user", UserId(u)), TC_MISS);
+  EXPECT_EQ(Get("tenant", TenantId(1)), TC_MISS);
+  EXPECT_EQ(Get("tenant_by_slug", "yacht-1"), TC_MISS);
+  EXPECT_EQ(Get("tenant_by_host", "yacht-1.fleet.example.com"), TC_MISS);
+  EXPECT_EQ(Get("user", UserId(2)), TC_FOUND) << "another tenant's entry was invalidated";
+  ASSERT_EQ(Lookup("user", UserId(6)), TC_FOUND);
+  EXPECT_EQ(Field("tenant_url"), "https://moved.example.com");
+}
+
+TEST_F(DaemonTest, NegativeEntriesAreCachedAndAnInsertClearsThem) {
+  StartDaemon();
+  const std::string u = UserId(999);
+  ASSERT_EQ(Lookup("user", u), TC_NOT_FOUND);
+  EXPECT_EQ(Get("user", u), TC_NOT_FOUND) << "the negative answer was cached";
+  admin_->Exec("INSERT INTO fleet.user_accounts (id, yacht_id, email, role) VALUES ('" + u + "', '" +
+               TenantId(2) + "', 'new@x', 'crew')");
+  ASSERT_TRUE(WaitFor([&] { return Get("user", u) == TC_MISS; }));
+  ASSERT_EQ(Lookup("user", u), TC_FOUND);
+  EXPECT_EQ(Field("role"), "crew");
+}
+
+TEST_F(DaemonTest, RolledBackChangesInvalidateNothing) {
+  StartDaemon();
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  ASSERT_EQ(Lookup("user", UserId(2)), TC_FOUND);
+  admin_->Exec("BEGIN; UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + UserId(1) +
+               "'; ROLLBACK");
+  // Notifications arrive in commit order: once a later commit's invalidation
+  // is applied, the rolled-back one would have been too.
+  admin_->Exec("UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + UserId(2) + "'");
+  ASSERT_TRUE(WaitFor([&] { return Get("user", UserId(2)) == TC_MISS; }));
+  EXPECT_EQ(Get("user", UserId(1)), TC_FOUND);
+  EXPECT_EQ(Field("role"), "captain");
+}
+
+TEST_F(DaemonTest, ManualSqlFunctionsAndClientCommandsInvalidate) {
+  StartDaemon();
+  for (int u : {1, 2, 3}) ASSERT_EQ(Lookup("user", UserId(u)), TC_FOUND);
+  admin_->Exec("SELECT tenantcache.invalidate('user', '" + UserId(1) + "')");
+  ASSERT_TRUE(WaitFor([&] { return Get("user", UserId(1)) == TC_MISS; }));
+  EXPECT_EQ(Get("user", UserId(2)), TC_FOUND);
+  admin_->Exec("SELECT tenantcache.invalidate_tenant('" + TenantId(2) + "')");
+  ASSERT_TRUE(WaitFor([&] { return Get("user", UserId(2)) == TC_MISS; }));
+  EXPECT_EQ(Get("user", UserId(3)), TC_FOUND);
+  admin_->Exec("SELECT tenantcache.flush()");
+  ASSERT_TRUE(WaitFor([&] { return Get("user", UserId(3)) == TC_MISS; }));
+
+  // The same through the client library, applied before the call returns.
+  ASSERT_EQ(Lookup("user", UserId(4)), TC_FOUND);
+  const std::string u4 = UserId(4);
+  EXPECT_EQ(tc_cache_invalidate(cache_, Ns("user"), u4.data(), u4.size(), 2000), 0);
+  EXPECT_EQ(Get("user", u4), TC_MISS);
+  ASSERT_EQ(Lookup("user", u4), TC_FOUND);
+  const std::string t4 = TenantId(4);
+  EXPECT_EQ(tc_cache_invalidate_tenant(cache_, t4.data(), t4.size(), 2000), 0);
+  EXPECT_EQ(Get("user", u4), TC_MISS);
+  ASSERT_EQ(Lookup("user", u4), TC_FOUND);
+  EXPECT_EQ(tc_cache_flush(cache_, 2000), 0);
+  EXPECT_EQ(Get("user", u4), TC_MISS);
+  EXPECT_EQ(tc_cache_invalidate(cache_, Ns("user"), "bad", 3, 2000), TC_E_INVALID_KEY);
+}
+
+TEST_F(DaemonTest, EntriesExpireAfterTheirTtl) {
+  StartDaemon("ttl = \"300ms\"\nnegative_ttl = \"300ms\"\n");
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  ASSERT_EQ(Lookup("user", UserId(777)), TC_NOT_FOUND);
+  EXPECT_EQ(Get("user", UserId(1)), TC_FOUND);
+  const auto filled = std::chrono::steady_clock::now();
+  ASSERT_TRUE(
+      WaitFor([&] { return Get("user", UserId(1)) == TC_MISS && Get("user", UserId(777)) == TC_MISS; }));
+  EXPECT_GE(std::chrono::steady_clock::now() - filled, 250ms);
+}
+
+TEST_F(DaemonTest, IdleEntriesExpire) {
+  StartDaemon("idle_timeout = \"300ms\"\n");
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  ASSERT_EQ(Lookup("user", UserId(2)), TC_FOUND);
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor([&] {
+    EXPECT_EQ(Get("user", UserId(2)), TC_FOUND) << "an entry read all along went idle";
+    return std::chrono::steady_clock::now() - start > 500ms;
+  }));
+  EXPECT_EQ(Get("user", UserId(1)), TC_MISS);
+}
+
+// 100 concurrent lookups of one cold key from 8 processes make one query.
+TEST_F(DaemonTest, AStampedeOfMissesMakesOneQuery) {
+  admin_->Exec("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()");
+  StartDaemon(
+      "", "",
+      "[[namespace]]\nname = \"slow_user\"\nkind = \"uuid\"\n"
+      "query = \"SELECT u.yacht_id::text AS tenant_id, u.role, pg_sleep(0.3)::text AS stampede_marker "
+      "FROM fleet.user_accounts u WHERE u.id = $1::uuid\"\n"
+      "tenant_column = \"tenant_id\"\nfields = [\"role\", \"stampede_marker\"]\n");
+  const std::string key = UserId(3);
+  constexpr int kProcs = 8, kPerProc = 13;  // 104 lookups
+  const std::string path = daemon_->cache_path();
+  std::vector<pid_t> pids;
+  for (int p = 0; p < kProcs; ++p) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      tc_cache* c = nullptr;
+      if (tc_cache_open(path.c_str(), &c) != 0) _exit(2);
+      tc_ns ns;
+      tc_namespace(c, "slow_user", &ns);
+      std::atomic<int> ok{0};
+      std::vector<std::thread> threads;
+      for (int t = 0; t < kPerProc; ++t)
+        threads.emplace_back([&] {
+          tc_value v;
+          if (tc_cache_lookup(c, ns, key.data(), key.size(), 10000, &v) == TC_FOUND) ++ok;
+        });
+      for (auto& t : threads) t.join();
+      tc_cache_close(c);
+      _exit(ok == kPerProc ? 0 : 1);
+    }
+    pids.push_back(pid);
+  }
+  for (pid_t pid : pids) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "a process saw a failed lookup";
+  }
+  EXPECT_EQ(admin_->Scalar("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE "
+                           "'%stampede_marker%' AND query NOT LIKE '%pg_stat_statements%'"),
+            "1");
+  EXPECT_EQ(Get("slow_user", key), TC_FOUND);
+}
+
+// A change committed while a fill's query runs must not leave the old row cached.
+TEST_F(DaemonTest, AFillOvertakenByAnInvalidationIsNotCached) {
+  StartDaemon("", "",
+              "[[namespace]]\nname = \"slow_user\"\nkind = \"uuid\"\n"
+              "query = \"SELECT u.yacht_id::text AS tenant_id, u.role, pg_sleep(0.5)::text AS slow "
+              "FROM fleet.user_accounts u WHERE u.id = $1::uuid\"\n"
+              "tenant_column = \"tenant_id\"\nfields = [\"role\", \"slow\"]\n");
+  admin_->Exec(
+      "SELECT tenantcache.watch_table('fleet.user_accounts', NULL, '{\"user\": \"id\", \"slow_user\": "
+      "\"id\"}', ARRAY['yacht_id', 'role', 'active'])");
+  const std::string key = UserId(4);
+  int lookup_status = 0;
+  std::string seen_role;
+  std::thread filler([&] {
+    tc_value v;
+    lookup_status = tc_cache_lookup(cache_, Ns("slow_user"), key.data(), key.size(), 10000, &v);
+    const char* role = nullptr;
+    size_t len = 0;
+    if (tc_value_get(&v, "role", &role, &len) == 0 && role != nullptr) seen_role.assign(role, len);
+  });
+  // The query has read the old row (its snapshot is taken when it starts)
+  // and is sleeping: commit a change now.
+  ASSERT_TRUE(WaitFor([&] {
+    return admin_->Scalar(
+               "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(0.5)%' AND "
+               "state = 'active' AND pid <> pg_backend_pid()") == "1";
+  }));
+  admin_->Exec("UPDATE fleet.user_accounts SET role = 'owner' WHERE id = '" + key + "'");
+  filler.join();
+  ASSERT_EQ(lookup_status, TC_FOUND);
+  // Whatever the lookup answered, the cache never holds the old role.
+  const int rc = Get("slow_user", key);
+  if (rc == TC_FOUND) {
+    EXPECT_EQ(Field("role"), "owner") << "the stale fill was cached";
+  }
+  ASSERT_EQ(Lookup("slow_user", key), TC_FOUND);
+  EXPECT_EQ(Field("role"), "owner");
+}
+
+// Disconnect the listener and keep it out while a change commits: clients
+// must see unavailable meanwhile, and the change must not be served after.
+void ListenerOutage(DaemonTest* t, PgConn& admin, bool log_enabled,
+                    const std::function<int(const char*, const std::string&)>& get,
+                    const std::function<int(const char*, const std::string&)>& lookup,
+                    const std::function<bool()>& available,
+                    const std::function<std::string(const char*)>& field) {
+  ASSERT_EQ(lookup("user", UserId(1)), TC_FOUND);
+  ASSERT_EQ(lookup("user", UserId(2)), TC_FOUND);
+  admin.Exec("ALTER ROLE tc_listener NOLOGIN");
+  admin.Exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'tc_listener'");
+  ASSERT_TRUE(WaitFor([&] { return !available(); })) << "readers were not failed closed";
+  EXPECT_EQ(get("user", UserId(1)), TC_E_UNAVAILABLE);
+  admin.Exec("UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + UserId(1) + "'");
+  admin.Exec("ALTER ROLE tc_listener LOGIN");
+  ASSERT_TRUE(WaitFor([&] { return available(); }, std::chrono::seconds(15))) << "never resynced";
+  EXPECT_EQ(get("user", UserId(1)), TC_MISS) << "a change committed while disconnected was served";
+  if (log_enabled) {
+    EXPECT_EQ(get("user", UserId(2)), TC_FOUND) << "the log replay should not flush unrelated entries";
+  } else {
+    EXPECT_EQ(get("user", UserId(2)), TC_MISS) << "without the log the epoch must be bumped";
+  }
+  ASSERT_EQ(lookup("user", UserId(1)), TC_FOUND);
+  EXPECT_EQ(field("role"), "guest");
+  (void)t;
+}
+
+class ListenerFaultTest : public DaemonTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(ListenerFaultTest, AChangeCommittedWhileDisconnectedIsNotServedAfterResync) {
+  const bool log_enabled = GetParam();
+  admin_->Exec(
+      "DROP ROLE IF EXISTS tc_listener; CREATE ROLE tc_listener LOGIN; "
+      "GRANT USAGE ON SCHEMA tenantcache TO tc_listener; "
+      "GRANT SELECT ON ALL TABLES IN SCHEMA tenantcache TO tc_listener;");
+  if (!log_enabled) admin_->Exec("UPDATE tenantcache.settings SET log_enabled = false");
+  StartDaemon("", "listener_conninfo = \"" + SharedCluster().Conninfo(db_, "tc_listener") + "\"\n");
+  ListenerOutage(
+      this, *admin_, log_enabled, [&](const char* ns, const std::string& k) { return Get(ns, k); },
+      [&](const char* ns, const std::string& k) { return Lookup(ns, k); }, [&] { return Available(); },
+      [&](const char* f) { return Field(f); });
+  daemon_.reset();
+  admin_->Exec("DROP OWNED BY tc_listener; DROP ROLE tc_listener");
+}
+
+INSTANTIATE_TEST_SUITE_P(WithAndWithoutTheLog, ListenerFaultTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "LogReplay" : "EpochBump";
+                         });
+
+TEST_F(DaemonTest, ADeafListenerIsDetectedByItsHeartbeat) {
+  StartDaemon();
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  const std::string pid = admin_->Scalar(
+      "SELECT pid FROM pg_stat_activity WHERE application_name = 'tenantcached listener main'");
+  ASSERT_EQ(kill(std::stoi(pid), SIGSTOP), 0);
+  const auto stopped = std::chrono::steady_clock::now();
+  const bool detected = WaitFor([&] { return !Available(); }, std::chrono::seconds(10));
+  const auto took = std::chrono::steady_clock::now() - stopped;
+  kill(std::stoi(pid), SIGCONT);
+  ASSERT_TRUE(detected) << "a stopped listener backend went unnoticed";
+  EXPECT_LT(took, 3s) << "detected later than stale_after (2s) plus slack";
+  ASSERT_TRUE(WaitFor([&] { return Available(); }, std::chrono::seconds(15)));
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+}
+
+TEST_F(DaemonTest, PostgresRestartIsSurvived) {
+  StartDaemon();
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  SharedCluster().Restart();
+  admin_ = std::make_unique<PgConn>(Conninfo());
+  ASSERT_TRUE(WaitFor([&] { return Available(); }, std::chrono::seconds(20)));
+  // The log replay proves nothing changed while the server was away.
+  EXPECT_EQ(Get("user", UserId(1)), TC_FOUND);
+  EXPECT_GE(std::stoi(admin_->Scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
+                                     "'tenantcached listener%'")),
+            1);
+  admin_->Exec("UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + UserId(1) + "'");
+  ASSERT_TRUE(WaitFor([&] { return Get("user", UserId(1)) == TC_MISS; }));
+}
+
+TEST_F(DaemonTest, AKilledDaemonFailsClosedAndARestartedOneIsAttachedAgain) {
+  StartDaemon();
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  daemon_->Signal(SIGKILL);
+  ASSERT_TRUE(daemon_->Wait().has_value());
+  const auto killed = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor([&] { return Get("user", UserId(1)) == TC_E_UNAVAILABLE; }, std::chrono::seconds(10)));
+  EXPECT_LT(std::chrono::steady_clock::now() - killed, 2500ms) << "served past the fail-closed bound (2s)";
+  EXPECT_EQ(Lookup("user", UserId(2), 500), TC_E_UNAVAILABLE);
+  // A new daemon reuses the file: the same handle works again.
+  daemon_ = std::make_unique<DaemonProcess>(dir_.path(), config_);
+  ASSERT_TRUE(daemon_->WaitReady()) << daemon_->Log();
+  EXPECT_EQ(Get("user", UserId(1)), TC_MISS) << "a restarted daemon must not trust old entries";
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  EXPECT_EQ(Get("user", UserId(1)), TC_FOUND);
+}
+
+TEST_F(DaemonTest, MalformedNotificationsAreCountedAndFlushConservatively) {
+  StartDaemon();
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  for (const char* junk : {"garbage", "2 k 1 user x", "1 k 1", "1 q 1 x", "1 k x user", "1 k 1 BAD x", ""})
+    admin_->Exec(std::string("SELECT pg_notify('tenantcache', '") + junk + "')");
+  ASSERT_TRUE(WaitFor([&] { return Get("user", UserId(1)) == TC_MISS; }));
+  // Still serving; unknown namespaces and invalid keys are no reason to flush.
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  admin_->Exec(
+      "SELECT pg_notify('tenantcache', '1 k - unknown_ns x'), pg_notify('tenantcache', '1 k - user "
+      "not-a-uuid')");
+  admin_->Exec("UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + UserId(2) + "'");
+  ASSERT_EQ(Lookup("user", UserId(3)), TC_FOUND);
+  admin_->Exec("UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + UserId(3) + "'");
+  ASSERT_TRUE(WaitFor([&] { return Get("user", UserId(3)) == TC_MISS; }));
+  EXPECT_EQ(Get("user", UserId(1)), TC_FOUND);
+  EXPECT_NE(daemon_->Log().find("malformed notification"), std::string::npos);
+}
+
+// Raw control-socket access, for what the client library never sends.
+int Connect(const std::string& path) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+bool ClosedByPeer(int fd) {
+  char b[64];
+  for (;;) {
+    const ssize_t n = recv(fd, b, sizeof b, 0);
+    if (n == 0) return true;
+    if (n < 0) return false;
+  }
+}
+
+TEST_F(DaemonTest, MalformedAndOversizedControlRequestsCloseOnlyThatConnection) {
+  StartDaemon();
+  const std::string sock = dir_.path() + "/ctl.sock";
+  std::vector<std::string> bad;
+  bad.push_back(std::string("\xff\xff\xff\x7f", 4) + std::string(64, 'x'));  // huge length
+  bad.push_back(std::string("\x02\x00\x00\x00", 4) + "xx");                  // shorter than a header
+  std::string wrong_version;
+  protocol::AppendFrame(&wrong_version, protocol::kStats, 0, 1, "");
+  wrong_version[4] = 9;
+  bad.push_back(wrong_version);
+  std::string unknown_op;
+  protocol::AppendFrame(&unknown_op, 77, 0, 1, "");
+  bad.push_back(unknown_op);
+  std::string bad_payload;
+  protocol::AppendFrame(&bad_payload, protocol::kLookup, 0, 1, "\x10short");
+  bad.push_back(bad_payload);
+  std::string oversized;
+  protocol::AppendFrame(&oversized, protocol::kLookup, 0, 1, std::string(5000, 'k'));
+  bad.push_back(oversized);
+  for (const auto& b : bad) {
+    const int fd = Connect(sock);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(send(fd, b.data(), b.size(), MSG_NOSIGNAL), static_cast<ssize_t>(b.size()));
+    EXPECT_TRUE(ClosedByPeer(fd));
+    close(fd);
+  }
+  // A client that connects and sends half a frame does not stall anyone.
+  const int idle = Connect(sock);
+  ASSERT_EQ(send(idle, "\x20\x00", 2, MSG_NOSIGNAL), 2);
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  close(idle);
+  EXPECT_EQ(Lookup("user", "not a uuid"), TC_E_INVALID_KEY);
+}
+
+TEST_F(DaemonTest, QueryErrorsAndTimeoutsBecomeStatuses) {
+  StartDaemon("", "query_timeout = \"300ms\"\n",
+              "[[namespace]]\nname = \"broken\"\nkind = \"text\"\n"
+              "query = \"SELECT 'x' AS tenant_id, (1 / (length($1) - length($1)))::text AS v\"\n"
+              "tenant_column = \"tenant_id\"\nfields = [\"v\"]\n\n"
+              "[[namespace]]\nname = \"slow\"\nkind = \"text\"\n"
+              "query = \"SELECT 'x' AS tenant_id, pg_sleep(2)::text AS v WHERE $1 <> ''\"\n"
+              "tenant_column = \"tenant_id\"\nfields = [\"v\"]\n");
+  EXPECT_EQ(Lookup("broken", "k"), TC_E_DAEMON);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(Lookup("slow", "k", 5000), TC_E_TIMEOUT);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+  EXPECT_EQ(Lookup("slow", "k2", 100), TC_E_TIMEOUT) << "the client's own timeout";
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND) << "the daemon stays usable";
+}
+
+TEST_F(DaemonTest, BrokenConfigFilesAreRefusedWithFileLineAndKey) {
+  const std::string good = FleetConfig(dir_.path(), Conninfo());
+  const std::string path = dir_.path() + "/bad.toml";
+  struct Case {
+    std::string config, want;
+  };
+  const std::vector<Case> cases = {
+      {good + "\n[cache]\n", "syntax error"},
+      {"[cache]\ncapacity = \"many\"\n" + good.substr(good.find("[control]")),
+       "cache.capacity: must be an integer"},
+      {good +
+           "\n[[namespace]]\nname = \"user\"\nkind = \"uuid\"\nquery = \"SELECT $1\"\ntenant_column = \"t\"\n"
+           "fields = []\n",
+       "is defined twice"},
+      {good +
+           "\n[[namespace]]\nname = \"n2\"\nkind = \"guid\"\nquery = \"SELECT $1\"\ntenant_column = \"t\"\n"
+           "fields = []\n",
+       "is not a key kind"},
+      {good + "\n[[namespace]]\nname = \"n3\"\nkind = \"uuid\"\nquery = \"SELECT 1\"\ntenant_column = \"t\"\n"
+              "fields = []\n",
+       "must use $1"},
+      {good + "\n[[namespace]]\nname = \"n4\"\nkind = \"uuid\"\nsource = \"nope\"\nquery = \"SELECT $1\"\n"
+              "tenant_column = \"t\"\nfields = []\n",
+       "no [[source]] is named"},
+      {good + "\n[extra]\nx = 1\n", "unknown table"},
+      {"[cache]\nttl = \"forever\"\n" + good.substr(good.find("[control]")), "is not a duration"},
+      {"[cache]\ncolour = \"blue\"\n" + good.substr(good.find("[control]")), "cache.colour: unknown key"},
+  };
+  for (const auto& c : cases) {
+    std::ofstream(path, std::ios::trunc) << c.config;
+    const auto r = RunDaemonCommand("--check-config --config " + path);
+    EXPECT_EQ(r.exit_code, 2) << c.want;
+    EXPECT_NE(r.output.find(c.want), std::string::npos) << "wanted \"" << c.want << "\" in: " << r.output;
+    EXPECT_NE(r.output.find(path), std::string::npos) << r.output;
+  }
+  // The line is named: line 2 of this file holds the bad value.
+  std::ofstream(path, std::ios::trunc) << "[cache]\ncapacity = -5\n" << good.substr(good.find("[control]"));
+  const auto r = RunDaemonCommand("--check-config --config " + path);
+  EXPECT_NE(r.output.find(path + ":2: cache.capacity"), std::string::npos) << r.output;
+  // A good file passes; a missing one fails; starting on a bad one exits non-zero.
+  std::ofstream(path, std::ios::trunc) << good;
+  EXPECT_EQ(RunDaemonCommand("--check-config --config " + path).exit_code, 0);
+  EXPECT_EQ(RunDaemonCommand("--check-config --config " + dir_.path() + "/absent.toml").exit_code, 2);
+  std::ofstream(path, std::ios::trunc) << good + "\n[cache]\n";
+  EXPECT_EQ(RunDaemonCommand("--config " + path).exit_code, 2);
+}
+
+TEST_F(DaemonTest, SighupReloadsAGoodConfigAndKeepsTheOldOneOnABadOne) {
+  StartDaemon();
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  // A bad file: the daemon logs why and keeps running on the old config.
+  daemon_->Rewrite(config_ + "\n[cache]\n");
+  daemon_->Signal(SIGHUP);
+  ASSERT_TRUE(daemon_->WaitNotify("READY=1", 10s));
+  ASSERT_TRUE(WaitFor([&] { return daemon_->Log().find("reload failed") != std::string::npos; }));
+  EXPECT_EQ(Lookup("user", UserId(2)), TC_FOUND);
+  // A good one: a shorter TTL applies to new fills.
+  std::string shorter = config_;
+  shorter.replace(shorter.find("heartbeat_interval"), 0, "ttl = \"200ms\"\n");
+  daemon_->Rewrite(shorter);
+  daemon_->Signal(SIGHUP);
+  ASSERT_TRUE(daemon_->WaitNotify("RELOADING=1", 10s));
+  ASSERT_TRUE(daemon_->WaitNotify("READY=1", 10s));
+  ASSERT_EQ(Lookup("user", UserId(3)), TC_FOUND);
+  ASSERT_TRUE(WaitFor([&] { return Get("user", UserId(3)) == TC_MISS; }, 5s)) << "the new TTL did not apply";
+  EXPECT_EQ(Get("user", UserId(1)), TC_FOUND) << "entries filled under the old TTL keep it";
+}
+
+TEST_F(DaemonTest, SigtermStopsCleanlyAndMarksTheCacheUnavailable) {
+  StartDaemon();
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  daemon_->Signal(SIGTERM);
+  EXPECT_TRUE(daemon_->WaitNotify("STOPPING=1", 10s));
+  const auto status = daemon_->Wait();
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << daemon_->Log();
+  EXPECT_EQ(Get("user", UserId(1)), TC_E_UNAVAILABLE) << "readers must not wait for the heartbeat to age";
+  EXPECT_NE(daemon_->Log().find("stopped"), std::string::npos) << "the loop did not close cleanly";
+  EXPECT_EQ(daemon_->Log().find("password"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tenantcache::test

@@ -1,0 +1,163 @@
+#include "support/daemon_process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <stdexcept>
+#include <thread>
+
+#include "support/pg_cluster.h"
+
+namespace tenantcache::test {
+
+std::string FleetConfig(const std::string& dir, const std::string& conninfo, const std::string& cache,
+                        const std::string& source, const std::string& extra) {
+  return "[daemon]\nlog_level = \"debug\"\n\n"
+         "[cache]\npath = \"" +
+         dir +
+         "/cache\"\ncapacity = 10000\nstale_after = \"2s\"\n"
+         "heartbeat_interval = \"200ms\"\n" +
+         cache +
+         "\n"
+         "[control]\nsocket = \"" +
+         dir +
+         "/ctl.sock\"\n\n"
+         "[[source]]\nname = \"main\"\nconninfo = \"" +
+         conninfo +
+         "\"\n"
+         "reconnect_min = \"20ms\"\nreconnect_max = \"200ms\"\n" +
+         source +
+         "\n"
+         "[[namespace]]\nname = \"user\"\nkind = \"uuid\"\n"
+         "query = \"\"\"SELECT r.id::text AS tenant_id, r.yacht_code AS tenant_code, r.tenant_url, u.role\n"
+         "  FROM fleet.user_accounts u JOIN fleet.fleet_registry r ON r.id = u.yacht_id\n"
+         " WHERE u.id = $1::uuid AND u.active\"\"\"\n"
+         "tenant_column = \"tenant_id\"\nfields = [\"tenant_code\", \"tenant_url\", \"role\"]\n\n"
+         "[[namespace]]\nname = \"tenant\"\nkind = \"uuid\"\n"
+         "query = \"SELECT id::text AS tenant_id, yacht_code, slug, host, tenant_url FROM "
+         "fleet.fleet_registry "
+         "WHERE id = $1::uuid\"\n"
+         "tenant_column = \"tenant_id\"\nfields = [\"yacht_code\", \"slug\", \"host\", \"tenant_url\"]\n\n"
+         "[[namespace]]\nname = \"tenant_by_slug\"\nkind = \"slug\"\n"
+         "query = \"SELECT id::text AS tenant_id, yacht_code FROM fleet.fleet_registry WHERE slug = $1\"\n"
+         "tenant_column = \"tenant_id\"\nfields = [\"yacht_code\"]\n\n"
+         "[[namespace]]\nname = \"tenant_by_host\"\nkind = \"host\"\n"
+         "query = \"SELECT id::text AS tenant_id, yacht_code FROM fleet.fleet_registry WHERE host = $1\"\n"
+         "tenant_column = \"tenant_id\"\nfields = [\"yacht_code\"]\n\n" +
+         extra;
+}
+
+DaemonProcess::DaemonProcess(const std::string& dir, const std::string& config) : dir_(dir) {
+  Rewrite(config);
+  const std::string notify_path = dir + "/notify.sock";
+  notify_fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", notify_path.c_str());
+  unlink(notify_path.c_str());
+  if (notify_fd_ < 0 || bind(notify_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    throw std::runtime_error("cannot bind the notify socket " + notify_path);
+  const std::string log = dir + "/daemon.log";
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+      close(fd);
+    }
+    setenv("NOTIFY_SOCKET", notify_path.c_str(), 1);
+    const std::string cfg = config_path();
+    execl(TC_DAEMON_BIN, "tenantcached", "--config", cfg.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+}
+
+DaemonProcess::~DaemonProcess() {
+  if (!exited_ && pid_ > 0) {
+    kill(pid_, SIGTERM);
+    if (!Wait(std::chrono::seconds(10))) {
+      kill(pid_, SIGKILL);
+      Wait(std::chrono::seconds(10));
+    }
+  }
+  if (notify_fd_ >= 0) close(notify_fd_);
+}
+
+void DaemonProcess::Rewrite(const std::string& config) const {
+  std::ofstream(config_path(), std::ios::trunc) << config;
+}
+
+bool DaemonProcess::WaitNotify(const std::string& what, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const size_t at = notified_.find(what);
+    if (at != std::string::npos) {
+      notified_.erase(0, at + what.size());
+      return true;
+    }
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{notify_fd_, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 100))) > 0) {
+      char buf[4096];
+      const ssize_t n = recv(notify_fd_, buf, sizeof buf, 0);
+      if (n > 0) notified_.append(buf, static_cast<size_t>(n)).append("\n");
+    }
+    if (!exited_ && waitpid(pid_, nullptr, WNOHANG) == pid_) {
+      exited_ = true;
+      return false;
+    }
+  }
+}
+
+bool DaemonProcess::WaitReady(std::chrono::milliseconds timeout) { return WaitNotify("READY=1", timeout); }
+
+void DaemonProcess::Signal(int sig) { kill(pid_, sig); }
+
+std::optional<int> DaemonProcess::Wait(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    const pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      exited_ = true;
+      return status;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return std::nullopt;
+}
+
+std::string DaemonProcess::Log() const {
+  try {
+    return ReadFile(dir_ + "/daemon.log");
+  } catch (...) {
+    return "";
+  }
+}
+
+CommandResult RunDaemonCommand(const std::string& args) {
+  const std::string cmd = std::string(TC_DAEMON_BIN) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  CommandResult r{-1, ""};
+  if (p == nullptr) return r;
+  std::array<char, 512> buf;
+  while (fgets(buf.data(), buf.size(), p) != nullptr) r.output += buf.data();
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+}  // namespace tenantcache::test

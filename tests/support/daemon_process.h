@@ -1,0 +1,59 @@
+// The real tenantcached binary as a child process, for integration tests: a
+// config file written from the fleet example, a private NOTIFY_SOCKET to see
+// READY/STOPPING exactly as systemd would, stderr captured to a file, and
+// real signals.
+#ifndef TENANTCACHE_TESTS_SUPPORT_DAEMON_PROCESS_H_
+#define TENANTCACHE_TESTS_SUPPORT_DAEMON_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+
+namespace tenantcache::test {
+
+// A config for the fleet example schema (sql/examples/fleet.sql) in `dir`.
+// `extra` is appended (more [[namespace]] tables); `cache` and `source` add
+// lines to those tables.
+std::string FleetConfig(const std::string& dir, const std::string& conninfo, const std::string& cache = "",
+                        const std::string& source = "", const std::string& extra = "");
+
+class DaemonProcess {
+ public:
+  // Writes `config` to <dir>/tenantcached.toml and starts the daemon on it.
+  DaemonProcess(const std::string& dir, const std::string& config);
+  ~DaemonProcess();  // SIGTERM, then SIGKILL if it does not exit
+
+  // Waits for "READY=1" on the notify socket.
+  bool WaitReady(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  // Waits for a notify message containing `what`.
+  bool WaitNotify(const std::string& what, std::chrono::milliseconds timeout);
+  void Signal(int sig);
+  // Waits for the process to exit; its wait status, or nullopt on timeout.
+  std::optional<int> Wait(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  pid_t pid() const { return pid_; }
+  std::string Log() const;
+  std::string config_path() const { return dir_ + "/tenantcached.toml"; }
+  std::string cache_path() const { return dir_ + "/cache"; }
+  void Rewrite(const std::string& config) const;
+
+ private:
+  std::string dir_;
+  int notify_fd_ = -1;
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  std::string notified_;
+};
+
+// Runs tenantcached with `args`; its exit code and combined output.
+struct CommandResult {
+  int exit_code;
+  std::string output;
+};
+CommandResult RunDaemonCommand(const std::string& args);
+
+}  // namespace tenantcache::test
+
+#endif  // TENANTCACHE_TESTS_SUPPORT_DAEMON_PROCESS_H_
