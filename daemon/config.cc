@@ -108,11 +108,12 @@ class TableReader {
       : table_(table), file_(std::move(file)), table_name_(std::move(table_name)), label_(std::move(label)) {
     if (table_ == nullptr) return;
     if (!table_->is_table()) Fail(*table_, label_, "must be a table");
-    for (const auto& [k, v] : table_->as_table()) {
+    for (const auto& entry : table_->as_table()) {
+      const std::string& key = entry.first;
       const bool known = std::any_of(kConfigKeys.begin(), kConfigKeys.end(), [&](const ConfigKey& c) {
-        return table_name_ == c.table && k == c.name;
+        return table_name_ == c.table && key == c.name;
       });
-      if (!known) Fail(v, label_ + "." + k, "unknown key");
+      if (!known) Fail(entry.second, label_ + "." + key, "unknown key");
     }
   }
 

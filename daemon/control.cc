@@ -22,6 +22,7 @@ struct ControlServer::Client : std::enable_shared_from_this<Client> {
   ControlServer* server = nullptr;
   uv_pipe_t* pipe = nullptr;
   std::string in;
+  char read_buf[16 * 1024];
   size_t queued = 0;  // bytes written but not yet flushed
   bool closed = false;
 
@@ -106,6 +107,12 @@ struct ControlServer::Client : std::enable_shared_from_this<Client> {
         return Send(op, 0, id, "");
       case protocol::kStats:
         return Send(op, 0, id, d->StatsJson());
+      case protocol::kReport: {
+        protocol::Report r;
+        if (!protocol::ParseReport(f.payload, &r)) return Close("malformed report");
+        d->ClientReport(r);
+        return;  // never answered
+      }
       default:
         return Close("unknown operation");
     }
@@ -113,12 +120,10 @@ struct ControlServer::Client : std::enable_shared_from_this<Client> {
 
   void Read(ssize_t nread, const uv_buf_t* buf) {
     if (nread < 0) {
-      delete[] buf->base;
       Close(nread == UV_EOF ? nullptr : "read error");
       return;
     }
     in.append(buf->base, static_cast<size_t>(nread));
-    delete[] buf->base;
     auto self = shared_from_this();  // Handle may close us
     size_t used = 0;
     while (!closed) {
@@ -234,17 +239,13 @@ void ControlServer::OnConnection(uv_stream_t* server, int status) {
   self->clients_.insert(client);
   uv_read_start(
       reinterpret_cast<uv_stream_t*>(pipe),
-      [](uv_handle_t*, size_t suggested, uv_buf_t* buf) {
-        const size_t n = std::min<size_t>(suggested, 64 * 1024);
-        *buf = uv_buf_init(new char[n], static_cast<unsigned>(n));
+      [](uv_handle_t* handle, size_t, uv_buf_t* buf) {
+        // One read at a time per stream: the client's own buffer serves.
+        auto* c = static_cast<Client*>(handle->data);
+        *buf = uv_buf_init(c->read_buf, sizeof c->read_buf);
       },
       [](uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
-        auto* c = static_cast<Client*>(stream->data);
-        if (c == nullptr) {
-          delete[] buf->base;
-          return;
-        }
-        c->Read(nread, buf);
+        if (auto* c = static_cast<Client*>(stream->data)) c->Read(nread, buf);
       });
 }
 

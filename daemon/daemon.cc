@@ -157,18 +157,46 @@ void Daemon::Lookup(std::string_view ns, std::string_view key, LookupCallback cb
       static_cast<uint32_t>(id), std::string(norm, r.len), std::move(cb));
 }
 
+void Daemon::ClientReport(const protocol::Report& report) {
+  constexpr size_t kMaxReports = 4096;
+  const auto key = std::make_pair(report.pid, report.handle);
+  if (reports_.count(key) == 0 && reports_.size() >= kMaxReports) {
+    const auto& old = reports_.begin()->second;
+    retired_.hits += old.hits;
+    retired_.negative_hits += old.negative_hits;
+    retired_.misses += old.misses;
+    retired_.unavailable += old.unavailable;
+    reports_.erase(reports_.begin());
+  }
+  reports_[key] = report;
+}
+
 std::string Daemon::StatsJson() const {
   const WriterStats w = writer_->stats();
+  protocol::Report clients = retired_;
+  for (const auto& [k, r] : reports_) {
+    clients.hits += r.hits;
+    clients.negative_hits += r.negative_hits;
+    clients.misses += r.misses;
+    clients.unavailable += r.unavailable;
+  }
+  const uint64_t reads = clients.hits + clients.negative_hits + clients.misses;
   size_t pending = 0;
   for (const auto& l : loaders_) pending += l->pending();
   std::ostringstream o;
   o << "{\"synced\":" << (synced() ? "true" : "false") << ",\"epoch\":" << writer_->epoch()
     << ",\"entries\":" << w.entries << ",\"slots\":" << w.slots << ",\"capacity\":" << config_.capacity
-    << ",\"lookups\":" << stats_.lookups << ",\"fills\":" << stats_.fills
-    << ",\"fill_errors\":" << stats_.fill_errors << ",\"fill_timeouts\":" << stats_.fill_timeouts
-    << ",\"coalesced\":" << stats_.coalesced << ",\"busy\":" << stats_.busy
-    << ",\"leases_revoked\":" << stats_.leases_revoked << ",\"uncached_answers\":" << stats_.uncached_answers
-    << ",\"pending_fills\":" << pending << ",\"notifications\":" << stats_.notifications
+    << ",\"hits\":" << clients.hits << ",\"negative_hits\":" << clients.negative_hits
+    << ",\"misses\":" << clients.misses << ",\"unavailable_reads\":" << clients.unavailable
+    << ",\"hit_rate\":"
+    << (reads == 0 ? 0.0
+                   : static_cast<double>(clients.hits + clients.negative_hits) / static_cast<double>(reads))
+    << ",\"reporting_clients\":" << reports_.size() << ",\"lookups\":" << stats_.lookups
+    << ",\"fills\":" << stats_.fills << ",\"fill_errors\":" << stats_.fill_errors
+    << ",\"fill_timeouts\":" << stats_.fill_timeouts << ",\"coalesced\":" << stats_.coalesced
+    << ",\"busy\":" << stats_.busy << ",\"leases_revoked\":" << stats_.leases_revoked
+    << ",\"uncached_answers\":" << stats_.uncached_answers << ",\"pending_fills\":" << pending
+    << ",\"notifications\":" << stats_.notifications
     << ",\"malformed_notifications\":" << stats_.malformed_notifications
     << ",\"invalidations_key\":" << stats_.invalidations_key
     << ",\"invalidations_tenant\":" << stats_.invalidations_tenant << ",\"flushes\":" << stats_.flushes

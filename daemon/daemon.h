@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -16,6 +17,7 @@
 
 #include "cache_writer.h"
 #include "config.h"
+#include "protocol.h"
 
 namespace tenantcache {
 
@@ -78,6 +80,9 @@ class Daemon {
   // source is.
   void SourceSynced(size_t source, bool synced);
 
+  // A client process's cumulative read counters (hits never reach us).
+  void ClientReport(const protocol::Report& report);
+
   CacheWriter& writer() { return *writer_; }
   const Config& config() const { return config_; }
   Stats& stats() { return stats_; }
@@ -101,6 +106,10 @@ class Daemon {
   std::chrono::steady_clock::time_point unsynced_since_;
   bool was_synced_ = false;
   Stats stats_;
+  // Latest report per (pid, handle); reports of handles pushed out of the
+  // bounded map are folded into retired_.
+  std::map<std::pair<uint32_t, uint64_t>, protocol::Report> reports_;
+  protocol::Report retired_;
 };
 
 // Frees a timer created with NewTimer through uv_close.

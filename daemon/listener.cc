@@ -50,7 +50,7 @@ Listener::Listener(Daemon* daemon, size_t index)
     }
     // Rule: LISTEN first, then catch up, then synced.
     conn_.Query("LISTEN " + source_.channel, {},
-                [this](std::vector<PgResult> results, const std::string& err) {
+                [this](const std::vector<PgResult>& results, const std::string& err) {
                   const std::string e = ResultError(results, err);
                   if (!e.empty()) {
                     Lost("LISTEN failed: " + e);
@@ -141,7 +141,7 @@ void Listener::CatchUp() {
       "(SELECT log_enabled FROM tenantcache.settings)::text, "
       "tenantcache.schema_version(), pg_notification_queue_usage(), "
       "(SELECT count(*) FROM tenantcache.watched_tables)";
-  conn_.Query(kState, {}, [this](std::vector<PgResult> results, const std::string& err) {
+  conn_.Query(kState, {}, [this](const std::vector<PgResult>& results, const std::string& err) {
     const std::string e = ResultError(results, err);
     if (!e.empty()) {
       Lost("cannot read the tenantcache schema (is sql/install.sql installed?): " + e);
@@ -184,7 +184,7 @@ void Listener::Replay(const std::string& since) {
       " WHERE xid >= txid_snapshot_xmin($1::txid_snapshot) AND NOT txid_visible_in_snapshot(xid, "
       "$1::txid_snapshot) "
       "ORDER BY 5";
-  conn_.Query(kReplay, {since}, [this](std::vector<PgResult> results, const std::string& err) {
+  conn_.Query(kReplay, {since}, [this](const std::vector<PgResult>& results, const std::string& err) {
     const std::string e = ResultError(results, err);
     if (!e.empty()) {
       Lost("replaying the invalidation log failed: " + e);
@@ -301,7 +301,7 @@ void Listener::Tick() {
   while (heartbeats_.size() > 64) heartbeats_.pop_front();
   heartbeat_.Query("SELECT txid_current_snapshot()::text, pg_notify($1, $2)",
                    {source_.channel, "1 h " + token},
-                   [this, token](std::vector<PgResult> results, const std::string& err) {
+                   [this, token](const std::vector<PgResult>& results, const std::string& err) {
                      const std::string e = ResultError(results, err);
                      if (!e.empty()) {
                        spdlog::warn("source {}: heartbeat failed: {}", source_.name, e);

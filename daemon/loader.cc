@@ -79,7 +79,7 @@ void LoaderPool::ConnectOne(size_t i) {
       conns_[i].attempts = 0;
       // The server ends a runaway query too, not only our deadline.
       conns_[i].pg->Query("SET statement_timeout = " + std::to_string(source_.query_timeout.count()), {},
-                          [this, i](std::vector<PgResult>, const std::string&) { PrepareAll(i); });
+                          [this, i](const std::vector<PgResult>&, const std::string&) { PrepareAll(i); });
     });
   }
   c.pg->Connect(source_.conninfo);
@@ -99,7 +99,7 @@ void LoaderPool::PrepareAll(size_t i) {
     const auto& nc = daemon_->config().namespaces[ns];
     conns_[i].pg->Prepare(
         StatementName(ns), nc.query,
-        [this, next, k, ns](std::vector<PgResult> results, const std::string& error) {
+        [this, next, k, ns](const std::vector<PgResult>& results, const std::string& error) {
           std::string e = error;
           if (e.empty() && !results.empty() && PQresultStatus(results.back().get()) != PGRES_COMMAND_OK)
             e = PQresultErrorMessage(results.back().get());
@@ -172,11 +172,11 @@ void LoaderPool::Dispatch() {
     if (!c.pg || !c.prepared || c.running || !c.pg->idle()) continue;
     auto fill = queue_.front();
     queue_.pop_front();
-    Run(i, std::move(fill));
+    Run(i, fill);
   }
 }
 
-void LoaderPool::Run(size_t i, std::shared_ptr<Fill> fill) {
+void LoaderPool::Run(size_t i, const std::shared_ptr<Fill>& fill) {
   Conn& c = conns_[i];
   c.running = fill;
   // The lease is taken before the query is sent.
@@ -201,12 +201,12 @@ void LoaderPool::Run(size_t i, std::shared_ptr<Fill> fill) {
       },
       static_cast<uint64_t>(source_.query_timeout.count()), 0);
   c.pg->QueryPrepared(StatementName(fill->ns), {fill->key},
-                      [this, i, fill](std::vector<PgResult> results, const std::string& error) {
-                        Done(i, fill, std::move(results), error);
+                      [this, i, fill](const std::vector<PgResult>& results, const std::string& error) {
+                        Done(i, fill, results, error);
                       });
 }
 
-void LoaderPool::Done(size_t i, const std::shared_ptr<Fill>& fill, std::vector<PgResult> results,
+void LoaderPool::Done(size_t i, const std::shared_ptr<Fill>& fill, const std::vector<PgResult>& results,
                       const std::string& error) {
   if (conns_[i].running != fill) return;  // answered already (deadline)
   conns_[i].running.reset();

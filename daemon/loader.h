@@ -74,8 +74,8 @@ class LoaderPool {
   void ConnectOne(size_t i);
   void PrepareAll(size_t i);
   void Dispatch();
-  void Run(size_t conn, std::shared_ptr<Fill> fill);
-  void Done(size_t conn, const std::shared_ptr<Fill>& fill, std::vector<PgResult> results,
+  void Run(size_t conn, const std::shared_ptr<Fill>& fill);
+  void Done(size_t conn, const std::shared_ptr<Fill>& fill, const std::vector<PgResult>& results,
             const std::string& error);
   void Answer(const std::shared_ptr<Fill>& fill, const LookupAnswer& answer);
   void Reconnect(size_t i, const std::string& why);

@@ -114,7 +114,7 @@ void PgConn::Finish(const std::string& error) {
   auto cb = std::exchange(pending_, nullptr);
   auto results = std::exchange(results_, {});
   if (state_ == State::kBusy) state_ = State::kReady;
-  if (cb) cb(std::move(results), error);
+  if (cb) cb(results, error);
 }
 
 bool PgConn::Sent(int ok, ResultCallback cb) {
@@ -140,6 +140,7 @@ void PgConn::Query(const std::string& sql, const std::vector<std::optional<std::
     return;
   }
   std::vector<const char*> values;
+  values.reserve(params.size());
   for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
   Sent(PQsendQueryParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
                          nullptr, 0),
@@ -161,6 +162,7 @@ void PgConn::QueryPrepared(const std::string& stmt, const std::vector<std::optio
     return;
   }
   std::vector<const char*> values;
+  values.reserve(params.size());
   for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
   Sent(PQsendQueryPrepared(conn_, stmt.c_str(), static_cast<int>(values.size()), values.data(), nullptr,
                            nullptr, 0),

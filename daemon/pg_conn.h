@@ -38,7 +38,7 @@ using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
 class PgConn {
  public:
   // Results of one query (one per statement), or an error message.
-  using ResultCallback = std::function<void(std::vector<PgResult> results, const std::string& error)>;
+  using ResultCallback = std::function<void(const std::vector<PgResult>& results, const std::string& error)>;
   using NotifyCallback = std::function<void(std::string_view channel, std::string_view payload)>;
   // Connected (error empty) or failed/lost (error says why).
   using StateCallback = std::function<void(const std::string& error)>;

@@ -261,6 +261,96 @@ TEST_F(DaemonTest, AStampedeOfMissesMakesOneQuery) {
                            "'%stampede_marker%' AND query NOT LIKE '%pg_stat_statements%'"),
             "1");
   EXPECT_EQ(Get("slow_user", key), TC_FOUND);
+  const std::string stats = ControlRequest(dir_.path() + "/ctl.sock", protocol::kStats);
+  EXPECT_NE(stats.find("\"coalesced\":103"), std::string::npos) << stats;
+}
+
+TEST_F(DaemonTest, ClientReadCountsReachTheDaemonsStatistics) {
+  StartDaemon();
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(Get("user", UserId(1)), TC_FOUND);
+  ASSERT_EQ(Lookup("user", UserId(999)), TC_NOT_FOUND);
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(Get("user", UserId(999)), TC_NOT_FOUND);
+  tc_stats mine;
+  ASSERT_EQ(tc_cache_stats(cache_, &mine), 0);
+  EXPECT_EQ(mine.hits, 10u);
+  EXPECT_EQ(mine.negative_hits, 5u);
+  EXPECT_EQ(mine.misses, 2u);
+  // Counts travel with the next request the handle sends (at most once a second).
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor([&] { return std::chrono::steady_clock::now() - start > 1100ms; }));
+  ASSERT_EQ(Lookup("user", UserId(2)), TC_FOUND);
+  const std::string stats = ControlRequest(dir_.path() + "/ctl.sock", protocol::kStats);
+  EXPECT_NE(stats.find("\"hits\":10,"), std::string::npos) << stats;
+  EXPECT_NE(stats.find("\"negative_hits\":5,"), std::string::npos) << stats;
+  EXPECT_NE(stats.find("\"misses\":3,"), std::string::npos) << stats;
+  EXPECT_NE(stats.find("\"fills\":3,"), std::string::npos) << stats;
+}
+
+TEST_F(DaemonTest, TheCacheIsSyncedOnlyWhileEverySourceIs) {
+  const std::string db2 = SharedCluster().CreateDatabase();
+  PgConn admin2(SharedCluster().Conninfo(db2));
+  admin2.Exec(ReadFile(SqlDir() + "/install.sql"));
+  admin2.Exec(
+      "CREATE TABLE roles (user_id uuid PRIMARY KEY, tenant_id uuid, role text);"
+      "INSERT INTO roles VALUES ('" +
+      UserId(1) + "', '" + TenantId(1) +
+      "', 'admin');"
+      "SELECT tenantcache.watch_table('roles', NULL, '{\"role\": \"user_id\"}');"
+      "DROP ROLE IF EXISTS tc_roles_listener; CREATE ROLE tc_roles_listener LOGIN;"
+      "GRANT USAGE ON SCHEMA tenantcache TO tc_roles_listener;"
+      "GRANT SELECT ON ALL TABLES IN SCHEMA tenantcache TO tc_roles_listener;");
+  StartDaemon(
+      "", "",
+      "[[source]]\nname = \"roles\"\nconninfo = \"" + SharedCluster().Conninfo(db2) +
+          "\"\nlistener_conninfo = \"" + SharedCluster().Conninfo(db2, "tc_roles_listener") +
+          "\"\nreconnect_min = \"20ms\"\nreconnect_max = \"200ms\"\n\n"
+          "[[namespace]]\nname = \"role\"\nkind = \"uuid\"\nsource = \"roles\"\n"
+          "query = \"SELECT tenant_id::text AS tenant_id, role FROM roles WHERE user_id = $1::uuid\"\n"
+          "tenant_column = \"tenant_id\"\nfields = [\"role\"]\n");
+  ASSERT_EQ(Lookup("role", UserId(1)), TC_FOUND);
+  EXPECT_EQ(Field("role"), "admin");
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  admin2.Exec("UPDATE roles SET role = 'viewer'");
+  ASSERT_TRUE(WaitFor([&] { return Get("role", UserId(1)) == TC_MISS; }));
+  ASSERT_EQ(Lookup("role", UserId(1)), TC_FOUND);
+  EXPECT_EQ(Field("role"), "viewer");
+  // Losing the second source's listener makes the whole cache unavailable,
+  // the first source's entries included.
+  admin2.Exec("ALTER ROLE tc_roles_listener NOLOGIN");
+  admin2.Exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'tc_roles_listener'");
+  ASSERT_TRUE(WaitFor([&] { return !Available(); }, 5s));
+  EXPECT_EQ(Get("user", UserId(1)), TC_E_UNAVAILABLE);
+  admin2.Exec("ALTER ROLE tc_roles_listener LOGIN");
+  ASSERT_TRUE(WaitFor([&] { return Available(); }, 10s));
+  EXPECT_EQ(ControlRequest(dir_.path() + "/ctl.sock", protocol::kStats).find("\"reconnects\":0,"),
+            std::string::npos);
+  EXPECT_EQ(Lookup("role", UserId(1)), TC_FOUND);
+  daemon_.reset();
+  admin2.Exec("DROP OWNED BY tc_roles_listener; DROP ROLE tc_roles_listener");
+}
+
+TEST_F(DaemonTest, AMissingSchemaKeepsTheCacheUnavailableUntilInstalled) {
+  admin_->Exec(ReadFile(SqlDir() + "/uninstall.sql"));
+  config_ = FleetConfig(dir_.path(), Conninfo());
+  daemon_ = std::make_unique<DaemonProcess>(dir_.path(), config_);
+  EXPECT_FALSE(daemon_->WaitReady(1500ms)) << "READY without the schema";
+  ASSERT_TRUE(
+      WaitFor([&] { return daemon_->Log().find("is sql/install.sql installed?") != std::string::npos; }));
+  ASSERT_EQ(tc_cache_open(daemon_->cache_path().c_str(), &cache_), 0);
+  EXPECT_EQ(Get("user", UserId(1)), TC_E_UNAVAILABLE);
+  admin_->Exec(ReadFile(SqlDir() + "/install.sql"));
+  ASSERT_TRUE(daemon_->WaitReady(10s)) << Tail(daemon_->Log());
+  EXPECT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+}
+
+TEST_F(DaemonTest, SystemdWatchdogIsPinged) {
+  config_ = FleetConfig(dir_.path(), Conninfo());
+  daemon_ = std::make_unique<DaemonProcess>(dir_.path(), config_,
+                                            std::map<std::string, std::string>{{"WATCHDOG_USEC", "200000"}});
+  ASSERT_TRUE(daemon_->WaitReady()) << Tail(daemon_->Log());
+  EXPECT_TRUE(daemon_->WaitNotify("WATCHDOG=1", 2s));
+  EXPECT_TRUE(daemon_->WaitNotify("WATCHDOG=1", 2s));
 }
 
 // A change committed while a fill's query runs must not leave the old row cached.

@@ -81,6 +81,28 @@ void Release(const tc_cache* cc, int fd) {
   close(fd);
 }
 
+// Prepends the handle's read counters to a request, at most once a second
+// (always when `force`), so the daemon's statistics include hits it never sees.
+void AppendReport(const tc_cache* cc, std::string* out, bool force) {
+  auto* c = const_cast<tc_cache*>(cc);
+  const auto now = Clock::now();
+  {
+    std::lock_guard<std::mutex> lock(c->pool_mu);
+    if (!force && now - c->last_report < std::chrono::seconds(1)) return;
+    c->last_report = now;
+  }
+  tc_stats st;
+  tc_cache_stats(cc, &st);
+  protocol::Report r;
+  r.pid = static_cast<uint32_t>(getpid());
+  r.handle = cc->stats_id;
+  r.hits = st.hits;
+  r.negative_hits = st.negative_hits;
+  r.misses = st.misses;
+  r.unavailable = st.unavailable;
+  protocol::AppendFrame(out, protocol::kReport, 0, 0, protocol::ReportPayload(r));
+}
+
 // One attempt at a request on one connection. *stale is set when a reused
 // connection turned out to be closed before any answer (the daemon
 // restarted): the caller may try once more on a new one.
@@ -98,6 +120,7 @@ int Attempt(const tc_cache* cc, uint8_t op, const std::string& payload, Clock::t
     id = ++c->next_request_id;
   }
   std::string out;
+  AppendReport(cc, &out, false);
   protocol::AppendFrame(&out, op, 0, id, payload);
   size_t sent = 0;
   while (sent < out.size()) {
@@ -176,6 +199,23 @@ int Command(const tc_cache* cache, uint8_t op, const std::string& payload, int t
 }
 
 }  // namespace
+
+namespace tenantcache {
+
+void ReportOnClose(tc_cache* c) {
+  // Best effort, never blocking: only on an idle connection of this process.
+  std::lock_guard<std::mutex> lock(c->pool_mu);
+  if (c->pool_pid != getpid() || c->idle_fds.empty()) return;
+  std::string out;
+  tc_stats st;
+  tc_cache_stats(c, &st);
+  protocol::Report r{
+      static_cast<uint32_t>(getpid()), c->stats_id, st.hits, st.negative_hits, st.misses, st.unavailable};
+  protocol::AppendFrame(&out, protocol::kReport, 0, 0, protocol::ReportPayload(r));
+  (void)send(c->idle_fds.back(), out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+}  // namespace tenantcache
 
 extern "C" {
 

@@ -114,4 +114,22 @@ bool ParseValue(std::string_view p, ValuePayload* out) {
   return true;
 }
 
+std::string ReportPayload(const Report& r) {
+  std::string p;
+  Put32(&p, r.pid);
+  for (uint64_t v : {r.handle, r.hits, r.negative_hits, r.misses, r.unavailable}) {
+    Put32(&p, static_cast<uint32_t>(v));
+    Put32(&p, static_cast<uint32_t>(v >> 32));
+  }
+  return p;
+}
+
+bool ParseReport(std::string_view p, Report* out) {
+  if (p.size() != 4 + 5 * 8) return false;
+  out->pid = Get32(p, 0);
+  uint64_t* fields[] = {&out->handle, &out->hits, &out->negative_hits, &out->misses, &out->unavailable};
+  for (size_t i = 0; i < 5; ++i) *fields[i] = Get32(p, 4 + 8 * i) | (uint64_t{Get32(p, 8 + 8 * i)} << 32);
+  return true;
+}
+
 }  // namespace tenantcache::protocol

@@ -10,7 +10,8 @@
 //
 // Requests:  kLookup / kInvalidate: u8 ns_len, ns, u16 key_len, key (as given:
 //            the daemon validates it); kInvalidateTenant: u16 len, id;
-//            kFlush, kStats: empty.
+//            kFlush, kStats: empty; kReport (never answered): a client
+//            process's cumulative read counters (ReportPayload).
 // Responses: kLookup with TC_FOUND: u16 key_len, u16 tenant_len, u16
 //            field_count, u16 0, u32 data_len, data (the slot data layout of
 //            entry.h); kStats: JSON text; any other: empty or a message.
@@ -31,7 +32,14 @@ inline constexpr size_t kHeaderSize = 12;
 inline constexpr size_t kMaxRequest = 1024;
 inline constexpr size_t kMaxResponse = 1 << 20;
 
-enum Op : uint8_t { kLookup = 1, kInvalidate = 2, kInvalidateTenant = 3, kFlush = 4, kStats = 5 };
+enum Op : uint8_t {
+  kLookup = 1,
+  kInvalidate = 2,
+  kInvalidateTenant = 3,
+  kFlush = 4,
+  kStats = 5,
+  kReport = 6
+};
 
 struct Frame {
   uint8_t op = 0;
@@ -62,6 +70,15 @@ struct ValuePayload {
 };
 std::string EncodeValue(uint16_t key_len, uint16_t tenant_len, uint16_t field_count, std::string_view data);
 bool ParseValue(std::string_view p, ValuePayload* out);
+
+// A client's read counters: pid, handle id, hits, negative hits, misses,
+// unavailable (cumulative since the handle was opened).
+struct Report {
+  uint32_t pid = 0;
+  uint64_t handle = 0, hits = 0, negative_hits = 0, misses = 0, unavailable = 0;
+};
+std::string ReportPayload(const Report& r);
+bool ParseReport(std::string_view p, Report* out);
 
 }  // namespace tenantcache::protocol
 

@@ -7,9 +7,11 @@
 #ifndef TENANTCACHE_READER_H_
 #define TENANTCACHE_READER_H_
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <ctime>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -46,6 +48,16 @@ struct ValueMeta {
   uint32_t field_count;
 };
 
+// One thread's read counters for one handle. Written only by that thread
+// (plain relaxed load + store, no read-modify-write), read by whoever sums them.
+struct ThreadStats;
+// Sends the handle's final counters to the daemon if a connection is idle.
+void ReportOnClose(tc_cache* cache);
+
+struct alignas(64) ThreadStats {
+  std::atomic<uint64_t> hits{0}, negative_hits{0}, misses{0}, unavailable{0};
+};
+
 }  // namespace tenantcache
 
 struct tc_cache {
@@ -76,6 +88,14 @@ struct tc_cache {
   std::vector<int> idle_fds;
   pid_t pool_pid = 0;
   uint32_t next_request_id = 0;
+
+  // Read statistics: per-thread blocks in this process's memory (never in
+  // the shared file), summed by tc_cache_stats and reported to the daemon
+  // along with the next request (see lookup.cc).
+  uint64_t stats_id = 0;  // unique per handle, so threads can cache their block
+  std::mutex stats_mu;
+  std::vector<std::unique_ptr<tenantcache::ThreadStats>> thread_stats;
+  std::chrono::steady_clock::time_point last_report{};
 };
 
 #endif  // TENANTCACHE_READER_H_

@@ -28,6 +28,9 @@ namespace layout = tenantcache::layout;
 
 namespace {
 
+// Ids of handles, for the threads' counter caches (never reused).
+std::atomic<uint64_t> g_next_stats_id{1};
+
 static_assert(sizeof(ValueMeta) <= sizeof(uint64_t));
 static_assert(sizeof(tc_value::priv_data) >= layout::kMaxDataSize);
 static_assert(offsetof(tc_value, priv_data) % 8 == 0);
@@ -161,6 +164,7 @@ int tc_cache_open(const char* path, tc_cache** out) {
   c->bucket_count = h->bucket_count;
   c->slot_size = h->slot_size;
   c->namespace_count = h->namespace_count;
+  c->stats_id = g_next_stats_id.fetch_add(1);
   std::memcpy(c->namespaces, c->base + h->namespaces_offset,
               sizeof(layout::NamespaceDesc) * layout::kMaxNamespaces);
   for (uint32_t i = 0; i < c->namespace_count; ++i) c->ns_seed[i] = layout::NamespaceSeed(h->hash_seed, i);
@@ -176,6 +180,7 @@ int tc_cache_open(const char* path, tc_cache** out) {
 
 void tc_cache_close(tc_cache* cache) {
   if (cache == nullptr) return;
+  tenantcache::ReportOnClose(cache);
   munmap(const_cast<unsigned char*>(cache->base), cache->size);
   if (cache->recency_base != nullptr) munmap(cache->recency_base, cache->recency_size);
   for (int fd : cache->idle_fds) close(fd);
@@ -221,7 +226,65 @@ int tc_cache_normalize_key(const tc_cache* cache, tc_ns ns, const char* key, siz
   return 0;
 }
 
+namespace {
+
+// The calling thread's counters for `cache`: a thread-local cache of a few
+// (handle id, block) pairs, so the hit path neither locks nor allocates after
+// a thread's first read through a handle.
+tenantcache::ThreadStats* MyStats(const tc_cache* cache) {
+  struct Slot {
+    uint64_t id;
+    tenantcache::ThreadStats* stats;
+  };
+  thread_local Slot slots[4] = {};
+  thread_local unsigned next = 0;
+  for (const Slot& s : slots)
+    if (s.id == cache->stats_id) return s.stats;
+  auto* c = const_cast<tc_cache*>(cache);
+  std::lock_guard<std::mutex> lock(c->stats_mu);
+  c->thread_stats.push_back(std::make_unique<tenantcache::ThreadStats>());
+  Slot& s = slots[next++ % 4];
+  s = Slot{cache->stats_id, c->thread_stats.back().get()};
+  return s.stats;
+}
+
+inline void Bump(std::atomic<uint64_t>& counter) {
+  counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+int Get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out);
+
+}  // namespace
+
 int tc_cache_get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out) {
+  const int rc = Get(cache, ns, key, key_len, out);
+  if (rc == TC_FOUND || rc == TC_NOT_FOUND || rc == TC_MISS || rc == TC_E_UNAVAILABLE) {
+    tenantcache::ThreadStats* s = MyStats(cache);
+    Bump(rc == TC_FOUND       ? s->hits
+         : rc == TC_NOT_FOUND ? s->negative_hits
+         : rc == TC_MISS      ? s->misses
+                              : s->unavailable);
+  }
+  return rc;
+}
+
+int tc_cache_stats(const tc_cache* cache, tc_stats* out) {
+  if (cache == nullptr || out == nullptr) return TC_E_INVALID_ARG;
+  *out = tc_stats{};
+  auto* c = const_cast<tc_cache*>(cache);
+  std::lock_guard<std::mutex> lock(c->stats_mu);
+  for (const auto& t : c->thread_stats) {
+    out->hits += t->hits.load(std::memory_order_relaxed);
+    out->negative_hits += t->negative_hits.load(std::memory_order_relaxed);
+    out->misses += t->misses.load(std::memory_order_relaxed);
+    out->unavailable += t->unavailable.load(std::memory_order_relaxed);
+  }
+  return 0;
+}
+
+namespace {
+
+int Get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out) {
   if (cache == nullptr || key == nullptr || out == nullptr) return TC_E_INVALID_ARG;
   out->priv_status = static_cast<uint32_t>(TC_MISS);
   if (ns >= cache->namespace_count) return TC_E_NO_NAMESPACE;
@@ -282,6 +345,8 @@ int tc_cache_get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_le
   }
   return TC_MISS;
 }
+
+}  // namespace
 
 namespace {
 

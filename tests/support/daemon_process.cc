@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "protocol.h"
 #include "support/pg_cluster.h"
 
 namespace tenantcache::test {
@@ -56,7 +57,9 @@ std::string FleetConfig(const std::string& dir, const std::string& conninfo, con
          extra;
 }
 
-DaemonProcess::DaemonProcess(const std::string& dir, const std::string& config) : dir_(dir) {
+DaemonProcess::DaemonProcess(const std::string& dir, const std::string& config,
+                             const std::map<std::string, std::string>& env)
+    : dir_(dir) {
   Rewrite(config);
   const std::string notify_path = dir + "/notify.sock";
   notify_fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -77,6 +80,7 @@ DaemonProcess::DaemonProcess(const std::string& dir, const std::string& config) 
       close(fd);
     }
     setenv("NOTIFY_SOCKET", notify_path.c_str(), 1);
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
     const std::string cfg = config_path();
     execl(TC_DAEMON_BIN, "tenantcached", "--config", cfg.c_str(), static_cast<char*>(nullptr));
     _exit(127);
@@ -158,6 +162,40 @@ CommandResult RunDaemonCommand(const std::string& args) {
   const int status = pclose(p);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+std::string ControlRequest(const std::string& socket_path, uint8_t op, const std::string& payload) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", socket_path.c_str());
+  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    if (fd >= 0) close(fd);
+    return "";
+  }
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string out;
+  protocol::AppendFrame(&out, op, 0, 42, payload);
+  std::string in;
+  if (send(fd, out.data(), out.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(out.size())) {
+    char buf[4096];
+    for (;;) {
+      protocol::Frame f;
+      size_t used = 0;
+      const char* err = nullptr;
+      if (protocol::ParseFrame(in, protocol::kMaxResponse, &f, &used, &err) == protocol::Parse::kFrame) {
+        const std::string answer(f.payload);
+        close(fd);
+        return answer;
+      }
+      const ssize_t n = recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      in.append(buf, static_cast<size_t>(n));
+    }
+  }
+  close(fd);
+  return "";
 }
 
 }  // namespace tenantcache::test

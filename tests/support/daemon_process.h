@@ -22,8 +22,10 @@ std::string FleetConfig(const std::string& dir, const std::string& conninfo, con
 
 class DaemonProcess {
  public:
-  // Writes `config` to <dir>/tenantcached.toml and starts the daemon on it.
-  DaemonProcess(const std::string& dir, const std::string& config);
+  // Writes `config` to <dir>/tenantcached.toml and starts the daemon on it,
+  // with `env` added to its environment.
+  DaemonProcess(const std::string& dir, const std::string& config,
+                const std::map<std::string, std::string>& env = {});
   ~DaemonProcess();  // SIGTERM, then SIGKILL if it does not exit
 
   // Waits for "READY=1" on the notify socket.
@@ -53,6 +55,10 @@ struct CommandResult {
   std::string output;
 };
 CommandResult RunDaemonCommand(const std::string& args);
+
+// Sends one request over the control socket at `socket_path`; the answer's
+// payload (empty on any failure).
+std::string ControlRequest(const std::string& socket_path, uint8_t op, const std::string& payload = "");
 
 }  // namespace tenantcache::test
 

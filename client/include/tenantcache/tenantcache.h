@@ -242,6 +242,21 @@ typedef struct tc_info {
  * Thread-safe; reads a clock, otherwise shared memory only. */
 TC_EXPORT int tc_cache_info(const tc_cache* cache, tc_info* out);
 
+/* This process's reads through one handle, counted in process memory (the
+ * shared file is never written on the read path) and reported to the daemon
+ * with the next request the handle sends it. */
+typedef struct tc_stats {
+  uint64_t hits;          /* TC_FOUND */
+  uint64_t negative_hits; /* TC_NOT_FOUND */
+  uint64_t misses;        /* TC_MISS */
+  uint64_t unavailable;   /* TC_E_UNAVAILABLE */
+} tc_stats;
+
+/* Sums the handle's counters over all threads. Returns 0 or TC_E_INVALID_ARG.
+ * Thread-safe. (A thread's first read through a handle allocates its
+ * counters; later reads do not.) */
+TC_EXPORT int tc_cache_stats(const tc_cache* cache, tc_stats* out);
+
 /* A static English description of a status. Never NULL. */
 TC_EXPORT const char* tc_strerror(int status);
 
