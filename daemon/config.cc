@@ -17,7 +17,7 @@ const std::vector<ConfigKey> kConfigKeys = {
    "trace, debug, info, warn, error or critical"},
 
   {"cache", "path", KeyType::kString, "\"/dev/shm/tenantcache\"", false,
-   "the cache file workers map (its recency file is <path>.recency)"},
+   "the cache file workers map (its recency file is the same path plus .recency)"},
   {"cache", "capacity", KeyType::kInteger, "100000", false,
    "entries the cache is sized for (it has 25% more slots)"},
   {"cache", "slot_bytes", KeyType::kInteger, "320", false,

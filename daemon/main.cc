@@ -36,16 +36,40 @@ namespace {
 
 constexpr const char* kDefaultConfig = "/etc/tenantcache/tenantcached.toml";
 
+}  // namespace
+
+void PrintConfigReference(FILE* out);
+
+namespace {
+
 void Usage(FILE* out) {
   std::fprintf(out,
                "usage: tenantcached [--config FILE] [--check-config] [--version]\n"
                "\n"
                "  -c, --config FILE   configuration file (default %s)\n"
                "  -t, --check-config  validate the configuration and exit (0: valid)\n"
+               "      --config-reference  print every configuration key as a Markdown table\n"
                "  -V, --version       print the version and exit\n"
                "  -h, --help          this help\n",
                kDefaultConfig);
 }
+
+}  // namespace
+
+void PrintConfigReference(FILE* out) {
+  std::fprintf(out, "| key | type | default | reload | meaning |\n|---|---|---|---|---|\n");
+  static const char* kTypes[] = {"string",     "integer",         "duration",
+                                 "octal mode", "list of strings", "key kind"};
+  for (const auto& k : kConfigKeys) {
+    const bool array = std::string_view(k.table) == "source" || std::string_view(k.table) == "namespace";
+    std::fprintf(out, "| `%s%s%s.%s` | %s | %s | %s | %s |\n", array ? "[[" : "[", k.table,
+                 array ? "]]" : "]", k.name, kTypes[static_cast<int>(k.type)],
+                 k.default_value == nullptr ? "required" : ("`" + std::string(k.default_value) + "`").c_str(),
+                 k.reloadable ? "yes" : "no", k.doc);
+  }
+}
+
+namespace {
 
 CacheOptions CacheOptionsFrom(const Config& c) {
   CacheOptions o;
@@ -208,11 +232,10 @@ int Run(const std::string& config_path) {
 }  // namespace tenantcache
 
 int main(int argc, char** argv) {
-  static const option kOptions[] = {{"config", required_argument, nullptr, 'c'},
-                                    {"check-config", no_argument, nullptr, 't'},
-                                    {"version", no_argument, nullptr, 'V'},
-                                    {"help", no_argument, nullptr, 'h'},
-                                    {nullptr, 0, nullptr, 0}};
+  static const option kOptions[] = {
+      {"config", required_argument, nullptr, 'c'}, {"check-config", no_argument, nullptr, 't'},
+      {"version", no_argument, nullptr, 'V'},      {"config-reference", no_argument, nullptr, 'R'},
+      {"help", no_argument, nullptr, 'h'},         {nullptr, 0, nullptr, 0}};
   std::string config = tenantcache::kDefaultConfig;
   bool check = false;
   int opt;
@@ -226,6 +249,9 @@ int main(int argc, char** argv) {
         break;
       case 'V':
         std::printf("tenantcached %s (cache layout %u)\n", tc_version(), tc_layout_version());
+        return 0;
+      case 'R':
+        tenantcache::PrintConfigReference(stdout);
         return 0;
       case 'h':
         tenantcache::Usage(stdout);

@@ -239,7 +239,7 @@ tenantcache::ThreadStats* MyStats(const tc_cache* cache) {
   thread_local Slot slots[4] = {};
   thread_local unsigned next = 0;
   for (const Slot& s : slots)
-    if (s.id == cache->stats_id) return s.stats;
+    if (s.stats != nullptr && s.id == cache->stats_id) return s.stats;
   auto* c = const_cast<tc_cache*>(cache);
   std::lock_guard<std::mutex> lock(c->stats_mu);
   c->thread_stats.push_back(std::make_unique<tenantcache::ThreadStats>());

@@ -1,0 +1,78 @@
+// Configuration: durations, redaction of passwords, defaults, and that the
+// README's reference table is the daemon's key table.
+#include "config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "support/pg_cluster.h"
+#include "support/test_cache.h"
+
+namespace tenantcache {
+namespace {
+
+TEST(Config, DurationsNeedAUnit) {
+  EXPECT_EQ(ParseDuration("250ms"), Millis(250));
+  EXPECT_EQ(ParseDuration("5s"), Millis(5000));
+  EXPECT_EQ(ParseDuration("10m"), Millis(600000));
+  EXPECT_EQ(ParseDuration("1h"), Millis(3600000));
+  EXPECT_EQ(ParseDuration("2d"), Millis(172800000));
+  EXPECT_EQ(ParseDuration("0s"), Millis(0));
+  for (const char* bad : {"", "5", "s", "5 s", "-5s", "5sec", "1.5s", "99999999999999999999s"})
+    EXPECT_FALSE(ParseDuration(bad).has_value()) << bad;
+}
+
+TEST(Config, PasswordsAreRedactedInBothConninfoForms) {
+  EXPECT_EQ(RedactConninfo("host=db user=app password=s3cret dbname=x"),
+            "host=db user=app password=******** dbname=x");
+  EXPECT_EQ(RedactConninfo("host=db password = 'it\\'s secret' dbname=x"),
+            "host=db password = ******** dbname=x");
+  EXPECT_EQ(RedactConninfo("postgresql://app:s3cret@db:5432/x"), "postgresql://app:********@db:5432/x");
+  EXPECT_EQ(RedactConninfo("postgresql://db/x?password=s3cret&sslmode=require"),
+            "postgresql://db/x?password=********&sslmode=require");
+  EXPECT_EQ(RedactConninfo("host=db dbname=x"), "host=db dbname=x");
+}
+
+TEST(Config, AMinimalFileGetsEveryDefault) {
+  test::TempDir dir;
+  const std::string path = dir.File("min.toml");
+  std::ofstream(path) << "[[source]]\nname = \"main\"\n\n[[namespace]]\nname = \"user\"\nkind = \"uuid\"\n"
+                         "query = \"SELECT $1\"\ntenant_column = \"t\"\nfields = []\n";
+  const Config c = LoadConfig(path);
+  EXPECT_EQ(c.cache_path, "/dev/shm/tenantcache");
+  EXPECT_EQ(c.capacity, 100000u);
+  EXPECT_EQ(c.slot_bytes, 320u);
+  EXPECT_EQ(c.cache_mode, 0640u);
+  EXPECT_EQ(c.stale_after, Millis(5000));
+  EXPECT_EQ(c.heartbeat_interval, Millis(1000));
+  EXPECT_EQ(c.control_socket, "/run/tenantcache/tenantcached.sock");
+  ASSERT_EQ(c.sources.size(), 1u);
+  EXPECT_EQ(c.sources[0].channel, "tenantcache");
+  EXPECT_EQ(c.sources[0].loaders, 2);
+  ASSERT_EQ(c.namespaces.size(), 1u);
+  EXPECT_EQ(c.namespaces[0].source, "main");
+}
+
+TEST(Config, TheReadmeReferenceIsTheKeyTable) {
+  const std::string readme = test::ReadFile(TC_SOURCE_DIR "/README.md");
+  const size_t begin = readme.find("<!-- config-reference:begin -->\n");
+  const size_t end = readme.find("<!-- config-reference:end -->");
+  ASSERT_NE(begin, std::string::npos);
+  ASSERT_NE(end, std::string::npos);
+  const std::string table = readme.substr(begin + 32, end - begin - 32);
+  FILE* p = popen(TC_DAEMON_BIN " --config-reference", "r");
+  ASSERT_NE(p, nullptr);
+  std::string printed;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) printed.append(buf, n);
+  pclose(p);
+  EXPECT_EQ(table, printed) << "regenerate the README section with: tenantcached --config-reference";
+  for (const auto& k : kConfigKeys)
+    EXPECT_NE(table.find(std::string(".") + k.name + "`"), std::string::npos) << k.name;
+}
+
+}  // namespace
+}  // namespace tenantcache
