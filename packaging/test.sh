@@ -14,6 +14,22 @@ cd "$root"
 
 step() { printf '\n== %s\n' "$*"; }
 
+# The integration tests start PostgreSQL clusters under TC_PG_ROOT and keep
+# their cache files and daemons under TC_TEST_DIR; whatever a crashed test
+# binary left running there is stopped on exit.
+TC_PG_ROOT=$(mktemp -d /tmp/tenantcache-pg-XXXXXX)
+TC_TEST_DIR=$(mktemp -d "$([ -w /dev/shm ] && echo /dev/shm || echo /tmp)/tenantcache-tests-XXXXXX")
+chmod 755 "$TC_PG_ROOT" "$TC_TEST_DIR"
+export TC_PG_ROOT TC_TEST_DIR
+cleanup() {
+  pkill -KILL -f -- "--config $TC_TEST_DIR" 2>/dev/null || true
+  for pid_file in "$TC_PG_ROOT"/*/data/postmaster.pid; do
+    [ -f "$pid_file" ] && kill -QUIT "$(head -n 1 "$pid_file")" 2>/dev/null || true
+  done
+  rm -rf "$TC_PG_ROOT" "$TC_TEST_DIR"
+}
+trap cleanup EXIT
+
 step "dependencies"
 bash packaging/bootstrap.sh
 

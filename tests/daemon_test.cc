@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -662,6 +663,50 @@ TEST_F(DaemonTest, SigtermStopsCleanlyAndMarksTheCacheUnavailable) {
   EXPECT_EQ(Get("user", UserId(1)), TC_E_UNAVAILABLE) << "readers must not wait for the heartbeat to age";
   EXPECT_NE(daemon_->Log().find("stopped"), std::string::npos) << "the loop did not close cleanly";
   EXPECT_EQ(daemon_->Log().find("password"), std::string::npos);
+}
+
+TEST_F(DaemonTest, LookupsWorkInAForkedChildWithItsOwnConnection) {
+  StartDaemon();
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);  // the parent now holds a pooled connection
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    tc_value v;
+    const std::string k = UserId(2);
+    tc_ns ns;
+    tc_namespace(cache_, "user", &ns);
+    const int a = tc_cache_lookup(cache_, ns, k.data(), k.size(), 5000, &v);
+    const int b = tc_cache_get(cache_, ns, k.data(), k.size(), &v);
+    _exit(a == TC_FOUND && b == TC_FOUND ? 0 : 1);
+  }
+  ASSERT_EQ(Lookup("user", UserId(3)), TC_FOUND) << "the parent's connection must be unaffected";
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_EQ(Get("user", UserId(2)), TC_FOUND) << "the child's fill is shared with the parent";
+  ASSERT_EQ(Lookup("user", UserId(4)), TC_FOUND);
+}
+
+TEST_F(DaemonTest, PeersOutsideTheAllowedGroupsAreRefused) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another user";
+  config_ = FleetConfig(dir_.path(), Conninfo());
+  config_.replace(config_.find("[control]\n"), 10,
+                  "[control]\nmode = \"0666\"\nallowed_groups = [\"root\"]\n");
+  daemon_ = std::make_unique<DaemonProcess>(dir_.path(), config_);
+  ASSERT_TRUE(daemon_->WaitReady()) << Tail(daemon_->Log());
+  chmod(dir_.path().c_str(), 0755);
+  const std::string sock = dir_.path() + "/ctl.sock";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
+    _exit(ControlRequest(sock, protocol::kStats).empty() ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "nobody got an answer";
+  EXPECT_FALSE(ControlRequest(sock, protocol::kStats).empty()) << "root was refused";
+  EXPECT_TRUE(WaitFor([&] { return daemon_->Log().find("not in allowed_groups") != std::string::npos; }));
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "entry.h"
@@ -34,15 +35,9 @@ int RemainingMs(Clock::time_point deadline) {
 int Acquire(const tc_cache* cc, int* status, bool* reused) {
   *reused = false;
   auto* c = const_cast<tc_cache*>(cc);
+  tenantcache::AfterFork(c);
   {
     std::lock_guard<std::mutex> lock(c->pool_mu);
-    if (c->pool_pid != getpid()) {
-      // After fork(): the parent's sockets are not ours to use. Closing our
-      // copies leaves the parent's connections intact.
-      for (int fd : c->idle_fds) close(fd);
-      c->idle_fds.clear();
-      c->pool_pid = getpid();
-    }
     if (!c->idle_fds.empty()) {
       const int fd = c->idle_fds.back();
       c->idle_fds.pop_back();
@@ -202,7 +197,23 @@ int Command(const tc_cache* cache, uint8_t op, const std::string& payload, int t
 
 namespace tenantcache {
 
+void AfterFork(tc_cache* c) {
+  static std::mutex fork_mu;
+  const pid_t me = getpid();
+  if (c->pool_pid.load(std::memory_order_acquire) == me) return;
+  std::lock_guard<std::mutex> lock(fork_mu);
+  if (c->pool_pid.load(std::memory_order_relaxed) == me) return;
+  new (&c->pool_mu) std::mutex();
+  new (&c->stats_mu) std::mutex();
+  // The parent's sockets are not ours to use; closing our copies leaves the
+  // parent's connections intact.
+  for (int fd : c->idle_fds) close(fd);
+  c->idle_fds.clear();
+  c->pool_pid.store(me, std::memory_order_release);
+}
+
 void ReportOnClose(tc_cache* c) {
+  AfterFork(c);
   // Best effort, never blocking: only on an idle connection of this process.
   std::lock_guard<std::mutex> lock(c->pool_mu);
   if (c->pool_pid != getpid() || c->idle_fds.empty()) return;

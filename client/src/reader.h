@@ -53,6 +53,10 @@ struct ValueMeta {
 struct ThreadStats;
 // Sends the handle's final counters to the daemon if a connection is idle.
 void ReportOnClose(tc_cache* cache);
+// In a process forked after the handle was opened (only the forking thread
+// exists there): re-creates the handle's mutexes, which another thread may
+// have held at fork(), and drops the parent's sockets. Cheap when not forked.
+void AfterFork(tc_cache* cache);
 
 struct alignas(64) ThreadStats {
   std::atomic<uint64_t> hits{0}, negative_hits{0}, misses{0}, unavailable{0};
@@ -86,7 +90,7 @@ struct tc_cache {
   // by the process that opened them.
   std::mutex pool_mu;
   std::vector<int> idle_fds;
-  pid_t pool_pid = 0;
+  std::atomic<pid_t> pool_pid{0};  // the process the pool and mutexes belong to
   uint32_t next_request_id = 0;
 
   // Read statistics: per-thread blocks in this process's memory (never in

@@ -165,6 +165,7 @@ int tc_cache_open(const char* path, tc_cache** out) {
   c->slot_size = h->slot_size;
   c->namespace_count = h->namespace_count;
   c->stats_id = g_next_stats_id.fetch_add(1);
+  c->pool_pid.store(getpid());
   std::memcpy(c->namespaces, c->base + h->namespaces_offset,
               sizeof(layout::NamespaceDesc) * layout::kMaxNamespaces);
   for (uint32_t i = 0; i < c->namespace_count; ++i) c->ns_seed[i] = layout::NamespaceSeed(h->hash_seed, i);
@@ -241,6 +242,7 @@ tenantcache::ThreadStats* MyStats(const tc_cache* cache) {
   for (const Slot& s : slots)
     if (s.stats != nullptr && s.id == cache->stats_id) return s.stats;
   auto* c = const_cast<tc_cache*>(cache);
+  tenantcache::AfterFork(c);
   std::lock_guard<std::mutex> lock(c->stats_mu);
   c->thread_stats.push_back(std::make_unique<tenantcache::ThreadStats>());
   Slot& s = slots[next++ % 4];

@@ -105,23 +105,25 @@ void DaemonProcess::Rewrite(const std::string& config) const {
 bool DaemonProcess::WaitNotify(const std::string& what, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
+    // Everything already sent first: a daemon may send and exit at once.
+    char buf[4096];
+    for (ssize_t n; (n = recv(notify_fd_, buf, sizeof buf, 0)) > 0;)
+      notified_.append(buf, static_cast<size_t>(n)).append("\n");
     const size_t at = notified_.find(what);
     if (at != std::string::npos) {
       notified_.erase(0, at + what.size());
       return true;
     }
+    if (exited_) return false;
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return false;
     pollfd p{notify_fd_, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 100))) > 0) {
-      char buf[4096];
-      const ssize_t n = recv(notify_fd_, buf, sizeof buf, 0);
-      if (n > 0) notified_.append(buf, static_cast<size_t>(n)).append("\n");
-    }
-    if (!exited_ && waitpid(pid_, nullptr, WNOHANG) == pid_) {
+    poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 50)));
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
       exited_ = true;
-      return false;
+      status_ = status;
     }
   }
 }
@@ -131,12 +133,14 @@ bool DaemonProcess::WaitReady(std::chrono::milliseconds timeout) { return WaitNo
 void DaemonProcess::Signal(int sig) { kill(pid_, sig); }
 
 std::optional<int> DaemonProcess::Wait(std::chrono::milliseconds timeout) {
+  if (exited_) return status_;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     int status = 0;
     const pid_t r = waitpid(pid_, &status, WNOHANG);
     if (r == pid_) {
       exited_ = true;
+      status_ = status;
       return status;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));

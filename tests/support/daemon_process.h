@@ -46,6 +46,7 @@ class DaemonProcess {
   int notify_fd_ = -1;
   pid_t pid_ = -1;
   bool exited_ = false;
+  std::optional<int> status_;
   std::string notified_;
 };
 
