@@ -278,6 +278,19 @@ int tc_cache_invalidate_tenant(const tc_cache* cache, const char* tenant, size_t
                  protocol::TenantPayload(std::string_view(tenant, tenant_len)), timeout_ms);
 }
 
+int tc_cache_daemon_stats(const tc_cache* cache, char* buf, size_t cap, int timeout_ms) {
+  if (cache == nullptr || buf == nullptr || cap == 0) return TC_E_INVALID_ARG;
+  int status = 0;
+  std::string answer;
+  const int rc = Request(cache, protocol::kStats, "", timeout_ms, &status, &answer);
+  if (rc != 0) return rc;
+  if (status != 0) return status;
+  if (answer.size() + 1 > cap || answer.size() > 1u << 30) return TC_E_INVALID_ARG;
+  std::memcpy(buf, answer.data(), answer.size());
+  buf[answer.size()] = '\0';
+  return static_cast<int>(answer.size());
+}
+
 int tc_cache_flush(const tc_cache* cache, int timeout_ms) {
   if (cache == nullptr) return TC_E_INVALID_ARG;
   return Command(cache, protocol::kFlush, "", timeout_ms);

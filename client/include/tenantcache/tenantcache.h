@@ -218,6 +218,12 @@ TC_EXPORT int tc_cache_invalidate_tenant(const tc_cache* cache, const char* tena
                                          int timeout_ms);
 TC_EXPORT int tc_cache_flush(const tc_cache* cache, int timeout_ms);
 
+/* The daemon's statistics as a JSON object (see the README, "Operations"),
+ * written NUL-terminated into buf (cap bytes). Returns its length, or
+ * TC_E_UNAVAILABLE, TC_E_TIMEOUT, TC_E_INVALID_ARG (also when cap is too
+ * small). Thread-safe and fork-safe as tc_cache_lookup. */
+TC_EXPORT int tc_cache_daemon_stats(const tc_cache* cache, char* buf, size_t cap, int timeout_ms);
+
 /* What the daemon publishes in the file header; see tc_cache_info. */
 typedef struct tc_info {
   int32_t daemon_pid;

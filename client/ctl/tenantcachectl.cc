@@ -1,0 +1,456 @@
+// tenantcachectl: the operator's command line. Reads the cache file
+// read-only (status, get) and talks to tenantcached over the control socket
+// published in that file (lookup, invalidate, flush, stats). Applies the SQL
+// through libpq (install-sql, uninstall-sql, watch).
+//
+// Exit codes, for scripts:
+//   0  success (get/lookup: found)
+//   1  get/lookup: the key is not found (negative entry) or not cached (miss)
+//   2  usage error
+//   3  the cache is unavailable or the daemon is not running
+//   4  any other error (invalid key, timeout, database error, ...)
+#include <libpq-fe.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "protocol.h"
+#include "reader.h"
+#include "tenantcache/tenantcache.h"
+
+namespace {
+
+constexpr int kOk = 0, kNotFound = 1, kUsage = 2, kUnavailable = 3, kError = 4;
+
+struct Options {
+  std::string cache = "/dev/shm/tenantcache";
+  std::string conninfo;
+  std::string sql_dir;
+  std::string format = "text";
+  int timeout_ms = 2000;
+  bool help = false;
+  std::vector<std::string> args;  // command and its operands
+  std::map<std::string, std::string> flags;
+};
+
+const char* kUsageText =
+    "usage: tenantcachectl [--cache PATH] [--timeout MS] COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  status                      daemon pid, sync state, epoch, heartbeat age, entries, hit rate\n"
+    "  get NS KEY                  read shared memory only (never asks the daemon)\n"
+    "  lookup NS KEY               read, and on a miss ask the daemon to fill\n"
+    "  invalidate NS KEY           drop one entry\n"
+    "  invalidate-tenant ID        drop every entry of a tenant\n"
+    "  flush                       drop everything (bump the epoch)\n"
+    "  stats [--format text|json|prometheus]\n"
+    "  install-sql [--conninfo C] [--sql-dir DIR]     apply sql/install.sql\n"
+    "  uninstall-sql [--conninfo C] [--sql-dir DIR]   apply sql/uninstall.sql\n"
+    "  watch TABLE --keys JSON [--tenant-column COL] [--columns a,b] [--conninfo C]\n"
+    "\n"
+    "options:\n"
+    "  --cache PATH    the cache file (default /dev/shm/tenantcache)\n"
+    "  --timeout MS    how long to wait for the daemon (default 2000)\n"
+    "  --conninfo C    libpq conninfo for the SQL commands (default: PG* environment)\n"
+    "  -h, --help      this help, or a command's with COMMAND --help\n"
+    "\n"
+    "exit codes: 0 ok/found, 1 not found or not cached, 2 usage, 3 unavailable, 4 error\n";
+
+const std::map<std::string, std::string> kCommandHelp = {
+    {"status", "usage: tenantcachectl status\n  Prints what the daemon publishes in the cache file.\n"},
+    {"get",
+     "usage: tenantcachectl get NS KEY [--wait-change MS]\n  Reads shared memory only. Exit 0 found, 1 not "
+     "found/miss, 3 unavailable.\n  --wait-change MS: keep reading until the answer changes and print "
+     "when.\n"},
+    {"lookup",
+     "usage: tenantcachectl lookup NS KEY\n  Reads, and on a miss asks the daemon (which queries "
+     "PostgreSQL).\n"},
+    {"invalidate", "usage: tenantcachectl invalidate NS KEY\n  Drops one entry now.\n"},
+    {"invalidate-tenant",
+     "usage: tenantcachectl invalidate-tenant TENANT_ID\n  Drops every entry of the tenant.\n"},
+    {"flush", "usage: tenantcachectl flush\n  Drops every entry (bumps the epoch).\n"},
+    {"stats", "usage: tenantcachectl stats [--format text|json|prometheus]\n  The daemon's counters.\n"},
+    {"install-sql",
+     "usage: tenantcachectl install-sql [--conninfo C] [--sql-dir DIR]\n  Applies install.sql "
+     "(idempotent; also upgrades).\n"},
+    {"uninstall-sql",
+     "usage: tenantcachectl uninstall-sql [--conninfo C] [--sql-dir DIR]\n  Removes the triggers "
+     "and schema tenantcache.\n"},
+    {"watch",
+     "usage: tenantcachectl watch TABLE --keys '{\"ns\": \"column\"}' [--tenant-column COL] "
+     "[--columns a,b] [--conninfo C]\n  Attaches the triggers to TABLE (you must own it).\n"},
+};
+
+// A flat JSON object of numbers and booleans (what the daemon's stats are).
+std::map<std::string, std::string> ParseFlatJson(const std::string& json) {
+  std::map<std::string, std::string> out;
+  size_t i = 0;
+  while ((i = json.find('"', i)) != std::string::npos) {
+    const size_t end = json.find('"', i + 1);
+    if (end == std::string::npos) break;
+    const std::string key = json.substr(i + 1, end - i - 1);
+    size_t v = json.find(':', end);
+    if (v == std::string::npos) break;
+    ++v;
+    const size_t stop = json.find_first_of(",}", v);
+    out[key] = json.substr(v, stop - v);
+    i = stop == std::string::npos ? json.size() : stop;
+  }
+  return out;
+}
+
+int Usage(const std::string& why) {
+  std::fprintf(stderr, "tenantcachectl: %s\n%s", why.c_str(), kUsageText);
+  return kUsage;
+}
+
+int StatusCode(int rc) {
+  switch (rc) {
+    case TC_FOUND:
+      return kOk;
+    case TC_NOT_FOUND:
+    case TC_MISS:
+      return kNotFound;
+    case TC_E_UNAVAILABLE:
+    case TC_E_IO:
+    case TC_E_LAYOUT:
+      return kUnavailable;
+    default:
+      return kError;
+  }
+}
+
+tc_cache* Open(const Options& o, int* exit_code) {
+  tc_cache* c = nullptr;
+  const int rc = tc_cache_open(o.cache.c_str(), &c);
+  if (rc != 0) {
+    std::fprintf(stderr, "tenantcachectl: %s: %s%s%s\n", o.cache.c_str(), tc_strerror(rc),
+                 rc == TC_E_IO ? ": " : "", rc == TC_E_IO ? std::strerror(errno) : "");
+    *exit_code = kUnavailable;
+  }
+  return c;
+}
+
+bool Namespace(tc_cache* c, const std::string& name, tc_ns* ns) {
+  if (tc_namespace(c, name.c_str(), ns) == 0) return true;
+  std::fprintf(stderr, "tenantcachectl: no namespace \"%s\"; this cache has:", name.c_str());
+  for (uint32_t i = 0; i < tc_namespace_count(c); ++i) std::fprintf(stderr, " %s", tc_namespace_name(c, i));
+  std::fprintf(stderr, "\n");
+  return false;
+}
+
+void PrintValue(const tc_value& v) {
+  size_t len = 0;
+  const char* tenant = tc_value_tenant(&v, &len);
+  std::printf("tenant\t%.*s\n", static_cast<int>(len), tenant);
+  for (size_t i = 0; i < tc_value_field_count(&v); ++i) {
+    const char *name = nullptr, *text = nullptr;
+    tc_value_field(&v, i, &name, &text, &len);
+    if (text == nullptr)
+      std::printf("%s\t(null)\n", name);
+    else
+      std::printf("%s\t%.*s\n", name, static_cast<int>(len), text);
+  }
+}
+
+int Read(const Options& o, bool ask_daemon) {
+  if (o.args.size() != 3) return Usage(std::string(ask_daemon ? "lookup" : "get") + " takes NS KEY");
+  int code = kOk;
+  tc_cache* c = Open(o, &code);
+  if (c == nullptr) return code;
+  tc_ns ns;
+  if (!Namespace(c, o.args[1], &ns)) {
+    tc_cache_close(c);
+    return kError;
+  }
+  const std::string& key = o.args[2];
+  tc_value v;
+  const auto start = std::chrono::steady_clock::now();
+  int rc = ask_daemon ? tc_cache_lookup(c, ns, key.data(), key.size(), o.timeout_ms, &v)
+                      : tc_cache_get(c, ns, key.data(), key.size(), &v);
+  const double us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+  if (!ask_daemon && o.flags.count("wait-change") != 0) {
+    // Watches the entry until its status changes (an invalidation, say) and
+    // prints the wall-clock time it saw the change, to compare with a commit.
+    const int first = rc;
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::milliseconds(std::atoi(o.flags.at("wait-change").c_str()));
+    std::printf("watching (%s)\n", tc_strerror(first));
+    std::fflush(stdout);
+    while (rc == first && std::chrono::steady_clock::now() < deadline)
+      rc = tc_cache_get(c, ns, key.data(), key.size(), &v);
+    if (rc == first) {
+      std::printf("unchanged\n");
+      tc_cache_close(c);
+      return kError;
+    }
+    const auto now = std::chrono::system_clock::now().time_since_epoch();
+    std::printf("changed to \"%s\" at %.6f\n", tc_strerror(rc), std::chrono::duration<double>(now).count());
+    tc_cache_close(c);
+    return kOk;
+  }
+  // The first read of a process pays for mapping pages and cold caches; a
+  // shared-memory read is also timed warm (median of 1001) to show what a
+  // worker that reads all day sees.
+  std::string warm;
+  if (!ask_daemon || rc == TC_FOUND) {
+    std::vector<double> ns_samples;
+    tc_value w;
+    for (int i = 0; i < 1001; ++i) {
+      const auto t = std::chrono::steady_clock::now();
+      (void)tc_cache_get(c, ns, key.data(), key.size(), &w);
+      ns_samples.push_back(
+          std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t).count());
+    }
+    std::nth_element(ns_samples.begin(), ns_samples.begin() + 500, ns_samples.end());
+    char b[64];
+    std::snprintf(b, sizeof b, "; warm shared-memory read %.0f ns", ns_samples[500]);
+    warm = b;
+  }
+  if (rc == TC_FOUND) {
+    PrintValue(v);
+    std::fprintf(stderr, "found in %.1f us%s\n", us, warm.c_str());
+  } else {
+    std::printf("%s\n", tc_strerror(rc));
+    std::fprintf(stderr, "answered in %.1f us%s\n", us, warm.c_str());
+  }
+  tc_cache_close(c);
+  return StatusCode(rc);
+}
+
+int Status(const Options& o) {
+  int code = kOk;
+  tc_cache* c = Open(o, &code);
+  if (c == nullptr) return code;
+  tc_info i;
+  tc_cache_info(c, &i);
+  std::printf("cache file      %s (layout %u, %llu MiB)\n", o.cache.c_str(), i.layout_version,
+              static_cast<unsigned long long>(i.file_bytes >> 20));
+  std::printf("daemon pid      %d\n", i.daemon_pid);
+  std::printf("available       %s\n", i.available ? "yes" : "NO (readers fail closed)");
+  std::printf("synced          %s\n", i.synced ? "yes" : "no");
+  if (i.retired) std::printf("retired         yes (a newer file replaced this one)\n");
+  std::printf("epoch           %llu\n", static_cast<unsigned long long>(i.epoch));
+  std::printf("heartbeat age   %.1f ms (bound %.0f ms)\n", static_cast<double>(i.heartbeat_age_ns) / 1e6,
+              static_cast<double>(i.stale_after_ns) / 1e6);
+  std::printf("entries         %llu of %llu slots (capacity %llu)\n",
+              static_cast<unsigned long long>(i.entries), static_cast<unsigned long long>(i.slots),
+              static_cast<unsigned long long>(i.capacity));
+  std::printf("namespaces     ");
+  for (uint32_t n = 0; n < tc_namespace_count(c); ++n) std::printf(" %s", tc_namespace_name(c, n));
+  std::printf("\ncontrol socket  %s\n", i.control_socket);
+  char buf[16384];
+  const int n = tc_cache_daemon_stats(c, buf, sizeof buf, o.timeout_ms);
+  if (n >= 0) {
+    const auto stats = ParseFlatJson(buf);
+    auto get = [&](const char* k) { return stats.count(k) != 0 ? stats.at(k) : std::string("?"); };
+    std::printf("hit rate        %s (hits %s, negative hits %s, misses %s)\n", get("hit_rate").c_str(),
+                get("hits").c_str(), get("negative_hits").c_str(), get("misses").c_str());
+    std::printf("fills           %s (coalesced %s, pending %s, errors %s, busy %s)\n", get("fills").c_str(),
+                get("coalesced").c_str(), get("pending_fills").c_str(), get("fill_errors").c_str(),
+                get("busy").c_str());
+    std::printf("notify queue    %s (reconnects %s, unsynced %s s)\n",
+                get("notification_queue_usage").c_str(), get("reconnects").c_str(),
+                get("unsynced_seconds").c_str());
+  } else {
+    std::printf("daemon          not answering: %s\n", tc_strerror(n));
+  }
+  tc_cache_close(c);
+  return i.available && n >= 0 ? kOk : kUnavailable;
+}
+
+int Stats(const Options& o) {
+  if (o.format != "text" && o.format != "json" && o.format != "prometheus")
+    return Usage("--format is text, json or prometheus");
+  int code = kOk;
+  tc_cache* c = Open(o, &code);
+  if (c == nullptr) return code;
+  char buf[16384];
+  const int n = tc_cache_daemon_stats(c, buf, sizeof buf, o.timeout_ms);
+  tc_cache_close(c);
+  if (n < 0) {
+    std::fprintf(stderr, "tenantcachectl: stats: %s\n", tc_strerror(n));
+    return StatusCode(n);
+  }
+  if (o.format == "json") {
+    std::printf("%s\n", buf);
+    return kOk;
+  }
+  for (const auto& [k, v] : ParseFlatJson(buf)) {
+    const std::string value = v == "true" ? "1" : v == "false" ? "0" : v;
+    if (o.format == "text") {
+      std::printf("%-26s %s\n", k.c_str(), v.c_str());
+    } else {
+      const bool gauge = k == "synced" || k == "epoch" || k == "entries" || k == "slots" || k == "capacity" ||
+                         k == "hit_rate" || k == "pending_fills" || k == "notification_queue_usage" ||
+                         k == "reporting_clients";
+      std::printf("# TYPE tenantcache_%s %s\ntenantcache_%s %s\n", k.c_str(), gauge ? "gauge" : "counter",
+                  k.c_str(), value.c_str());
+    }
+  }
+  return kOk;
+}
+
+int Command(const Options& o) {
+  const std::string& cmd = o.args[0];
+  int code = kOk;
+  if (cmd == "flush" && o.args.size() != 1) return Usage("flush takes no arguments");
+  if (cmd == "invalidate-tenant" && o.args.size() != 2) return Usage("invalidate-tenant takes TENANT_ID");
+  if (cmd == "invalidate" && o.args.size() != 3) return Usage("invalidate takes NS KEY");
+  tc_cache* c = Open(o, &code);
+  if (c == nullptr) return code;
+  int rc;
+  if (cmd == "flush") {
+    rc = tc_cache_flush(c, o.timeout_ms);
+  } else if (cmd == "invalidate-tenant") {
+    rc = tc_cache_invalidate_tenant(c, o.args[1].data(), o.args[1].size(), o.timeout_ms);
+  } else {
+    tc_ns ns;
+    if (!Namespace(c, o.args[1], &ns)) {
+      tc_cache_close(c);
+      return kError;
+    }
+    rc = tc_cache_invalidate(c, ns, o.args[2].data(), o.args[2].size(), o.timeout_ms);
+  }
+  tc_cache_close(c);
+  if (rc != 0) {
+    std::fprintf(stderr, "tenantcachectl: %s: %s\n", cmd.c_str(), tc_strerror(rc));
+    return StatusCode(rc);
+  }
+  std::printf("ok\n");
+  return kOk;
+}
+
+std::string SqlDir(const Options& o) {
+  if (!o.sql_dir.empty()) return o.sql_dir;
+  for (const char* dir : {TC_INSTALLED_SQL_DIR, TC_SOURCE_SQL_DIR})
+    if (access((std::string(dir) + "/install.sql").c_str(), R_OK) == 0) return dir;
+  return TC_INSTALLED_SQL_DIR;
+}
+
+int RunSql(const Options& o, const std::string& sql, const std::string& what) {
+  PGconn* conn = PQconnectdb(o.conninfo.c_str());
+  if (PQstatus(conn) != CONNECTION_OK) {
+    std::fprintf(stderr, "tenantcachectl: %s: cannot connect: %s", what.c_str(), PQerrorMessage(conn));
+    PQfinish(conn);
+    return kError;
+  }
+  PQsetNoticeProcessor(
+      conn, [](void*, const char*) {}, nullptr);
+  PGresult* r = PQexec(conn, sql.c_str());
+  const auto st = PQresultStatus(r);
+  const bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+  if (!ok) std::fprintf(stderr, "tenantcachectl: %s failed: %s", what.c_str(), PQresultErrorMessage(r));
+  PQclear(r);
+  PQfinish(conn);
+  if (ok) std::printf("%s: done\n", what.c_str());
+  return ok ? kOk : kError;
+}
+
+int ApplyFile(const Options& o, const char* file) {
+  if (o.args.size() != 1) return Usage(std::string(file) + " takes no arguments");
+  const std::string path = SqlDir(o) + "/" + file;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "tenantcachectl: cannot read %s (use --sql-dir)\n", path.c_str());
+    return kError;
+  }
+  return RunSql(o, std::string(std::istreambuf_iterator<char>(in), {}), path);
+}
+
+std::string Literal(PGconn* conn, const std::string& s) {
+  char* q = PQescapeLiteral(conn, s.data(), s.size());
+  std::string out = q != nullptr ? q : "NULL";
+  PQfreemem(q);
+  return out;
+}
+
+int Watch(const Options& o) {
+  if (o.args.size() != 2 || o.flags.count("keys") == 0) return Usage("watch takes TABLE --keys JSON");
+  PGconn* conn = PQconnectdb(o.conninfo.c_str());
+  if (PQstatus(conn) != CONNECTION_OK) {
+    std::fprintf(stderr, "tenantcachectl: watch: cannot connect: %s", PQerrorMessage(conn));
+    PQfinish(conn);
+    return kError;
+  }
+  std::string columns = "NULL";
+  if (o.flags.count("columns") != 0) {
+    columns = "string_to_array(" + Literal(conn, o.flags.at("columns")) + ", ',')";
+  }
+  const std::string tenant =
+      o.flags.count("tenant-column") != 0 ? Literal(conn, o.flags.at("tenant-column")) : "NULL";
+  const std::string sql = "SELECT tenantcache.watch_table(" + Literal(conn, o.args[1]) + ", " + tenant +
+                          ", " + Literal(conn, o.flags.at("keys")) + "::jsonb, " + columns + ")";
+  PQfinish(conn);
+  return RunSql(o, sql, "watch " + o.args[1]);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&](const char* name) -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "tenantcachectl: %s needs a value\n", name);
+        std::exit(kUsage);
+      }
+      return argv[++i];
+    };
+    if (a == "-h" || a == "--help") {
+      o.help = true;
+    } else if (a == "--cache") {
+      o.cache = value("--cache");
+    } else if (a == "--timeout") {
+      o.timeout_ms = std::atoi(value("--timeout").c_str());
+      if (o.timeout_ms <= 0) return Usage("--timeout must be a positive number of milliseconds");
+    } else if (a == "--conninfo") {
+      o.conninfo = value("--conninfo");
+    } else if (a == "--sql-dir") {
+      o.sql_dir = value("--sql-dir");
+    } else if (a == "--format") {
+      o.format = value("--format");
+    } else if (a == "--keys" || a == "--tenant-column" || a == "--columns" || a == "--wait-change") {
+      o.flags[a.substr(2)] = value(a.c_str());
+    } else if (a.size() > 1 && a[0] == '-' && a != "-") {
+      return Usage("unknown option " + a);
+    } else {
+      o.args.push_back(a);
+    }
+  }
+  if (o.args.empty()) {
+    if (o.help) {
+      std::printf("%s", kUsageText);
+      return kOk;
+    }
+    return Usage("no command");
+  }
+  const std::string& cmd = o.args[0];
+  if (o.help) {
+    const auto it = kCommandHelp.find(cmd);
+    if (it == kCommandHelp.end()) return Usage("unknown command " + cmd);
+    std::printf("%s", it->second.c_str());
+    return kOk;
+  }
+  if (cmd == "status") return o.args.size() == 1 ? Status(o) : Usage("status takes no arguments");
+  if (cmd == "get") return Read(o, false);
+  if (cmd == "lookup") return Read(o, true);
+  if (cmd == "invalidate" || cmd == "invalidate-tenant" || cmd == "flush") return Command(o);
+  if (cmd == "stats") return o.args.size() == 1 ? Stats(o) : Usage("stats takes no arguments");
+  if (cmd == "install-sql") return ApplyFile(o, "install.sql");
+  if (cmd == "uninstall-sql") return ApplyFile(o, "uninstall.sql");
+  if (cmd == "watch") return Watch(o);
+  return Usage("unknown command " + cmd);
+}
