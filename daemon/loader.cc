@@ -85,31 +85,28 @@ void LoaderPool::ConnectOne(size_t i) {
   c.pg->Connect(source_.conninfo);
 }
 
-void LoaderPool::PrepareAll(size_t i) {
-  // Prepares the namespaces one after the other (one query in flight).
-  auto next = std::make_shared<std::function<void(size_t)>>();
-  *next = [this, i, next](size_t k) {
-    if (stopped_ || !conns_[i].pg->connected()) return;
-    if (k == namespaces_.size()) {
-      conns_[i].prepared = true;
-      Dispatch();
-      return;
-    }
-    const uint32_t ns = namespaces_[k];
-    const auto& nc = daemon_->config().namespaces[ns];
-    conns_[i].pg->Prepare(
-        StatementName(ns), nc.query,
-        [this, next, k, ns](const std::vector<PgResult>& results, const std::string& error) {
-          std::string e = error;
-          if (e.empty() && !results.empty() && PQresultStatus(results.back().get()) != PGRES_COMMAND_OK)
-            e = PQresultErrorMessage(results.back().get());
-          if (!e.empty())
-            spdlog::error("namespace {}: cannot prepare its query: {}", daemon_->config().namespaces[ns].name,
-                          e);
-          (*next)(k + 1);
-        });
-  };
-  (*next)(0);
+void LoaderPool::PrepareAll(size_t i) { PrepareNext(i, 0); }
+
+// Prepares the namespaces one after the other (one query in flight).
+void LoaderPool::PrepareNext(size_t i, size_t k) {
+  if (stopped_ || !conns_[i].pg->connected()) return;
+  if (k == namespaces_.size()) {
+    conns_[i].prepared = true;
+    Dispatch();
+    return;
+  }
+  const uint32_t ns = namespaces_[k];
+  conns_[i].pg->Prepare(
+      StatementName(ns), daemon_->config().namespaces[ns].query,
+      [this, i, k, ns](const std::vector<PgResult>& results, const std::string& error) {
+        std::string e = error;
+        if (e.empty() && !results.empty() && PQresultStatus(results.back().get()) != PGRES_COMMAND_OK)
+          e = PQresultErrorMessage(results.back().get());
+        if (!e.empty())
+          spdlog::error("namespace {}: cannot prepare its query: {}", daemon_->config().namespaces[ns].name,
+                        e);
+        PrepareNext(i, k + 1);
+      });
 }
 
 void LoaderPool::Reconnect(size_t i, const std::string& why) {

@@ -73,6 +73,7 @@ class LoaderPool {
 
   void ConnectOne(size_t i);
   void PrepareAll(size_t i);
+  void PrepareNext(size_t i, size_t k);
   void Dispatch();
   void Run(size_t conn, const std::shared_ptr<Fill>& fill);
   void Done(size_t conn, const std::shared_ptr<Fill>& fill, const std::vector<PgResult>& results,

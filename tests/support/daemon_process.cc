@@ -1,6 +1,7 @@
 #include "support/daemon_process.h"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -89,10 +90,18 @@ DaemonProcess::DaemonProcess(const std::string& dir, const std::string& config,
 
 DaemonProcess::~DaemonProcess() {
   if (!exited_ && pid_ > 0) {
+    // Every daemon a test started must stop cleanly on SIGTERM (exit 0: the
+    // loop closed, and under the sanitizers, nothing leaked).
     kill(pid_, SIGTERM);
-    if (!Wait(std::chrono::seconds(10))) {
+    const auto status = Wait(std::chrono::seconds(10));
+    if (!status) {
       kill(pid_, SIGKILL);
       Wait(std::chrono::seconds(10));
+      ADD_FAILURE() << "tenantcached did not stop on SIGTERM";
+    } else if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
+      const std::string log = Log();
+      ADD_FAILURE() << "tenantcached exited with status " << *status << " on SIGTERM:\n"
+                    << log.substr(log.size() > 6000 ? log.size() - 6000 : 0);
     }
   }
   if (notify_fd_ >= 0) close(notify_fd_);
