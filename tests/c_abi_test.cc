@@ -12,21 +12,8 @@
 namespace tenantcache {
 namespace {
 
-struct ProgramRun {
-  int exit_code;
-  std::string out;
-};
-
-ProgramRun RunProgram(const std::string& args) {
-  const std::string cmd = std::string(C_ABI_PROGRAM) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  ProgramRun r{-1, ""};
-  if (p == nullptr) return r;
-  std::array<char, 256> buf;
-  while (fgets(buf.data(), buf.size(), p) != nullptr) r.out += buf.data();
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+test::CommandResult RunProgram(const std::string& args) {
+  return test::RunCommand(std::string(C_ABI_PROGRAM) + " " + args);
 }
 
 TEST(CAbi, CProgramReadsTheCacheThroughTheSharedLibrary) {
@@ -37,18 +24,18 @@ TEST(CAbi, CProgramReadsTheCacheThroughTheSharedLibrary) {
   ASSERT_EQ(
       w->Put(0, id, EntryData{tenant, {"ACME", "https://acme.example.com", "captain"}}, 0, w->BeginFill()),
       PutResult::kStored);
-  ProgramRun r = RunProgram(opts.path + " " + id);
-  EXPECT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_NE(r.out.find("role=captain tenant=" + tenant), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("libtenantcache 0.1.0"), std::string::npos) << r.out;
+  auto r = RunProgram(opts.path + " " + id);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("role=captain tenant=" + tenant), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("libtenantcache 0.1.0"), std::string::npos) << r.output;
 
   r = RunProgram(opts.path + " " + test::Uuid(78));
-  EXPECT_EQ(r.exit_code, 3) << r.out;
-  EXPECT_NE(r.out.find("not in the cache"), std::string::npos) << r.out;
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_NE(r.output.find("not in the cache"), std::string::npos) << r.output;
 
   r = RunProgram(dir.File("absent") + " " + id);
-  EXPECT_EQ(r.exit_code, 1) << r.out;
-  EXPECT_NE(r.out.find("cannot open"), std::string::npos) << r.out;
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("cannot open"), std::string::npos) << r.output;
 }
 
 }  // namespace

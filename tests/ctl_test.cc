@@ -15,22 +15,7 @@
 namespace tenantcache::test {
 namespace {
 
-struct Ctl {
-  int exit_code;
-  std::string out;
-};
-
-Ctl RunCtl(const std::string& args) {
-  const std::string cmd = std::string(TC_CTL_BIN) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  Ctl r{-1, ""};
-  if (p == nullptr) return r;
-  std::array<char, 512> buf;
-  while (fgets(buf.data(), buf.size(), p) != nullptr) r.out += buf.data();
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+CommandResult RunCtl(const std::string& args) { return RunCommand(std::string(TC_CTL_BIN) + " " + args); }
 
 const char* kUser1 = "00000000-0001-4000-8000-000000000001";
 
@@ -40,8 +25,8 @@ class CtlTest : public ::testing::Test {
     db_ = SharedCluster().CreateDatabase();
     conninfo_ = SharedCluster().Conninfo(db_);
     // The SQL goes in through tenantcachectl itself.
-    const Ctl install = RunCtl("install-sql --conninfo '" + conninfo_ + "' --sql-dir " + SqlDir());
-    ASSERT_EQ(install.exit_code, 0) << install.out;
+    const CommandResult install = RunCtl("install-sql --conninfo '" + conninfo_ + "' --sql-dir " + SqlDir());
+    ASSERT_EQ(install.exit_code, 0) << install.output;
     PgConn admin(conninfo_);
     admin.Exec(ReadFile(SqlDir() + "/examples/fleet.sql"));
     admin.Exec("SELECT fleet.generate(20, 4)");
@@ -59,58 +44,58 @@ class CtlTest : public ::testing::Test {
 };
 
 TEST_F(CtlTest, ReadsAndCommandsWithScriptableExitCodes) {
-  Ctl r = RunCtl(cache_ + "status");
-  EXPECT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_NE(r.out.find("synced          yes"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("namespaces      user tenant tenant_by_slug tenant_by_host"), std::string::npos)
-      << r.out;
+  CommandResult r = RunCtl(cache_ + "status");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("synced          yes"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("namespaces      user tenant tenant_by_slug tenant_by_host"), std::string::npos)
+      << r.output;
 
   r = RunCtl(cache_ + "get user " + kUser1);
-  EXPECT_EQ(r.exit_code, 1) << r.out;
-  EXPECT_NE(r.out.find("not in the cache"), std::string::npos);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("not in the cache"), std::string::npos);
   r = RunCtl(cache_ + "lookup user " + kUser1);
-  EXPECT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_NE(r.out.find("role\tcaptain"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("tenant\t00000000-0000-4000-8000-000000000001"), std::string::npos) << r.out;
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("role\tcaptain"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("tenant\t00000000-0000-4000-8000-000000000001"), std::string::npos) << r.output;
   r = RunCtl(cache_ + "get user " + kUser1);
-  EXPECT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_NE(r.out.find("warm shared-memory read"), std::string::npos) << r.out;
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("warm shared-memory read"), std::string::npos) << r.output;
 
   r = RunCtl(cache_ + "invalidate user " + kUser1);
-  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(RunCtl(cache_ + "get user " + kUser1).exit_code, 1);
   EXPECT_EQ(RunCtl(cache_ + "lookup user 00000000-0001-4000-8000-0000000000ff").exit_code, 1) << "not found";
   EXPECT_EQ(RunCtl(cache_ + "invalidate-tenant 00000000-0000-4000-8000-000000000001").exit_code, 0);
   EXPECT_EQ(RunCtl(cache_ + "flush").exit_code, 0);
 
   r = RunCtl(cache_ + "get user not-a-uuid");
-  EXPECT_EQ(r.exit_code, 4) << r.out;
+  EXPECT_EQ(r.exit_code, 4) << r.output;
   r = RunCtl(cache_ + "get nosuchns x");
-  EXPECT_EQ(r.exit_code, 4) << r.out;
-  EXPECT_NE(r.out.find("this cache has: user tenant"), std::string::npos) << r.out;
+  EXPECT_EQ(r.exit_code, 4) << r.output;
+  EXPECT_NE(r.output.find("this cache has: user tenant"), std::string::npos) << r.output;
 }
 
 TEST_F(CtlTest, StatsInEveryFormat) {
   ASSERT_EQ(RunCtl(cache_ + "lookup user " + std::string(kUser1)).exit_code, 0);
-  Ctl r = RunCtl(cache_ + "stats --format json");
+  CommandResult r = RunCtl(cache_ + "stats --format json");
   EXPECT_EQ(r.exit_code, 0);
-  EXPECT_EQ(r.out.rfind("{\"synced\":true,", 0), 0u) << r.out;
+  EXPECT_EQ(r.output.rfind("{\"synced\":true,", 0), 0u) << r.output;
   r = RunCtl(cache_ + "stats --format prometheus");
   EXPECT_EQ(r.exit_code, 0);
-  EXPECT_NE(r.out.find("# TYPE tenantcache_fills counter\ntenantcache_fills 1\n"), std::string::npos)
-      << r.out;
-  EXPECT_NE(r.out.find("tenantcache_synced 1\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.output.find("# TYPE tenantcache_fills counter\ntenantcache_fills 1\n"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("tenantcache_synced 1\n"), std::string::npos) << r.output;
   r = RunCtl(cache_ + "stats");
-  EXPECT_NE(r.out.find("fills"), std::string::npos) << r.out;
+  EXPECT_NE(r.output.find("fills"), std::string::npos) << r.output;
   EXPECT_EQ(RunCtl(cache_ + "stats --format yaml").exit_code, 2);
 }
 
 TEST_F(CtlTest, UsageErrorsHelpAndAnUnavailableCache) {
   for (const char* cmd : {"status", "get", "lookup", "invalidate", "invalidate-tenant", "flush", "stats",
                           "install-sql", "uninstall-sql", "watch"}) {
-    const Ctl r = RunCtl(std::string(cmd) + " --help");
+    const CommandResult r = RunCtl(std::string(cmd) + " --help");
     EXPECT_EQ(r.exit_code, 0) << cmd;
-    EXPECT_NE(r.out.find(std::string("usage: tenantcachectl ") + cmd), std::string::npos) << r.out;
+    EXPECT_NE(r.output.find(std::string("usage: tenantcachectl ") + cmd), std::string::npos) << r.output;
   }
   EXPECT_EQ(RunCtl("--help").exit_code, 0);
   EXPECT_EQ(RunCtl("").exit_code, 2);
@@ -127,22 +112,22 @@ TEST_F(CtlTest, UsageErrorsHelpAndAnUnavailableCache) {
 TEST_F(CtlTest, WatchAndUninstallSql) {
   PgConn admin(conninfo_);
   admin.Exec("CREATE TABLE public.labels (name text PRIMARY KEY, note text)");
-  Ctl r = RunCtl("watch public.labels --keys '{\"label\": \"name\"}' --columns name --conninfo '" +
-                 conninfo_ + "'");
-  EXPECT_EQ(r.exit_code, 0) << r.out;
+  CommandResult r = RunCtl("watch public.labels --keys '{\"label\": \"name\"}' --columns name --conninfo '" +
+                           conninfo_ + "'");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(
       admin.Scalar("SELECT count(*) FROM tenantcache.watched_tables WHERE table_name = 'labels'::regclass"),
       "1");
   r = RunCtl("watch public.labels --keys '{\"label\": \"nope\"}' --conninfo '" + conninfo_ + "'");
   EXPECT_EQ(r.exit_code, 4);
-  EXPECT_NE(r.out.find("has no column nope"), std::string::npos) << r.out;
+  EXPECT_NE(r.output.find("has no column nope"), std::string::npos) << r.output;
   daemon_.reset();
   r = RunCtl("uninstall-sql --conninfo '" + conninfo_ + "' --sql-dir " + SqlDir());
-  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(admin.Scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'tenantcache'"), "0");
   r = RunCtl("install-sql --conninfo 'host=/nonexistent dbname=x' --sql-dir " + SqlDir());
   EXPECT_EQ(r.exit_code, 4);
-  EXPECT_NE(r.out.find("cannot connect"), std::string::npos) << r.out;
+  EXPECT_NE(r.output.find("cannot connect"), std::string::npos) << r.output;
 }
 
 }  // namespace

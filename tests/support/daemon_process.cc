@@ -166,15 +166,7 @@ std::string DaemonProcess::Log() const {
 }
 
 CommandResult RunDaemonCommand(const std::string& args) {
-  const std::string cmd = std::string(TC_DAEMON_BIN) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  CommandResult r{-1, ""};
-  if (p == nullptr) return r;
-  std::array<char, 512> buf;
-  while (fgets(buf.data(), buf.size(), p) != nullptr) r.output += buf.data();
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return RunCommand(std::string(TC_DAEMON_BIN) + " " + args);
 }
 
 std::string ControlRequest(const std::string& socket_path, uint8_t op, const std::string& payload) {

@@ -12,6 +12,8 @@
 #include <optional>
 #include <string>
 
+#include "support/test_cache.h"
+
 namespace tenantcache::test {
 
 // A config for the fleet example schema (sql/examples/fleet.sql) in `dir`.
@@ -51,10 +53,6 @@ class DaemonProcess {
 };
 
 // Runs tenantcached with `args`; its exit code and combined output.
-struct CommandResult {
-  int exit_code;
-  std::string output;
-};
 CommandResult RunDaemonCommand(const std::string& args);
 
 // Sends one request over the control socket at `socket_path`; the answer's

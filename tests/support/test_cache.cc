@@ -1,5 +1,6 @@
 #include "support/test_cache.h"
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -51,6 +52,17 @@ std::string Uuid(uint64_t n) {
                 static_cast<unsigned long long>((n >> 16) & 0xFFFFFFFFull),
                 static_cast<unsigned long long>(n & 0xFFFFFFFFFFFFull));
   return buf;
+}
+
+CommandResult RunCommand(const std::string& command_line) {
+  CommandResult r{-1, ""};
+  FILE* p = popen((command_line + " 2>&1").c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[512];
+  while (fgets(buf, sizeof buf, p) != nullptr) r.output += buf;
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
 }
 
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {

@@ -35,6 +35,14 @@ std::unique_ptr<CacheWriter> OpenSynced(const CacheOptions& options);
 // A lowercase UUID made from n.
 std::string Uuid(uint64_t n);
 
+// Runs a shell command line; its exit code (-1 if it did not exit) and its
+// combined stdout and stderr.
+struct CommandResult {
+  int exit_code;
+  std::string output;
+};
+CommandResult RunCommand(const std::string& command_line);
+
 // Polls `cond` until it holds or `timeout` passes; returns its last result.
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
