@@ -21,6 +21,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <map>
 #include <memory>
 
 #include "cache_writer.h"
@@ -39,6 +40,7 @@ constexpr const char* kDefaultConfig = "/etc/tenantcache/tenantcached.toml";
 }  // namespace
 
 void PrintConfigReference(FILE* out);
+void PrintSampleConfig(FILE* out);
 
 namespace {
 
@@ -49,6 +51,7 @@ void Usage(FILE* out) {
                "  -c, --config FILE   configuration file (default %s)\n"
                "  -t, --check-config  validate the configuration and exit (0: valid)\n"
                "      --config-reference  print every configuration key as a Markdown table\n"
+               "      --sample-config     print a commented configuration file with every key\n"
                "  -V, --version       print the version and exit\n"
                "  -h, --help          this help\n",
                kDefaultConfig);
@@ -66,6 +69,60 @@ void PrintConfigReference(FILE* out) {
                  array ? "]]" : "]", k.name, kTypes[static_cast<int>(k.type)],
                  k.default_value == nullptr ? "required" : ("`" + std::string(k.default_value) + "`").c_str(),
                  k.reloadable ? "yes" : "no", k.doc);
+  }
+}
+
+// The packaged /etc/tenantcache/tenantcached.toml: every key with its
+// documentation and default (commented out), the values a packaged install
+// needs set, and the example fleet schema's namespaces.
+void PrintSampleConfig(FILE* out) {
+  // Values that differ from the defaults in a packaged install, and examples
+  // for the keys that have no default.
+  static const std::map<std::string, std::string> kSet = {
+      {"cache.path", "\"/run/tenantcache/cache\""},
+      {"source.name", "\"main\""},
+      {"source.conninfo", "\"host=/var/run/postgresql dbname=app user=tenantcache\""},
+  };
+  std::fprintf(out,
+               "# tenantcached configuration (TOML). Every key is listed with its documentation;\n"
+               "# a commented-out key shows its default. Reload with SIGHUP (systemctl reload\n"
+               "# tenantcached): keys marked reloadable apply at once, others need a restart.\n"
+               "# Check a change with: tenantcached --check-config --config FILE\n");
+  std::string table;
+  for (const auto& k : kConfigKeys) {
+    const std::string t = k.table;
+    const bool array = t == "source" || t == "namespace";
+    if (t != table) {
+      table = t;
+      if (t == "namespace") {
+        std::fprintf(out,
+                     "\n# One [[namespace]] per lookup. This one serves the example schema of\n"
+                     "# sql/examples/fleet.sql; see the README for the others.\n");
+      }
+      std::fprintf(out, "\n%s%s%s\n", array ? "[[" : "[", k.table, array ? "]]" : "]");
+    }
+    std::fprintf(out, "# %s%s\n", k.doc, k.reloadable ? " (reloadable)" : "");
+    const auto set = kSet.find(t + "." + k.name);
+    if (t == "namespace") {
+      static const std::map<std::string, std::string> kExample = {
+          {"name", "\"user\""},
+          {"kind", "\"uuid\""},
+          {"query",
+           "\"\"\"\n  SELECT r.id::text AS tenant_id, r.yacht_code AS tenant_code, r.tenant_url, u.role\n"
+           "    FROM fleet.user_accounts u JOIN fleet.fleet_registry r ON r.id = u.yacht_id\n"
+           "   WHERE u.id = $1::uuid AND u.active\"\"\""},
+          {"tenant_column", "\"tenant_id\""},
+          {"fields", "[\"tenant_code\", \"tenant_url\", \"role\"]"}};
+      const auto e = kExample.find(k.name);
+      if (e != kExample.end()) {
+        std::fprintf(out, "%s = %s\n", k.name, e->second.c_str());
+        continue;
+      }
+    }
+    if (set != kSet.end())
+      std::fprintf(out, "%s = %s\n", k.name, set->second.c_str());
+    else
+      std::fprintf(out, "#%s = %s\n", k.name, k.default_value != nullptr ? k.default_value : "(required)");
   }
 }
 
@@ -232,10 +289,13 @@ int Run(const std::string& config_path) {
 }  // namespace tenantcache
 
 int main(int argc, char** argv) {
-  static const option kOptions[] = {
-      {"config", required_argument, nullptr, 'c'}, {"check-config", no_argument, nullptr, 't'},
-      {"version", no_argument, nullptr, 'V'},      {"config-reference", no_argument, nullptr, 'R'},
-      {"help", no_argument, nullptr, 'h'},         {nullptr, 0, nullptr, 0}};
+  static const option kOptions[] = {{"config", required_argument, nullptr, 'c'},
+                                    {"check-config", no_argument, nullptr, 't'},
+                                    {"version", no_argument, nullptr, 'V'},
+                                    {"config-reference", no_argument, nullptr, 'R'},
+                                    {"sample-config", no_argument, nullptr, 'S'},
+                                    {"help", no_argument, nullptr, 'h'},
+                                    {nullptr, 0, nullptr, 0}};
   std::string config = tenantcache::kDefaultConfig;
   bool check = false;
   int opt;
@@ -252,6 +312,9 @@ int main(int argc, char** argv) {
         return 0;
       case 'R':
         tenantcache::PrintConfigReference(stdout);
+        return 0;
+      case 'S':
+        tenantcache::PrintSampleConfig(stdout);
         return 0;
       case 'h':
         tenantcache::Usage(stdout);

@@ -53,6 +53,16 @@ ls client/src/*.cc daemon/*.cc | xargs -P "$(nproc)" -n 2 clang-tidy --quiet -p 
 step "tests"
 ctest --test-dir build/ci --output-on-failure --timeout 600
 
+step "systemd unit hardening (systemd-analyze security --offline=yes)"
+if command -v systemd-analyze >/dev/null; then
+  exposure=$(systemd-analyze security --offline=yes packaging/systemd/tenantcached.service 2>&1 |
+    sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+  echo "overall exposure: ${exposure:-unknown} (target <= 2.0)"
+  awk -v e="${exposure:-99}" 'BEGIN { exit !(e <= 2.0) }' || { echo "unit exposure above 2.0"; exit 1; }
+else
+  echo "systemd-analyze not installed: skipped"
+fi
+
 if [ -n "${TC_TEST_QUICK:-}" ]; then
   step "TC_TEST_QUICK set: sanitizer runs skipped"
   exit 0

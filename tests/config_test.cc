@@ -74,5 +74,20 @@ TEST(Config, TheReadmeReferenceIsTheKeyTable) {
     EXPECT_NE(table.find(std::string(".") + k.name + "`"), std::string::npos) << k.name;
 }
 
+TEST(Config, ThePackagedSampleIsTheKeyTableAndIsValid) {
+  const auto printed = test::RunCommand(TC_DAEMON_BIN " --sample-config");
+  ASSERT_EQ(printed.exit_code, 0);
+  EXPECT_EQ(test::ReadFile(TC_SOURCE_DIR "/packaging/tenantcached.toml"), printed.output)
+      << "regenerate with: tenantcached --sample-config > packaging/tenantcached.toml";
+  for (const auto& k : kConfigKeys) {
+    const bool listed = printed.output.find(std::string("\n") + k.name + " = ") != std::string::npos ||
+                        printed.output.find(std::string("\n#") + k.name + " = ") != std::string::npos;
+    EXPECT_TRUE(listed) << k.name;
+  }
+  const Config c = LoadConfig(TC_SOURCE_DIR "/packaging/tenantcached.toml");
+  EXPECT_EQ(c.cache_path, "/run/tenantcache/cache") << "the unit's PrivateDevices hides /dev/shm";
+  EXPECT_EQ(c.control_socket, "/run/tenantcache/tenantcached.sock");
+}
+
 }  // namespace
 }  // namespace tenantcache
