@@ -87,4 +87,30 @@ for want in "found in" "role	guest" "tenant by host  not in the cache" "synced  
 done
 echo "quickstart ran the whole story"
 
+step "packaging: the .deb installed with dpkg, and a project built against it both ways"
+cmake -S . -B build/package -G Ninja -DCMAKE_BUILD_TYPE=Release -DTC_BUILD_TESTS=OFF -DTC_BUILD_BENCH=OFF \
+  -DCMAKE_INSTALL_PREFIX=/usr >/dev/null
+cmake --build build/package --target package >/dev/null
+deb=$(ls build/package/tenantcache_*.deb)
+echo "built $deb"
+if [ "$(id -u)" -eq 0 ]; then
+  dpkg -i "$deb" >/dev/null
+  trap 'dpkg -P tenantcache >/dev/null 2>&1 || true; cleanup' EXIT
+  /usr/sbin/tenantcached --check-config --config /etc/tenantcache/tenantcached.toml
+  /usr/bin/tenantcachectl --help >/dev/null && echo "tenantcachectl --help: ok"
+  getent passwd tenantcache >/dev/null && echo "user tenantcache: created"
+  consumer=$(mktemp -d)
+  cmake -S packaging/consumer -B "$consumer/cmake" -G Ninja >/dev/null
+  cmake --build "$consumer/cmake" >/dev/null
+  "$consumer/cmake/consumer" | grep -q "libtenantcache 0.1.0" && echo "find_package(TenantCache): ok"
+  # shellcheck disable=SC2046
+  cc -std=c11 -Wall -Werror packaging/consumer/consumer.c $(pkg-config --cflags --libs tenantcache) -o "$consumer/pc"
+  "$consumer/pc" | grep -q "libtenantcache 0.1.0" && echo "pkg-config tenantcache: ok"
+  rm -rf "$consumer"
+  dpkg -P tenantcache >/dev/null
+  trap cleanup EXIT
+else
+  echo "not root: dpkg -i skipped"
+fi
+
 step "all tests passed"
