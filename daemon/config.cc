@@ -15,6 +15,11 @@ namespace tenantcache {
 const std::vector<ConfigKey> kConfigKeys = {
   {"daemon", "log_level", KeyType::kString, "\"info\"", true,
    "trace, debug, info, warn, error or critical"},
+  {"daemon", "prometheus_file", KeyType::kString, "\"\"", true,
+   "write the statistics in Prometheus text format to this file for node_exporter's "
+   "textfile collector (\"\": off)"},
+  {"daemon", "prometheus_interval", KeyType::kDuration, "\"15s\"", true,
+   "how often prometheus_file is rewritten"},
 
   {"cache", "path", KeyType::kString, "\"/dev/shm/tenantcache\"", false,
    "the cache file workers map (its recency file is the same path plus .recency)"},
@@ -296,6 +301,10 @@ Config LoadConfig(const std::string& path) {
   try {
     const TableReader daemon(sub("daemon"), path, "daemon", "daemon");
     c.log_level = daemon.String("log_level");
+    c.prometheus_file = daemon.String("prometheus_file");
+    c.prometheus_interval = daemon.Duration("prometheus_interval");
+    if (c.prometheus_interval < Millis(100))
+      Fail(daemon.Get("prometheus_interval"), "daemon.prometheus_interval", "must be at least 100ms");
     static const std::set<std::string> kLevels = {"trace", "debug",    "info", "warn",
                                                   "error", "critical", "off"};
     if (kLevels.count(c.log_level) == 0) {

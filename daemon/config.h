@@ -72,6 +72,8 @@ struct NamespaceConfig {
 struct Config {
   std::string path;  // the file it was loaded from
   std::string log_level = "info";
+  std::string prometheus_file;
+  Millis prometheus_interval{15000};
 
   std::string cache_path;
   uint64_t capacity = 0;

@@ -3,6 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <sstream>
 
 #include "keys.h"
@@ -10,6 +13,7 @@
 #include "loader.h"
 #include "protocol.h"
 #include "reader.h"
+#include "stats_format.h"
 
 namespace tenantcache {
 
@@ -39,7 +43,37 @@ Daemon::Daemon(uv_loop_t* loop, Config config, std::unique_ptr<CacheWriter> writ
   unsynced_since_ = std::chrono::steady_clock::now();
 }
 
-Daemon::~Daemon() { CloseTimer(beat_timer_); }
+Daemon::~Daemon() {
+  CloseTimer(beat_timer_);
+  CloseTimer(prometheus_timer_);
+}
+
+void Daemon::StartPrometheus() {
+  CloseTimer(prometheus_timer_);
+  if (config_.prometheus_file.empty()) return;
+  prometheus_timer_ = NewTimer(loop_, this);
+  const auto interval = static_cast<uint64_t>(config_.prometheus_interval.count());
+  uv_timer_start(
+      prometheus_timer_, [](uv_timer_t* t) { static_cast<Daemon*>(t->data)->WritePrometheus(); }, 0,
+      interval);
+}
+
+// Written to a temporary file and renamed, so the collector never reads half
+// a file.
+void Daemon::WritePrometheus() {
+  const std::string& path = config_.prometheus_file;
+  const std::string tmp = path + ".tmp";
+  const std::string text = PrometheusText(StatsJson());
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr || std::fwrite(text.data(), 1, text.size(), f) != text.size() || std::fclose(f) != 0 ||
+      std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_prometheus_error_ > std::chrono::minutes(1)) {
+      spdlog::warn("cannot write {}: {}", path, std::strerror(errno));
+      last_prometheus_error_ = now;
+    }
+  }
+}
 
 void Daemon::Start(std::function<void()> on_ready) {
   on_ready_ = std::move(on_ready);
@@ -51,6 +85,7 @@ void Daemon::Start(std::function<void()> on_ready) {
       beat_timer_, [](uv_timer_t* t) { static_cast<Daemon*>(t->data)->Beat(); }, period, period);
   for (auto& l : loaders_) l->Start();
   for (auto& l : listeners_) l->Start();
+  StartPrometheus();
 }
 
 void Daemon::Stop() {
@@ -58,10 +93,16 @@ void Daemon::Stop() {
   for (auto& l : listeners_) l->Stop();
   for (auto& l : loaders_) l->Stop();
   CloseTimer(beat_timer_);
+  CloseTimer(prometheus_timer_);
 }
 
 void Daemon::Reload(const Config& config) {
   config_.log_level = config.log_level;
+  const bool prometheus_changed = config_.prometheus_file != config.prometheus_file ||
+                                  config_.prometheus_interval != config.prometheus_interval;
+  config_.prometheus_file = config.prometheus_file;
+  config_.prometheus_interval = config.prometheus_interval;
+  if (prometheus_changed && beat_timer_ != nullptr) StartPrometheus();
   config_.ttl = config.ttl;
   config_.negative_ttl = config.negative_ttl;
   config_.idle_timeout = config.idle_timeout;

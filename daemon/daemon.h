@@ -93,6 +93,8 @@ class Daemon {
 
  private:
   void Beat();  // heartbeat into the cache file, sweep, unsynced time
+  void StartPrometheus();
+  void WritePrometheus();
 
   uv_loop_t* loop_;
   Config config_;
@@ -103,8 +105,10 @@ class Daemon {
   std::function<void()> on_ready_;
   bool ready_sent_ = false;
   uv_timer_t* beat_timer_ = nullptr;
+  uv_timer_t* prometheus_timer_ = nullptr;
   std::chrono::steady_clock::time_point unsynced_since_;
   bool was_synced_ = false;
+  std::chrono::steady_clock::time_point last_prometheus_error_{};
   Stats stats_;
   // Latest report per (pid, handle); reports of handles pushed out of the
   // bounded map are folded into retired_.

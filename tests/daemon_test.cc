@@ -288,6 +288,27 @@ TEST_F(DaemonTest, ClientReadCountsReachTheDaemonsStatistics) {
   EXPECT_NE(stats.find("\"fills\":3,"), std::string::npos) << stats;
 }
 
+TEST_F(DaemonTest, StatisticsAreWrittenForTheTextfileCollector) {
+  const std::string prom = dir_.path() + "/tenantcache.prom";
+  config_ = FleetConfig(dir_.path(), Conninfo());
+  config_.replace(config_.find("[daemon]\n"), 9,
+                  "[daemon]\nprometheus_file = \"" + prom + "\"\nprometheus_interval = \"100ms\"\n");
+  daemon_ = std::make_unique<DaemonProcess>(dir_.path(), config_);
+  ASSERT_TRUE(daemon_->WaitReady()) << Tail(daemon_->Log());
+  ASSERT_EQ(tc_cache_open(daemon_->cache_path().c_str(), &cache_), 0);
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  ASSERT_TRUE(WaitFor([&] {
+    try {
+      return ReadFile(prom).find("tenantcache_fills 1\n") != std::string::npos;
+    } catch (...) {
+      return false;
+    }
+  })) << "no statistics file";
+  const std::string text = ReadFile(prom);
+  EXPECT_NE(text.find("# TYPE tenantcache_synced gauge\ntenantcache_synced 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE tenantcache_lookups counter\n"), std::string::npos) << text;
+}
+
 TEST_F(DaemonTest, TheCacheIsSyncedOnlyWhileEverySourceIs) {
   const std::string db2 = SharedCluster().CreateDatabase();
   PgConn admin2(SharedCluster().Conninfo(db2));

@@ -26,6 +26,7 @@
 
 #include "protocol.h"
 #include "reader.h"
+#include "stats_format.h"
 #include "tenantcache/tenantcache.h"
 
 namespace {
@@ -90,24 +91,6 @@ const std::map<std::string, std::string> kCommandHelp = {
      "usage: tenantcachectl watch TABLE --keys '{\"ns\": \"column\"}' [--tenant-column COL] "
      "[--columns a,b] [--conninfo C]\n  Attaches the triggers to TABLE (you must own it).\n"},
 };
-
-// A flat JSON object of numbers and booleans (what the daemon's stats are).
-std::map<std::string, std::string> ParseFlatJson(const std::string& json) {
-  std::map<std::string, std::string> out;
-  size_t i = 0;
-  while ((i = json.find('"', i)) != std::string::npos) {
-    const size_t end = json.find('"', i + 1);
-    if (end == std::string::npos) break;
-    const std::string key = json.substr(i + 1, end - i - 1);
-    size_t v = json.find(':', end);
-    if (v == std::string::npos) break;
-    ++v;
-    const size_t stop = json.find_first_of(",}", v);
-    out[key] = json.substr(v, stop - v);
-    i = stop == std::string::npos ? json.size() : stop;
-  }
-  return out;
-}
 
 int Usage(const std::string& why) {
   std::fprintf(stderr, "tenantcachectl: %s\n%s", why.c_str(), kUsageText);
@@ -253,7 +236,7 @@ int Status(const Options& o) {
   char buf[16384];
   const int n = tc_cache_daemon_stats(c, buf, sizeof buf, o.timeout_ms);
   if (n >= 0) {
-    const auto stats = ParseFlatJson(buf);
+    const auto stats = tenantcache::ParseFlatJson(buf);
     auto get = [&](const char* k) { return stats.count(k) != 0 ? stats.at(k) : std::string("?"); };
     std::printf("hit rate        %s (hits %s, negative hits %s, misses %s)\n", get("hit_rate").c_str(),
                 get("hits").c_str(), get("negative_hits").c_str(), get("misses").c_str());
@@ -287,18 +270,11 @@ int Stats(const Options& o) {
     std::printf("%s\n", buf);
     return kOk;
   }
-  for (const auto& [k, v] : ParseFlatJson(buf)) {
-    const std::string value = v == "true" ? "1" : v == "false" ? "0" : v;
-    if (o.format == "text") {
-      std::printf("%-26s %s\n", k.c_str(), v.c_str());
-    } else {
-      const bool gauge = k == "synced" || k == "epoch" || k == "entries" || k == "slots" || k == "capacity" ||
-                         k == "hit_rate" || k == "pending_fills" || k == "notification_queue_usage" ||
-                         k == "reporting_clients";
-      std::printf("# TYPE tenantcache_%s %s\ntenantcache_%s %s\n", k.c_str(), gauge ? "gauge" : "counter",
-                  k.c_str(), value.c_str());
-    }
+  if (o.format == "prometheus") {
+    std::printf("%s", tenantcache::PrometheusText(buf).c_str());
+    return kOk;
   }
+  for (const auto& [k, v] : tenantcache::ParseFlatJson(buf)) std::printf("%-26s %s\n", k.c_str(), v.c_str());
   return kOk;
 }
 

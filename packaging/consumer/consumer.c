@@ -2,8 +2,8 @@
 #include <stdio.h>
 #include <tenantcache/tenantcache.h>
 
-int main(int argc, char **argv) {
-  tc_cache *cache = NULL;
+int main(int argc, char** argv) {
+  tc_cache* cache = NULL;
   int rc;
   printf("libtenantcache %s, layout %u\n", tc_version(), (unsigned)tc_layout_version());
   if (argc < 2) return 0;

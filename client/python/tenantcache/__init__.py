@@ -24,6 +24,7 @@ import ctypes
 import ctypes.util
 import enum
 import os
+import struct
 import threading
 from types import MappingProxyType
 
@@ -55,6 +56,14 @@ class _TcValue(ctypes.Structure):
         ("priv_reserved", ctypes.c_uint64 * 6),
         ("priv_data", ctypes.c_ubyte * 4032),
     ]
+
+
+_DATA_OFFSET = _TcValue.priv_data.offset
+_HEADER = struct.Struct("<IIQ")  # priv_len, priv_status, priv_reserved[0]
+_STATUS = {s.value: s for s in Status}
+_RESULTS = frozenset((Status.NOT_FOUND, Status.MISS, Status.UNAVAILABLE, Status.INVALID_KEY, Status.BUSY,
+                      Status.TIMEOUT, Status.DAEMON))
+_LENS = [struct.Struct("<%dH" % n) for n in range(31)]
 
 
 class Error(Exception):
@@ -106,72 +115,95 @@ def _lib():
     return _LIB if _LIB is not None else load_library()
 
 
-class Value:
+class Value(tuple):
     """A found entry: the tenant id and the namespace's named text fields
-    (None for SQL NULL). Immutable; behaves as a read-only mapping."""
+    (None for SQL NULL). Immutable; reads like a read-only mapping.
 
-    __slots__ = ("_tenant", "_fields")
+    It holds the entry's bytes as the cache stores them (key NUL tenant NUL,
+    one little-endian u16 length per field with 0xFFFF for NULL, then each
+    non-NULL value and a NUL) and decodes what is asked for."""
 
-    def __init__(self, tenant, fields):
-        object.__setattr__(self, "_tenant", tenant)
-        object.__setattr__(self, "_fields", MappingProxyType(dict(fields)))
+    __slots__ = ()
 
-    def __setattr__(self, name, value):
-        raise AttributeError("Value is immutable")
+    def __new__(cls, data, names, key_len, tenant_len):
+        return tuple.__new__(cls, (data, names, key_len, tenant_len))
+
+    def _field(self, index):
+        data, names, key_len, tenant_len = tuple.__getitem__(self, slice(None))
+        count = len(names)
+        lens_at = key_len + tenant_len + 2
+        lens = _LENS[count].unpack_from(data, lens_at)
+        pos = lens_at + 2 * count
+        for n in lens[:index]:
+            if n != 0xFFFF:
+                pos += n + 1
+        n = lens[index]
+        return None if n == 0xFFFF else data[pos:pos + n].decode()
 
     @property
     def tenant(self):
-        return self._tenant
+        data, _, key_len, tenant_len = tuple.__getitem__(self, slice(None))
+        return data[key_len + 1:key_len + 1 + tenant_len].decode()
 
     @property
     def fields(self):
-        return self._fields
+        names = tuple.__getitem__(self, 1)
+        return MappingProxyType({name: self._field(i) for i, name in enumerate(names)})
 
     def __getitem__(self, name):
-        return self._fields[name]
+        try:
+            index = tuple.__getitem__(self, 1).index(name)
+        except ValueError:
+            raise KeyError(name) from None
+        return self._field(index)
 
     def get(self, name, default=None):
-        return self._fields.get(name, default)
+        try:
+            return self[name]
+        except KeyError:
+            return default
 
-    def __eq__(self, other):
-        return isinstance(other, Value) and self._tenant == other._tenant and self._fields == other._fields
+    def __iter__(self):
+        return iter(tuple.__getitem__(self, 1))
 
-    def __hash__(self):
-        return hash((self._tenant, tuple(self._fields.items())))
+    def __len__(self):
+        return len(tuple.__getitem__(self, 1))
 
     def __repr__(self):
-        return "Value(tenant=%r, fields=%r)" % (self._tenant, dict(self._fields))
+        return "Value(tenant=%r, fields=%r)" % (self.tenant, dict(self.fields))
 
 
-class Result:
+class Result(tuple):
     """The outcome of a read. `value` exists only when `found`."""
 
-    __slots__ = ("_status", "_value")
+    __slots__ = ()
 
-    def __init__(self, status, value=None):
-        object.__setattr__(self, "_status", Status(status))
-        object.__setattr__(self, "_value", value)
+    def __new__(cls, status, value=None):
+        return tuple.__new__(cls, (_STATUS[status], value))
 
-    def __setattr__(self, name, value):
-        raise AttributeError("Result is immutable")
-
-    status = property(lambda self: self._status)
-    found = property(lambda self: self._status == Status.FOUND)
-    not_found = property(lambda self: self._status == Status.NOT_FOUND)
-    miss = property(lambda self: self._status == Status.MISS)
-    unavailable = property(lambda self: self._status == Status.UNAVAILABLE)
+    status = property(lambda self: tuple.__getitem__(self, 0))
+    found = property(lambda self: tuple.__getitem__(self, 0) == 0)
+    not_found = property(lambda self: tuple.__getitem__(self, 0) == 1)
+    miss = property(lambda self: tuple.__getitem__(self, 0) == 2)
+    unavailable = property(lambda self: tuple.__getitem__(self, 0) == -1)
 
     @property
     def value(self):
-        if self._status != Status.FOUND:
-            raise Error(self._status, "result holds no value")
-        return self._value
+        if tuple.__getitem__(self, 0) != 0:
+            raise Error(tuple.__getitem__(self, 0), "result holds no value")
+        return tuple.__getitem__(self, 1)
+
+    def __getitem__(self, index):
+        raise TypeError("read status, found, not_found, miss, unavailable or value")
+
+    def __iter__(self):
+        raise TypeError("read status, found, not_found, miss, unavailable or value")
 
     def __bool__(self):
         raise TypeError("ask found, not_found, miss or unavailable")
 
     def __repr__(self):
-        return "Result(%s%s)" % (self._status.name, ", %r" % (self._value,) if self.found else "")
+        return "Result(%s%s)" % (self.status.name, ", %r" % (self.value,) if self.found else "")
 
 
 class Cache:
@@ -180,6 +212,8 @@ class Cache:
     def __init__(self, handle):
         self._handle = handle
         self._ns = {}
+        self._names = {}
+        self._get = _lib().tc_cache_get
         self._local = threading.local()
 
     @classmethod
@@ -218,40 +252,48 @@ class Cache:
         return ns
 
     def _buffer(self):
-        # One tc_value per thread: no allocation per read.
-        buf = getattr(self._local, "value", None)
-        if buf is None:
-            buf = self._local.value = _TcValue()
-        return buf
+        # One tc_value per thread (no allocation per read), with a memoryview
+        # over it so decoding needs no further foreign call.
+        local = self._local
+        try:
+            return local.value, local.ref, local.view
+        except AttributeError:
+            buf = _TcValue()
+            local.value, local.ref, local.view = buf, ctypes.byref(buf), memoryview(buf).cast("B")
+            return local.value, local.ref, local.view
 
-    @staticmethod
-    def _decode(buf):
-        lib = _lib()
-        n = ctypes.c_size_t()
-        tenant_ptr = lib.tc_value_tenant(ctypes.byref(buf), ctypes.byref(n))
-        tenant = ctypes.string_at(tenant_ptr, n.value).decode()
-        fields = {}
-        name = ctypes.c_char_p()
-        text = ctypes.POINTER(ctypes.c_char)()
-        for i in range(lib.tc_value_field_count(ctypes.byref(buf))):
-            lib.tc_value_field(ctypes.byref(buf), i, ctypes.byref(name), ctypes.byref(text), ctypes.byref(n))
-            fields[name.value.decode()] = ctypes.string_at(text, n.value).decode() if text else None
-        return Value(tenant, fields)
+    def _field_names(self, ns, buf):
+        names = self._names.get(ns)
+        if names is None:
+            lib = _lib()
+            name = ctypes.c_char_p()
+            names = tuple(
+                (lib.tc_value_field(ctypes.byref(buf), i, ctypes.byref(name), None, None), name.value.decode())[1]
+                for i in range(lib.tc_value_field_count(ctypes.byref(buf))))
+            self._names[ns] = names
+        return names
+
+    def _decode(self, ns, buf, view):
+        # One copy out of the C buffer; fields are decoded when read.
+        length, _, meta = _HEADER.unpack_from(view, 8)
+        return Value(view[_DATA_OFFSET:_DATA_OFFSET + length].tobytes(), self._field_names(ns, buf), meta & 0xFFFF,
+                     (meta >> 16) & 0xFFFF)
 
     def _read(self, namespace, key, timeout_ms):
         if self._handle is None:
             raise Error(Status.INVALID_ARG, "cache is closed")
         raw = key.encode() if isinstance(key, str) else bytes(key)
-        buf = self._buffer()
-        ns = self._namespace(namespace)
+        buf, ref, view = self._buffer()
+        ns = self._ns.get(namespace)
+        if ns is None:
+            ns = self._namespace(namespace)
         if timeout_ms is None:
-            rc = _lib().tc_cache_get(self._handle, ns, raw, len(raw), ctypes.byref(buf))
+            rc = self._get(self._handle, ns, raw, len(raw), ref)
         else:
-            rc = _lib().tc_cache_lookup(self._handle, ns, raw, len(raw), int(timeout_ms), ctypes.byref(buf))
-        if rc == Status.FOUND:
-            return Result(rc, self._decode(buf))
-        if rc in (Status.NOT_FOUND, Status.MISS, Status.UNAVAILABLE, Status.INVALID_KEY, Status.BUSY,
-                  Status.TIMEOUT, Status.DAEMON):
+            rc = _lib().tc_cache_lookup(self._handle, ns, raw, len(raw), int(timeout_ms), ref)
+        if rc == 0:
+            return Result(0, self._decode(ns, buf, view))
+        if rc in _RESULTS:
             return Result(rc)
         raise Error(rc, "read %s" % namespace)
 

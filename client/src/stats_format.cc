@@ -1,0 +1,38 @@
+#include "stats_format.h"
+
+#include <set>
+
+namespace tenantcache {
+
+std::map<std::string, std::string> ParseFlatJson(const std::string& json) {
+  std::map<std::string, std::string> out;
+  size_t i = 0;
+  while ((i = json.find('"', i)) != std::string::npos) {
+    const size_t end = json.find('"', i + 1);
+    if (end == std::string::npos) break;
+    const std::string key = json.substr(i + 1, end - i - 1);
+    size_t v = json.find(':', end);
+    if (v == std::string::npos) break;
+    ++v;
+    const size_t stop = json.find_first_of(",}", v);
+    out[key] = json.substr(v, stop == std::string::npos ? std::string::npos : stop - v);
+    i = stop == std::string::npos ? json.size() : stop;
+  }
+  return out;
+}
+
+std::string PrometheusText(const std::string& json) {
+  static const std::set<std::string> kGauges = {
+      "synced",           "epoch",    "entries",       "slots",
+      "capacity",         "hit_rate", "pending_fills", "notification_queue_usage",
+      "reporting_clients"};
+  std::string out;
+  for (const auto& [k, v] : ParseFlatJson(json)) {
+    const std::string value = v == "true" ? "1" : v == "false" ? "0" : v;
+    out += "# TYPE tenantcache_" + k + (kGauges.count(k) != 0 ? " gauge\n" : " counter\n");
+    out += "tenantcache_" + k + " " + value + "\n";
+  }
+  return out;
+}
+
+}  // namespace tenantcache
