@@ -48,7 +48,7 @@ configure build/ci -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build build/ci
 
 step "clang-tidy"
-ls client/src/*.cc daemon/*.cc | xargs -P "$(nproc)" -n 2 clang-tidy --quiet -p build/ci 2>/dev/null
+ls client/src/*.cc client/ctl/*.cc daemon/*.cc | xargs -P "$(nproc)" -n 2 clang-tidy --quiet -p build/ci 2>/dev/null
 
 step "tests"
 ctest --test-dir build/ci --output-on-failure --timeout 600

@@ -29,8 +29,8 @@ std::string PrometheusText(const std::string& json) {
   std::string out;
   for (const auto& [k, v] : ParseFlatJson(json)) {
     const std::string value = v == "true" ? "1" : v == "false" ? "0" : v;
-    out += "# TYPE tenantcache_" + k + (kGauges.count(k) != 0 ? " gauge\n" : " counter\n");
-    out += "tenantcache_" + k + " " + value + "\n";
+    out.append("# TYPE tenantcache_").append(k).append(kGauges.count(k) != 0 ? " gauge\n" : " counter\n");
+    out.append("tenantcache_").append(k).append(" ").append(value).append("\n");
   }
   return out;
 }
