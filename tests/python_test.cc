@@ -25,7 +25,7 @@ TEST(Python, ModuleTestsPassAgainstTheRealDaemon) {
   const std::string cmd = "TENANTCACHE_LIBRARY='" + std::string(TC_LIBRARY) + "' TC_CACHE_PATH='" +
                           daemon.cache_path() + "' TC_PSQL=\"psql -X -q -v ON_ERROR_STOP=1 '" +
                           SharedCluster().Conninfo(db) + "'\" " + python +
-                          " -m unittest -v " TC_SOURCE_DIR "/client/python/tests/test_tenantcache.py";
+                          " " TC_SOURCE_DIR "/client/python/tests/test_tenantcache.py -v";
   const CommandResult r = RunCommand(cmd);
   EXPECT_EQ(r.exit_code, 0) << r.output << "\n--- daemon log ---\n" << daemon.Log();
   EXPECT_NE(r.output.find("\nOK"), std::string::npos) << r.output;
