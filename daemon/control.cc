@@ -15,6 +15,7 @@
 #include "daemon.h"
 #include "protocol.h"
 #include "tenantcache/tenantcache.h"
+#include "uv_handle.h"
 
 namespace tenantcache {
 
@@ -35,8 +36,7 @@ struct ControlServer::Client : std::enable_shared_from_this<Client> {
     }
     uv_read_stop(reinterpret_cast<uv_stream_t*>(pipe));
     pipe->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(pipe),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+    CloseAndDelete(pipe);
     pipe = nullptr;
     server->clients_.erase(shared_from_this());
   }
@@ -165,8 +165,7 @@ void ControlServer::Start() {
   }
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(server_), 128, &ControlServer::OnConnection);
   if (rc != 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(server_),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+    CloseAndDelete(server_);
     server_ = nullptr;
     throw std::runtime_error("control socket " + path + ": " + uv_strerror(rc));
   }
@@ -175,8 +174,7 @@ void ControlServer::Start() {
 void ControlServer::Stop() {
   while (!clients_.empty()) (*clients_.begin())->Close(nullptr);
   if (server_ != nullptr) {
-    uv_close(reinterpret_cast<uv_handle_t*>(server_),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+    CloseAndDelete(server_);
     server_ = nullptr;
     unlink(daemon_->config().control_socket.c_str());
   }
@@ -215,8 +213,7 @@ void ControlServer::OnConnection(uv_stream_t* server, int status) {
   auto* pipe = new uv_pipe_t;
   uv_pipe_init(server->loop, pipe, 0);
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(pipe)) != 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(pipe),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+    CloseAndDelete(pipe);
     return;
   }
   uv_os_fd_t fd;
@@ -227,8 +224,7 @@ void ControlServer::OnConnection(uv_stream_t* server, int status) {
     ++self->daemon_->stats().control_errors;
     spdlog::warn("control socket: refused {} ({})", who,
                  too_many ? "too many clients" : "not in allowed_groups");
-    uv_close(reinterpret_cast<uv_handle_t*>(pipe),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+    CloseAndDelete(pipe);
     return;
   }
   ++self->daemon_->stats().control_connections;

@@ -14,6 +14,7 @@
 #include "protocol.h"
 #include "reader.h"
 #include "stats_format.h"
+#include "uv_handle.h"
 
 namespace tenantcache {
 
@@ -28,8 +29,7 @@ void CloseTimer(uv_timer_t*& timer) {
   if (timer == nullptr) return;
   uv_timer_stop(timer);
   timer->data = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(timer),
-           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  CloseAndDelete(timer);
   timer = nullptr;
 }
 
@@ -117,8 +117,7 @@ void Daemon::Reload(const Config& config) {
     s.query_timeout = n.query_timeout;
     s.reconnect_min = n.reconnect_min;
     s.reconnect_max = n.reconnect_max;
-    listeners_[i]->Reload(s);
-    loaders_[i]->Reload(s);
+    listeners_[i]->Reload();
   }
   writer_->SetPolicy(static_cast<uint64_t>(config_.stale_after.count()) * 1'000'000,
                      static_cast<uint64_t>(config_.idle_timeout.count()) * 1'000'000);

@@ -39,9 +39,8 @@ std::string ResultError(const std::vector<PgResult>& results, const std::string&
 Listener::Listener(Daemon* daemon, size_t index)
     : daemon_(daemon),
       index_(index),
-      source_(daemon->config().sources[index]),
-      conn_(daemon->loop(), "listener " + source_.name),
-      heartbeat_(daemon->loop(), "heartbeat " + source_.name),
+      conn_(daemon->loop(), "listener " + daemon->config().sources[index].name),
+      heartbeat_(daemon->loop(), "heartbeat " + daemon->config().sources[index].name),
       rng_(static_cast<uint64_t>(getpid()) * 7919 + index) {
   conn_.set_on_state([this](const std::string& error) {
     if (!error.empty()) {
@@ -49,7 +48,7 @@ Listener::Listener(Daemon* daemon, size_t index)
       return;
     }
     // Rule: LISTEN first, then catch up, then synced.
-    conn_.Query("LISTEN " + source_.channel, {},
+    conn_.Query("LISTEN " + source().channel, {},
                 [this](const std::vector<PgResult>& results, const std::string& err) {
                   const std::string e = ResultError(results, err);
                   if (!e.empty()) {
@@ -61,7 +60,8 @@ Listener::Listener(Daemon* daemon, size_t index)
   });
   conn_.set_on_notify([this](std::string_view, std::string_view payload) { OnNotify(payload); });
   heartbeat_.set_on_state([this](const std::string& error) {
-    if (!error.empty() && !stopped_) spdlog::warn("source {}: heartbeat connection: {}", source_.name, error);
+    if (!error.empty() && !stopped_)
+      spdlog::warn("source {}: heartbeat connection: {}", source().name, error);
   });
 }
 
@@ -70,7 +70,9 @@ Listener::~Listener() {
   CloseTimer(tick_timer_);
 }
 
-const SourceConfig& Listener::source() const { return source_; }
+// The daemon's config is updated in place on reload, so this always shows the
+// reloadable values in force.
+const SourceConfig& Listener::source() const { return daemon_->config().sources[index_]; }
 
 void Listener::Start() {
   stopped_ = false;
@@ -90,11 +92,7 @@ void Listener::Stop() {
   synced_ = false;
 }
 
-void Listener::Reload(const SourceConfig& source) {
-  source_.queue_bound = source.queue_bound;
-  source_.query_timeout = source.query_timeout;
-  source_.reconnect_min = source.reconnect_min;
-  source_.reconnect_max = source.reconnect_max;
+void Listener::Reload() {
   if (tick_timer_ != nullptr) {
     const auto interval = static_cast<uint64_t>(daemon_->config().heartbeat_interval.count());
     uv_timer_start(
@@ -106,10 +104,10 @@ void Listener::Connect() {
   if (stopped_) return;
   heartbeats_.clear();  // tokens of an earlier connection prove nothing
   const std::string& conninfo =
-      source_.listener_conninfo.empty() ? source_.conninfo : source_.listener_conninfo;
-  spdlog::info("source {}: connecting listener ({})", source_.name, RedactConninfo(conninfo));
+      source().listener_conninfo.empty() ? source().conninfo : source().listener_conninfo;
+  spdlog::info("source {}: connecting listener ({})", source().name, RedactConninfo(conninfo));
   conn_.Connect(conninfo);
-  if (!heartbeat_.connected()) heartbeat_.Connect(source_.conninfo);
+  if (!heartbeat_.connected()) heartbeat_.Connect(source().conninfo);
 }
 
 void Listener::Lost(const std::string& why) {
@@ -119,17 +117,17 @@ void Listener::Lost(const std::string& why) {
   conn_.Disconnect(why);
   daemon_->SourceSynced(index_, false);  // fail closed at once
   // Exponential backoff with jitter: 50-100% of min * 2^attempts, capped.
-  const auto base = source_.reconnect_min.count() << std::min(attempts_, 20);
-  const auto capped = std::min<int64_t>(base, source_.reconnect_max.count());
+  const auto base = source().reconnect_min.count() << std::min(attempts_, 20);
+  const auto capped = std::min<int64_t>(base, source().reconnect_max.count());
   const auto delay = static_cast<uint64_t>(
       capped / 2 + static_cast<int64_t>(rng_() % static_cast<uint64_t>(capped / 2 + 1)));
   ++attempts_;
   ++daemon_->stats().reconnects;
   if (was_synced)
-    spdlog::warn("source {}: listener lost ({}); cache unsynced, reconnecting in {} ms", source_.name, why,
+    spdlog::warn("source {}: listener lost ({}); cache unsynced, reconnecting in {} ms", source().name, why,
                  delay);
   else
-    spdlog::warn("source {}: listener not connected ({}); retrying in {} ms", source_.name, why, delay);
+    spdlog::warn("source {}: listener not connected ({}); retrying in {} ms", source().name, why, delay);
   if (reconnect_timer_ == nullptr) reconnect_timer_ = NewTimer(daemon_->loop(), this);
   uv_timer_start(
       reconnect_timer_, [](uv_timer_t* t) { static_cast<Listener*>(t->data)->Connect(); }, delay, 0);
@@ -159,7 +157,7 @@ void Listener::CatchUp() {
     if (Value(results, 0, 4) == "0")
       spdlog::warn(
           "source {}: no table is watched (SELECT tenantcache.watch_table(...)): nothing will be invalidated",
-          source_.name);
+          source().name);
     if (sync_point_ && log_enabled) {
       Replay(*sync_point_);
       return;
@@ -219,7 +217,7 @@ void Listener::Replay(const std::string& since) {
       }
       ++replayed;
     }
-    spdlog::info("source {}: replayed {} logged invalidation(s) missed while disconnected", source_.name,
+    spdlog::info("source {}: replayed {} logged invalidation(s) missed while disconnected", source().name,
                  replayed);
     MarkSynced(snapshot);
   });
@@ -230,7 +228,7 @@ void Listener::MarkSynced(const std::string& snapshot) {
   synced_ = true;
   attempts_ = 0;
   last_heartbeat_ = Clock::now();
-  spdlog::info("source {}: listening on channel {} (backend pid {}), synced", source_.name, source_.channel,
+  spdlog::info("source {}: listening on channel {} (backend pid {}), synced", source().name, source().channel,
                conn_.backend_pid());
   daemon_->SourceSynced(index_, true);
 }
@@ -270,7 +268,7 @@ void Listener::OnNotify(std::string_view payload) {
   const auto now = Clock::now();
   if (now - last_malformed_log_ > std::chrono::seconds(10)) {
     spdlog::warn(
-        "source {}: malformed notification ({}), flushing the cache: \"{}\"{}", source_.name, n.error,
+        "source {}: malformed notification ({}), flushing the cache: \"{}\"{}", source().name, n.error,
         std::string(payload.substr(0, 200)),
         malformed_suppressed_ > 0 ? " (+" + std::to_string(malformed_suppressed_) + " not logged)" : "");
     last_malformed_log_ = now;
@@ -292,7 +290,7 @@ void Listener::Tick() {
     return;
   }
   if (!heartbeat_.connected()) {
-    heartbeat_.Connect(source_.conninfo);
+    heartbeat_.Connect(source().conninfo);
     return;
   }
   if (!heartbeat_.idle() || !conn_.connected()) return;
@@ -300,11 +298,11 @@ void Listener::Tick() {
   heartbeats_.push_back(Heartbeat{token, std::nullopt, false});
   while (heartbeats_.size() > 64) heartbeats_.pop_front();
   heartbeat_.Query("SELECT txid_current_snapshot()::text, pg_notify($1, $2)",
-                   {source_.channel, "1 h " + token},
+                   {source().channel, "1 h " + token},
                    [this, token](const std::vector<PgResult>& results, const std::string& err) {
                      const std::string e = ResultError(results, err);
                      if (!e.empty()) {
-                       spdlog::warn("source {}: heartbeat failed: {}", source_.name, e);
+                       spdlog::warn("source {}: heartbeat failed: {}", source().name, e);
                        return;
                      }
                      ++daemon_->stats().heartbeats_sent;

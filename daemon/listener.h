@@ -46,7 +46,7 @@ class Listener {
 
   void Start();
   void Stop();
-  void Reload(const SourceConfig& source);
+  void Reload();  // applies a new heartbeat_interval
   bool synced() const { return synced_; }
   int backend_pid() const { return conn_.backend_pid(); }
 
@@ -62,7 +62,6 @@ class Listener {
 
   Daemon* daemon_;
   size_t index_;
-  SourceConfig source_;
   PgConn conn_;
   PgConn heartbeat_;
   uv_timer_t* reconnect_timer_ = nullptr;

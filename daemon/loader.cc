@@ -21,12 +21,11 @@ LookupAnswer Error(int status, std::string message) { return LookupAnswer{status
 
 }  // namespace
 
-LoaderPool::LoaderPool(Daemon* daemon, size_t index)
-    : daemon_(daemon), index_(index), source_(daemon->config().sources[index]) {
+LoaderPool::LoaderPool(Daemon* daemon, size_t index) : daemon_(daemon), index_(index) {
   const auto& nss = daemon->config().namespaces;
   for (uint32_t i = 0; i < nss.size(); ++i)
     if (nss[i].source_index == index) namespaces_.push_back(i);
-  conns_.resize(static_cast<size_t>(source_.loaders));
+  conns_.resize(static_cast<size_t>(source().loaders));
   for (size_t i = 0; i < conns_.size(); ++i) {
     conns_[i].pool = this;
     conns_[i].index = i;
@@ -58,19 +57,16 @@ void LoaderPool::Stop() {
   }
 }
 
-void LoaderPool::Reload(const SourceConfig& source) {
-  source_.queue_bound = source.queue_bound;
-  source_.query_timeout = source.query_timeout;
-  source_.reconnect_min = source.reconnect_min;
-  source_.reconnect_max = source.reconnect_max;
-}
+// The daemon's config is updated in place on reload, so this always shows the
+// reloadable values in force.
+const SourceConfig& LoaderPool::source() const { return daemon_->config().sources[index_]; }
 
 void LoaderPool::ConnectOne(size_t i) {
   if (stopped_) return;
   Conn& c = conns_[i];
   c.prepared = false;
   if (!c.pg) {
-    c.pg = std::make_unique<PgConn>(daemon_->loop(), "loader " + source_.name + "#" + std::to_string(i));
+    c.pg = std::make_unique<PgConn>(daemon_->loop(), "loader " + source().name + "#" + std::to_string(i));
     c.pg->set_on_state([this, i](const std::string& error) {
       if (!error.empty()) {
         Reconnect(i, error);
@@ -78,11 +74,11 @@ void LoaderPool::ConnectOne(size_t i) {
       }
       conns_[i].attempts = 0;
       // The server ends a runaway query too, not only our deadline.
-      conns_[i].pg->Query("SET statement_timeout = " + std::to_string(source_.query_timeout.count()), {},
+      conns_[i].pg->Query("SET statement_timeout = " + std::to_string(source().query_timeout.count()), {},
                           [this, i](const std::vector<PgResult>&, const std::string&) { PrepareAll(i); });
     });
   }
-  c.pg->Connect(source_.conninfo);
+  c.pg->Connect(source().conninfo);
 }
 
 void LoaderPool::PrepareAll(size_t i) { PrepareNext(i, 0); }
@@ -124,9 +120,9 @@ void LoaderPool::Reconnect(size_t i, const std::string& why) {
   }
   c.pg->Disconnect(why);
   const auto delay = static_cast<uint64_t>(std::min<int64_t>(
-      source_.reconnect_min.count() << std::min(c.attempts, 20), source_.reconnect_max.count()));
+      source().reconnect_min.count() << std::min(c.attempts, 20), source().reconnect_max.count()));
   ++c.attempts;
-  spdlog::warn("source {}: loader {} disconnected ({}); reconnecting in {} ms", source_.name, i, why, delay);
+  spdlog::warn("source {}: loader {} disconnected ({}); reconnecting in {} ms", source().name, i, why, delay);
   if (c.retry == nullptr) c.retry = NewTimer(daemon_->loop(), &c);
   uv_timer_start(
       c.retry,
@@ -145,7 +141,7 @@ void LoaderPool::Lookup(uint32_t ns, const std::string& key, LookupCallback cb) 
     it->second->waiters.push_back(std::move(cb));
     return;
   }
-  if (fills_.size() >= static_cast<size_t>(source_.queue_bound)) {
+  if (fills_.size() >= static_cast<size_t>(source().queue_bound)) {
     ++daemon_->stats().busy;
     cb(Error(TC_E_BUSY, "fill queue full"));
     return;
@@ -196,7 +192,7 @@ void LoaderPool::Run(size_t i, const std::shared_ptr<Fill>& fill) {
         self->Answer(running, Error(TC_E_TIMEOUT, "query timed out"));
         self->Reconnect(idx, "query timed out");
       },
-      static_cast<uint64_t>(source_.query_timeout.count()), 0);
+      static_cast<uint64_t>(source().query_timeout.count()), 0);
   c.pg->QueryPrepared(StatementName(fill->ns), {fill->key},
                       [this, i, fill](const std::vector<PgResult>& results, const std::string& error) {
                         Done(i, fill, results, error);

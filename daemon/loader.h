@@ -39,7 +39,6 @@ class LoaderPool {
 
   void Start();
   void Stop();
-  void Reload(const SourceConfig& source);
 
   // `ns` is a namespace of this source; `key` is normalised.
   void Lookup(uint32_t ns, const std::string& key, LookupCallback cb);
@@ -71,6 +70,7 @@ class LoaderPool {
     int attempts = 0;
   };
 
+  const SourceConfig& source() const;
   void ConnectOne(size_t i);
   void PrepareAll(size_t i);
   void PrepareNext(size_t i, size_t k);
@@ -83,7 +83,6 @@ class LoaderPool {
 
   Daemon* daemon_;
   size_t index_;
-  SourceConfig source_;
   std::vector<uint32_t> namespaces_;  // the namespace ids this source fills
   std::vector<Conn> conns_;
   std::map<std::pair<uint32_t, std::string>, std::shared_ptr<Fill>> fills_;

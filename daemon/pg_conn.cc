@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "uv_handle.h"
+
 namespace tenantcache {
 
 PgConn::PgConn(uv_loop_t* loop, std::string name) : loop_(loop), name_(std::move(name)) {}
@@ -20,8 +22,7 @@ void PgConn::ClosePoll() {
   if (poll_ == nullptr) return;
   uv_poll_stop(poll_);
   poll_->data = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(poll_),
-           [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+  CloseAndDelete(poll_);
   poll_ = nullptr;
   poll_fd_ = -1;
 }
