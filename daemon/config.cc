@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <set>
 #include <sstream>
 #include <toml.hpp>
@@ -277,9 +280,15 @@ std::string RedactConninfo(const std::string& conninfo) {
 }
 
 Config LoadConfig(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path + ": cannot open: " + std::strerror(errno));
+  return ParseConfig(in, path);
+}
+
+Config ParseConfig(std::istream& text, const std::string& path) {
   toml::value root;
   try {
-    root = toml::parse(path);
+    root = toml::parse(text, path);
   } catch (const toml::syntax_error& e) {
     throw ConfigError(std::string("syntax error in ") + e.what());
   } catch (const std::exception& e) {
@@ -344,6 +353,7 @@ Config LoadConfig(const std::string& path) {
     const toml::value* sources = sub("source");
     if (sources == nullptr) FailFile(path, "source", "at least one [[source]] is required");
     if (!sources->is_array()) Fail(*sources, "source", "must be an array of tables: write [[source]]");
+    if (sources->as_array().empty()) Fail(*sources, "source", "at least one [[source]] is required");
     std::set<std::string> source_names;
     for (size_t i = 0; i < sources->as_array().size(); ++i) {
       const toml::value& t = sources->as_array()[i];
@@ -374,6 +384,8 @@ Config LoadConfig(const std::string& path) {
     if (namespaces == nullptr) FailFile(path, "namespace", "at least one [[namespace]] is required");
     if (!namespaces->is_array())
       Fail(*namespaces, "namespace", "must be an array of tables: write [[namespace]]");
+    if (namespaces->as_array().empty())
+      Fail(*namespaces, "namespace", "at least one [[namespace]] is required");
     if (namespaces->as_array().size() > layout::kMaxNamespaces)
       Fail(*namespaces, "namespace", "at most 32 namespaces");
     std::set<std::string> ns_names;

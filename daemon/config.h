@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <iosfwd>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -93,6 +94,10 @@ struct Config {
 
 // Parses and validates `path`. Throws ConfigError.
 Config LoadConfig(const std::string& path);
+
+// Parses and validates config text; `path` names it in messages and becomes
+// Config::path. Throws ConfigError.
+Config ParseConfig(std::istream& text, const std::string& path);
 
 // "150ms", "5s", "10m", "1h", "1d" -> milliseconds; nullopt if malformed.
 std::optional<Millis> ParseDuration(std::string_view s);

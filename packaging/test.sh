@@ -80,6 +80,9 @@ cmake --build build/asan
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
   ctest --test-dir build/asan --output-on-failure --timeout 900
 
+step "fuzzing (libFuzzer, ${TC_FUZZ_SECONDS:-30} s per target, ASan+UBSan+LeakSanitizer)"
+bash packaging/fuzz.sh "${TC_FUZZ_SECONDS:-30}"
+
 step "the quickstart (the README's first command)"
 out=$(bash packaging/quickstart.sh 2>&1) || { echo "$out"; exit 1; }
 for want in "found in" "role	guest" "tenant by host  not in the cache" "synced          yes"; do

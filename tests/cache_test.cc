@@ -2,9 +2,13 @@
 // read-only reader gets back, and every way an entry stops being served.
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <set>
 #include <string>
+#include <string_view>
+#include <vector>
 
+#include "entry.h"
 #include "support/test_cache.h"
 #include "tenantcache/tenantcache.h"
 #include "tenantcache/tenantcache.hpp"
@@ -309,6 +313,31 @@ TEST_F(CacheTest, NamespaceTableIsPublishedInTheFile) {
   EXPECT_EQ(Get(7, Uuid(1)), TC_E_NO_NAMESPACE);
   EXPECT_EQ(tc_cache_get(cache_, user_, nullptr, 0, &value_), TC_E_INVALID_ARG);
   EXPECT_EQ(tc_cache_get(nullptr, user_, "x", 1, &value_), TC_E_INVALID_ARG);
+}
+
+TEST(EntryFormat, DecodingRefusesInconsistentLengthsAndMissingTerminators) {
+  using Fields = std::vector<std::optional<std::string_view>>;
+  const Fields fields = {std::string_view("admin"), std::nullopt, std::string_view("")};
+  std::vector<unsigned char> buf(EncodedSize("k1", "t1", fields));
+  ASSERT_EQ(EncodeEntry("k1", "t1", fields, buf.data()), buf.size());
+  EntryView e;
+  ASSERT_TRUE(DecodeEntry(buf.data(), buf.size(), 2, 2, 3, &e));
+  const char* text = nullptr;
+  size_t len = 0;
+  EntryField(e, 0, &text, &len);
+  EXPECT_EQ(std::string(text, len), "admin");
+  EntryField(e, 1, &text, &len);
+  EXPECT_EQ(text, nullptr);
+  EXPECT_FALSE(DecodeEntry(buf.data(), buf.size() - 1, 2, 2, 3, &e));  // short
+  EXPECT_FALSE(DecodeEntry(buf.data(), buf.size(), 1, 2, 3, &e));      // lengths disagree
+  // Each string must end in NUL (found by fuzz/fuzz_control: a daemon answer
+  // whose key ran into the tenant id).
+  for (size_t at : {size_t{2}, size_t{5}, buf.size() - 2, buf.size() - 1}) {
+    auto bad = buf;
+    ASSERT_EQ(bad[at], 0) << at;
+    bad[at] = 'x';
+    EXPECT_FALSE(DecodeEntry(bad.data(), bad.size(), 2, 2, 3, &e)) << at;
+  }
 }
 
 }  // namespace

@@ -630,6 +630,7 @@ TEST_F(DaemonTest, BrokenConfigFilesAreRefusedWithFileLineAndKey) {
               "tenant_column = \"t\"\nfields = []\n",
        "no [[source]] is named"},
       {good + "\n[extra]\nx = 1\n", "unknown table"},
+      {"source = []\nnamespace = []\n[cache]\npath = \"/dev/shm/x\"\n", "source: at least one [[source]]"},
       {"[cache]\nttl = \"forever\"\n" + good.substr(good.find("[control]")), "is not a duration"},
       {"[cache]\ncolour = \"blue\"\n" + good.substr(good.find("[control]")), "cache.colour: unknown key"},
   };

@@ -56,6 +56,15 @@ bool DecodeEntry(const unsigned char* data, size_t data_len, size_t key_len, siz
     if (len != layout::kNullField) need += size_t{len} + 1;
   }
   if (need != data_len) return false;
+  // Every string must end in its NUL: callers hand them to C as they are.
+  if (data[key_len] != 0 || data[key_len + 1 + tenant_len] != 0) return false;
+  const unsigned char* v = lens + 2 * size_t{field_count};
+  for (uint32_t i = 0; i < field_count; ++i) {
+    const uint16_t len = LoadLen(lens + 2 * i);
+    if (len == layout::kNullField) continue;
+    if (v[len] != 0) return false;
+    v += size_t{len} + 1;
+  }
   out->key = reinterpret_cast<const char*>(data);
   out->key_len = key_len;
   out->tenant = reinterpret_cast<const char*>(data + key_len + 1);

@@ -35,7 +35,8 @@ size_t EncodeEntry(std::string_view key, std::string_view tenant,
                    const std::vector<std::optional<std::string_view>>& fields, unsigned char* out);
 
 // Parses `data_len` bytes written by EncodeEntry. False if they are
-// inconsistent with the lengths recorded in the slot's metadata.
+// inconsistent with the lengths recorded in the slot's metadata or a string
+// lacks its terminating NUL.
 bool DecodeEntry(const unsigned char* data, size_t data_len, size_t key_len, size_t tenant_len,
                  uint32_t field_count, EntryView* out);
 
