@@ -550,7 +550,9 @@ uint64_t CacheWriter::Flush() {
 
 void CacheWriter::SetSynced(bool synced) { header_->synced.store(synced ? 1 : 0, std::memory_order_release); }
 
-void CacheWriter::Heartbeat() { header_->heartbeat_ns.store(MonotonicNowNs(), std::memory_order_release); }
+void CacheWriter::Heartbeat() { Heartbeat(MonotonicNowNs()); }
+
+void CacheWriter::Heartbeat(uint64_t at_ns) { header_->heartbeat_ns.store(at_ns, std::memory_order_release); }
 
 void CacheWriter::SetPolicy(uint64_t stale_after_ns, uint64_t idle_timeout_ns) {
   header_->stale_after_ns.store(stale_after_ns, std::memory_order_relaxed);

@@ -115,7 +115,10 @@ class CacheWriter {
   uint64_t Flush();
 
   void SetSynced(bool synced);
+  // Stamps the heartbeat readers check with now, or with `at_ns`
+  // (CLOCK_MONOTONIC) when the daemon can only vouch for the cache up to then.
   void Heartbeat();
+  void Heartbeat(uint64_t at_ns);
   void SetPolicy(uint64_t stale_after_ns, uint64_t idle_timeout_ns);
   // Marks the file as replaced; readers report it unavailable.
   void Retire();

@@ -123,8 +123,20 @@ void Daemon::Reload(const Config& config) {
                      static_cast<uint64_t>(config_.idle_timeout.count()) * 1'000'000);
 }
 
+uint64_t Daemon::ProvenNs() const {
+  uint64_t proven = UINT64_MAX;
+  for (const auto& l : listeners_) proven = std::min(proven, l->proven_ns());
+  return proven;
+}
+
 void Daemon::Beat() {
-  writer_->Heartbeat();
+  // While synced the heartbeat is the time up to which every source's changes
+  // are proven applied, so a reader's bound counts from there; otherwise
+  // (readers fail closed on the flag anyway) it shows the daemon is alive.
+  if (synced())
+    writer_->Heartbeat(ProvenNs());
+  else
+    writer_->Heartbeat();
   writer_->Sweep(256);
   const bool now_synced = synced();
   const auto now = std::chrono::steady_clock::now();
@@ -147,7 +159,7 @@ void Daemon::SourceSynced(size_t source, bool is_synced) {
     return;
   }
   if (!synced()) return;
-  writer_->Heartbeat();
+  writer_->Heartbeat(ProvenNs());
   writer_->SetSynced(true);
   if (!ready_sent_) {
     ready_sent_ = true;

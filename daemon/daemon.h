@@ -87,6 +87,8 @@ class Daemon {
   const Config& config() const { return config_; }
   Stats& stats() { return stats_; }
   bool synced() const;
+  // The oldest of the sources' Listener::proven_ns().
+  uint64_t ProvenNs() const;
   std::string StatsJson() const;
   std::string StatusLine() const;  // for systemd's STATUS=
   uv_loop_t* loop() const { return loop_; }

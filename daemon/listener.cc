@@ -3,8 +3,11 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "daemon.h"
 #include "notification.h"
+#include "reader.h"
 
 namespace tenantcache {
 namespace {
@@ -139,6 +142,9 @@ void Listener::CatchUp() {
       "(SELECT log_enabled FROM tenantcache.settings)::text, "
       "tenantcache.schema_version(), pg_notification_queue_usage(), "
       "(SELECT count(*) FROM tenantcache.watched_tables)";
+  // LISTEN is active: every change committed before now is either replayed
+  // from the log (or covered by a flush) or notified.
+  catchup_started_ns_ = MonotonicNowNs();
   conn_.Query(kState, {}, [this](const std::vector<PgResult>& results, const std::string& err) {
     const std::string e = ResultError(results, err);
     if (!e.empty()) {
@@ -226,6 +232,7 @@ void Listener::Replay(const std::string& since) {
 void Listener::MarkSynced(const std::string& snapshot) {
   if (!snapshot.empty()) sync_point_ = snapshot;
   synced_ = true;
+  proven_ns_ = catchup_started_ns_;
   attempts_ = 0;
   last_heartbeat_ = Clock::now();
   spdlog::info("source {}: listening on channel {} (backend pid {}), synced", source().name, source().channel,
@@ -251,6 +258,7 @@ void Listener::OnNotify(std::string_view payload) {
         if (heartbeats_[i].token != n.value) continue;
         ++daemon_->stats().heartbeats_received;
         last_heartbeat_ = Clock::now();
+        proven_ns_ = std::max(proven_ns_, heartbeats_[i].sent_ns);
         heartbeats_[i].received = true;
         if (heartbeats_[i].snapshot && synced_) sync_point_ = heartbeats_[i].snapshot;
         // Earlier tokens would have arrived first (commit order): they are gone.
@@ -295,7 +303,7 @@ void Listener::Tick() {
   }
   if (!heartbeat_.idle() || !conn_.connected()) return;
   const std::string token = std::to_string(getpid()) + "-" + std::to_string(++heartbeat_counter_);
-  heartbeats_.push_back(Heartbeat{token, std::nullopt, false});
+  heartbeats_.push_back(Heartbeat{token, std::nullopt, false, MonotonicNowNs()});
   while (heartbeats_.size() > 64) heartbeats_.pop_front();
   heartbeat_.Query("SELECT txid_current_snapshot()::text, pg_notify($1, $2)",
                    {source().channel, "1 h " + token},

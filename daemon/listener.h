@@ -48,6 +48,13 @@ class Listener {
   void Stop();
   void Reload();  // applies a new heartbeat_interval
   bool synced() const { return synced_; }
+  // While synced: a CLOCK_MONOTONIC time before which every committed change
+  // of this source has been applied to the cache. It is when the catch-up
+  // began, then the send time of each heartbeat whose token came back (NOTIFY
+  // is delivered in commit order, so everything committed before that
+  // heartbeat's transaction arrived before its token). The cache heartbeat
+  // readers check is this proof's time, not the daemon's clock.
+  uint64_t proven_ns() const { return proven_ns_; }
   int backend_pid() const { return conn_.backend_pid(); }
 
  private:
@@ -68,12 +75,14 @@ class Listener {
   uv_timer_t* tick_timer_ = nullptr;
   bool stopped_ = false;
   bool synced_ = false;
+  uint64_t proven_ns_ = 0, catchup_started_ns_ = 0;
   int attempts_ = 0;
   std::optional<std::string> sync_point_;  // txid_snapshot text
   struct Heartbeat {
     std::string token;
     std::optional<std::string> snapshot;  // once the query's result is in
     bool received;                        // once the listener got the token
+    uint64_t sent_ns;                     // CLOCK_MONOTONIC when it was sent
   };
   std::deque<Heartbeat> heartbeats_;
   uint64_t heartbeat_counter_ = 0;

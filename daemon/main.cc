@@ -164,6 +164,7 @@ struct Process {
   uv_timer_t* status_timer = nullptr;
   uv_timer_t* watchdog_timer = nullptr;
   bool stopping = false;
+  bool ready = false;  // READY=1 sent: every source was synced once
 };
 
 void Shutdown(Process* p, const char* why) {
@@ -200,7 +201,12 @@ void Reload(Process* p, const std::string& path) {
   } catch (const std::exception& e) {
     spdlog::error("reload failed, keeping the running configuration: {}", e.what());
   }
-  systemd::Ready(p->daemon->StatusLine());
+  // READY=1 ends the reload; before the first sync it would also claim a
+  // start that has not happened yet.
+  if (p->ready)
+    systemd::Ready(p->daemon->StatusLine());
+  else
+    systemd::Status(p->daemon->StatusLine());
 }
 
 int Run(const std::string& config_path) {
@@ -267,6 +273,7 @@ int Run(const std::string& config_path) {
   }
   p.daemon->Start([&p] {
     spdlog::info("ready: every source is listening and synced");
+    p.ready = true;
     systemd::Ready(p.daemon->StatusLine());
   });
 
@@ -276,6 +283,7 @@ int Run(const std::string& config_path) {
   uv_close(reinterpret_cast<uv_handle_t*>(&p.sigterm), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&p.sigint), nullptr);
   uv_run(&p.loop, UV_RUN_DEFAULT);
+  systemd::Finish(std::chrono::seconds(1));
   const int rc = uv_loop_close(&p.loop);
   if (rc != 0) {
     spdlog::error("event loop did not close cleanly: {}", uv_strerror(rc));

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every build and test dependency of tenantcache from Debian packages.
 # Idempotent: when everything is present it prints nothing and exits 0.
+#
+#   packaging/bootstrap.sh [--bench]   (--bench: also what packaging/bench.sh needs)
 set -euo pipefail
 
 packages=(
@@ -11,6 +13,10 @@ packages=(
   postgresql-15 postgresql-client-15
   python3 python3-cachetools
 )
+# packaging/bench.sh also compares with Redis and memcached.
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(redis-server memcached libhiredis-dev libmemcached-dev)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

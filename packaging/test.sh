@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The README's test command. Installs what the build and the tests need
 # (idempotently), checks formatting, builds with warnings as errors, runs the
-# whole suite, then the concurrency tests again under ThreadSanitizer and the
-# whole suite under AddressSanitizer + UndefinedBehaviorSanitizer. Exits
-# non-zero on the first failure.
+# whole suite and a two-minute consistency soak under injected faults, then
+# the concurrency tests again under ThreadSanitizer, the whole suite under
+# AddressSanitizer + UndefinedBehaviorSanitizer, and each libFuzzer target for
+# 30 s. Exits non-zero on the first failure.
 #
 #   packaging/test.sh            everything
-#   TC_TEST_QUICK=1 packaging/test.sh   skip the sanitizer builds
+#   TC_TEST_QUICK=1 packaging/test.sh   stop after the first tests and the soak
+#   TC_SOAK_SEED=N TC_SOAK_SECONDS=S TC_FUZZ_SECONDS=S   replay / lengthen
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,7 +33,7 @@ cleanup() {
 trap cleanup EXIT
 
 step "dependencies"
-bash packaging/bootstrap.sh
+bash packaging/bootstrap.sh --bench  # with what the benchmark's smoke run needs
 
 step "format (clang-format --dry-run)"
 mapfile -t sources < <(git ls-files '*.cc' '*.h' '*.hpp' '*.c' 2>/dev/null || find client daemon tests bench -name '*.[ch]*')
@@ -52,6 +54,12 @@ ls client/src/*.cc client/ctl/*.cc daemon/*.cc | xargs -P "$(nproc)" -n 2 clang-
 
 step "tests"
 ctest --test-dir build/ci --output-on-failure --timeout 600
+
+step "consistency soak (tests/soak: faults injected, every read checked against the commits)"
+# A random schedule each run, printed so that a failure can be replayed with
+# TC_SOAK_SEED; tests/soak/run.sh runs it for as long as asked.
+soak_seed=${TC_SOAK_SEED:-$RANDOM}
+build/ci/tests/tc_soak --duration "${TC_SOAK_SECONDS:-120}" --seed "$soak_seed" --fault-every 8
 
 step "systemd unit hardening (systemd-analyze security --offline=yes)"
 if command -v systemd-analyze >/dev/null; then
@@ -82,6 +90,11 @@ ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1
 
 step "fuzzing (libFuzzer, ${TC_FUZZ_SECONDS:-30} s per target, ASan+UBSan+LeakSanitizer)"
 bash packaging/fuzz.sh "${TC_FUZZ_SECONDS:-30}"
+
+step "the comparative benchmark, smoke run (packaging/bench.sh --quick; figures not kept)"
+bash packaging/bench.sh --quick --build-dir build/ci --output "$TC_TEST_DIR/RESULTS.md" >"$TC_TEST_DIR/bench.log" 2>&1 ||
+  { tail -n 60 "$TC_TEST_DIR/bench.log"; exit 1; }
+grep -c '^| ' "$TC_TEST_DIR/RESULTS.md" | xargs printf 'bench ran: %s table rows written\n'
 
 step "the quickstart (the README's first command)"
 out=$(bash packaging/quickstart.sh 2>&1) || { echo "$out"; exit 1; }

@@ -12,10 +12,13 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
 #include "protocol.h"
+#include "stats_format.h"
 #include "support/daemon_process.h"
 #include "support/pg_cluster.h"
 #include "support/test_cache.h"
@@ -35,6 +38,10 @@ std::string UserId(int n) {
   char b[64];
   std::snprintf(b, sizeof b, "00000000-0001-4000-8000-%012x", n);
   return b;
+}
+
+std::map<std::string, std::string> Stats(const DaemonProcess& d) {
+  return ParseFlatJson(ControlRequest(d.control_socket(), protocol::kStats));
 }
 
 class DaemonTest : public ::testing::Test {
@@ -674,6 +681,26 @@ TEST_F(DaemonTest, SighupReloadsAGoodConfigAndKeepsTheOldOneOnABadOne) {
   EXPECT_EQ(Get("user", UserId(1)), TC_FOUND) << "entries filled under the old TTL keep it";
 }
 
+TEST_F(DaemonTest, ANotifySocketNobodyReadsNeverBlocksTheDaemon) {
+  // The kernel queues 10 datagrams per unix socket by default; each reload
+  // sends two (RELOADING, READY). This test never reads its notify socket
+  // after READY (found by the soak: a blocked sd_notify froze the loop).
+  StartDaemon();
+  auto reloads = [&] {
+    const std::string log = daemon_->Log();
+    size_t n = 0;
+    for (size_t at = 0; (at = log.find("reloaded ", at)) != std::string::npos; ++at) ++n;
+    return n;
+  };
+  for (size_t i = 1; i <= 15; ++i) {
+    daemon_->Signal(SIGHUP);
+    ASSERT_TRUE(WaitFor([&] { return reloads() >= i; })) << "reload " << i << " was not handled";
+  }
+  EXPECT_EQ(Lookup("user", UserId(3)), TC_FOUND);
+  EXPECT_FALSE(Stats(*daemon_).empty());
+  // SIGTERM still ends it, with exit 0, though its last messages cannot be sent.
+}
+
 TEST_F(DaemonTest, SigtermStopsCleanlyAndMarksTheCacheUnavailable) {
   StartDaemon();
   ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
@@ -729,6 +756,228 @@ TEST_F(DaemonTest, PeersOutsideTheAllowedGroupsAreRefused) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "nobody got an answer";
   EXPECT_FALSE(ControlRequest(sock, protocol::kStats).empty()) << "root was refused";
   EXPECT_TRUE(WaitFor([&] { return daemon_->Log().find("not in allowed_groups") != std::string::npos; }));
+}
+
+// ---- overload ----------------------------------------------------------------
+
+// Watches the daemon while a test overloads it: how long the control socket
+// takes to answer a stats request (its event loop's responsiveness) and the
+// daemon's resident memory, sampled every 50 ms from another thread.
+class DaemonWatch {
+ public:
+  explicit DaemonWatch(const DaemonProcess& d)
+      : socket_(d.control_socket()), pid_(d.pid()), thread_([this] { Run(); }) {}
+  ~DaemonWatch() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  std::chrono::milliseconds slowest_answer() const { return slowest_; }
+  size_t max_rss_kb() const { return max_rss_kb_; }
+  int unanswered() const { return unanswered_; }
+  int answered() const { return answered_; }
+
+ private:
+  void Run() {
+    while (!stop_) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const std::string json = ControlRequest(socket_, protocol::kStats);
+      const auto took =
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+      if (json.empty()) {
+        ++unanswered_;
+      } else {
+        ++answered_;
+        slowest_ = std::max(slowest_, took);
+      }
+      max_rss_kb_ = std::max(max_rss_kb_, ResidentKb(pid_));
+      std::this_thread::sleep_for(50ms);  // sampling period
+    }
+  }
+  std::string socket_;
+  pid_t pid_;
+  std::atomic<bool> stop_{false};
+  std::chrono::milliseconds slowest_{0};
+  size_t max_rss_kb_ = 0;
+  int unanswered_ = 0, answered_ = 0;
+  std::thread thread_;
+};
+
+// Reader threads looking users up until stopped; every status they get.
+class Readers {
+ public:
+  Readers(tc_cache* cache, int users, int threads) {
+    tc_ns ns = 0;
+    tc_namespace(cache, "user", &ns);
+    for (int t = 0; t < threads; ++t)
+      threads_.emplace_back([=, this] {
+        tc_value v;
+        for (int i = t; !stop_; ++i) {
+          const std::string k = UserId(1 + i % users);
+          const int st = tc_cache_lookup(cache, ns, k.data(), k.size(), 2000, &v);
+          std::lock_guard lock(mu_);
+          ++statuses_[st];
+        }
+      });
+  }
+  ~Readers() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+  std::map<int, uint64_t> statuses() {
+    std::lock_guard lock(mu_);
+    return statuses_;
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::map<int, uint64_t> statuses_;
+  std::vector<std::thread> threads_;
+};
+
+TEST_F(DaemonTest, AMillionNotificationsWhileReadersRunLeaveItResponsiveAndBounded) {
+  StartDaemon();
+  for (int n = 1; n <= 50; ++n) ASSERT_EQ(Lookup("user", UserId(n)), TC_FOUND);
+  const size_t rss_before = ResidentKb(daemon_->pid());
+  const uint64_t notified_before = std::stoull(Stats(*daemon_)["notifications"]);
+  DaemonWatch watch(*daemon_);
+  Readers readers(cache_, 50, 2);
+  // 1M key messages in 10 transactions: one in 100 names a cached user, the
+  // rest keys nobody cached (as a bulk job touching other rows would).
+  for (int batch = 0; batch < 10; ++batch)
+    admin_->Exec(
+        "SELECT count(pg_notify('tenantcache', '1 k ' || g || ' user ' || "
+        "fleet.user_id(CASE WHEN g % 100 = 0 THEN 1 + g % 50 ELSE 1000 + g END)::text)) "
+        "FROM generate_series(" +
+        std::to_string(batch * 100000 + 1) + ", " + std::to_string((batch + 1) * 100000) + ") g");
+  // Every message is applied (or, had the listener been declared deaf and
+  // reconnected, covered by the flush that follows a reconnect).
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto st = Stats(*daemon_);
+        return st["synced"] == "true" &&
+               (std::stoull(st["notifications"]) >= notified_before + 1000000 || st["reconnects"] != "0");
+      },
+      120s))
+      << Tail(daemon_->Log());
+  readers.Stop();
+  watch.Stop();
+  const auto statuses = readers.statuses();
+  std::string seen;
+  for (const auto& [st, count] : statuses)
+    seen += std::string(tc_strerror(st)) + "=" + std::to_string(count) + " ";
+  for (const auto& [st, count] : statuses) EXPECT_TRUE(st == TC_FOUND || st == TC_E_UNAVAILABLE) << seen;
+  EXPECT_GT(statuses.count(TC_FOUND) ? statuses.at(TC_FOUND) : 0, 0u) << seen;
+  EXPECT_EQ(watch.unanswered(), 0);
+  EXPECT_GT(watch.answered(), 0);
+  EXPECT_LT(watch.slowest_answer(), 2s) << "the control socket stalled during the flood";
+  EXPECT_LT(watch.max_rss_kb(), rss_before + 64 * 1024) << "resident memory grew with the flood";
+  std::printf("1M notifications: statuses %s; slowest stats answer %lld ms; RSS %zu -> max %zu KiB\n",
+              seen.c_str(), static_cast<long long>(watch.slowest_answer().count()), rss_before,
+              watch.max_rss_kb());
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+}
+
+TEST_F(DaemonTest, AFloodOfMissesFromManyClientsIsAnsweredBusyNotQueuedWithoutBound) {
+  StartDaemon("", "loaders = 1\nqueue_bound = 20\n",
+              "[[namespace]]\nname = \"slowish\"\nkind = \"text\"\n"
+              "query = \"SELECT 'x' AS tenant_id, $1 || pg_sleep(0.02)::text AS v\"\n"
+              "tenant_column = \"tenant_id\"\nfields = [\"v\"]\n");
+  const size_t rss_before = ResidentKb(daemon_->pid());
+  DaemonWatch watch(*daemon_);
+  tc_ns ns = Ns("slowish");
+  std::mutex mu;
+  std::map<int, int> statuses;
+  std::chrono::milliseconds slowest{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 200; ++c)
+    clients.emplace_back([&, c] {
+      tc_value v;
+      for (int i = 0; i < 5; ++i) {
+        const std::string key = "k" + std::to_string(c) + "-" + std::to_string(i);  // every miss distinct
+        const auto t0 = std::chrono::steady_clock::now();
+        const int st = tc_cache_lookup(cache_, ns, key.data(), key.size(), 3000, &v);
+        const auto took =
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+        std::lock_guard lock(mu);
+        ++statuses[st];
+        slowest = std::max(slowest, took);
+      }
+    });
+  for (auto& t : clients) t.join();
+  watch.Stop();
+  std::string seen;
+  for (const auto& [st, count] : statuses)
+    seen += std::string(tc_strerror(st)) + "=" + std::to_string(count) + " ";
+  for (const auto& [st, count] : statuses) EXPECT_TRUE(st == TC_FOUND || st == TC_E_BUSY) << seen;
+  EXPECT_GT(statuses[TC_E_BUSY], 0) << seen;
+  EXPECT_GT(statuses[TC_FOUND], 0) << seen;
+  EXPECT_LT(slowest, 3500ms) << "a lookup outlived its timeout";
+  EXPECT_EQ(watch.unanswered(), 0);
+  EXPECT_LT(watch.slowest_answer(), 2s);
+  EXPECT_LT(watch.max_rss_kb(), rss_before + 64 * 1024);
+  auto st = Stats(*daemon_);
+  EXPECT_EQ(std::stoull(st["busy"]), static_cast<uint64_t>(statuses[TC_E_BUSY]));
+  std::printf("1000 misses from 200 clients, queue_bound 20: %s; slowest stats answer %lld ms\n",
+              seen.c_str(), static_cast<long long>(watch.slowest_answer().count()));
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND) << "the daemon stays usable";
+}
+
+TEST_F(DaemonTest, ManyFailingAndTimingOutQueriesGetClearStatusesInTime) {
+  StartDaemon("", "loaders = 2\nquery_timeout = \"200ms\"\n",
+              "[[namespace]]\nname = \"broken\"\nkind = \"text\"\n"
+              "query = \"SELECT 'x' AS tenant_id, (1 / (length($1) - length($1)))::text AS v\"\n"
+              "tenant_column = \"tenant_id\"\nfields = [\"v\"]\n\n"
+              "[[namespace]]\nname = \"slow\"\nkind = \"text\"\n"
+              "query = \"SELECT 'x' AS tenant_id, pg_sleep(5)::text AS v WHERE $1 <> ''\"\n"
+              "tenant_column = \"tenant_id\"\nfields = [\"v\"]\n");
+  const size_t rss_before = ResidentKb(daemon_->pid());
+  DaemonWatch watch(*daemon_);
+  std::mutex mu;
+  std::map<std::pair<std::string, int>, int> statuses;
+  std::chrono::milliseconds slowest{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 60; ++c)
+    clients.emplace_back([&, c] {
+      const char* name = c % 2 == 0 ? "broken" : "slow";
+      tc_ns ns = 0;
+      tc_namespace(cache_, name, &ns);
+      tc_value v;
+      for (int i = 0; i < 3; ++i) {
+        const std::string key = "k" + std::to_string(c) + "-" + std::to_string(i);
+        const auto t0 = std::chrono::steady_clock::now();
+        const int st = tc_cache_lookup(cache_, ns, key.data(), key.size(), 1500, &v);
+        const auto took =
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+        std::lock_guard lock(mu);
+        ++statuses[{name, st}];
+        slowest = std::max(slowest, took);
+      }
+    });
+  for (auto& t : clients) t.join();
+  watch.Stop();
+  std::string seen;
+  for (const auto& [k, count] : statuses)
+    seen += k.first + ":" + tc_strerror(k.second) + "=" + std::to_string(count) + " ";
+  // A failing query is answered with the error, unless the lookup's own
+  // timeout ran out first while it queued behind the slow ones; nothing is
+  // ever answered as found or absent.
+  for (const auto& [k, count] : statuses) {
+    if (k.first == "broken")
+      EXPECT_TRUE(k.second == TC_E_DAEMON || k.second == TC_E_TIMEOUT) << seen;
+    else
+      EXPECT_TRUE(k.second == TC_E_TIMEOUT || k.second == TC_E_BUSY) << seen;
+  }
+  EXPECT_GT((statuses[{"broken", TC_E_DAEMON}]), 0) << seen;
+  EXPECT_LT(slowest, 2000ms) << "a lookup outlived its timeout";
+  EXPECT_EQ(watch.unanswered(), 0);
+  EXPECT_LT(watch.slowest_answer(), 2s);
+  EXPECT_LT(watch.max_rss_kb(), rss_before + 64 * 1024);
+  std::printf("90 failing and 90 timing-out lookups: %s\n", seen.c_str());
+  EXPECT_TRUE(WaitFor([&] { return Lookup("user", UserId(1)) == TC_FOUND; }, 20s)) << "the daemon recovers";
 }
 
 }  // namespace

@@ -7,6 +7,12 @@
 
 namespace tenantcache {
 
+const uint64_t kCoarseResolutionNs = [] {
+  timespec ts{};
+  clock_getres(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}();
+
 using layout::FileHeader;
 using layout::NamespaceDesc;
 

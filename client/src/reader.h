@@ -23,12 +23,20 @@ namespace tenantcache {
 
 // CLOCK_MONOTONIC_COARSE is served by the vDSO without a system call and
 // costs a few nanoseconds; it lags CLOCK_MONOTONIC (what the daemon writes)
-// by at most one kernel tick, which the staleness bound absorbs.
+// by up to one kernel tick, its resolution.
 inline uint64_t CoarseNowNs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
+
+// CLOCK_MONOTONIC_COARSE's resolution (one kernel tick), read at load time.
+extern const uint64_t kCoarseResolutionNs;
+
+// The readers' "now" for the fail-closed and expiry checks: the coarse clock
+// plus one tick, so never earlier than CLOCK_MONOTONIC. The heartbeat's age
+// is then never underestimated, and the bound holds to the nanosecond.
+inline uint64_t ReaderNowNs() { return CoarseNowNs() + kCoarseResolutionNs; }
 
 inline uint64_t MonotonicNowNs() {
   timespec ts;

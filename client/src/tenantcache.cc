@@ -21,8 +21,8 @@
 #include "keys.h"
 #include "reader.h"
 
-using tenantcache::CoarseNowNs;
 using tenantcache::EntryView;
+using tenantcache::ReaderNowNs;
 using tenantcache::ValueMeta;
 namespace layout = tenantcache::layout;
 
@@ -295,7 +295,7 @@ int Get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_val
   const auto kr = tenantcache::NormalizeKey(d.key_kind, d.max_key_len, key, key_len, norm);
   if (!kr.ok()) return TC_E_INVALID_KEY;
 
-  const uint64_t now = CoarseNowNs();
+  const uint64_t now = ReaderNowNs();
   const auto* h = cache->header;
   if (!Available(h, now)) return TC_E_UNAVAILABLE;
 
@@ -406,7 +406,7 @@ int tc_value_get(const tc_value* value, const char* name, const char** text, siz
 int tc_cache_info(const tc_cache* cache, tc_info* out) {
   if (cache == nullptr || out == nullptr) return TC_E_INVALID_ARG;
   const auto* h = cache->header;
-  const uint64_t now = CoarseNowNs();
+  const uint64_t now = ReaderNowNs();
   std::memset(out, 0, sizeof *out);
   out->daemon_pid = h->daemon_pid.load(std::memory_order_relaxed);
   out->synced = h->synced.load(std::memory_order_acquire) != 0;

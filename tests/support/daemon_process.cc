@@ -157,6 +157,15 @@ std::optional<int> DaemonProcess::Wait(std::chrono::milliseconds timeout) {
   return std::nullopt;
 }
 
+std::string DaemonProcess::control_socket() const {
+  const std::string config = ReadFile(config_path());
+  const size_t table = config.find("[control]");
+  const size_t at = config.find("socket = \"", table == std::string::npos ? 0 : table);
+  if (at == std::string::npos) return "";
+  const size_t begin = at + 10;
+  return config.substr(begin, config.find('"', begin) - begin);
+}
+
 std::string DaemonProcess::Log() const {
   try {
     return ReadFile(dir_ + "/daemon.log");

@@ -41,6 +41,8 @@ class DaemonProcess {
   std::string Log() const;
   std::string config_path() const { return dir_ + "/tenantcached.toml"; }
   std::string cache_path() const { return dir_ + "/cache"; }
+  // [control].socket of the config it runs on.
+  std::string control_socket() const;
   void Rewrite(const std::string& config) const;
 
  private:

@@ -3,6 +3,8 @@
 #ifndef TENANTCACHE_TESTS_SUPPORT_TEST_CACHE_H_
 #define TENANTCACHE_TESTS_SUPPORT_TEST_CACHE_H_
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -42,6 +44,9 @@ struct CommandResult {
   std::string output;
 };
 CommandResult RunCommand(const std::string& command_line);
+
+// The resident memory of process `pid` in KiB (VmRSS), 0 if unknown.
+size_t ResidentKb(pid_t pid);
 
 // Polls `cond` until it holds or `timeout` passes; returns its last result.
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout = std::chrono::seconds(10));

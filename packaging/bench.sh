@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The comparative benchmark, in one command: installs what it needs
+# (packaging/bootstrap.sh --bench), builds a Release tree in build/bench,
+# starts Redis and memcached on loopback (free ports, private directories)
+# and a throwaway PostgreSQL with the real tenantcached (bench/compare_bench
+# does that), runs bench/compare_bench and bench/python_bench.py, writes the
+# results with a description of the machine to bench/RESULTS.md, and stops
+# everything it started.
+#
+#   packaging/bench.sh [--quick] [--output FILE] [--build-dir DIR]
+#
+# --quick: a tenth of the samples (a smoke run; the figures are noisier).
+# --build-dir: use an existing build tree (packaging/test.sh's smoke run)
+# instead of configuring build/bench as Release.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+quick=()
+output=bench/RESULTS.md
+build=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) quick=(--quick) ;;
+    --output) output=$2; shift ;;
+    --build-dir) build=$2; shift ;;
+    *) echo "usage: packaging/bench.sh [--quick] [--output FILE] [--build-dir DIR]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+bash packaging/bootstrap.sh --bench
+if [ -z "$build" ]; then
+  build=build/bench
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTC_BUILD_TESTS=ON -DTC_BUILD_BENCH=ON >/dev/null
+fi
+cmake --build "$build" --target compare_bench make_cache tenantcache tenantcached >/dev/null
+build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build/CMakeCache.txt")
+
+work=$(mktemp -d /tmp/tenantcache-bench-XXXXXX)
+chmod 755 "$work"
+mkdir -m 755 "$work/pg" "$work/test"
+export TC_PG_ROOT=$work/pg TC_TEST_DIR=$work/test
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for pid_file in "$TC_PG_ROOT"/*/data/postmaster.pid; do
+    [ -f "$pid_file" ] && kill -QUIT "$(head -n 1 "$pid_file")" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_listening() {  # PORT NAME LOG
+  for _ in $(seq 1 200); do
+    listening "$1" && return 0
+    kill -0 "${pids[-1]}" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "$2 did not start:" >&2
+  cat "$3" >&2
+  exit 1
+}
+
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \
+  --logfile "$work/redis.log" &
+pids+=($!)
+wait_listening "$redis_port" redis-server "$work/redis.log"
+
+memcached_port=$(free_port)
+as_user=()
+[ "$(id -u)" -eq 0 ] && as_user=(-u nobody)
+memcached -l 127.0.0.1 -p "$memcached_port" -U 0 -m 1024 "${as_user[@]}" >"$work/memcached.log" 2>&1 &
+pids+=($!)
+wait_listening "$memcached_port" memcached "$work/memcached.log"
+
+started=$(date -u '+%Y-%m-%d %H:%M UTC')
+"$build/bench/compare_bench" --redis-port "$redis_port" --memcached-port "$memcached_port" "${quick[@]}" |
+  tee "$work/compare.md"
+c_p50=$(sed -n 's/.*tc_c_p50_ns=\([0-9.]*\).*/\1/p' "$work/compare.md")
+seconds=2
+[ ${#quick[@]} -gt 0 ] && seconds=0.2
+/usr/bin/python3 bench/python_bench.py "$build" --seconds "$seconds" --c-p50-ns "${c_p50:-0}" |
+  tee "$work/python.md"
+
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+{
+  echo "# tenantcache benchmark results"
+  echo
+  echo "Written by \`packaging/bench.sh${quick:+ --quick}\` on $started. Every figure below comes from that one run,"
+  echo "on this machine; rerun the command to measure yours. The figures of a shared VM move by ±30%"
+  echo "between runs: read the ratios, not the last digit."
+  echo
+  echo "| machine | |"
+  echo "|---|---|"
+  echo "| CPU | $(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(nproc) cores available$(command -v systemd-detect-virt >/dev/null && v=$(systemd-detect-virt 2>/dev/null) && echo ", virtualised ($v)") |"
+  echo "| memory | $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) |"
+  echo "| system | $(. /etc/os-release && echo "$PRETTY_NAME"), Linux $(uname -r) |"
+  echo "| PostgreSQL | $("$pg_bin/postgres" --version | awk '{print $3}') (throwaway cluster: unix socket, fsync off) |"
+  echo "| Redis | $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') (loopback TCP, no persistence) |"
+  echo "| memcached | $(memcached -V | awk '{print $2}') (loopback TCP) |"
+  echo "| compiler | $(c++ --version | head -n 1), CMake build type $build_type |"
+  echo "| Python | $(/usr/bin/python3 --version | awk '{print $2}'), cachetools $(/usr/bin/python3 -c 'import cachetools; print(cachetools.__version__)') |"
+  echo
+  # Section 1 (C), then the Python table, then the rest.
+  awk '/^## 2\./ { exit } { print }' "$work/compare.md" | grep -v '^<!--'
+  echo "### The same lookup from Python"
+  echo
+  cat "$work/python.md"
+  echo
+  awk '/^## 2\./ { on = 1 } on { print }' "$work/compare.md"
+} >"$output"
+echo
+echo "wrote $output"

@@ -1,0 +1,697 @@
+// Consistency soak: the whole product under faults, checked against what was
+// committed.
+//
+//   tc_soak [--duration SECONDS] [--seed N] [--readers N] [--writes-per-sec N]
+//           [--reads-per-sec N] [--fault-every SECONDS] [--stale-after-ms N]
+//           [--faults kill-listener,restart-postgres,stop-listener,kill-daemon]
+//
+// It starts a throwaway PostgreSQL cluster and the real tenantcached, with a
+// namespace "member" whose value carries the member row's version and its
+// tenant row's version. Writer threads bump those versions (UPDATE ...
+// RETURNING version, autocommit) and publish, per row, when each version's
+// commit was acknowledged. Reader processes (this binary, re-executed with
+// --reader) look members up through the client library and check every
+// value they are served against that history:
+//
+//   stale     a newer version of the member or its tenant had been
+//             acknowledged before the read started; its age is the time from
+//             that acknowledgment to the read (a lower bound of the true
+//             staleness, by the commit's round trip);
+//   wrong     the value names another tenant, or a member reads as absent.
+//
+// A fault injector, at random times (seeded), kills the listener's backend,
+// restarts PostgreSQL (fast), SIGSTOPs the listener's backend for up to
+// 2.5 x stale_after, or SIGKILLs the daemon and starts it again, and waits for
+// the cache to be available again after each.
+//
+// The run fails (exit 1) when any read was served staler than the fail-closed
+// bound (stale_after), any answer was wrong, a fault was not recovered from
+// within 60 s, a reader died, or nothing was checked. Reads staler than 10 ms
+// while the cache was trusted are reported (they happen in the windows that
+// the bound exists for: a deaf listener not yet detected, a dead daemon whose
+// last heartbeat is not yet stale).
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cinttypes>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "protocol.h"
+#include "stats_format.h"
+#include "support/daemon_process.h"
+#include "support/pg_cluster.h"
+#include "support/test_cache.h"
+#include "tenantcache/tenantcache.h"
+
+namespace tenantcache::soak {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+constexpr uint32_t kRing = 64;     // acknowledged versions kept per row
+constexpr uint64_t kAckBits = 40;  // microseconds since the run's start
+constexpr uint64_t kAckMask = (uint64_t{1} << kAckBits) - 1;
+constexpr uint64_t kTagMask = (uint64_t{1} << (64 - kAckBits)) - 1;  // version, low 24 bits
+constexpr int kMaxReaders = 64;
+constexpr int64_t kFreshUs = 10'000;  // "stale beyond 10 ms"
+
+// One row's acknowledged versions: ring[v % kRing] = (v & kTagMask) << 40 | ack_us.
+// One writer thread per row, so versions are published in order.
+struct History {
+  std::atomic<uint64_t> latest;
+  std::atomic<uint64_t> ring[kRing];
+};
+
+struct ReaderCounters {
+  std::atomic<uint64_t> reads, found, unavailable, busy, timeout, daemon_error, other;
+  std::atomic<uint64_t> stale_fresh, stale_bound, wrong;
+  std::atomic<int64_t> max_stale_us;
+  std::atomic<int> done;
+  char first_problem[256];
+};
+
+// The file the driver and the readers share (MAP_SHARED, zero-filled by
+// ftruncate: the atomics must be lock-free so that zero bytes are a valid
+// zero and processes can share them).
+static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<int64_t>::is_always_lock_free &&
+              std::atomic<int>::is_always_lock_free);
+struct Shared {
+  uint32_t members, tenants;
+  int64_t bound_us;
+  int64_t base_us;  // CLOCK_MONOTONIC at the start: times are kept relative to it
+  std::atomic<int> stop;
+  ReaderCounters readers[kMaxReaders];
+  History rows[1];  // members, then tenants
+};
+
+size_t SharedSize(uint32_t rows) { return sizeof(Shared) + sizeof(History) * rows; }
+
+int64_t NowUs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000 + ts.tv_nsec / 1000;
+}
+
+std::string MemberKey(uint32_t m) { return test::Uuid(m); }
+std::string TenantKey(uint32_t t) { return test::Uuid(1'000'000 + t); }
+
+void Publish(History& h, uint64_t version, int64_t ack_us) {
+  h.ring[version % kRing].store(
+      ((version & kTagMask) << kAckBits) | (static_cast<uint64_t>(ack_us) & kAckMask),
+      std::memory_order_release);
+  h.latest.store(version, std::memory_order_release);
+}
+
+// How long before `read_us` a version newer than `seen` was acknowledged;
+// negative when none was. Versions are acknowledged in order, so the oldest
+// newer version still in the ring gives a lower bound when older ones were
+// overwritten or their acknowledgment was lost (a commit whose outcome the
+// writer could not learn).
+int64_t Staleness(const History& h, uint64_t seen, int64_t read_us) {
+  const uint64_t latest = h.latest.load(std::memory_order_acquire);
+  const uint64_t first = std::max(seen + 1, latest >= kRing ? latest - kRing + 1 : 0);
+  for (uint64_t w = first; w <= latest; ++w) {
+    const uint64_t word = h.ring[w % kRing].load(std::memory_order_acquire);
+    if ((word >> kAckBits) != (w & kTagMask)) continue;  // not acknowledged (or overwritten)
+    return read_us - static_cast<int64_t>(word & kAckMask);
+  }
+  return -1;
+}
+
+const char* const kFaults[] = {"kill-listener", "restart-postgres", "stop-listener", "kill-daemon"};
+
+struct Options {
+  int duration_s = 120;
+  uint64_t seed = 1;
+  int readers = 4;
+  int writes_per_sec = 200;
+  int reads_per_sec = 5000;  // per reader
+  double fault_every_s = 12;
+  int stale_after_ms = 1000;
+  uint32_t members = 2000, tenants = 20;
+  std::vector<int> faults = {0, 1, 2, 3};  // indexes into kFaults
+  // Reader mode.
+  std::string shared_path, cache_path;
+  int reader_index = -1;
+};
+
+Shared* MapShared(const std::string& path, uint32_t rows, bool create) {
+  const int fd = open(path.c_str(), create ? O_RDWR | O_CREAT | O_TRUNC : O_RDWR, 0600);
+  if (fd < 0 || (create && ftruncate(fd, static_cast<off_t>(SharedSize(rows))) != 0)) {
+    std::perror(path.c_str());
+    std::exit(2);
+  }
+  void* p = mmap(nullptr, SharedSize(rows), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) {
+    std::perror("mmap");
+    std::exit(2);
+  }
+  return static_cast<Shared*>(p);
+}
+
+// ---- a reader process ------------------------------------------------------
+
+void Problem(ReaderCounters& c, const std::string& what) {
+  if (c.first_problem[0] == '\0') std::snprintf(c.first_problem, sizeof c.first_problem, "%s", what.c_str());
+}
+
+int RunReader(const Options& o) {
+  // A reader never outlives the driver (killed, crashed or timed out).
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() == 1) return 1;
+  Shared* s = MapShared(o.shared_path, o.members + o.tenants, false);
+  ReaderCounters& c = s->readers[o.reader_index];
+  tc_cache* cache = nullptr;
+  if (tc_cache_open(o.cache_path.c_str(), &cache) != 0) {
+    Problem(c, "cannot open the cache file");
+    c.done = 2;
+    return 1;
+  }
+  tc_ns ns;
+  if (tc_namespace(cache, "member", &ns) != 0) {
+    Problem(c, "no namespace member");
+    c.done = 2;
+    return 1;
+  }
+  std::vector<std::string> member_keys(o.members), tenant_ids(o.tenants);
+  for (uint32_t m = 0; m < o.members; ++m) member_keys[m] = MemberKey(m);
+  for (uint32_t t = 0; t < o.tenants; ++t) tenant_ids[t] = TenantKey(t);
+  std::mt19937_64 rng(o.seed * 1000 + static_cast<uint64_t>(o.reader_index));
+  std::uniform_int_distribution<uint32_t> pick(0, o.members - 1);
+  const int batch = std::max(1, o.reads_per_sec / 100);  // paced in 10 ms ticks
+  auto next_tick = Clock::now();
+  tc_value v;
+  int64_t max_stale = 0;
+  auto check = [&](const History& h, const char* field, int64_t read_us, uint32_t row_label) {
+    const char* text = nullptr;
+    size_t len = 0;
+    if (tc_value_get(&v, field, &text, &len) != 0 || text == nullptr) {
+      ++c.wrong;
+      Problem(c, std::string("value without field ") + field);
+      return;
+    }
+    const uint64_t seen = std::strtoull(text, nullptr, 10);
+    const int64_t stale = Staleness(h, seen, read_us);
+    if (stale > max_stale) max_stale = stale;
+    if (stale > kFreshUs) ++c.stale_fresh;
+    if (stale > s->bound_us) {
+      ++c.stale_bound;
+      Problem(c, std::string(field) + " " + std::to_string(seen) + " of row " + std::to_string(row_label) +
+                     " served " + std::to_string(stale / 1000) + " ms after a newer version was committed");
+    }
+  };
+  while (s->stop.load(std::memory_order_acquire) == 0) {
+    for (int i = 0; i < batch; ++i) {
+      const uint32_t m = pick(rng);
+      const uint32_t t = m % o.tenants;
+      const int64_t t0 = NowUs() - s->base_us;
+      const int st = tc_cache_lookup(cache, ns, member_keys[m].data(), member_keys[m].size(), 1000, &v);
+      ++c.reads;
+      switch (st) {
+        case TC_FOUND: {
+          ++c.found;
+          const char* tenant = tc_value_tenant(&v, nullptr);
+          const char* key = tc_value_key(&v, nullptr);
+          if (tenant == nullptr || tenant_ids[t] != tenant || key == nullptr || member_keys[m] != key) {
+            ++c.wrong;
+            Problem(c, "member " + std::to_string(m) + " served as key " + (key ? key : "(none)") +
+                           " of tenant " + (tenant ? tenant : "(none)"));
+            break;
+          }
+          check(s->rows[m], "version", t0, m);
+          check(s->rows[o.members + t], "tenant_version", t0, o.members + t);
+          break;
+        }
+        case TC_E_UNAVAILABLE:
+          ++c.unavailable;
+          break;
+        case TC_E_BUSY:
+          ++c.busy;
+          break;
+        case TC_E_TIMEOUT:
+          ++c.timeout;
+          break;
+        case TC_E_DAEMON:
+          ++c.daemon_error;
+          break;
+        case TC_NOT_FOUND:
+          ++c.wrong;
+          Problem(c, "member " + std::to_string(m) + " read as absent");
+          break;
+        default:
+          ++c.other;
+          Problem(c, "lookup returned " + std::string(tc_strerror(st)));
+          break;
+      }
+    }
+    c.max_stale_us.store(max_stale, std::memory_order_relaxed);
+    next_tick += 10ms;
+    const auto now = Clock::now();
+    if (next_tick > now)
+      std::this_thread::sleep_until(next_tick);  // pacing, not synchronisation
+    else
+      next_tick = now;
+  }
+  tc_cache_close(cache);
+  c.done = 1;
+  return 0;
+}
+
+// ---- the driver ------------------------------------------------------------
+
+class Writer {
+ public:
+  Writer(int index, int count, const std::string& conninfo, const Options& o, Shared* s)
+      : index_(index), count_(count), conninfo_(conninfo), o_(o), s_(s) {}
+
+  void Run() {
+    std::mt19937_64 rng(o_.seed * 7919 + static_cast<uint64_t>(index_));
+    // Each writer owns the members m with m % count == index; writer 0 also
+    // owns the tenants (5% of its writes).
+    const uint32_t own = (o_.members - static_cast<uint32_t>(index_) + static_cast<uint32_t>(count_) - 1) /
+                         static_cast<uint32_t>(count_);
+    std::uniform_int_distribution<uint32_t> member(0, own - 1), tenant(0, o_.tenants - 1);
+    std::uniform_int_distribution<int> percent(0, 99);
+    const auto period = std::chrono::microseconds(1'000'000LL * count_ / std::max(1, o_.writes_per_sec));
+    auto next = Clock::now();
+    while (s_->stop.load(std::memory_order_acquire) == 0) {
+      next += period;
+      std::this_thread::sleep_until(next);  // pacing
+      if (Clock::now() > next + 1s) next = Clock::now();
+      if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
+        if (conn_ != nullptr) PQfinish(conn_);
+        conn_ = PQconnectdb(conninfo_.c_str());
+        if (PQstatus(conn_) != CONNECTION_OK) {
+          ++errors;
+          continue;
+        }
+      }
+      const bool is_tenant = index_ == 0 && percent(rng) < 5;
+      const uint32_t row = is_tenant
+                               ? tenant(rng)
+                               : member(rng) * static_cast<uint32_t>(count_) + static_cast<uint32_t>(index_);
+      const std::string key = is_tenant ? TenantKey(row) : MemberKey(row);
+      const char* params[] = {key.c_str()};
+      PGresult* r = PQexecParams(conn_,
+                                 is_tenant ? "UPDATE soak.tenants SET version = version + 1 WHERE id = $1 "
+                                             "RETURNING version"
+                                           : "UPDATE soak.members SET version = version + 1 WHERE id = $1 "
+                                             "RETURNING version",
+                                 1, nullptr, params, nullptr, nullptr, 0);
+      const int64_t ack = NowUs() - s_->base_us;
+      if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        const uint64_t version = std::strtoull(PQgetvalue(r, 0, 0), nullptr, 10);
+        Publish(s_->rows[is_tenant ? o_.members + row : row], version, ack);
+        ++(is_tenant ? tenant_writes : member_writes);
+      } else {
+        ++errors;  // e.g. the server restarting; the outcome may be unknown
+      }
+      PQclear(r);
+    }
+    if (conn_ != nullptr) PQfinish(conn_);
+  }
+
+  std::atomic<uint64_t> member_writes{0}, tenant_writes{0}, errors{0};
+
+ private:
+  int index_, count_;
+  std::string conninfo_;
+  const Options& o_;
+  Shared* s_;
+  PGconn* conn_ = nullptr;
+};
+
+std::string SoakConfig(const std::string& dir, const std::string& conninfo, int stale_after_ms) {
+  return "[daemon]\nlog_level = \"info\"\n\n[cache]\npath = \"" + dir +
+         "/cache\"\ncapacity = 10000\nstale_after = \"" + std::to_string(stale_after_ms) +
+         "ms\"\nheartbeat_interval = \"" + std::to_string(std::max(10, stale_after_ms / 10)) +
+         "ms\"\n\n[control]\nsocket = \"" + dir +
+         "/ctl.sock\"\n\n[[source]]\nname = \"main\"\nconninfo = \"" + conninfo +
+         "\"\nreconnect_min = \"20ms\"\nreconnect_max = \"500ms\"\nquery_timeout = \"2s\"\n\n"
+         "[[namespace]]\nname = \"member\"\nkind = \"uuid\"\n"
+         "query = \"\"\"SELECT t.id::text AS tenant_id, m.version::text AS version, t.version::text AS "
+         "tenant_version\n  FROM soak.members m JOIN soak.tenants t ON t.id = m.tenant_id WHERE m.id = "
+         "$1::uuid\"\"\"\n"
+         "tenant_column = \"tenant_id\"\nfields = [\"version\", \"tenant_version\"]\n";
+}
+
+// The daemon's count of listener reconnects (0 when it does not answer).
+uint64_t Reconnects(const test::DaemonProcess& d) {
+  const auto stats = ParseFlatJson(test::ControlRequest(d.control_socket(), protocol::kStats));
+  const auto it = stats.find("reconnects");
+  return it == stats.end() ? 0 : std::strtoull(it->second.c_str(), nullptr, 10);
+}
+
+// The listener's backend pid, waiting (up to `timeout`) for one to exist.
+int ListenerBackend(const std::string& conninfo, std::chrono::milliseconds timeout) {
+  int pid = 0;
+  test::WaitFor(
+      [&] {
+        try {
+          test::PgConn c(conninfo);
+          const std::string s = c.Scalar(
+              "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = "
+              "'tenantcached listener main'");
+          pid = std::atoi(s.c_str());
+        } catch (const std::exception&) {
+          pid = 0;
+        }
+        return pid > 0;
+      },
+      timeout);
+  return pid;
+}
+
+int RunDriver(const Options& o, const char* self) {
+  std::printf("soak: %d s, seed %" PRIu64
+              ", %d reader processes at %d reads/s each, %d writes/s, "
+              "a fault every ~%.0f s, stale_after %d ms\n",
+              o.duration_s, o.seed, o.readers, o.reads_per_sec, o.writes_per_sec, o.fault_every_s,
+              o.stale_after_ms);
+  std::fflush(stdout);
+  test::TempDir dir;
+  test::PgCluster cluster;
+  const std::string db = cluster.CreateDatabase();
+  const std::string conninfo = cluster.Conninfo(db);
+  {
+    test::PgConn c(conninfo);
+    c.Exec(test::ReadFile(test::SqlDir() + "/install.sql"));
+    c.Exec(
+        "CREATE SCHEMA soak;"
+        "CREATE TABLE soak.tenants (id uuid PRIMARY KEY, version bigint NOT NULL DEFAULT 0);"
+        "CREATE TABLE soak.members (id uuid PRIMARY KEY, tenant_id uuid NOT NULL REFERENCES soak.tenants,"
+        "                           version bigint NOT NULL DEFAULT 0);"
+        "SELECT tenantcache.watch_table('soak.tenants', 'id', '{}');"
+        "SELECT tenantcache.watch_table('soak.members', NULL, '{\"member\": \"id\"}');");
+    std::string tenants = "INSERT INTO soak.tenants (id) VALUES ", members;
+    for (uint32_t t = 0; t < o.tenants; ++t) tenants += (t ? ",('" : "('") + TenantKey(t) + "')";
+    c.Exec(tenants);
+    for (uint32_t m = 0; m < o.members; ++m) {
+      if (m % 1000 == 0) {
+        if (!members.empty()) c.Exec(members);
+        members = "INSERT INTO soak.members (id, tenant_id) VALUES ";
+      } else {
+        members += ",";
+      }
+      members += "('" + MemberKey(m) + "','" + TenantKey(m % o.tenants) + "')";
+    }
+    c.Exec(members);
+  }
+
+  const std::string shared_path = dir.File("shared");
+  Shared* s = MapShared(shared_path, o.members + o.tenants, true);
+  s->members = o.members;
+  s->tenants = o.tenants;
+  s->bound_us = int64_t{o.stale_after_ms} * 1000;
+  s->base_us = NowUs();
+
+  const std::string config = SoakConfig(dir.path(), conninfo, o.stale_after_ms);
+  auto daemon = std::make_unique<test::DaemonProcess>(dir.path(), config);
+  if (!daemon->WaitReady(30s)) {
+    std::fprintf(stderr, "soak: the daemon did not become ready:\n%s\n", daemon->Log().c_str());
+    return 1;
+  }
+  tc_cache* cache = nullptr;
+  if (tc_cache_open(daemon->cache_path().c_str(), &cache) != 0) {
+    std::fprintf(stderr, "soak: cannot open the cache\n");
+    return 1;
+  }
+  auto available = [&] {
+    tc_info info;
+    return tc_cache_info(cache, &info) == 0 && info.available == 1 && info.synced == 1;
+  };
+  test::WaitFor(available, 30s);
+
+  // Writers (threads) first, then readers (processes, exec'd afresh).
+  std::vector<std::unique_ptr<Writer>> writers;
+  std::vector<std::thread> writer_threads;
+  for (int i = 0; i < 2; ++i) writers.push_back(std::make_unique<Writer>(i, 2, conninfo, o, s));
+  for (auto& w : writers) writer_threads.emplace_back([&w] { w->Run(); });
+  std::vector<pid_t> readers;
+  for (int i = 0; i < o.readers; ++i) {
+    // Everything the child needs is built before fork: between fork and exec
+    // a child of a threaded process may only call async-signal-safe functions.
+    const std::vector<std::string> args = {self,
+                                           "--reader",
+                                           std::to_string(i),
+                                           "--shared",
+                                           shared_path,
+                                           "--cache",
+                                           daemon->cache_path(),
+                                           "--seed",
+                                           std::to_string(o.seed),
+                                           "--members",
+                                           std::to_string(o.members),
+                                           "--tenants",
+                                           std::to_string(o.tenants),
+                                           "--reads-per-sec",
+                                           std::to_string(o.reads_per_sec)};
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      execv(self, argv.data());
+      _exit(127);
+    }
+    readers.push_back(pid);
+  }
+
+  // The fault injector.
+  std::mt19937_64 rng(o.seed);
+  std::uniform_real_distribution<double> gap(0.5 * o.fault_every_s, 1.5 * o.fault_every_s);
+  std::uniform_int_distribution<size_t> which(0, o.faults.size() - 1);
+  std::uniform_real_distribution<double> hold(0.5, 2.5);
+  std::vector<int> faults(std::size(kFaults), 0);
+  double max_recovery_s = 0;
+  std::string failure;
+  const auto start = Clock::now();
+  const auto end = start + std::chrono::seconds(o.duration_s);
+  for (;;) {
+    const auto at = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(gap(rng) * 1000));
+    if (at + 5s > end) break;
+    std::this_thread::sleep_until(at);  // a random time for the next fault
+    const int f = o.faults[which(rng)];
+    const auto injected = Clock::now();
+    const uint64_t reconnects_before = Reconnects(*daemon);
+    try {
+      switch (f) {
+        case 0: {
+          const int pid = ListenerBackend(cluster.Conninfo(), 30s);
+          test::PgConn c(cluster.Conninfo());
+          if (pid == 0 || c.Scalar("SELECT pg_terminate_backend(" + std::to_string(pid) + ")") != "t")
+            failure = "could not find the listener's backend to kill";
+          break;
+        }
+        case 1:
+          cluster.Restart();
+          break;
+        case 2: {
+          const int pid = ListenerBackend(cluster.Conninfo(), 30s);
+          if (pid == 0) {
+            failure = "could not find the listener's backend to stop";
+            break;
+          }
+          kill(pid, SIGSTOP);
+          std::this_thread::sleep_for(std::chrono::milliseconds(
+              static_cast<int64_t>(hold(rng) * o.stale_after_ms)));  // the fault's duration
+          kill(pid, SIGCONT);
+          break;
+        }
+        case 3: {
+          daemon->Signal(SIGKILL);
+          daemon->Wait(10s);
+          daemon = std::make_unique<test::DaemonProcess>(dir.path(), config);
+          if (!daemon->WaitReady(30s)) failure = "the daemon did not start again after SIGKILL";
+          break;
+        }
+      }
+    } catch (const std::exception& e) {
+      failure = std::string(kFaults[f]) + ": " + e.what();
+    }
+    ++faults[f];
+    if (!failure.empty()) break;
+    // A killed listener or a restarted server is noticed (a reconnect) before
+    // the cache counts as recovered; otherwise "available" could be the state
+    // from before the daemon noticed.
+    if ((f == 0 || f == 1) && !test::WaitFor([&] { return Reconnects(*daemon) > reconnects_before; }, 30s)) {
+      failure = std::string("the daemon did not notice ") + kFaults[f];
+      break;
+    }
+    if (!test::WaitFor(available, 60s)) {
+      failure = std::string("the cache was not available again within 60 s after ") + kFaults[f];
+      std::printf("daemon %d: %s", daemon->pid(),
+                  test::ReadFile("/proc/" + std::to_string(daemon->pid()) + "/stat").c_str());
+      // Where it is stuck, when gdb is at hand.
+      std::printf("%s\n", test::RunCommand("gdb -p " + std::to_string(daemon->pid()) +
+                                           " -batch -ex 'thread apply all bt' 2>&1 | tail -n 60")
+                              .output.c_str());
+      break;
+    }
+    max_recovery_s = std::max(max_recovery_s, std::chrono::duration<double>(Clock::now() - injected).count());
+  }
+  if (failure.empty()) std::this_thread::sleep_until(end);  // the rest of the run
+
+  s->stop.store(1, std::memory_order_release);
+  for (auto& t : writer_threads) t.join();
+  int readers_failed = 0;
+  for (pid_t pid : readers) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++readers_failed;
+  }
+  daemon->Signal(SIGTERM);
+  const auto status = daemon->Wait(20s);
+  if (!status || !WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
+    if (failure.empty()) failure = "the daemon did not exit 0 on SIGTERM";
+  }
+  tc_cache_close(cache);
+
+  ReaderCounters sum{};
+  int64_t max_stale = 0;
+  std::string problem;
+  for (int i = 0; i < o.readers; ++i) {
+    const ReaderCounters& c = s->readers[i];
+    const std::pair<std::atomic<uint64_t>*, const std::atomic<uint64_t>*> counters[] = {
+        {&sum.reads, &c.reads},
+        {&sum.found, &c.found},
+        {&sum.unavailable, &c.unavailable},
+        {&sum.busy, &c.busy},
+        {&sum.timeout, &c.timeout},
+        {&sum.daemon_error, &c.daemon_error},
+        {&sum.other, &c.other},
+        {&sum.stale_fresh, &c.stale_fresh},
+        {&sum.stale_bound, &c.stale_bound},
+        {&sum.wrong, &c.wrong}};
+    for (const auto& [to, from] : counters) *to += from->load();
+    max_stale = std::max<int64_t>(max_stale, c.max_stale_us.load());
+    if (problem.empty() && c.first_problem[0] != '\0') problem = c.first_problem;
+  }
+  uint64_t member_writes = 0, tenant_writes = 0, write_errors = 0;
+  for (auto& w : writers) {
+    member_writes += w->member_writes;
+    tenant_writes += w->tenant_writes;
+    write_errors += w->errors;
+  }
+  const int total_faults = faults[0] + faults[1] + faults[2] + faults[3];
+  std::printf("reads checked      %" PRIu64 " (served %" PRIu64 ", unavailable %" PRIu64 ", busy %" PRIu64
+              ", timeout %" PRIu64 ", daemon error %" PRIu64 ", other %" PRIu64 ")\n",
+              sum.reads.load(), sum.found.load(), sum.unavailable.load(), sum.busy.load(), sum.timeout.load(),
+              sum.daemon_error.load(), sum.other.load());
+  std::printf("writes committed   %" PRIu64 " member, %" PRIu64 " tenant (%" PRIu64
+              " failed during faults)\n",
+              member_writes, tenant_writes, write_errors);
+  std::printf(
+      "faults injected    %d (kill-listener %d, restart-postgres %d, stop-listener %d, kill-daemon %d);"
+      " slowest recovery %.2f s\n",
+      total_faults, faults[0], faults[1], faults[2], faults[3], max_recovery_s);
+  std::printf("stale > 10 ms      %" PRIu64 " reads served while trusted (max staleness %.1f ms)\n",
+              sum.stale_fresh.load(), static_cast<double>(max_stale) / 1000.0);
+  std::printf("stale > bound      %" PRIu64 " (bound: stale_after = %d ms; must be 0)\n",
+              sum.stale_bound.load(), o.stale_after_ms);
+  std::printf("wrong answers      %" PRIu64 " (must be 0)\n", sum.wrong.load());
+  if (!problem.empty()) std::printf("first problem      %s\n", problem.c_str());
+  if (readers_failed > 0 && failure.empty()) failure = std::to_string(readers_failed) + " reader(s) failed";
+  if (sum.found == 0 && failure.empty()) failure = "no read was served, so nothing was checked";
+  if (sum.stale_bound > 0 || sum.wrong > 0 || sum.other > 0) failure = "consistency violated";
+  if (!failure.empty()) {
+    const std::string log = daemon->Log();
+    std::printf("FAILED: %s\ndaemon log tail:\n%s\n", failure.c_str(),
+                log.substr(log.size() > 4000 ? log.size() - 4000 : 0).c_str());
+    return 1;
+  }
+  std::printf("PASSED\n");
+  return 0;
+}
+
+int Usage() {
+  std::fprintf(stderr,
+               "usage: tc_soak [--duration SECONDS] [--seed N] [--readers N] [--writes-per-sec N]\n"
+               "               [--reads-per-sec N] [--fault-every SECONDS] [--stale-after-ms N]\n"
+               "               [--faults kill-listener,restart-postgres,stop-listener,kill-daemon]\n");
+  return 2;
+}
+
+}  // namespace
+}  // namespace tenantcache::soak
+
+int main(int argc, char** argv) {
+  using namespace tenantcache::soak;
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (i + 1 >= argc) return Usage();
+    const char* v = argv[++i];
+    if (a == "--duration") {
+      o.duration_s = std::atoi(v);
+    } else if (a == "--seed") {
+      o.seed = std::strtoull(v, nullptr, 10);
+    } else if (a == "--readers") {
+      o.readers = std::atoi(v);
+    } else if (a == "--writes-per-sec") {
+      o.writes_per_sec = std::atoi(v);
+    } else if (a == "--reads-per-sec") {
+      o.reads_per_sec = std::atoi(v);
+    } else if (a == "--fault-every") {
+      o.fault_every_s = std::atof(v);
+    } else if (a == "--faults") {
+      o.faults.clear();
+      std::string list = v;
+      for (size_t at = 0; at <= list.size();) {
+        const size_t comma = std::min(list.find(',', at), list.size());
+        const std::string name = list.substr(at, comma - at);
+        const auto* it = std::find(std::begin(kFaults), std::end(kFaults), name);
+        if (it == std::end(kFaults)) return Usage();
+        o.faults.push_back(static_cast<int>(it - std::begin(kFaults)));
+        at = comma + 1;
+      }
+    } else if (a == "--stale-after-ms") {
+      o.stale_after_ms = std::atoi(v);
+    } else if (a == "--reader") {
+      o.reader_index = std::atoi(v);
+    } else if (a == "--shared") {
+      o.shared_path = v;
+    } else if (a == "--cache") {
+      o.cache_path = v;
+    } else if (a == "--members") {
+      o.members = static_cast<uint32_t>(std::atoi(v));
+    } else if (a == "--tenants") {
+      o.tenants = static_cast<uint32_t>(std::atoi(v));
+    } else {
+      return Usage();
+    }
+  }
+  if (o.duration_s < 10 || o.readers < 1 || o.readers > kMaxReaders || o.writes_per_sec < 1 ||
+      o.reads_per_sec < 100 || o.fault_every_s < 1 || o.stale_after_ms < 100 || o.members < 2 ||
+      o.tenants < 1) {
+    std::fprintf(stderr, "tc_soak: an option is out of range\n");
+    return Usage();
+  }
+  if (o.reader_index >= 0) return RunReader(o);
+  try {
+    return RunDriver(o, "/proc/self/exe");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tc_soak: %s\n", e.what());
+    return 1;
+  }
+}
