@@ -791,8 +791,8 @@ void Bench::Stampede() {
   munmap(sync, sizeof(Sync));
   std::printf("## 5. Stampede\n\n");
   std::printf(
-      "%d processes × %d threads in all ask for the same cold key at once (%d keys, one after the other); "
-      "queries that reached PostgreSQL per 100 misses (pg_stat_statements):\n\n",
+      "%d processes with %d threads in all ask for the same cold key at the same moment (%d keys, one after "
+      "the other); queries that reached PostgreSQL per 100 concurrent misses (pg_stat_statements):\n\n",
       kProcs, kMisses, rounds);
   std::printf("| design | queries per 100 concurrent misses |\n|---|---:|\n");
   std::printf("| tenantcache (the daemon coalesces misses from every process) | %.1f |\n", ours);
@@ -877,10 +877,10 @@ int Bench::Run() {
   HitLatency();
   Memory();
   CommitToInvalid();
-  DaemonCpu();
   TenantFanOut();
   Stampede();
   BulkUpdate();
+  DaemonCpu();
   tc_cache_close(cache_);
   daemon_->Signal(SIGTERM);
   const auto st = daemon_->Wait();

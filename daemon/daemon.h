@@ -18,6 +18,7 @@
 #include "cache_writer.h"
 #include "config.h"
 #include "protocol.h"
+#include "tenantcache/tenantcache.h"
 
 namespace tenantcache {
 
@@ -30,6 +31,7 @@ struct Stats {
   uint64_t fill_errors = 0;  // queries that failed
   uint64_t fill_timeouts = 0;
   uint64_t coalesced = 0;         // lookups that joined a fill already under way
+  uint64_t answered_cached = 0;   // lookups answered from the cache (filled since the client's miss)
   uint64_t busy = 0;              // lookups refused: queue full
   uint64_t leases_revoked = 0;    // fills invalidated while in flight (not cached)
   uint64_t uncached_answers = 0;  // answered without caching (revoked repeatedly, too large)
@@ -101,6 +103,10 @@ class Daemon {
   uv_loop_t* loop_;
   Config config_;
   std::unique_ptr<CacheWriter> writer_;
+  // The daemon's own read-only handle on its file: a lookup for a key that
+  // was filled (or negatively cached) after the client's miss is answered
+  // from it instead of querying again.
+  tc_cache* reader_ = nullptr;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::unique_ptr<LoaderPool>> loaders_;
   std::vector<bool> source_synced_;

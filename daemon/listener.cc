@@ -118,6 +118,9 @@ void Listener::Lost(const std::string& why) {
   const bool was_synced = synced_;
   synced_ = false;
   conn_.Disconnect(why);
+  // A heartbeat still in flight is stuck too (its backend may be the stopped
+  // one, or blocked at commit): start its connection afresh as well.
+  if (heartbeat_.connected() && !heartbeat_.idle()) heartbeat_.Disconnect(why);
   daemon_->SourceSynced(index_, false);  // fail closed at once
   // Exponential backoff with jitter: 50-100% of min * 2^attempts, capped.
   const auto base = source().reconnect_min.count() << std::min(attempts_, 20);

@@ -271,6 +271,17 @@ TEST_F(DaemonTest, AStampedeOfMissesMakesOneQuery) {
   EXPECT_EQ(Get("slow_user", key), TC_FOUND);
   const std::string stats = ControlRequest(dir_.path() + "/ctl.sock", protocol::kStats);
   EXPECT_NE(stats.find("\"coalesced\":103"), std::string::npos) << stats;
+  // A late miss (a client whose read came just before the fill landed) is
+  // answered from the cache: no second query.
+  const std::string answer =
+      ControlRequest(daemon_->control_socket(), protocol::kLookup, protocol::KeyPayload("slow_user", key));
+  protocol::ValuePayload value;
+  ASSERT_TRUE(protocol::ParseValue(answer, &value));
+  EXPECT_EQ(value.field_count, 2);
+  EXPECT_EQ(Stats(*daemon_)["answered_cached"], "1");
+  EXPECT_EQ(admin_->Scalar("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE "
+                           "'%stampede_marker%' AND query NOT LIKE '%pg_stat_statements%'"),
+            "1");
 }
 
 TEST_F(DaemonTest, ClientReadCountsReachTheDaemonsStatistics) {
