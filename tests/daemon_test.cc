@@ -771,6 +771,15 @@ TEST_F(DaemonTest, PeersOutsideTheAllowedGroupsAreRefused) {
 
 // ---- overload ----------------------------------------------------------------
 
+// How far the daemon's resident memory may grow while it is overloaded. Under
+// AddressSanitizer freed memory sits in a quarantine (256 MiB by default)
+// before reuse, so the bound there is the quarantine's.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr size_t kRssGrowthKb = 320 * 1024;
+#else
+constexpr size_t kRssGrowthKb = 64 * 1024;
+#endif
+
 // Watches the daemon while a test overloads it: how long the control socket
 // takes to answer a stats request (its event loop's responsiveness) and the
 // daemon's resident memory, sampled every 50 ms from another thread.
@@ -885,7 +894,7 @@ TEST_F(DaemonTest, AMillionNotificationsWhileReadersRunLeaveItResponsiveAndBound
   EXPECT_EQ(watch.unanswered(), 0);
   EXPECT_GT(watch.answered(), 0);
   EXPECT_LT(watch.slowest_answer(), 2s) << "the control socket stalled during the flood";
-  EXPECT_LT(watch.max_rss_kb(), rss_before + 64 * 1024) << "resident memory grew with the flood";
+  EXPECT_LT(watch.max_rss_kb(), rss_before + kRssGrowthKb) << "resident memory grew with the flood";
   std::printf("1M notifications: statuses %s; slowest stats answer %lld ms; RSS %zu -> max %zu KiB\n",
               seen.c_str(), static_cast<long long>(watch.slowest_answer().count()), rss_before,
               watch.max_rss_kb());
@@ -929,7 +938,7 @@ TEST_F(DaemonTest, AFloodOfMissesFromManyClientsIsAnsweredBusyNotQueuedWithoutBo
   EXPECT_LT(slowest, 3500ms) << "a lookup outlived its timeout";
   EXPECT_EQ(watch.unanswered(), 0);
   EXPECT_LT(watch.slowest_answer(), 2s);
-  EXPECT_LT(watch.max_rss_kb(), rss_before + 64 * 1024);
+  EXPECT_LT(watch.max_rss_kb(), rss_before + kRssGrowthKb);
   auto st = Stats(*daemon_);
   EXPECT_EQ(std::stoull(st["busy"]), static_cast<uint64_t>(statuses[TC_E_BUSY]));
   std::printf("1000 misses from 200 clients, queue_bound 20: %s; slowest stats answer %lld ms\n",
@@ -986,7 +995,7 @@ TEST_F(DaemonTest, ManyFailingAndTimingOutQueriesGetClearStatusesInTime) {
   EXPECT_LT(slowest, 2000ms) << "a lookup outlived its timeout";
   EXPECT_EQ(watch.unanswered(), 0);
   EXPECT_LT(watch.slowest_answer(), 2s);
-  EXPECT_LT(watch.max_rss_kb(), rss_before + 64 * 1024);
+  EXPECT_LT(watch.max_rss_kb(), rss_before + kRssGrowthKb);
   std::printf("90 failing and 90 timing-out lookups: %s\n", seen.c_str());
   EXPECT_TRUE(WaitFor([&] { return Lookup("user", UserId(1)) == TC_FOUND; }, 20s)) << "the daemon recovers";
 }
