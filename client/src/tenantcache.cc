@@ -21,6 +21,7 @@
 #include "keys.h"
 #include "reader.h"
 
+using tenantcache::CoarseNowNs;
 using tenantcache::EntryView;
 using tenantcache::ReaderNowNs;
 using tenantcache::ValueMeta;
@@ -295,7 +296,11 @@ int Get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_val
   const auto kr = tenantcache::NormalizeKey(d.key_kind, d.max_key_len, key, key_len, norm);
   if (!kr.ok()) return TC_E_INVALID_KEY;
 
-  const uint64_t now = ReaderNowNs();
+  // The bound and expiry checks use the coarse clock rounded up (never
+  // earlier than the daemon's clock); recency stamps stay on the coarse clock
+  // the writer stamps with, so that none lies in its future.
+  const uint64_t coarse = CoarseNowNs();
+  const uint64_t now = coarse + tenantcache::kCoarseResolutionNs;
   const auto* h = cache->header;
   if (!Available(h, now)) return TC_E_UNAVAILABLE;
 
@@ -321,7 +326,7 @@ int Get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_val
       return TC_MISS;
     if (now >= m.expires_ns) return TC_MISS;
     uint32_t* stamp = cache->stamps + b * layout::kSlotsPerBucket + i;
-    const uint32_t now_stamp = layout::RecencyStamp(now);
+    const uint32_t now_stamp = layout::RecencyStamp(coarse);
     const uint32_t last = __atomic_load_n(stamp, __ATOMIC_RELAXED);
     if (cache->recency_shared) {
       const uint64_t idle = h->idle_timeout_ns.load(std::memory_order_relaxed);
