@@ -650,6 +650,7 @@ TEST_F(DaemonTest, BrokenConfigFilesAreRefusedWithFileLineAndKey) {
        "no [[source]] is named"},
       {good + "\n[extra]\nx = 1\n", "unknown table"},
       {"source = []\nnamespace = []\n[cache]\npath = \"/dev/shm/x\"\n", "source: at least one [[source]]"},
+      {"[cache]\npath = '/dev/shm/\x88'\n" + good.substr(good.find("[control]")), ":2: not valid UTF-8"},
       {"[cache]\nttl = \"forever\"\n" + good.substr(good.find("[control]")), "is not a duration"},
       {"[cache]\ncolour = \"blue\"\n" + good.substr(good.find("[control]")), "cache.colour: unknown key"},
   };

@@ -155,6 +155,19 @@ KeyResult NormalizeHost(const char* in, size_t len, char* out) {
   return KeyResult{len, nullptr};
 }
 
+KeyResult NormalizeText(uint32_t max_len, const char* in, size_t len, char* out) {
+  const size_t bound = (max_len == 0 || max_len > layout::kMaxKeyLen) ? layout::kMaxKeyLen : max_len;
+  if (len == 0) return Fail("text key is empty");
+  if (len > bound) return Fail("text key is longer than the namespace allows");
+  for (size_t i = 0; i < len; ++i)
+    if (in[i] == '\0') return Fail("text key contains a NUL byte");
+  if (!ValidUtf8(reinterpret_cast<const unsigned char*>(in), len)) return Fail("text key is not valid UTF-8");
+  std::memcpy(out, in, len);
+  return KeyResult{len, nullptr};
+}
+
+}  // namespace
+
 // Structural UTF-8 check (RFC 3629): no overlongs, no surrogates, <= U+10FFFF.
 bool ValidUtf8(const unsigned char* s, size_t len) {
   size_t i = 0;
@@ -187,19 +200,6 @@ bool ValidUtf8(const unsigned char* s, size_t len) {
   }
   return true;
 }
-
-KeyResult NormalizeText(uint32_t max_len, const char* in, size_t len, char* out) {
-  const size_t bound = (max_len == 0 || max_len > layout::kMaxKeyLen) ? layout::kMaxKeyLen : max_len;
-  if (len == 0) return Fail("text key is empty");
-  if (len > bound) return Fail("text key is longer than the namespace allows");
-  for (size_t i = 0; i < len; ++i)
-    if (in[i] == '\0') return Fail("text key contains a NUL byte");
-  if (!ValidUtf8(reinterpret_cast<const unsigned char*>(in), len)) return Fail("text key is not valid UTF-8");
-  std::memcpy(out, in, len);
-  return KeyResult{len, nullptr};
-}
-
-}  // namespace
 
 KeyResult NormalizeKey(uint32_t kind, uint32_t max_len, const char* in, size_t len, char* out) {
   if (in == nullptr) return Fail("key is NULL");

@@ -33,6 +33,10 @@ struct KeyResult {
 // `max_len` bounds text keys (0 means kMaxKeyLen). Thread-safe, allocation-free.
 KeyResult NormalizeKey(uint32_t kind, uint32_t max_len, const char* in, size_t len, char* out);
 
+// Whether `len` bytes are well-formed UTF-8 (RFC 3629: no overlong forms, no
+// surrogates, nothing above U+10FFFF).
+bool ValidUtf8(const unsigned char* s, size_t len);
+
 // "uuid", "slug", "host", "text" <-> layout::KeyKind. ParseKeyKind returns 0
 // for an unknown name; KeyKindName returns "unknown" for an unknown kind.
 uint32_t ParseKeyKind(std::string_view name);
