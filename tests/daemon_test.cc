@@ -918,7 +918,9 @@ TEST_F(DaemonTest, AMillionNotificationsWhileReadersRunLeaveItResponsiveAndBound
   std::printf("1M notifications: statuses %s; slowest stats answer %lld ms; RSS %zu -> max %zu KiB\n",
               seen.c_str(), static_cast<long long>(watch.slowest_answer().count()), rss_before,
               watch.max_rss_kb());
-  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  // Readers are served again once a heartbeat behind the backlog proves the
+  // cache current (a slow build may still be catching up here).
+  EXPECT_TRUE(WaitFor([&] { return Lookup("user", UserId(1)) == TC_FOUND; }, 30s));
 }
 
 TEST_F(DaemonTest, AFloodOfMissesFromManyClientsIsAnsweredBusyNotQueuedWithoutBound) {
