@@ -1,5 +1,7 @@
 #include "config.h"
 
+#include <libpq-fe.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -248,36 +250,42 @@ std::optional<Millis> ParseDuration(std::string_view s) {
 }
 
 std::string RedactConninfo(const std::string& conninfo) {
-  // Both forms: key=value pairs and postgresql:// URIs.
-  std::string out = conninfo;
-  size_t pos = 0;
-  while ((pos = out.find("password", pos)) != std::string::npos) {
-    size_t v = pos + 8;
-    while (v < out.size() && out[v] == ' ') ++v;
-    if (v < out.size() && out[v] == '=') {
-      ++v;
-      while (v < out.size() && out[v] == ' ') ++v;
-      size_t end = v;
-      if (end < out.size() && out[end] == '\'') {
-        ++end;
-        while (end < out.size() && out[end] != '\'') end += out[end] == '\\' ? 2 : 1;
-        end = std::min(end + 1, out.size());
-      } else {
-        while (end < out.size() && out[end] != ' ' && out[end] != '&') ++end;
-      }
-      out.replace(v, end - v, "********");
-    }
-    pos = v;
+  // libpq's own parser, so every form it accepts is redacted as it reads it:
+  // key=value pairs with any quoting, URIs with a password in the userinfo
+  // or as a (percent-encoded) query parameter. What it cannot parse is not
+  // shown at all: its error message may quote the string.
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &error);
+  if (options == nullptr) {
+    PQfreemem(error);
+    return "<conninfo that libpq cannot parse>";
   }
-  const size_t scheme = out.find("://");
-  if (scheme != std::string::npos) {
-    const size_t at = out.find('@', scheme);
-    const size_t colon = out.find(':', scheme + 3);
-    if (at != std::string::npos && colon != std::string::npos && colon < at)
-      out.replace(colon + 1, at - colon - 1, "********");
+  std::string out;
+  for (const PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+    if (o->val == nullptr) continue;
+    if (!out.empty()) out += ' ';
+    // dispchar "*" marks a secret (password, sslpassword, ...).
+    const bool secret = o->dispchar != nullptr && std::strchr(o->dispchar, '*') != nullptr;
+    out += std::string(o->keyword) + "=" + (secret ? std::string("********") : std::string(o->val));
   }
+  PQconninfoFree(options);
   return out;
 }
+
+namespace {
+
+// toml11's messages quote the offending line of the file, which may hold a
+// password: keep its first line (what is wrong) and the position only.
+ConfigError TomlError(const toml::exception& e) {
+  std::string what = e.what();
+  what = what.substr(0, what.find('\n'));
+  if (what.rfind("[error] ", 0) == 0) what.erase(0, 8);
+  const auto& loc = e.location();
+  return ConfigError(loc.file_name() + ":" + std::to_string(loc.line()) + ":" + std::to_string(loc.column()) +
+                     ": " + what);
+}
+
+}  // namespace
 
 Config LoadConfig(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -302,8 +310,8 @@ Config ParseConfig(std::istream& text, const std::string& path) {
   toml::value root;
   try {
     root = toml::parse(checked, path);
-  } catch (const toml::syntax_error& e) {
-    throw ConfigError(std::string("syntax error in ") + e.what());
+  } catch (const toml::exception& e) {
+    throw TomlError(e);
   } catch (const std::exception& e) {
     throw ConfigError(path + ": " + e.what());
   }
@@ -435,7 +443,7 @@ Config ParseConfig(std::istream& text, const std::string& path) {
       c.namespaces.push_back(std::move(n));
     }
   } catch (const toml::exception& e) {
-    throw ConfigError(path + ": " + e.what());
+    throw TomlError(e);
   }
   return c;
 }

@@ -193,7 +193,8 @@ void Daemon::InvalidateTenant(std::string_view tenant) {
 void Daemon::Flush(const std::string& why) {
   ++stats_.flushes;
   const uint64_t epoch = writer_->Flush();
-  spdlog::info("cache flushed (epoch {}): {}", epoch, why);
+  // Any role can NOTIFY a flush: one line a second at most, with a count.
+  if (flush_log_.Admit()) spdlog::info("cache flushed (epoch {}): {}{}", epoch, why, flush_log_.suffix());
 }
 
 void Daemon::Lookup(std::string_view ns, std::string_view key, LookupCallback cb) {

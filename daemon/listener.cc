@@ -1,11 +1,15 @@
 #include "listener.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 #include "daemon.h"
+#include "log_limit.h"
 #include "notification.h"
 #include "reader.h"
 
@@ -35,6 +39,25 @@ std::string ResultError(const std::vector<PgResult>& results, const std::string&
     }
   }
   return "";
+}
+
+// A heartbeat token: 128 bits from the kernel's CSPRNG, in hex. Any role can
+// LISTEN on the channel and NOTIFY on it, so a token must be one nobody can
+// send before the daemon's own transaction does: a forged token that arrives
+// ahead of notifications still queued would "prove" that they were applied.
+// Replaying a token seen on the channel proves nothing either: the copy is
+// committed after the original, and the original is consumed on arrival.
+// Empty when the kernel cannot give randomness (the heartbeat is skipped).
+std::string NewToken() {
+  unsigned char bytes[16];
+  if (getrandom(bytes, sizeof bytes, 0) != static_cast<ssize_t>(sizeof bytes)) return {};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string token;
+  for (const unsigned char b : bytes) {
+    token += kHex[b >> 4];
+    token += kHex[b & 15];
+  }
+  return token;
 }
 
 }  // namespace
@@ -276,17 +299,9 @@ void Listener::OnNotify(std::string_view payload) {
   }
   // Conservative: a message we cannot read may have meant anything.
   ++daemon_->stats().malformed_notifications;
-  const auto now = Clock::now();
-  if (now - last_malformed_log_ > std::chrono::seconds(10)) {
-    spdlog::warn(
-        "source {}: malformed notification ({}), flushing the cache: \"{}\"{}", source().name, n.error,
-        std::string(payload.substr(0, 200)),
-        malformed_suppressed_ > 0 ? " (+" + std::to_string(malformed_suppressed_) + " not logged)" : "");
-    last_malformed_log_ = now;
-    malformed_suppressed_ = 0;
-  } else {
-    ++malformed_suppressed_;
-  }
+  if (malformed_log_.Admit())
+    spdlog::warn("source {}: malformed notification ({}), flushing the cache: \"{}\"{}", source().name,
+                 n.error, Printable(payload), malformed_log_.suffix());
   daemon_->Flush("malformed notification");
 }
 
@@ -305,7 +320,11 @@ void Listener::Tick() {
     return;
   }
   if (!heartbeat_.idle() || !conn_.connected()) return;
-  const std::string token = std::to_string(getpid()) + "-" + std::to_string(++heartbeat_counter_);
+  const std::string token = NewToken();
+  if (token.empty()) {
+    spdlog::warn("source {}: no heartbeat sent: getrandom failed: {}", source().name, std::strerror(errno));
+    return;
+  }
   heartbeats_.push_back(Heartbeat{token, std::nullopt, false, MonotonicNowNs()});
   while (heartbeats_.size() > 64) heartbeats_.pop_front();
   heartbeat_.Query("SELECT txid_current_snapshot()::text, pg_notify($1, $2)",

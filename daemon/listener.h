@@ -12,7 +12,8 @@
 //    source synced. The replay query's own snapshot becomes the sync point.
 //  * The sync point advances with the heartbeat: every heartbeat_interval the
 //    heartbeat connection runs, in one statement, txid_current_snapshot() and
-//    pg_notify('1 h <token>'). NOTIFY delivers in commit order, so when the
+//    pg_notify('1 h <token>'), the token 128 random bits that no other role
+//    can predict (any role may LISTEN and NOTIFY). NOTIFY delivers in commit order, so when the
 //    listener receives that token, it has received every notification of
 //    every transaction visible in that snapshot: the snapshot is a safe
 //    place to replay from.
@@ -33,6 +34,7 @@
 #include <utility>
 
 #include "config.h"
+#include "log_limit.h"
 #include "pg_conn.h"
 
 namespace tenantcache {
@@ -85,10 +87,8 @@ class Listener {
     uint64_t sent_ns;                     // CLOCK_MONOTONIC when it was sent
   };
   std::deque<Heartbeat> heartbeats_;
-  uint64_t heartbeat_counter_ = 0;
   std::chrono::steady_clock::time_point last_heartbeat_;
-  std::chrono::steady_clock::time_point last_malformed_log_;
-  uint64_t malformed_suppressed_ = 0;
+  LogLimiter malformed_log_{std::chrono::seconds(10)};
   std::mt19937_64 rng_;
 };
 

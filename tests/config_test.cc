@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <vector>
 
 #include "support/pg_cluster.h"
 #include "support/test_cache.h"
@@ -24,15 +25,50 @@ TEST(Config, DurationsNeedAUnit) {
     EXPECT_FALSE(ParseDuration(bad).has_value()) << bad;
 }
 
-TEST(Config, PasswordsAreRedactedInBothConninfoForms) {
-  EXPECT_EQ(RedactConninfo("host=db user=app password=s3cret dbname=x"),
-            "host=db user=app password=******** dbname=x");
-  EXPECT_EQ(RedactConninfo("host=db password = 'it\\'s secret' dbname=x"),
-            "host=db password = ******** dbname=x");
-  EXPECT_EQ(RedactConninfo("postgresql://app:s3cret@db:5432/x"), "postgresql://app:********@db:5432/x");
-  EXPECT_EQ(RedactConninfo("postgresql://db/x?password=s3cret&sslmode=require"),
-            "postgresql://db/x?password=********&sslmode=require");
-  EXPECT_EQ(RedactConninfo("host=db dbname=x"), "host=db dbname=x");
+TEST(Config, PasswordsAreRedactedInEveryConninfoForm) {
+  struct Case {
+    const char* conninfo;
+    std::vector<const char*> kept;
+  };
+  const Case cases[] = {
+      {"host=db user=app password=s3cret dbname=x", {"host=db", "user=app", "dbname=x"}},
+      {"host=db password = 'it\\'s s3cret' dbname=x", {"host=db", "dbname=x"}},
+      {"postgresql://app:s3cret@db:5432/x", {"host=db", "port=5432", "user=app", "dbname=x"}},
+      {"postgresql://db/x?password=s3cret&sslmode=require", {"host=db", "sslmode=require"}},
+      // A percent-encoded parameter name is still the password to libpq.
+      {"postgresql://db/x?pass%77ord=s3cret", {"host=db", "dbname=x"}},
+      {"postgres://app:%73%33cret@db/x?sslpassword=s3cret", {"host=db", "user=app"}},
+  };
+  for (const auto& c : cases) {
+    const std::string r = RedactConninfo(c.conninfo);
+    EXPECT_EQ(r.find("s3cret"), std::string::npos) << c.conninfo << " -> " << r;
+    EXPECT_EQ(r.find("%73%33"), std::string::npos) << c.conninfo << " -> " << r;
+    EXPECT_NE(r.find("password=********"), std::string::npos) << c.conninfo << " -> " << r;
+    for (const char* kept : c.kept) EXPECT_NE(r.find(kept), std::string::npos) << c.conninfo << " -> " << r;
+  }
+  EXPECT_EQ(RedactConninfo("host=db dbname=x"), "dbname=x host=db");
+  // What libpq cannot parse is not shown (its own message would quote it).
+  EXPECT_EQ(RedactConninfo("host='db password=s3cret"), "<conninfo that libpq cannot parse>");
+}
+
+TEST(Config, ASyntaxErrorNeverShowsThePassword) {
+  test::TempDir dir;
+  const std::string path = dir.File("bad.toml");
+  for (const char* text : {
+           "[[source]]\nname = \"main\"\nconninfo = \"host=db password=s3cret\n",
+           "[[source]]\nname = \"main\"\nconninfo = [\"host=db password=s3cret\"]\n",
+           "[[source]]\nname = \"main\"\nconninfo = \"postgresql://db/x?pass%77ord=s3cret\" junk\n",
+       }) {
+    std::ofstream(path) << text;
+    std::string message;
+    try {
+      LoadConfig(path);
+    } catch (const ConfigError& e) {
+      message = e.what();
+    }
+    EXPECT_NE(message.find(path + ":3"), std::string::npos) << message;
+    EXPECT_EQ(message.find("s3cret"), std::string::npos) << message;
+  }
 }
 
 TEST(Config, AMinimalFileGetsEveryDefault) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -499,6 +500,93 @@ TEST_F(DaemonTest, ADeafListenerIsDetectedByItsHeartbeat) {
   ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
 }
 
+// The audit's attack on the bound: a role with PUBLIC's defaults LISTENs,
+// learns the daemon's heartbeat tokens, and while the daemon's listener lags
+// (here: its backend stopped, so everything queues) commits the tokens it
+// predicts will come next, then a million key messages that are slow to apply,
+// ahead of a revoking UPDATE. Had a prediction matched a heartbeat the daemon sends meanwhile, the
+// daemon would take everything before that heartbeat as applied while the
+// revoke is still queued behind the burst, and serve the old role past
+// stale_after. Every read is checked against the revoke's commit.
+TEST_F(DaemonTest, ForgedHeartbeatsNeverStretchTheStalenessBound) {
+  admin_->Exec("DO $$ BEGIN CREATE ROLE mallory LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$");
+  StartDaemon();
+  const std::string user = UserId(1);
+  ASSERT_EQ(Lookup("user", user), TC_FOUND);
+  const std::string old_role = Field("role");
+  ASSERT_NE(old_role, "guest");
+
+  PgListener spy(SharedCluster().Conninfo(db_, "mallory"), "tenantcache");
+  std::vector<std::string> tokens;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (const auto& p : spy.WaitFor(1, 1s))
+          if (p.rfind("1 h ", 0) == 0) tokens.push_back(p.substr(4));
+        return tokens.size() >= 3;
+      },
+      10s));
+  // Every guess an attacker can make: the tokens seen, and what follows each
+  // of them if it ends in a counter.
+  std::vector<std::string> guesses = tokens;
+  for (const auto& t : tokens) {
+    size_t digits = t.size();
+    while (digits > 0 && std::isdigit(static_cast<unsigned char>(t[digits - 1]))) --digits;
+    if (digits == t.size() || t.size() - digits > 18) continue;
+    const uint64_t n = std::stoull(t.substr(digits));
+    for (uint64_t k = 1; k <= 100; ++k) guesses.push_back(t.substr(0, digits) + std::to_string(n + k));
+  }
+  std::string forged = "SELECT count(pg_notify('tenantcache', '1 h ' || g)) FROM unnest(ARRAY[";
+  for (size_t i = 0; i < guesses.size(); ++i) forged += (i ? ",'" : "'") + guesses[i] + "'";
+  forged +=
+      "]) g; SELECT count(pg_notify('tenantcache', '1 k - user 00000000-0000-4000-8000-' || lpad(g::text, "
+      "12, '0'))) FROM generate_series(1, 1000000) g";
+
+  PgConn mallory(SharedCluster().Conninfo(db_, "mallory"));
+  mallory.Exec("BEGIN");
+  mallory.Exec(forged);  // queued at commit, in this order
+  const std::string pid = admin_->Scalar(
+      "SELECT pid FROM pg_stat_activity WHERE application_name = 'tenantcached listener main'");
+
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> revoked_at_ns{0}, last_old_ns{0};
+  std::thread reader([&] {
+    tc_cache* c = nullptr;
+    if (tc_cache_open(daemon_->cache_path().c_str(), &c) != 0) return;
+    tc_ns ns = 0;
+    tc_namespace(c, "user", &ns);
+    tc_value v;
+    while (!stop) {
+      const int64_t t0 = std::chrono::steady_clock::now().time_since_epoch().count();
+      if (tc_cache_get(c, ns, user.data(), user.size(), &v) != TC_FOUND) continue;
+      const char* text = nullptr;
+      size_t len = 0;
+      if (tc_value_get(&v, "role", &text, &len) == 0 && text != nullptr &&
+          std::string(text, len) == old_role && revoked_at_ns != 0 && t0 > revoked_at_ns)
+        last_old_ns = t0;
+    }
+    tc_cache_close(c);
+  });
+  ASSERT_EQ(kill(std::stoi(pid), SIGSTOP), 0);
+  const auto stopped = std::chrono::steady_clock::now();
+  mallory.Exec("COMMIT");
+  admin_->Exec("UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + user + "'");
+  revoked_at_ns = std::chrono::steady_clock::now().time_since_epoch().count();
+  // Resume before a deaf listener would be noticed (stale_after 2s - 200ms),
+  // while the daemon has sent heartbeats the predictions may match.
+  std::this_thread::sleep_until(stopped + 1600ms);  // the fault's length, not a synchronisation
+  kill(std::stoi(pid), SIGCONT);
+  const bool applied =
+      WaitFor([&] { return Lookup("user", user, 1000) == TC_FOUND && Field("role") == "guest"; }, 30s);
+  stop = true;
+  reader.join();
+  ASSERT_TRUE(applied) << "the revoke never reached the cache";
+  const auto served_past = std::chrono::nanoseconds(last_old_ns - revoked_at_ns);
+  EXPECT_TRUE(last_old_ns == 0 || served_past < 2s + 20ms)
+      << "the revoked role was served "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(served_past).count()
+      << " ms after its commit; stale_after is 2s";
+}
+
 TEST_F(DaemonTest, PostgresRestartIsSurvived) {
   StartDaemon();
   ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
@@ -548,6 +636,43 @@ TEST_F(DaemonTest, MalformedNotificationsAreCountedAndFlushConservatively) {
   ASSERT_TRUE(WaitFor([&] { return Get("user", UserId(3)) == TC_MISS; }));
   EXPECT_EQ(Get("user", UserId(1)), TC_FOUND);
   EXPECT_NE(daemon_->Log().find("malformed notification"), std::string::npos);
+}
+
+// Any role can NOTIFY on the channel. What it sends may cost misses, never
+// fresh data, and never the log: a flood of flushes and of malformed messages
+// is logged about once a second with a count, and a newline in a payload
+// cannot forge a line.
+TEST_F(DaemonTest, NotificationFloodsCannotFloodOrForgeTheLog) {
+  admin_->Exec("DO $$ BEGIN CREATE ROLE mallory LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$");
+  StartDaemon();
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  PgConn mallory(SharedCluster().Conninfo(db_, "mallory"));
+  const auto started = std::chrono::steady_clock::now();
+  mallory.Exec(
+      "SELECT count(pg_notify('tenantcache', '1 f ' || g)) FROM generate_series(1, 20000) g;"
+      "SELECT pg_notify('tenantcache', E'junk\nFORGED: cache synced, all is well\n\x1b[2J')");
+  ASSERT_TRUE(WaitFor([&] { return std::stoull(Stats(*daemon_)["flushes"]) >= 20001; }, 30s));
+  const auto seconds =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started);
+  const std::string log = daemon_->Log();
+  size_t flush_lines = 0;
+  for (size_t p = log.find("cache flushed"); p != std::string::npos; p = log.find("cache flushed", p + 1))
+    ++flush_lines;
+  EXPECT_LE(flush_lines, static_cast<size_t>(seconds.count()) + 3) << "over " << seconds.count() << " s";
+  // The next line let through counts what was suppressed.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        mallory.Exec("SELECT pg_notify('tenantcache', '1 f -')");
+        return daemon_->Log().find("not logged)") != std::string::npos;
+      },
+      5s))
+      << "suppressed lines must be counted";
+  EXPECT_EQ(log.find("\nFORGED"), std::string::npos) << "a payload wrote a line of its own";
+  EXPECT_EQ(log.find('\x1b'), std::string::npos) << "a payload wrote a terminal escape";
+  // Still current: a real change is applied and served.
+  ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
+  admin_->Exec("UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + UserId(1) + "'");
+  ASSERT_TRUE(WaitFor([&] { return Lookup("user", UserId(1)) == TC_FOUND && Field("role") == "guest"; }));
 }
 
 // Raw control-socket access, for what the client library never sends.
