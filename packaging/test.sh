@@ -115,6 +115,9 @@ if [ "$(id -u)" -eq 0 ]; then
   /usr/sbin/tenantcached --check-config --config /etc/tenantcache/tenantcached.toml
   /usr/bin/tenantcachectl --help >/dev/null && echo "tenantcachectl --help: ok"
   getent passwd tenantcache >/dev/null && echo "user tenantcache: created"
+  conf_mode=$(stat -c '%a %U:%G' /etc/tenantcache/tenantcached.toml)
+  [ "$conf_mode" = "640 root:tenantcache" ] || { echo "the packaged config is $conf_mode, not 640 root:tenantcache"; exit 1; }
+  echo "config: $conf_mode"
   consumer=$(mktemp -d)
   cmake -S packaging/consumer -B "$consumer/cmake" -G Ninja >/dev/null
   cmake --build "$consumer/cmake" >/dev/null
