@@ -189,6 +189,13 @@ int OpenCacheDirectory(const std::string& path, std::string* name) {
   return fd;
 }
 
+// Files are opened with O_NOFOLLOW: a link could point the daemon at any
+// file its user may write.
+[[noreturn]] void FailOpen(const std::string& path, int err) {
+  if (err == ELOOP) Fail(path, "is a symbolic link; remove it (links are not followed)");
+  Fail(path, "cannot open", err);
+}
+
 // Refuses a file the daemon's user does not own, or that is not a plain file
 // with one name: such a file was put there by someone else, and reusing it
 // would serve what they wrote.
@@ -343,7 +350,7 @@ std::unique_ptr<CacheWriter> CacheWriter::Open(const CacheOptions& options) {
   // reuse (and fight over) the first one's file.
   const std::string lock_path = path + ".lock";
   w->lock_fd_ = openat(dir.get(), (name + ".lock").c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (w->lock_fd_ < 0) Fail(lock_path, "cannot open (a symbolic link is refused)", errno);
+  if (w->lock_fd_ < 0) FailOpen(lock_path, errno);
   CheckOwnFile(w->lock_fd_, lock_path);
   ApplyModeAndGroup(w->lock_fd_, lock_path, 0600, std::nullopt);
   if (flock(w->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
@@ -362,7 +369,7 @@ std::unique_ptr<CacheWriter> CacheWriter::Open(const CacheOptions& options) {
   unsigned char* old_base = nullptr;
   size_t old_size = 0;
   const int fd = openat(dir.get(), name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0 && errno != ENOENT) Fail(path, "cannot open (a symbolic link is refused)", errno);
+  if (fd < 0 && errno != ENOENT) FailOpen(path, errno);
   if (fd >= 0) {
     try {
       CheckOwnFile(fd, path);

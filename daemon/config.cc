@@ -343,6 +343,10 @@ Config ParseConfig(std::istream& text, const std::string& path) {
         static_cast<uint32_t>(cache.Integer("slot_bytes", layout::kMinSlotSize, layout::kMaxSlotSize));
     if (c.slot_bytes % 64 != 0) Fail(cache.Get("slot_bytes"), "cache.slot_bytes", "must be a multiple of 64");
     c.cache_mode = cache.Mode("mode");
+    // Only the daemon writes the cache; readers refuse a file others can write.
+    if ((c.cache_mode & 0022) != 0)
+      Fail(cache.Get("mode"), "cache.mode",
+           "must not grant write to group or others (readers refuse such a file; workers only read it)");
     c.cache_group = cache.String("group");
     c.ttl = cache.Duration("ttl");
     c.negative_ttl = cache.Duration("negative_ttl");
