@@ -286,7 +286,7 @@ bool CacheWriter::ReuseRecency(int id, size_t size) {
   if (shmctl(id, IPC_STAT, &ds) != 0) return false;  // gone with its last process
   if (ds.shm_perm.uid != geteuid() || ds.shm_perm.cuid != geteuid() || ds.shm_segsz != size) return false;
   void* p = shmat(id, nullptr, 0);
-  if (p == reinterpret_cast<void*>(-1)) return false;
+  if (layout::ShmatFailed(p)) return false;
   const auto* rh = static_cast<const layout::RecencyHeader*>(p);
   if (std::memcmp(rh->magic, layout::kRecencyMagic, sizeof rh->magic) != 0 ||
       rh->layout_version != layout::kLayoutVersion || rh->instance_id != header_->instance_id ||
@@ -311,7 +311,7 @@ void CacheWriter::AttachRecency(size_t size, mode_t file_mode, gid_t file_gid) {
                " bytes (shmget; see kernel.shmmax and kernel.shmall)",
            errno);
     void* p = shmat(id, nullptr, 0);
-    if (p == reinterpret_cast<void*>(-1)) {
+    if (layout::ShmatFailed(p)) {
       const int err = errno;
       shmctl(id, IPC_RMID, nullptr);
       Fail(path, "cannot attach the recency segment", err);

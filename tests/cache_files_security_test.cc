@@ -200,10 +200,10 @@ std::string ReadAll(int fd) {
   note("take over the segment (IPC_SET) refused", shmctl(id, IPC_SET, &changed) != 0 && errno == EPERM);
   note("lock the segment (SHM_LOCK) refused", shmctl(id, SHM_LOCK, nullptr) != 0);
   void* seg = shmat(id, nullptr, 0);
-  note("attach the segment read-write (stamps may be written)", seg != reinterpret_cast<void*>(-1));
+  note("attach the segment read-write (stamps may be written)", !layout::ShmatFailed(seg));
   (void)!write(report, r.data(), r.size());
   close(report);
-  if (seg == reinterpret_cast<void*>(-1)) _exit(1);
+  if (layout::ShmatFailed(seg)) _exit(1);
 
   // Everything a permitted writer of stamps can do: garbage everywhere,
   // including the segment's header, and detaching and re-attaching.
@@ -220,7 +220,7 @@ std::string ReadAll(int fd) {
     for (size_t i = 0; i < words; i += 2) __atomic_store_n(w + i, (i & 2) ? 0u : ~0u, __ATOMIC_RELAXED);
     shmdt(seg);
     seg = shmat(id, nullptr, 0);
-    if (seg == reinterpret_cast<void*>(-1)) _exit(3);
+    if (layout::ShmatFailed(seg)) _exit(3);
     rounds->fetch_add(1, std::memory_order_relaxed);
   }
 }

@@ -308,6 +308,8 @@ inline constexpr uint64_t TenantGensOffset() {
 inline constexpr uint64_t RecencyBytes(uint64_t slot_count) {
   return sizeof(RecencyHeader) + slot_count * sizeof(uint32_t);
 }
+// shmat's failure value, (void*)-1, compared without an integer-to-pointer cast.
+inline bool ShmatFailed(const void* p) { return reinterpret_cast<intptr_t>(p) == -1; }
 inline constexpr uint64_t TagTableBytes(uint64_t bucket_count) {
   return (bucket_count * sizeof(BucketTags) + kCacheLine - 1) / kCacheLine * kCacheLine;
 }

@@ -59,14 +59,14 @@ bool AttachRecency(tc_cache* c, int id) {
   // Checked through a read-only attachment first, so that other threads never
   // stamp into a segment that turns out to be another file's.
   void* probe = shmat(id, nullptr, SHM_RDONLY);
-  if (probe == reinterpret_cast<void*>(-1)) return false;
+  if (layout::ShmatFailed(probe)) return false;
   const auto* rh = static_cast<const layout::RecencyHeader*>(probe);
   const bool ours = std::memcmp(rh->magic, layout::kRecencyMagic, sizeof rh->magic) == 0 &&
                     rh->layout_version == layout::kLayoutVersion &&
                     rh->instance_id == c->header->instance_id &&
                     rh->slot_count == c->bucket_count * layout::kSlotsPerBucket;
   shmdt(probe);
-  return ours && shmat(id, c->recency_base, SHM_REMAP) != reinterpret_cast<void*>(-1);
+  return ours && !layout::ShmatFailed(shmat(id, c->recency_base, SHM_REMAP));
 }
 
 // Private stamps of the segment's size at the stamps' address.
