@@ -571,7 +571,7 @@ void Bench::Memory() {
     memcached_free(m);
   }
   std::printf(
-      "\ntenantcache's file also holds `%u` bytes of recency per slot in `<path>.recency`. The daemon's "
+      "\ntenantcache also holds `%u` bytes of recency per slot in a shared-memory segment. The daemon's "
       "resident memory with the cache mapped: %zu MiB.\n\n",
       4u, test::ResidentKb(daemon_->pid()) / 1024);
   std::fflush(stdout);

@@ -1,13 +1,16 @@
 #include "cache_writer.h"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <set>
@@ -68,8 +71,7 @@ Geometry ComputeGeometry(const CacheOptions& o) {
   g.tenant_gen_count = NextPow2(std::max<uint64_t>(1024, o.capacity / 8));
   g.file_size = layout::TenantGensOffset() + g.tenant_gen_count * 8 + layout::TagTableBytes(g.bucket_count) +
                 g.bucket_count * layout::kSlotsPerBucket * o.slot_size;
-  g.recency_size =
-      sizeof(layout::RecencyHeader) + g.bucket_count * layout::kSlotsPerBucket * sizeof(uint32_t);
+  g.recency_size = layout::RecencyBytes(g.bucket_count * layout::kSlotsPerBucket);
   return g;
 }
 
@@ -123,26 +125,137 @@ uint64_t RealtimeNs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-mode_t RecencyMode(mode_t mode) {
-  // Whoever may read the cache may record its hits.
-  return mode | ((mode & 0044) >> 1);
+// "uid 0 (root)": how files' and directories' owners appear in messages.
+std::string UserName(uid_t uid) {
+  std::string s = "uid " + std::to_string(uid);
+  if (const passwd* pw = getpwuid(uid)) s += std::string(" (") + pw->pw_name + ")";
+  return s;
 }
 
-// Creates `path` exclusively with `mode` (not subject to the umask) and the
-// group, sized `size` (zero-filled). Returns the open descriptor.
-int CreateFile(const std::string& path, mode_t mode, const std::optional<gid_t>& group, uint64_t size) {
-  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0) Fail(path, "cannot create", errno);
-  auto fail = [&](const char* what) {
+std::string Octal(mode_t mode) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
+  return buf;
+}
+
+// A descriptor closed when it goes out of scope.
+class UniqueFd {
+ public:
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  ~UniqueFd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Opens the directory that holds `path` and sets *name to the file's name in
+// it. Every later step works relative to this descriptor, so the checks below
+// hold for the directory actually used even if its path is swapped meanwhile.
+// The directory must be the daemon's user's (or root's) and writable by no one
+// else: whoever can write it can plant a cache file or replace ours.
+int OpenCacheDirectory(const std::string& path, std::string* name) {
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  *name = slash == std::string::npos ? path : path.substr(slash + 1);
+  if (name->empty() || *name == "." || *name == "..") Fail(path, "does not name a file");
+  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) Fail(path, "cannot open its directory " + dir, errno);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
     const int err = errno;
     close(fd);
-    unlink(path.c_str());
-    Fail(path, what, err);
-  };
-  if (fchmod(fd, mode) != 0) fail("cannot set mode");
-  if (group && fchown(fd, static_cast<uid_t>(-1), *group) != 0) fail("cannot set group");
-  if (ftruncate(fd, static_cast<off_t>(size)) != 0) fail("cannot size");
+    Fail(path, "cannot stat its directory " + dir, err);
+  }
+  const uid_t me = geteuid();
+  if (st.st_uid != me && st.st_uid != 0) {
+    close(fd);
+    Fail(path,
+         "its directory " + dir + " is owned by " + UserName(st.st_uid) + ", not by the daemon's user " +
+             UserName(me) +
+             " or root, so that user could plant or replace the cache file; use a directory the daemon's "
+             "user owns (the packaged unit's RuntimeDirectory= makes /run/tenantcache)");
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    close(fd);
+    Fail(path, "its directory " + dir + " (owner " + UserName(st.st_uid) + ", mode " + Octal(st.st_mode) +
+                   ") is writable by other users, who could plant or replace the cache file; use a directory "
+                   "only its owner can write (mode 0755 or stricter), such as /run/tenantcache");
+  }
   return fd;
+}
+
+// Files are opened with O_NOFOLLOW: a link could point the daemon at any
+// file its user may write.
+[[noreturn]] void FailOpen(const std::string& path, int err) {
+  if (err == ELOOP) Fail(path, "is a symbolic link; remove it (links are not followed)");
+  Fail(path, "cannot open", err);
+}
+
+// Refuses a file the daemon's user does not own, or that is not a plain file
+// with one name: such a file was put there by someone else, and reusing it
+// would serve what they wrote.
+void CheckOwnFile(int fd, const std::string& path) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) Fail(path, "cannot stat", errno);
+  if (!S_ISREG(st.st_mode)) Fail(path, "is not a regular file; remove it");
+  if (st.st_uid != geteuid())
+    Fail(path, "is owned by " + UserName(st.st_uid) + ", not by the daemon's user " + UserName(geteuid()) +
+                   "; another user created it: remove it and check who can write its directory");
+  if (st.st_nlink != 1) Fail(path, "has " + std::to_string(st.st_nlink) + " hard links; remove it");
+}
+
+// Applies the configured mode and group and checks that they took effect.
+// Returns the file's final status.
+struct stat ApplyModeAndGroup(int fd, const std::string& path, mode_t mode,
+                              const std::optional<gid_t>& group) {
+  if (fchmod(fd, mode) != 0) Fail(path, "cannot set mode " + Octal(mode), errno);
+  if (group && fchown(fd, static_cast<uid_t>(-1), *group) != 0)
+    Fail(path, "cannot set group " + std::to_string(*group) + " (is the daemon's user a member?)", errno);
+  struct stat st;
+  if (fstat(fd, &st) != 0) Fail(path, "cannot stat", errno);
+  if ((st.st_mode & 07777) != mode)
+    Fail(path, "has mode " + Octal(st.st_mode) + " after setting the configured " + Octal(mode));
+  if (group && st.st_gid != *group)
+    Fail(path, "has group " + std::to_string(st.st_gid) + " after setting the configured " +
+                   std::to_string(*group));
+  return st;
+}
+
+// Creates `name` in `dir` exclusively (never through a symbolic link), with
+// `mode` (not subject to the umask) and the group, sized `size` (zero-filled).
+// Returns the open descriptor and sets *st to its status.
+int CreateFile(int dir, const std::string& name, const std::string& path, mode_t mode,
+               const std::optional<gid_t>& group, uint64_t size, struct stat* st) {
+  const int fd = openat(dir, name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0) Fail(path, "cannot create", errno);
+  try {
+    *st = ApplyModeAndGroup(fd, path, mode, group);
+    if (ftruncate(fd, static_cast<off_t>(size)) != 0) Fail(path, "cannot size", errno);
+  } catch (...) {
+    close(fd);
+    unlinkat(dir, name.c_str(), 0);
+    throw;
+  }
+  return fd;
+}
+
+// The recency segment's permissions: the daemon's user, plus read and write
+// for the file's group when the group may read the cache. Never others:
+// anyone allowed to stamp could only disturb eviction, but a world-writable
+// segment would let every local user do that.
+mode_t RecencyMode(mode_t file_mode) { return 0600 | ((file_mode & S_IRGRP) != 0 ? 0060 : 0); }
+
+void SetRecencyPermissions(int id, const std::string& path, mode_t file_mode, gid_t gid) {
+  shmid_ds ds{};
+  if (shmctl(id, IPC_STAT, &ds) != 0) Fail(path, "cannot read the recency segment's permissions", errno);
+  ds.shm_perm.mode = RecencyMode(file_mode);
+  ds.shm_perm.gid = gid;
+  if (shmctl(id, IPC_SET, &ds) != 0) Fail(path, "cannot set the recency segment's permissions", errno);
 }
 
 }  // namespace
@@ -150,54 +263,122 @@ int CreateFile(const std::string& path, mode_t mode, const std::optional<gid_t>&
 CacheWriter::~CacheWriter() {
   if (lock_fd_ >= 0) close(lock_fd_);
   if (base_ != nullptr) munmap(base_, size_);
-  if (recency_base_ != nullptr) munmap(recency_base_, recency_size_);
+  if (recency_base_ != nullptr) shmdt(recency_base_);
 }
 
-void CacheWriter::Map(int fd, size_t size, int recency_fd, size_t recency_size) {
+void CacheWriter::Map(int fd, size_t size) {
   void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) Fail(options_.path, "cannot map", errno);
   base_ = static_cast<unsigned char*>(p);
   size_ = size;
-  void* r = mmap(nullptr, recency_size, PROT_READ | PROT_WRITE, MAP_SHARED, recency_fd, 0);
-  if (r == MAP_FAILED) Fail(options_.path + ".recency", "cannot map", errno);
-  recency_base_ = static_cast<unsigned char*>(r);
-  recency_size_ = recency_size;
   header_ = reinterpret_cast<FileHeader*>(base_);
   gens_ = reinterpret_cast<std::atomic<uint64_t>*>(base_ + header_->tenant_gens_offset);
-  stamps_ = reinterpret_cast<uint32_t*>(recency_base_ + sizeof(layout::RecencyHeader));
   bucket_count_ = header_->bucket_count;
   tenant_bumped_at_.assign(header_->tenant_gen_count, 0);
   scratch_.assign((options_.slot_size - layout::kSlotHeaderSize) / 8, 0);
 }
 
+// Attaches the segment a previous daemon published if it is still there and
+// provably this file's: created and owned by our user, of the right size, and
+// carrying this file's instance id (ids are recycled by the kernel).
+bool CacheWriter::ReuseRecency(int id, size_t size) {
+  shmid_ds ds{};
+  if (shmctl(id, IPC_STAT, &ds) != 0) return false;  // gone with its last process
+  if (ds.shm_perm.uid != geteuid() || ds.shm_perm.cuid != geteuid() || ds.shm_segsz != size) return false;
+  void* p = shmat(id, nullptr, 0);
+  if (layout::ShmatFailed(p)) return false;
+  const auto* rh = static_cast<const layout::RecencyHeader*>(p);
+  if (std::memcmp(rh->magic, layout::kRecencyMagic, sizeof rh->magic) != 0 ||
+      rh->layout_version != layout::kLayoutVersion || rh->instance_id != header_->instance_id ||
+      rh->slot_count != bucket_count_ * layout::kSlotsPerBucket) {
+    shmdt(p);
+    return false;
+  }
+  recency_base_ = static_cast<unsigned char*>(p);
+  return true;
+}
+
+void CacheWriter::AttachRecency(size_t size, mode_t file_mode, gid_t file_gid) {
+  const std::string& path = options_.path;
+  int id = header_->recency_shmid.load(std::memory_order_relaxed);
+  if (id != layout::kNoRecency && ReuseRecency(id, size)) {
+    notes_.push_back("kept recency segment " + std::to_string(id) + ", still attached by readers");
+  } else {
+    id = shmget(IPC_PRIVATE, size, IPC_CREAT | IPC_EXCL | 0600);
+    if (id < 0)
+      Fail(path,
+           "cannot create the recency segment of " + std::to_string(size) +
+               " bytes (shmget; see kernel.shmmax and kernel.shmall)",
+           errno);
+    void* p = shmat(id, nullptr, 0);
+    if (layout::ShmatFailed(p)) {
+      const int err = errno;
+      shmctl(id, IPC_RMID, nullptr);
+      Fail(path, "cannot attach the recency segment", err);
+    }
+    recency_base_ = static_cast<unsigned char*>(p);
+    // Marked for removal at once: the kernel frees it when the last process
+    // detaches (or dies), so it never outlives the daemon and its readers,
+    // while permitted readers can still attach it by id.
+    if (shmctl(id, IPC_RMID, nullptr) != 0) Fail(path, "cannot mark the recency segment for removal", errno);
+    auto* rh = reinterpret_cast<layout::RecencyHeader*>(recency_base_);
+    std::memcpy(rh->magic, layout::kRecencyMagic, sizeof rh->magic);
+    rh->layout_version = layout::kLayoutVersion;
+    rh->instance_id = header_->instance_id;
+    rh->slot_count = bucket_count_ * layout::kSlotsPerBucket;
+    notes_.push_back("created recency segment " + std::to_string(id));
+  }
+  // The configured mode and group may have changed since the segment was made.
+  SetRecencyPermissions(id, path, file_mode, file_gid);
+  recency_size_ = size;
+  stamps_ = reinterpret_cast<uint32_t*>(recency_base_ + sizeof(layout::RecencyHeader));
+  header_->recency_shmid.store(id, std::memory_order_release);  // Rule 7.
+}
+
+int CacheWriter::recency_shmid() const { return header_->recency_shmid.load(std::memory_order_relaxed); }
+
 std::unique_ptr<CacheWriter> CacheWriter::Open(const CacheOptions& options) {
   ValidateOptions(options);
   const Geometry g = ComputeGeometry(options);
   const std::string& path = options.path;
-  const std::string recency_path = path + ".recency";
   std::unique_ptr<CacheWriter> w(new CacheWriter());
   w->options_ = options;
+  std::string name;
+  const UniqueFd dir(OpenCacheDirectory(path, &name));
 
   // One writer per file: a second daemon pointed at the same path must not
   // reuse (and fight over) the first one's file.
   const std::string lock_path = path + ".lock";
-  w->lock_fd_ = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (w->lock_fd_ < 0) Fail(lock_path, "cannot open", errno);
+  w->lock_fd_ = openat(dir.get(), (name + ".lock").c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (w->lock_fd_ < 0) FailOpen(lock_path, errno);
+  CheckOwnFile(w->lock_fd_, lock_path);
+  ApplyModeAndGroup(w->lock_fd_, lock_path, 0600, std::nullopt);
   if (flock(w->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     if (errno == EWOULDBLOCK) Fail(path, "another process (a running tenantcached?) is writing it");
     Fail(lock_path, "cannot lock", errno);
   }
+  // Versions before layout 2 kept recency in a file beside the cache.
+  if (unlinkat(dir.get(), (name + ".recency").c_str(), 0) == 0)
+    w->notes_.push_back("removed " + path + ".recency, left by an older version");
 
   NamespaceDesc table[layout::kMaxNamespaces];
   BuildNamespaceTable(options, table);
 
-  // Reuse: same layout, geometry and namespaces, and its recency file intact.
+  // Reuse: our own file, of the same layout, geometry and namespaces, with a
+  // hash seed young enough.
   unsigned char* old_base = nullptr;
   size_t old_size = 0;
-  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  const int fd = openat(dir.get(), name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0 && errno != ENOENT) FailOpen(path, errno);
   if (fd >= 0) {
+    try {
+      CheckOwnFile(fd, path);
+    } catch (...) {
+      close(fd);
+      throw;
+    }
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+    if (fstat(fd, &st) == 0 && st.st_size > 0) {
       void* p = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
       if (p != MAP_FAILED) {
         old_base = static_cast<unsigned char*>(p);
@@ -212,70 +393,61 @@ std::unique_ptr<CacheWriter> CacheWriter::Open(const CacheOptions& options) {
         h->namespace_count == options.namespaces.size() && h->retired.load() == 0 &&
         std::memcmp(old_base + h->namespaces_offset, table, sizeof table) == 0 &&
         std::strncmp(h->control_socket, options.control_socket.c_str(), sizeof h->control_socket) == 0;
-    if (same) {
-      const int rfd = open(recency_path.c_str(), O_RDWR | O_CLOEXEC);
-      struct stat rst;
-      if (rfd >= 0 && fstat(rfd, &rst) == 0 && static_cast<uint64_t>(rst.st_size) == g.recency_size) {
-        const auto* rh = static_cast<const layout::RecencyHeader*>(
-            mmap(nullptr, sizeof(layout::RecencyHeader), PROT_READ, MAP_SHARED, rfd, 0));
-        const bool match = rh != MAP_FAILED && rh->instance_id == h->instance_id &&
-                           std::memcmp(rh->magic, layout::kRecencyMagic, 8) == 0;
-        if (rh != MAP_FAILED) munmap(const_cast<layout::RecencyHeader*>(rh), sizeof(layout::RecencyHeader));
-        if (match) {
-          munmap(old_base, old_size);
-          // Apply the configured ownership, which may have changed.
-          fchmod(fd, options.mode);
-          fchmod(rfd, RecencyMode(options.mode));
-          if (options.group) {
-            if (fchown(fd, static_cast<uid_t>(-1), *options.group) != 0 ||
-                fchown(rfd, static_cast<uid_t>(-1), *options.group) != 0) {
-              const int err = errno;
-              close(fd);
-              close(rfd);
-              Fail(path, "cannot set group", err);
-            }
-          }
-          w->Map(fd, old_size, rfd, g.recency_size);
-          close(fd);
-          close(rfd);
-          w->reused_ = true;
-          auto* hdr = w->header_;
-          hdr->synced.store(0, std::memory_order_release);
-          // Everything cached before this daemon started may have been
-          // invalidated while nobody listened: a reset, never a guess.
-          hdr->epoch.store(hdr->epoch.load() + 1, std::memory_order_release);
-          hdr->daemon_pid.store(getpid(), std::memory_order_relaxed);
-          hdr->daemon_start_realtime_ns.store(RealtimeNs(), std::memory_order_relaxed);
-          w->SetPolicy(options.stale_after_ns, options.idle_timeout_ns);
-          uint64_t used = 0;
-          for (uint64_t b = 0; b < w->bucket_count_; ++b)
-            for (uint32_t i = 0; i < layout::kSlotsPerBucket; ++i) {
-              SlotMeta m;
-              std::memcpy(&m, reinterpret_cast<layout::SlotHeader*>(w->Slot(b, i))->meta, sizeof m);
-              used += m.state != layout::kEmpty;
-            }
-          hdr->entry_count.store(used, std::memory_order_relaxed);
-          w->stats_.entries = used;
-          return w;
-        }
+    const uint64_t now = RealtimeNs();
+    // A creation time in the future (the clock was stepped back) says nothing
+    // about the seed's age: treat it as too old.
+    const bool seed_fresh =
+        same && now >= h->created_realtime_ns && now - h->created_realtime_ns < layout::kMaxSeedAgeNs;
+    const uint64_t seed_age_ns = seed_fresh ? now - h->created_realtime_ns : 0;
+    if (same && !seed_fresh)
+      w->notes_.push_back("not reusing the existing file: its hash seed is older than " +
+                          std::to_string(layout::kMaxSeedAgeNs / (24 * 3600 * 1'000'000'000ull)) +
+                          " days (or was made in the future); a new file gets a new seed");
+    if (seed_fresh) {
+      munmap(old_base, old_size);
+      try {
+        const struct stat applied = ApplyModeAndGroup(fd, path, options.mode, options.group);
+        w->Map(fd, old_size);
+        close(fd);
+        w->reused_ = true;
+        w->notes_.push_back("hash seed is " + std::to_string(seed_age_ns / 3'600'000'000'000ull) +
+                            " h old; a new file replaces it after " +
+                            std::to_string(layout::kMaxSeedAgeNs / 3'600'000'000'000ull) + " h");
+        w->AttachRecency(g.recency_size, applied.st_mode, applied.st_gid);
+      } catch (...) {
+        if (!w->reused_) close(fd);
+        throw;
       }
-      if (rfd >= 0) close(rfd);
+      auto* hdr = w->header_;
+      hdr->synced.store(0, std::memory_order_release);
+      // Everything cached before this daemon started may have been
+      // invalidated while nobody listened: a reset, never a guess.
+      hdr->epoch.store(hdr->epoch.load() + 1, std::memory_order_release);
+      hdr->daemon_pid.store(getpid(), std::memory_order_relaxed);
+      hdr->daemon_start_realtime_ns.store(RealtimeNs(), std::memory_order_relaxed);
+      w->SetPolicy(options.stale_after_ns, options.idle_timeout_ns);
+      uint64_t used = 0;
+      for (uint64_t b = 0; b < w->bucket_count_; ++b)
+        for (uint32_t i = 0; i < layout::kSlotsPerBucket; ++i) {
+          SlotMeta m;
+          std::memcpy(&m, reinterpret_cast<layout::SlotHeader*>(w->Slot(b, i))->meta, sizeof m);
+          used += m.state != layout::kEmpty;
+        }
+      hdr->entry_count.store(used, std::memory_order_relaxed);
+      w->stats_.entries = used;
+      return w;
     }
     close(fd);
   }
 
-  // Create: both files under temporary names, complete, then renamed into
-  // place, recency first so a reader never pairs a new entries file with an
-  // old recency file (it checks instance_id and falls back if it does).
+  // Create: the file under a temporary name, complete with its recency
+  // segment, then renamed into place (rule 6).
+  const std::string tmp_name = name + ".new." + std::to_string(getpid());
   const std::string tmp = path + ".new." + std::to_string(getpid());
-  const std::string rtmp = recency_path + ".new." + std::to_string(getpid());
-  unlink(tmp.c_str());
-  unlink(rtmp.c_str());
-  const int nfd = CreateFile(tmp, options.mode, options.group, g.file_size);
-  int rfd = -1;
+  unlinkat(dir.get(), tmp_name.c_str(), 0);
+  struct stat created;
+  const int nfd = CreateFile(dir.get(), tmp_name, tmp, options.mode, options.group, g.file_size, &created);
   try {
-    rfd = CreateFile(rtmp, RecencyMode(options.mode), options.group, g.recency_size);
-    w->header_ = nullptr;
     void* p = mmap(nullptr, g.file_size, PROT_READ | PROT_WRITE, MAP_SHARED, nfd, 0);
     if (p == MAP_FAILED) Fail(tmp, "cannot map", errno);
     auto* h = static_cast<FileHeader*>(p);
@@ -300,31 +472,18 @@ std::unique_ptr<CacheWriter> CacheWriter::Open(const CacheOptions& options) {
     h->epoch.store(1, std::memory_order_relaxed);
     h->daemon_pid.store(getpid(), std::memory_order_relaxed);
     h->daemon_start_realtime_ns.store(h->created_realtime_ns, std::memory_order_relaxed);
+    h->recency_shmid.store(layout::kNoRecency, std::memory_order_relaxed);
     std::memcpy(h->control_socket, options.control_socket.data(), options.control_socket.size());
     std::memcpy(static_cast<unsigned char*>(p) + h->namespaces_offset, table, sizeof table);
-    const uint64_t instance = h->instance_id;
     munmap(p, g.file_size);
-
-    void* r = mmap(nullptr, g.recency_size, PROT_READ | PROT_WRITE, MAP_SHARED, rfd, 0);
-    if (r == MAP_FAILED) Fail(rtmp, "cannot map", errno);
-    auto* rh = static_cast<layout::RecencyHeader*>(r);
-    std::memcpy(rh->magic, layout::kRecencyMagic, sizeof rh->magic);
-    rh->layout_version = layout::kLayoutVersion;
-    rh->instance_id = instance;
-    rh->slot_count = g.bucket_count * layout::kSlotsPerBucket;
-    munmap(r, g.recency_size);
-
-    if (rename(rtmp.c_str(), recency_path.c_str()) != 0)
-      Fail(recency_path, "cannot rename into place", errno);
-    if (rename(tmp.c_str(), path.c_str()) != 0) Fail(path, "cannot rename into place", errno);
-    w->Map(nfd, g.file_size, rfd, g.recency_size);
+    w->Map(nfd, g.file_size);
+    w->AttachRecency(g.recency_size, created.st_mode, created.st_gid);
+    if (renameat(dir.get(), tmp_name.c_str(), dir.get(), name.c_str()) != 0)
+      Fail(path, "cannot rename into place", errno);
     close(nfd);
-    close(rfd);
   } catch (...) {
     close(nfd);
-    if (rfd >= 0) close(rfd);
-    unlink(tmp.c_str());
-    unlink(rtmp.c_str());
+    unlinkat(dir.get(), tmp_name.c_str(), 0);
     if (old_base != nullptr) munmap(old_base, old_size);
     throw;
   }

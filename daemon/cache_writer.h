@@ -1,6 +1,14 @@
 // The write side of the cache file, used only by tenantcached (the single
-// writer). It owns the file's creation, its reuse across daemon restarts, and
-// every store into it, following the protocol in client/src/cache_layout.h.
+// writer). It owns the file's creation, its reuse across daemon restarts, the
+// recency segment, and every store into them, following the protocol in
+// client/src/cache_layout.h.
+//
+// Files are created and reused only where no other user can interfere: the
+// directory must be owned by the daemon's user (or root) and writable by no
+// one else, the cache and lock files must be owned by the daemon's user, and
+// their mode and group must be what the configuration says once applied.
+// Anything else is refused with a CacheError saying what to fix, because a
+// file another user planted or can replace could serve forged entries.
 //
 // Thread safety: not thread-safe; one thread (the daemon's event loop) calls
 // everything. Readers in other processes run concurrently by design.
@@ -32,8 +40,8 @@ struct CacheOptions {
   std::string path;
   uint64_t capacity = 100000;  // entries; the file has 25% more slots
   uint32_t slot_size = layout::kDefaultSlotSize;
-  mode_t mode = 0640;          // of the entries file; the recency file adds group/other write
-  std::optional<gid_t> group;  // owner group of both files (the workers' group)
+  mode_t mode = 0640;          // of the entries file; group read also grants the group the recency segment
+  std::optional<gid_t> group;  // owner group of the file and the segment (the workers' group)
   std::vector<NamespaceSpec> namespaces;
   std::string control_socket;               // published for clients; may be empty
   uint64_t stale_after_ns = 5'000'000'000;  // fail-closed bound on the heartbeat's age
@@ -77,10 +85,13 @@ struct WriterStats {
 class CacheWriter {
  public:
   // Opens the file at options.path for writing. A file of this layout with the
-  // same geometry and namespaces is reused (its epoch bumped: entries written
-  // before cannot be trusted); anything else is replaced by a new file renamed
-  // over the path, and a replaced file of this layout is marked retired. The
-  // file starts not synced. Throws CacheError naming the path and the cause.
+  // same geometry and namespaces, whose hash seed is younger than
+  // layout::kMaxSeedAgeNs, is reused (its epoch bumped: entries written before
+  // cannot be trusted), and so is its recency segment while some process
+  // still holds it; anything else is replaced by a new file renamed over the
+  // path, and a replaced file of this layout is marked retired. The file
+  // starts not synced. Throws CacheError naming the path and the cause, also
+  // when the directory or an existing file is not safe (see above).
   static std::unique_ptr<CacheWriter> Open(const CacheOptions& options);
 
   ~CacheWriter();
@@ -88,6 +99,10 @@ class CacheWriter {
   CacheWriter& operator=(const CacheWriter&) = delete;
 
   bool reused() const { return reused_; }
+  // What Open decided beyond created/reused and why (seed too old, segment
+  // kept or created, leftovers of older versions removed), for the log.
+  const std::vector<std::string>& notes() const { return notes_; }
+  int recency_shmid() const;
   const std::string& path() const { return options_.path; }
   uint64_t file_bytes() const { return size_; }
   uint64_t recency_bytes() const { return recency_size_; }
@@ -132,7 +147,9 @@ class CacheWriter {
 
  private:
   CacheWriter() = default;
-  void Map(int fd, size_t size, int recency_fd, size_t recency_size);
+  void Map(int fd, size_t size);
+  bool ReuseRecency(int id, size_t size);
+  void AttachRecency(size_t size, mode_t file_mode, gid_t file_gid);
   unsigned char* Slot(uint64_t bucket, uint32_t i) const;
   layout::BucketTags* Tags(uint64_t bucket) const;
   uint64_t KeyHash(uint32_t ns, std::string_view key) const;
@@ -148,9 +165,10 @@ class CacheWriter {
   CacheOptions options_;
   int lock_fd_ = -1;  // flock held for the writer's life
   bool reused_ = false;
+  std::vector<std::string> notes_;
   unsigned char* base_ = nullptr;
   size_t size_ = 0;
-  unsigned char* recency_base_ = nullptr;
+  unsigned char* recency_base_ = nullptr;  // the recency segment (shmat)
   size_t recency_size_ = 0;
   layout::FileHeader* header_ = nullptr;
   std::atomic<uint64_t>* gens_ = nullptr;

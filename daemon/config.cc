@@ -26,16 +26,16 @@ const std::vector<ConfigKey> kConfigKeys = {
   {"daemon", "prometheus_interval", KeyType::kDuration, "\"15s\"", true,
    "how often prometheus_file is rewritten"},
 
-  {"cache", "path", KeyType::kString, "\"/dev/shm/tenantcache\"", false,
-   "the cache file workers map (its recency file is the same path plus .recency)"},
+  {"cache", "path", KeyType::kString, "\"/run/tenantcache/cache\"", false,
+   "the cache file workers map, in a directory owned by the daemon's user that no one else can write"},
   {"cache", "capacity", KeyType::kInteger, "100000", false,
    "entries the cache is sized for (it has 25% more slots)"},
   {"cache", "slot_bytes", KeyType::kInteger, "320", false,
    "bytes per entry slot, a multiple of 64 from 256 to 4096; 64 of them are metadata"},
   {"cache", "mode", KeyType::kMode, "\"0640\"", false,
-   "mode of the cache file (the recency file adds write where this grants read)"},
+   "mode of the cache file; group read also lets the group record hits in the recency segment"},
   {"cache", "group", KeyType::kString, "\"\"", false,
-   "group owning the cache files, normally the workers' group (\"\": the daemon's)"},
+   "group owning the cache file and recency segment, normally the workers' group (\"\": the daemon's)"},
   {"cache", "ttl", KeyType::kDuration, "\"1h\"", true,
    "lifetime of an entry: a safety net, correctness never depends on it"},
   {"cache", "negative_ttl", KeyType::kDuration, "\"1m\"", true,
@@ -351,6 +351,10 @@ Config ParseConfig(std::istream& text, const std::string& path) {
         static_cast<uint32_t>(cache.Integer("slot_bytes", layout::kMinSlotSize, layout::kMaxSlotSize));
     if (c.slot_bytes % 64 != 0) Fail(cache.Get("slot_bytes"), "cache.slot_bytes", "must be a multiple of 64");
     c.cache_mode = cache.Mode("mode");
+    // Only the daemon writes the cache; readers refuse a file others can write.
+    if ((c.cache_mode & 0022) != 0)
+      Fail(cache.Get("mode"), "cache.mode",
+           "must not grant write to group or others (readers refuse such a file; workers only read it)");
     c.cache_group = cache.String("group");
     c.ttl = cache.Duration("ttl");
     c.negative_ttl = cache.Duration("negative_ttl");

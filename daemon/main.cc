@@ -249,6 +249,7 @@ int Run(const std::string& config_path) {
                writer->reused() ? "reused" : "created",
                (writer->file_bytes() + writer->recency_bytes()) >> 20, config.capacity,
                config.namespaces.size());
+  for (const auto& note : writer->notes()) spdlog::info("cache file {}: {}", config.cache_path, note);
 
   p.daemon = std::make_unique<Daemon>(&p.loop, config, std::move(writer));
   p.control = std::make_unique<ControlServer>(p.daemon.get());

@@ -46,14 +46,17 @@ pgbin=${TC_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tai
 [ -x "$pgbin/initdb" ] || { echo "no PostgreSQL server found (apt-get install postgresql)" >&2; exit 1; }
 work=$(mktemp -d /tmp/tenantcache-quickstart-XXXXXX)
 chmod 755 "$work"
-cache=/dev/shm/tenantcache-quickstart-$$
+# The daemon refuses a cache directory other users can write (such as /dev/shm
+# itself): a private one.
+cachedir=$(mktemp -d /tmp/tenantcache-quickstart-cache-XXXXXX)
+cache=$cachedir/cache
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 [ "$(id -u)" -eq 0 ] && chown postgres: "$work"
 daemon_pid=""
 stop_all() {
   [ -n "$daemon_pid" ] && kill -TERM "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null || true
   as_pg "$pgbin/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null 2>&1 || true
-  rm -rf "$work" "$cache" "$cache.recency" "$cache.lock"
+  rm -rf "$work" "$cachedir"
 }
 $keep || trap stop_all EXIT
 
@@ -182,7 +185,7 @@ if $keep; then
   database       psql "$conninfo"
   daemon log     $work/tenantcached.log (pid $daemon_pid)
   try            $bin/tenantcachectl --cache $cache lookup user $user
-  stop           kill $daemon_pid; $( [ "$(id -u)" -eq 0 ] && echo "runuser -u postgres -- ")$pgbin/pg_ctl -D $work/data stop; rm -rf $work $cache*
+  stop           kill $daemon_pid; $( [ "$(id -u)" -eq 0 ] && echo "runuser -u postgres -- ")$pgbin/pg_ctl -D $work/data stop; rm -rf $work $cachedir
 EOF
 else
   say "Done; stopping tenantcached and PostgreSQL"

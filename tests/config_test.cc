@@ -77,7 +77,7 @@ TEST(Config, AMinimalFileGetsEveryDefault) {
   std::ofstream(path) << "[[source]]\nname = \"main\"\n\n[[namespace]]\nname = \"user\"\nkind = \"uuid\"\n"
                          "query = \"SELECT $1\"\ntenant_column = \"t\"\nfields = []\n";
   const Config c = LoadConfig(path);
-  EXPECT_EQ(c.cache_path, "/dev/shm/tenantcache");
+  EXPECT_EQ(c.cache_path, "/run/tenantcache/cache");
   EXPECT_EQ(c.capacity, 100000u);
   EXPECT_EQ(c.slot_bytes, 320u);
   EXPECT_EQ(c.cache_mode, 0640u);

@@ -2,6 +2,7 @@
 // of this layout, the read-only mapping, and the writer's file lifecycle.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -88,7 +89,8 @@ TEST_F(LayoutTest, HashSeedIsRandomPerFile) {
 
 TEST_F(LayoutTest, RefusesWhatIsNotACacheFileOfThisLayout) {
   EXPECT_EQ(OpenModified([](std::string& s) { s[0] = 'X'; }), TC_E_LAYOUT);
-  EXPECT_EQ(OpenModified([&](std::string& s) { Header(s)->layout_version = 2; }), TC_E_LAYOUT);
+  EXPECT_EQ(OpenModified([&](std::string& s) { Header(s)->layout_version = layout::kLayoutVersion + 1; }),
+            TC_E_LAYOUT);
   EXPECT_EQ(OpenModified([&](std::string& s) { Header(s)->fingerprint ^= 1; }), TC_E_LAYOUT);
   EXPECT_EQ(OpenModified([](std::string& s) { s.resize(s.size() - 64); }), TC_E_LAYOUT);
   EXPECT_EQ(OpenModified([](std::string& s) { s.resize(100); }), TC_E_LAYOUT);
@@ -131,12 +133,20 @@ TEST_F(LayoutTest, WorkersMapTheFileReadOnly) {
   tc_cache_close(c);
 }
 
-TEST_F(LayoutTest, FilesGetTheConfiguredModeAndTheRecencyFileIsGroupWritable) {
-  struct stat st, rst;
+TEST_F(LayoutTest, FilesGetTheConfiguredModeAndTheRecencySegmentIsGroupWritable) {
+  struct stat st, lst;
   ASSERT_EQ(stat(options_.path.c_str(), &st), 0);
-  ASSERT_EQ(stat((options_.path + ".recency").c_str(), &rst), 0);
+  ASSERT_EQ(stat((options_.path + ".lock").c_str(), &lst), 0);
   EXPECT_EQ(st.st_mode & 07777, 0640u);
-  EXPECT_EQ(rst.st_mode & 07777, 0660u);
+  EXPECT_EQ(lst.st_mode & 07777, 0600u);
+  EXPECT_NE(access((options_.path + ".recency").c_str(), F_OK), 0) << "recency is no longer a file";
+  shmid_ds ds{};
+  ASSERT_EQ(shmctl(writer_->recency_shmid(), IPC_STAT, &ds), 0);
+  EXPECT_EQ(ds.shm_perm.mode & 0777, 0660u) << "the group that reads the cache records its hits";
+  EXPECT_EQ(ds.shm_perm.uid, geteuid());
+  EXPECT_EQ(ds.shm_perm.gid, st.st_gid);
+  EXPECT_EQ(ds.shm_segsz, writer_->recency_bytes());
+  EXPECT_NE(ds.shm_perm.mode & SHM_DEST, 0u) << "marked for removal: it cannot outlive its last user";
 }
 
 TEST_F(LayoutTest, RestartWithTheSameGeometryReusesTheFileAndBumpsTheEpoch) {

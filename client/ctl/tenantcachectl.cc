@@ -34,7 +34,7 @@ namespace {
 constexpr int kOk = 0, kNotFound = 1, kUsage = 2, kUnavailable = 3, kError = 4;
 
 struct Options {
-  std::string cache = "/dev/shm/tenantcache";
+  std::string cache = "/run/tenantcache/cache";
   std::string conninfo;
   std::string sql_dir;
   std::string format = "text";
@@ -60,7 +60,7 @@ const char* kUsageText =
     "  watch TABLE --keys JSON [--tenant-column COL] [--columns a,b] [--conninfo C]\n"
     "\n"
     "options:\n"
-    "  --cache PATH    the cache file (default /dev/shm/tenantcache)\n"
+    "  --cache PATH    the cache file (default /run/tenantcache/cache)\n"
     "  --timeout MS    how long to wait for the daemon (default 2000)\n"
     "  --conninfo C    libpq conninfo for the SQL commands (default: PG* environment)\n"
     "  -h, --help      this help, or a command's with COMMAND --help\n"
@@ -117,8 +117,12 @@ tc_cache* Open(const Options& o, int* exit_code) {
   tc_cache* c = nullptr;
   const int rc = tc_cache_open(o.cache.c_str(), &c);
   if (rc != 0) {
-    std::fprintf(stderr, "tenantcachectl: %s: %s%s%s\n", o.cache.c_str(), tc_strerror(rc),
-                 rc == TC_E_IO ? ": " : "", rc == TC_E_IO ? std::strerror(errno) : "");
+    const bool unsafe = rc == TC_E_IO && errno == EPERM;
+    std::fprintf(stderr, "tenantcachectl: %s: %s%s%s%s\n", o.cache.c_str(), tc_strerror(rc),
+                 rc == TC_E_IO ? ": " : "", rc == TC_E_IO ? std::strerror(errno) : "",
+                 unsafe ? " (the file is writable by group or others, or its directory by anyone but its "
+                          "owner: another user could have planted it; tenantcached never creates it so)"
+                        : "");
     *exit_code = kUnavailable;
   }
   return c;

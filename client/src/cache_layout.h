@@ -48,15 +48,28 @@
 // by a NUL. An entry whose data does not fit is not cached (the daemon answers
 // that lookup uncached and counts it).
 //
-// Recency lives in a second, small file (<path>.recency) that readers map
-// read-write: one 32-bit access stamp per slot, the time of the last hit in
-// units of 2^24 ns (~17 ms), written only when it changed, so a hot key costs
-// one shared write per 17 ms, not one per hit. A fill is stamped one unit in
-// the past, so an entry read since its fill ranks as more recent than entries
-// filled in the same unit and never read. The writer uses the stamps for
-// the idle timeout and to evict the least recently used slot of a full bucket.
-// Keeping them apart leaves the entries file read-only to every worker: a
-// buggy worker can at worst disturb eviction order, never what others read.
+// Recency lives apart, in a small System V shared-memory segment whose id the
+// daemon publishes in the header (recency_shmid): one 32-bit access stamp per
+// slot, the time of the last hit in units of 2^24 ns (~17 ms), written only
+// when it changed, so a hot key costs one shared write per 17 ms, not one per
+// hit. A fill is stamped one unit in the past, so an entry read since its
+// fill ranks as more recent than entries filled in the same unit and never
+// read. The writer uses the stamps for the idle timeout and to evict the
+// least recently used slot of a full bucket.
+//
+// Why a segment and not a file beside the cache: a segment's size is fixed
+// when it is created, and only its owner (the daemon's user) can remove it or
+// change its permissions, so a worker allowed to write stamps can neither
+// shrink it under other processes (no SIGBUS, unlike a truncated file) nor
+// replace it. The daemon marks it for removal (IPC_RMID) as soon as it has
+// attached it, so it disappears with the last process that detaches and
+// never outlives its users; Linux still lets permitted processes attach a
+// segment so marked by its id. It is readable and writable by the daemon's
+// user, and by the cache file's group when that group may read the cache;
+// never by others, who stamp into private memory instead (then idle timeouts
+// are not checked by them). Keeping the stamps apart leaves the entries file
+// read-only to every worker: a buggy or hostile worker can at worst disturb
+// eviction order and idle timeouts, never what others read.
 //
 // ---------------------------------------------------------------------------
 // Overflow
@@ -95,12 +108,24 @@
 //  6. The immutable part of the header and the namespace table are written
 //     before the file is renamed into place, so a reader that can open the
 //     path sees them complete (rename is the publication point).
+//  7. recency_shmid is stored (release) only after the segment's
+//     RecencyHeader is written; readers load it (acquire) and use a segment
+//     only if its owner and creator are the cache file's owner, its size
+//     matches and its RecencyHeader carries this file's instance_id. A
+//     restarted daemon that reuses the file keeps the segment while any
+//     process still holds it, else creates one and stores the new id; readers
+//     compare the id on their miss path (never on the hit path) and map the
+//     new segment over the old one at the same address (SHM_REMAP), so a
+//     thread still stamping through the old pointer writes into one segment
+//     or the other, never into unmapped memory.
 //
 // Files are replaced, never resized: a daemon restarting with the same
 // geometry reuses the file (bumping the epoch, since it missed everything
-// while down); with a different geometry it writes a new file, renames it over
-// the old path and sets `retired` in the old one, which readers report as
-// unavailable until they reopen.
+// while down) unless its hash seed is older than kMaxSeedAgeNs; with a
+// different geometry or an old seed it writes a new file, renames it over the
+// old path and sets `retired` in the old one, which readers report as
+// unavailable until they reopen. The daemon creates and reuses files only in
+// a directory that no other user can write, and only files its own user owns.
 #ifndef TENANTCACHE_CACHE_LAYOUT_H_
 #define TENANTCACHE_CACHE_LAYOUT_H_
 
@@ -114,7 +139,8 @@ namespace tenantcache::layout {
 inline constexpr char kMagic[8] = {'T', 'N', 'T', 'C', 'A', 'C', 'H', 'E'};
 inline constexpr char kRecencyMagic[8] = {'T', 'N', 'T', 'R', 'E', 'C', 'N', 'T'};
 // Bump on any change to the structures below. Readers refuse other versions.
-inline constexpr uint32_t kLayoutVersion = 1;
+// 2: recency moved from the <path>.recency file to a SysV segment.
+inline constexpr uint32_t kLayoutVersion = 2;
 
 inline constexpr size_t kCacheLine = 64;
 inline constexpr uint32_t kSlotsPerBucket = 8;
@@ -130,6 +156,13 @@ inline constexpr size_t kMaxDataSize = kMaxSlotSize - kSlotHeaderSize;
 inline constexpr uint16_t kNullField = 0xFFFF;
 inline constexpr int kMaxReadRetries = 16;
 inline constexpr unsigned kRecencyShift = 24;  // stamp unit: 2^24 ns
+// A file's hash seed is kept across daemon restarts for at most this long
+// (from created_realtime_ns): a seed that leaked, e.g. through a core dump or
+// a backup of the file, lets clients aim keys at one bucket only until the
+// file is recreated.
+inline constexpr uint64_t kMaxSeedAgeNs = 7ull * 24 * 3600 * 1'000'000'000;
+// recency_shmid when the file has no recency segment.
+inline constexpr int32_t kNoRecency = -1;
 
 enum KeyKind : uint32_t { kUuid = 1, kSlug = 2, kHost = 3, kText = 4 };
 
@@ -141,7 +174,7 @@ struct alignas(kCacheLine) FileHeader {
   uint32_t layout_version;
   uint32_t header_size;
   uint64_t fingerprint;
-  uint64_t instance_id;  // random; the recency file carries the same value
+  uint64_t instance_id;  // random; the recency segment carries the same value
   uint64_t hash_seed;    // random; keys come from untrusted requests
   uint64_t file_size;
   uint32_t slot_size;
@@ -155,8 +188,8 @@ struct alignas(kCacheLine) FileHeader {
   uint64_t tenant_gen_count;  // a power of two
   uint32_t namespace_count;
   uint32_t reserved0;
-  uint64_t capacity;  // entries requested at creation
-  uint64_t created_realtime_ns;
+  uint64_t capacity;             // entries requested at creation
+  uint64_t created_realtime_ns;  // CLOCK_REALTIME; the hash seed's age (kMaxSeedAgeNs)
   uint64_t slots_offset;
 
   // Line 2: written by the daemon while it runs (rule 5).
@@ -166,7 +199,7 @@ struct alignas(kCacheLine) FileHeader {
   std::atomic<uint32_t> synced;
   std::atomic<uint32_t> retired;
   std::atomic<int32_t> daemon_pid;
-  uint32_t reserved2;
+  std::atomic<int32_t> recency_shmid;  // rule 7; kNoRecency when none
   std::atomic<uint64_t> daemon_start_realtime_ns;
   std::atomic<uint64_t> entry_count;
 
@@ -228,6 +261,7 @@ struct alignas(kCacheLine) RecencyHeader {
 static_assert(sizeof(FileHeader) == 4096);
 static_assert(offsetof(FileHeader, namespaces_offset) == 64);
 static_assert(offsetof(FileHeader, heartbeat_ns) == 128);
+static_assert(offsetof(FileHeader, recency_shmid) == 164);
 static_assert(offsetof(FileHeader, epoch) == 192);
 static_assert(offsetof(FileHeader, control_socket) == 256);
 static_assert(sizeof(NamespaceDesc) == 2048);
@@ -250,6 +284,7 @@ inline constexpr uint64_t Fingerprint() {
                             sizeof(FileHeader),
                             offsetof(FileHeader, epoch),
                             offsetof(FileHeader, control_socket),
+                            offsetof(FileHeader, recency_shmid),
                             sizeof(NamespaceDesc),
                             sizeof(SlotMeta),
                             sizeof(SlotHeader),
@@ -270,6 +305,11 @@ inline constexpr uint64_t NamespacesOffset() { return sizeof(FileHeader); }
 inline constexpr uint64_t TenantGensOffset() {
   return NamespacesOffset() + kMaxNamespaces * sizeof(NamespaceDesc);
 }
+inline constexpr uint64_t RecencyBytes(uint64_t slot_count) {
+  return sizeof(RecencyHeader) + slot_count * sizeof(uint32_t);
+}
+// shmat's failure value, (void*)-1, compared without an integer-to-pointer cast.
+inline bool ShmatFailed(const void* p) { return reinterpret_cast<intptr_t>(p) == -1; }
 inline constexpr uint64_t TagTableBytes(uint64_t bucket_count) {
   return (bucket_count * sizeof(BucketTags) + kCacheLine - 1) / kCacheLine * kCacheLine;
 }

@@ -2,10 +2,14 @@
 // lock-free lookup. Internal; the C ABI in tenantcache.cc wraps it.
 //
 // Thread safety: a Reader is immutable after Open except for the recency
-// stamps it writes into the shared recency segment (relaxed stores, rule
-// "Recency" in cache_layout.h), so Get may run on any number of threads.
+// stamps it writes into the shared recency segment (relaxed stores, see
+// "Recency" in cache_layout.h) and the segment it maps them from (rule 7:
+// replaced in place, at the same address), so Get may run on any number of
+// threads.
 #ifndef TENANTCACHE_READER_H_
 #define TENANTCACHE_READER_H_
+
+#include <sys/types.h>
 
 #include <chrono>
 #include <cstddef>
@@ -59,6 +63,10 @@ struct ValueMeta {
 // One thread's read counters for one handle. Written only by that thread
 // (plain relaxed load + store, no read-modify-write), read by whoever sums them.
 struct ThreadStats;
+// On the miss path: when the daemon published a different recency segment
+// (it restarted and could not keep the old one), maps the new one over the
+// old at the same address. One atomic load when nothing changed.
+void RefreshRecency(const tc_cache* cache);
 // Sends the handle's final counters to the daemon if a connection is idle.
 void ReportOnClose(tc_cache* cache);
 // In a process forked after the handle was opened (only the forking thread
@@ -87,12 +95,16 @@ struct tc_cache {
   // A private copy, so names handed out stay valid and cannot change under us.
   tenantcache::layout::NamespaceDesc namespaces[tenantcache::layout::kMaxNamespaces];
 
-  // Recency stamps: the shared segment when it could be opened read-write,
-  // otherwise private anonymous memory (then idle timeouts are not checked).
+  // Recency stamps: the daemon's segment when it could be attached read-write
+  // and is provably this file's (rule 7), otherwise private anonymous memory
+  // (then idle timeouts are not checked). Always at recency_base: a segment
+  // published later is mapped over the current one, so `stamps` never moves.
   uint32_t* stamps = nullptr;
   unsigned char* recency_base = nullptr;
   size_t recency_size = 0;
-  bool recency_shared = false;
+  std::atomic<bool> recency_shared{false};
+  std::atomic<int32_t> recency_seen{tenantcache::layout::kNoRecency};  // the header's id last acted on
+  uid_t owner = 0;  // the cache file's owner: its segment must be created and owned by the same user
 
   // Idle connections to the daemon's control socket (see lookup.cc), owned
   // by the process that opened them.

@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,38 +45,66 @@ int FailIo(int fd, int status) {
   return status;
 }
 
-// Maps the recency segment read-write when permitted and it belongs to the
-// same file instance; otherwise private memory of the same size.
-void MapRecency(tc_cache* c, const std::string& path) {
-  const uint64_t slots = c->bucket_count * layout::kSlotsPerBucket;
-  const size_t size = sizeof(layout::RecencyHeader) + slots * sizeof(uint32_t);
-  const int fd = open((path + ".recency").c_str(), O_RDWR | O_CLOEXEC);
-  if (fd >= 0) {
-    struct stat st;
-    if (fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) == size) {
-      void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-      if (p != MAP_FAILED) {
-        const auto* rh = static_cast<const layout::RecencyHeader*>(p);
-        if (std::memcmp(rh->magic, layout::kRecencyMagic, 8) == 0 &&
-            rh->instance_id == c->header->instance_id && rh->slot_count == slots) {
-          close(fd);
-          c->recency_base = static_cast<unsigned char*>(p);
-          c->recency_size = size;
-          c->stamps = reinterpret_cast<uint32_t*>(c->recency_base + sizeof(layout::RecencyHeader));
-          c->recency_shared = true;
-          return;
-        }
-        munmap(p, size);
-      }
-    }
+// Maps segment `id` over the stamps (SHM_REMAP keeps their address) if it is
+// provably this file's: created and owned by the file's owner (no other user
+// can forge that), of the right size, and carrying this file's instance id.
+// Returns false, with the stamps untouched, otherwise or when the caller may
+// not write it.
+bool AttachRecency(tc_cache* c, int id) {
+  if (id == layout::kNoRecency) return false;
+  shmid_ds ds{};
+  if (shmctl(id, IPC_STAT, &ds) != 0) return false;
+  if (ds.shm_perm.uid != c->owner || ds.shm_perm.cuid != c->owner || ds.shm_segsz != c->recency_size)
+    return false;
+  // Checked through a read-only attachment first, so that other threads never
+  // stamp into a segment that turns out to be another file's.
+  void* probe = shmat(id, nullptr, SHM_RDONLY);
+  if (layout::ShmatFailed(probe)) return false;
+  const auto* rh = static_cast<const layout::RecencyHeader*>(probe);
+  const bool ours = std::memcmp(rh->magic, layout::kRecencyMagic, sizeof rh->magic) == 0 &&
+                    rh->layout_version == layout::kLayoutVersion &&
+                    rh->instance_id == c->header->instance_id &&
+                    rh->slot_count == c->bucket_count * layout::kSlotsPerBucket;
+  shmdt(probe);
+  return ours && !layout::ShmatFailed(shmat(id, c->recency_base, SHM_REMAP));
+}
+
+// Private stamps of the segment's size at the stamps' address.
+bool MapPrivateRecency(tc_cache* c) {
+  const int fixed = c->recency_base != nullptr ? MAP_FIXED : 0;
+  void* p = mmap(c->recency_base, c->recency_size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | fixed, -1, 0);
+  if (p == MAP_FAILED) return false;
+  c->recency_base = static_cast<unsigned char*>(p);
+  c->stamps = reinterpret_cast<uint32_t*>(c->recency_base + sizeof(layout::RecencyHeader));
+  return true;
+}
+
+// Refuses what another user could have planted or could replace, as ssh's
+// StrictModes does: a cache file writable by its group or others, or one in a
+// directory writable by anyone but its owner or owned by someone other than
+// root or the file's owner. The daemon never creates files so. Returns the
+// open file, or -1 with errno set (EPERM for those refusals; ELOOP for a
+// symbolic link, which would escape the directory check).
+int OpenSafely(const char* path, struct stat* st) {
+  const char* slash = std::strrchr(path, '/');
+  const std::string dir = slash == nullptr ? "." : slash == path ? "/" : std::string(path, slash);
+  const char* name = slash == nullptr ? path : slash + 1;
+  const int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return -1;
+  struct stat dst;
+  const int fd = fstat(dfd, &dst) == 0 ? openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) : -1;
+  FailIo(dfd, 0);
+  if (fd < 0) return -1;
+  if (fstat(fd, st) != 0) return FailIo(fd, -1);
+  if (!S_ISREG(st->st_mode)) return fd;  // not a cache file at all: the caller says so
+  if ((st->st_mode & (S_IWGRP | S_IWOTH)) != 0 || (dst.st_mode & (S_IWGRP | S_IWOTH)) != 0 ||
+      (dst.st_uid != 0 && dst.st_uid != st->st_uid)) {
     close(fd);
+    errno = EPERM;
+    return -1;
   }
-  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p != MAP_FAILED) {
-    c->recency_base = static_cast<unsigned char*>(p);
-    c->recency_size = size;
-    c->stamps = reinterpret_cast<uint32_t*>(c->recency_base + sizeof(layout::RecencyHeader));
-  }
+  return fd;
 }
 
 // Fail closed (see the header): retired, not synced, or heartbeat too old.
@@ -122,15 +151,32 @@ inline SlotRead ReadSlot(const tc_cache* c, const unsigned char* slot, uint32_t 
 
 }  // namespace
 
+namespace tenantcache {
+
+void RefreshRecency(const tc_cache* cache) {
+  auto* c = const_cast<tc_cache*>(cache);
+  const int32_t id = c->header->recency_shmid.load(std::memory_order_acquire);  // Rule 7.
+  int32_t seen = c->recency_seen.load(std::memory_order_relaxed);
+  // One thread acts on each new id; the others keep stamping meanwhile.
+  if (id == seen || !c->recency_seen.compare_exchange_strong(seen, id, std::memory_order_relaxed)) return;
+  if (AttachRecency(c, id)) {
+    c->recency_shared.store(true, std::memory_order_relaxed);
+  } else if (c->recency_shared.exchange(false, std::memory_order_relaxed)) {
+    // Stop holding a segment the daemon no longer reads.
+    MapPrivateRecency(c);
+  }
+}
+
+}  // namespace tenantcache
+
 extern "C" {
 
 int tc_cache_open(const char* path, tc_cache** out) {
   if (path == nullptr || out == nullptr) return TC_E_INVALID_ARG;
   *out = nullptr;
-  const int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return TC_E_IO;
   struct stat st;
-  if (fstat(fd, &st) != 0) return FailIo(fd, TC_E_IO);
+  const int fd = OpenSafely(path, &st);
+  if (fd < 0) return TC_E_IO;
   if (!S_ISREG(st.st_mode)) {
     close(fd);
     return TC_E_LAYOUT;
@@ -170,12 +216,16 @@ int tc_cache_open(const char* path, tc_cache** out) {
   std::memcpy(c->namespaces, c->base + h->namespaces_offset,
               sizeof(layout::NamespaceDesc) * layout::kMaxNamespaces);
   for (uint32_t i = 0; i < c->namespace_count; ++i) c->ns_seed[i] = layout::NamespaceSeed(h->hash_seed, i);
-  MapRecency(c, path);
-  if (c->stamps == nullptr) {
+  c->owner = st.st_uid;
+  c->recency_size = layout::RecencyBytes(c->bucket_count * layout::kSlotsPerBucket);
+  if (!MapPrivateRecency(c)) {
     munmap(base, size);
     delete c;
     return TC_E_NOMEM;
   }
+  const int32_t id = h->recency_shmid.load(std::memory_order_acquire);  // Rule 7.
+  c->recency_seen.store(id, std::memory_order_relaxed);
+  c->recency_shared.store(AttachRecency(c, id), std::memory_order_relaxed);
   *out = c;
   return 0;
 }
@@ -184,7 +234,8 @@ void tc_cache_close(tc_cache* cache) {
   if (cache == nullptr) return;
   tenantcache::ReportOnClose(cache);
   munmap(const_cast<unsigned char*>(cache->base), cache->size);
-  if (cache->recency_base != nullptr) munmap(cache->recency_base, cache->recency_size);
+  // munmap also detaches a SysV segment mapped there.
+  munmap(cache->recency_base, cache->recency_size);
   for (int fd : cache->idle_fds) close(fd);
   delete cache;
 }
@@ -261,6 +312,7 @@ int Get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_val
 
 int tc_cache_get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out) {
   const int rc = Get(cache, ns, key, key_len, out);
+  if (rc == TC_MISS) tenantcache::RefreshRecency(cache);
   if (rc == TC_FOUND || rc == TC_NOT_FOUND || rc == TC_MISS || rc == TC_E_UNAVAILABLE) {
     tenantcache::ThreadStats* s = MyStats(cache);
     Bump(rc == TC_FOUND       ? s->hits
@@ -328,7 +380,7 @@ int Get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_val
     uint32_t* stamp = cache->stamps + b * layout::kSlotsPerBucket + i;
     const uint32_t now_stamp = layout::RecencyStamp(coarse);
     const uint32_t last = __atomic_load_n(stamp, __ATOMIC_RELAXED);
-    if (cache->recency_shared) {
+    if (cache->recency_shared.load(std::memory_order_relaxed)) {
       const uint64_t idle = h->idle_timeout_ns.load(std::memory_order_relaxed);
       if (idle != 0 && (uint64_t{static_cast<uint32_t>(now_stamp - last)} << layout::kRecencyShift) > idle)
         return TC_MISS;
@@ -450,7 +502,7 @@ const char* tc_strerror(int status) {
     case TC_E_LAYOUT:
       return "not a tenantcache file, truncated, or of an unknown layout version";
     case TC_E_IO:
-      return "cannot open or map the cache file";
+      return "cannot open or map the cache file, or refused it as unsafe";
     case TC_E_INVALID_ARG:
       return "invalid argument";
     case TC_E_NO_FIELD:

@@ -28,8 +28,9 @@
  *
  * FORK
  *   The mapping is shared, so a handle opened before fork() keeps working in
- *   the child (pre-fork servers may open once in the parent). Each process
- *   closes its own copy; closing in one process does not affect the other.
+ *   the child (pre-fork servers may open once in the parent); so does the
+ *   recency segment's attachment, which fork() inherits. Each process closes
+ *   its own copy; closing in one process does not affect the other.
  *
  * STATUSES
  *   Functions return an int: zero or positive is a result, negative an error
@@ -72,7 +73,7 @@ enum {
   TC_E_INVALID_KEY = -2,  /* the key fails its namespace's key kind */
   TC_E_NO_NAMESPACE = -3, /* no such namespace in this cache */
   TC_E_LAYOUT = -4,       /* not a cache file, or a layout this library does not know */
-  TC_E_IO = -5,           /* the file could not be opened or mapped; errno says why */
+  TC_E_IO = -5,           /* the file could not be opened or mapped, or is unsafe; errno says why */
   TC_E_INVALID_ARG = -6,  /* a NULL or out-of-range argument */
   TC_E_NO_FIELD = -7,     /* the value has no field of that name or index */
   TC_E_NOMEM = -8,        /* out of memory */
@@ -115,8 +116,16 @@ typedef struct tc_value {
  * file cannot be opened or mapped; errno is preserved), TC_E_LAYOUT (not a
  * cache file, truncated, or of an unknown layout) or TC_E_NOMEM. A file that
  * the daemon is not keeping synced opens fine; reads then report
- * TC_E_UNAVAILABLE. The recency file beside it (<path>.recency) is opened
- * read-write when permitted; without it reads still work but do not refresh
+ * TC_E_UNAVAILABLE.
+ * Files another user could have planted or could replace are refused with
+ * TC_E_IO and errno EPERM: a cache file writable by its group or by others,
+ * or one whose directory is writable by anyone but its owner or is owned by
+ * someone other than root or the file's owner (tenantcached never creates
+ * files so). A symbolic link as the last component is refused with TC_E_IO
+ * and errno ELOOP.
+ * The daemon's recency segment (System V shared memory, see tenantcached's
+ * documentation) is attached read-write when the caller may write it and it
+ * belongs to the file's owner; otherwise reads still work but do not refresh
  * entries' idle timers.
  * Thread-safe. The handle survives fork().
  */

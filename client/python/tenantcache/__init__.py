@@ -217,7 +217,7 @@ class Cache:
         self._local = threading.local()
 
     @classmethod
-    def open(cls, path="/dev/shm/tenantcache"):
+    def open(cls, path="/run/tenantcache/cache"):
         handle = ctypes.c_void_p()
         rc = _lib().tc_cache_open(os.fsencode(path), ctypes.byref(handle))
         if rc != 0:
