@@ -229,13 +229,13 @@ size_t ControlServer::max_clients() const {
 void ControlServer::SetClientBudget(size_t descriptors) {
   client_budget_ = descriptors;
   const auto configured = static_cast<size_t>(daemon_->config().max_clients);
-  if (configured > descriptors && clamped_to_ != descriptors) {
+  if (configured > descriptors && warned_max_clients_ != configured) {
     spdlog::warn(
         "control.max_clients = {} exceeds what RLIMIT_NOFILE leaves for clients: serving at most {} "
         "(raise LimitNOFILE= by {} or lower max_clients)",
         configured, descriptors, configured - descriptors);
   }
-  clamped_to_ = configured > descriptors ? descriptors : 0;
+  warned_max_clients_ = configured > descriptors ? configured : 0;
   daemon_->stats().control_max_clients = max_clients();
 }
 

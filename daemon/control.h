@@ -116,7 +116,7 @@ class ControlServer {
   std::vector<uid_t> member_uids_;  // allowed groups' listed members, without SO_PEERGROUPS
   bool peergroups_missing_ = false;
   size_t client_budget_ = std::numeric_limits<size_t>::max();
-  size_t clamped_to_ = 0;  // the last max_clients clamp warned about
+  size_t warned_max_clients_ = 0;  // the clamped max_clients last warned about
   Bucket flush_bucket_, tenant_bucket_, key_bucket_;
   Throttled refused_{"peers refused (not in allowed_groups)"};
   Throttled full_{"connections refused (max_clients reached)"};

@@ -21,6 +21,10 @@
 #include <thread>
 #include <vector>
 
+#include "cache_writer.h"
+#include "config.h"
+#include "control.h"
+#include "daemon.h"
 #include "protocol.h"
 #include "stats_format.h"
 #include "support/daemon_process.h"
@@ -410,6 +414,74 @@ TEST_F(ControlLimitsTest, AFlushFloodIsAnsweredBusyWhileLookupsKeepHitting) {
               static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(flood).count()),
               static_cast<unsigned long long>(applied), static_cast<unsigned long long>(answers[TC_E_BUSY]),
               worker.Summary().c_str());
+}
+
+// The timeouts at unit level, with short ones: the real ControlServer and
+// Daemon (its sources never started) on a loop run by the test.
+TEST(ControlTimeouts, IdleAndHalfSentConnectionsAreClosedAndActiveOnesKept) {
+  TempDir dir;
+  std::istringstream text("[cache]\npath = \"" + dir.File("cache") +
+                          "\"\ncapacity = 64\n\n[control]\nsocket = \"" + dir.File("ctl.sock") +
+                          "\"\n\n[[source]]\nname = \"main\"\n\n"
+                          "[[namespace]]\nname = \"user\"\nkind = \"uuid\"\n"
+                          "query = \"SELECT $1 AS t, 'v' AS v\"\ntenant_column = \"t\"\nfields = [\"v\"]\n");
+  const Config config = ParseConfig(text, dir.File("tenantcached.toml"));
+  CacheOptions options;
+  options.path = config.cache_path;
+  options.capacity = config.capacity;
+  options.namespaces.push_back(NamespaceSpec{"user", config.namespaces[0].key_kind, 0, {"v"}});
+  uv_loop_t loop;
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  {
+    Daemon daemon(&loop, config, CacheWriter::Open(options));
+    ControlLimits limits;
+    limits.idle_timeout = 600ms;
+    limits.partial_frame_timeout = 300ms;
+    ControlServer control(&daemon, limits);
+    control.Start();
+    const int idle = ConnectControl(config.control_socket);
+    const int half = ConnectControl(config.control_socket);
+    const int active = ConnectControl(config.control_socket);
+    ASSERT_TRUE(idle >= 0 && half >= 0 && active >= 0);
+    ASSERT_EQ(send(half, "\x20\x00", 2, MSG_NOSIGNAL), 2);
+    std::string stats;
+    protocol::AppendFrame(&stats, protocol::kStats, 0, 1, "");
+    const auto closed = [](int fd) {
+      char b[4096];
+      ssize_t n;
+      while ((n = recv(fd, b, sizeof b, MSG_DONTWAIT)) > 0) {
+      }
+      return n == 0;
+    };
+    const auto t0 = Clock::now();
+    std::chrono::nanoseconds half_closed{}, idle_closed{};
+    auto next_request = t0;
+    while (Clock::now() - t0 < 3s && (idle_closed.count() == 0 || half_closed.count() == 0)) {
+      // The active client asks for stats every 100 ms: never idle.
+      if (Clock::now() >= next_request) {
+        ASSERT_EQ(send(active, stats.data(), stats.size(), MSG_NOSIGNAL), static_cast<ssize_t>(stats.size()));
+        next_request += 100ms;
+      }
+      uv_run(&loop, UV_RUN_NOWAIT);
+      pollfd p[3] = {{idle, POLLIN, 0}, {half, POLLIN, 0}, {active, POLLIN, 0}};
+      ASSERT_GE(poll(p, 3, 10), 0);  // waits for the daemon's next move, at most 10 ms
+      if (half_closed.count() == 0 && closed(half)) half_closed = Clock::now() - t0;
+      if (idle_closed.count() == 0 && closed(idle)) idle_closed = Clock::now() - t0;
+      EXPECT_FALSE(closed(active)) << "an active connection was closed";
+    }
+    EXPECT_GE(half_closed, 300ms);
+    EXPECT_LT(half_closed, 600ms) << "the incomplete request outlived its timeout";
+    EXPECT_GE(idle_closed, 600ms);
+    EXPECT_LT(idle_closed, 1200ms) << "the idle connection outlived its timeout";
+    EXPECT_EQ(daemon.stats().control_timeouts, 1u);
+    EXPECT_EQ(daemon.stats().control_idle_closed, 1u);
+    EXPECT_EQ(control.clients(), 1u);
+    for (int fd : {idle, half, active}) close(fd);
+    control.Stop();
+    daemon.Stop();
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  EXPECT_EQ(uv_loop_close(&loop), 0) << "a handle was left open";
 }
 
 }  // namespace
