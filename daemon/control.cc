@@ -47,8 +47,10 @@ struct ControlServer::Client : std::enable_shared_from_this<Client> {
     pipe->data = nullptr;
     CloseAndDelete(pipe);
     pipe = nullptr;
-    server->clients_.erase(shared_from_this());
-    server->daemon_->stats().control_clients = server->clients_.size();
+    // The erase may destroy this client: nothing of it is used after.
+    ControlServer* s = server;
+    s->clients_.erase(shared_from_this());
+    s->daemon_->stats().control_clients = s->clients_.size();
   }
 
   void Send(uint8_t op, int16_t status, uint32_t id, std::string_view payload) {
