@@ -308,8 +308,8 @@ TEST_F(ControlLimitsTest, HalfSentRequestsAreClosedAfterTheirTimeoutAndNeverExha
 
   // Every attacker is disconnected: the surplus at once, the rest once their
   // requests stayed incomplete past the timeout.
-  std::vector<pollfd> polls;
-  for (int fd : fds) polls.push_back({fd, POLLIN, 0});
+  std::vector<pollfd> polls(fds.size());
+  for (size_t i = 0; i < fds.size(); ++i) polls[i] = {fds[i], POLLIN, 0};
   size_t open = fds.size();
   const auto deadline = Clock::now() + kPartialFrameTimeout + 10s;
   while (open > 0 && Clock::now() < deadline) {

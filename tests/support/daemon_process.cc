@@ -205,7 +205,7 @@ std::string ControlRequest(const std::string& socket_path, uint8_t op, const std
       size_t used = 0;
       const char* err = nullptr;
       if (protocol::ParseFrame(in, protocol::kMaxResponse, &f, &used, &err) == protocol::Parse::kFrame) {
-        const std::string answer(f.payload);
+        std::string answer(f.payload);
         close(fd);
         return answer;
       }
