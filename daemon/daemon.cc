@@ -284,7 +284,15 @@ std::string Daemon::StatsJson() const {
     << ",\"reconnects\":" << stats_.reconnects << ",\"heartbeats_sent\":" << stats_.heartbeats_sent
     << ",\"heartbeats_received\":" << stats_.heartbeats_received
     << ",\"control_connections\":" << stats_.control_connections
-    << ",\"control_errors\":" << stats_.control_errors
+    << ",\"control_errors\":" << stats_.control_errors << ",\"control_refused\":" << stats_.control_refused
+    << ",\"control_full\":" << stats_.control_full
+    << ",\"control_accept_errors\":" << stats_.control_accept_errors
+    << ",\"control_timeouts\":" << stats_.control_timeouts
+    << ",\"control_idle_closed\":" << stats_.control_idle_closed
+    << ",\"control_rate_limited\":" << stats_.control_rate_limited
+    << ",\"control_log_suppressed\":" << stats_.control_log_suppressed
+    << ",\"control_clients\":" << stats_.control_clients
+    << ",\"control_max_clients\":" << stats_.control_max_clients
     << ",\"notification_queue_usage\":" << stats_.notification_queue_usage
     << ",\"unsynced_seconds\":" << std::chrono::duration<double>(stats_.unsynced_time).count() << "}";
   return o.str();

@@ -42,6 +42,14 @@ struct Stats {
   uint64_t reconnects = 0;
   uint64_t heartbeats_sent = 0, heartbeats_received = 0;
   uint64_t control_connections = 0, control_errors = 0;
+  // Control-socket limits (daemon/control.h): peers refused for their
+  // credentials, connections refused at max_clients or failed to accept,
+  // connections closed holding an incomplete request or idle, commands
+  // answered busy by the rate limits, warnings not logged (throttled).
+  uint64_t control_refused = 0, control_full = 0, control_accept_errors = 0;
+  uint64_t control_timeouts = 0, control_idle_closed = 0, control_rate_limited = 0;
+  uint64_t control_log_suppressed = 0;
+  uint64_t control_clients = 0, control_max_clients = 0;  // gauges
   double notification_queue_usage = 0;
   std::chrono::steady_clock::duration unsynced_time{};
 };

@@ -9,20 +9,26 @@
 //     slow start is still a clean stop.
 //  3. The cache file is created (or reused, with its epoch bumped) before
 //     anything can fill it; it starts unsynced, so readers fail closed.
-//  4. The control socket is bound, then the sources connect. READY goes to
-//     systemd only once every listener has LISTEN active and is synced.
+//  4. The control socket is bound, then the descriptors are counted (what is
+//     open now plus the sources' connections to come) against RLIMIT_NOFILE,
+//     then the sources connect. READY goes to systemd only once every
+//     listener has LISTEN active and is synced.
+#include <dirent.h>
 #include <getopt.h>
 #include <grp.h>
 #include <libpq-fe.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <memory>
+#include <stdexcept>
 
 #include "cache_writer.h"
 #include "config.h"
@@ -156,6 +162,63 @@ void SetupLogging(const std::string& level) {
   spdlog::set_level(spdlog::level::from_str(level));
 }
 
+// Descriptors the daemon may need besides its control clients, beyond what
+// is open when they are counted: a Prometheus temporary file, systemd's
+// notify socket, name-service files on reload, libpq's transient ones.
+constexpr size_t kSpareDescriptors = 16;
+
+size_t OpenDescriptors() {
+  size_t n = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (const dirent* e = readdir(d))
+      if (e->d_name[0] != '.') ++n;
+    closedir(d);
+    --n;  // the directory's own descriptor
+  }
+  return n;
+}
+
+// Raises the soft RLIMIT_NOFILE to the hard limit (systemd's default soft
+// limit, 1024, is below the default max_clients alone) and returns how many
+// descriptors remain for control clients once the daemon's own are counted:
+// what is open now (cache files, loop, control socket) and one connection
+// per loader and listener. Throws when none remain.
+size_t ClientDescriptorBudget(const Config& c) {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0)
+    throw std::runtime_error(std::string("getrlimit: ") + strerror(errno));
+  if (lim.rlim_cur < lim.rlim_max) {
+    const rlim_t before = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &lim) == 0) {
+      spdlog::info("raised the RLIMIT_NOFILE soft limit from {} to {}", before, lim.rlim_cur);
+    } else {
+      spdlog::warn("cannot raise the RLIMIT_NOFILE soft limit from {} to {}: {}", before, lim.rlim_max,
+                   strerror(errno));
+      lim.rlim_cur = before;
+    }
+  }
+  size_t connections = 0;
+  for (const auto& s : c.sources) connections += static_cast<size_t>(s.loaders) + 1;
+  const size_t open_now = OpenDescriptors();
+  const size_t own = open_now + connections + kSpareDescriptors;
+  if (lim.rlim_cur <= own) {
+    throw std::runtime_error("RLIMIT_NOFILE is " + std::to_string(lim.rlim_cur) + ", but the daemon needs " +
+                             std::to_string(own) + " descriptors before any client (" +
+                             std::to_string(open_now) + " open, " + std::to_string(connections) +
+                             " database connections, " + std::to_string(kSpareDescriptors) +
+                             " spare); raise LimitNOFILE= to at least " +
+                             std::to_string(own + static_cast<size_t>(c.max_clients)));
+  }
+  const size_t budget = lim.rlim_cur - own;
+  spdlog::info(
+      "descriptors: RLIMIT_NOFILE {}, {} for the daemon ({} open, {} database connections, {} spare), "
+      "max_clients {}",
+      lim.rlim_cur, own, open_now, connections, kSpareDescriptors,
+      std::min(budget, static_cast<size_t>(c.max_clients)));
+  return budget;
+}
+
 struct Process {
   uv_loop_t loop;
   std::unique_ptr<Daemon> daemon;
@@ -197,6 +260,7 @@ void Reload(Process* p, const std::string& path) {
     }
     spdlog::set_level(spdlog::level::from_str(loaded.log_level));
     p->daemon->Reload(loaded);
+    p->control->Reload();
     spdlog::info("reloaded {}", path);
   } catch (const std::exception& e) {
     spdlog::error("reload failed, keeping the running configuration: {}", e.what());
@@ -260,6 +324,12 @@ int Run(const std::string& config_path) {
     return 1;
   }
   spdlog::info("control socket {}", config.control_socket);
+  try {
+    p.control->SetClientBudget(ClientDescriptorBudget(config));
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return 1;
+  }
 
   p.status_timer = NewTimer(&p.loop, &p);
   uv_timer_start(

@@ -1,5 +1,6 @@
 // tenantcached end to end: the real daemon binary against the real
 // PostgreSQL of the harness, the real client library, real signals.
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -30,21 +31,6 @@ namespace tenantcache::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::string TenantId(int n) {
-  char b[64];
-  std::snprintf(b, sizeof b, "00000000-0000-4000-8000-%012x", n);
-  return b;
-}
-std::string UserId(int n) {
-  char b[64];
-  std::snprintf(b, sizeof b, "00000000-0001-4000-8000-%012x", n);
-  return b;
-}
-
-std::map<std::string, std::string> Stats(const DaemonProcess& d) {
-  return ParseFlatJson(ControlRequest(d.control_socket(), protocol::kStats));
-}
 
 class DaemonTest : public ::testing::Test {
  protected:
@@ -280,7 +266,7 @@ TEST_F(DaemonTest, AStampedeOfMissesMakesOneQuery) {
   protocol::ValuePayload value;
   ASSERT_TRUE(protocol::ParseValue(answer, &value));
   EXPECT_EQ(value.field_count, 2);
-  EXPECT_EQ(Stats(*daemon_)["answered_cached"], "1");
+  EXPECT_EQ(DaemonStats(*daemon_)["answered_cached"], "1");
   EXPECT_EQ(admin_->Scalar("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE "
                            "'%stampede_marker%' AND query NOT LIKE '%pg_stat_statements%'"),
             "1");
@@ -651,7 +637,7 @@ TEST_F(DaemonTest, NotificationFloodsCannotFloodOrForgeTheLog) {
   mallory.Exec(
       "SELECT count(pg_notify('tenantcache', '1 f ' || g)) FROM generate_series(1, 20000) g;"
       "SELECT pg_notify('tenantcache', E'junk\nFORGED: cache synced, all is well\n\x1b[2J')");
-  ASSERT_TRUE(WaitFor([&] { return std::stoull(Stats(*daemon_)["flushes"]) >= 20001; }, 30s));
+  ASSERT_TRUE(WaitFor([&] { return std::stoull(DaemonStats(*daemon_)["flushes"]) >= 20001; }, 30s));
   const auto seconds =
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started);
   const std::string log = daemon_->Log();
@@ -675,30 +661,6 @@ TEST_F(DaemonTest, NotificationFloodsCannotFloodOrForgeTheLog) {
   ASSERT_TRUE(WaitFor([&] { return Lookup("user", UserId(1)) == TC_FOUND && Field("role") == "guest"; }));
 }
 
-// Raw control-socket access, for what the client library never sends.
-int Connect(const std::string& path) {
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
-
-bool ClosedByPeer(int fd) {
-  char b[64];
-  for (;;) {
-    const ssize_t n = recv(fd, b, sizeof b, 0);
-    if (n == 0) return true;
-    if (n < 0) return false;
-  }
-}
-
 TEST_F(DaemonTest, MalformedAndOversizedControlRequestsCloseOnlyThatConnection) {
   StartDaemon();
   const std::string sock = dir_.path() + "/ctl.sock";
@@ -719,14 +681,14 @@ TEST_F(DaemonTest, MalformedAndOversizedControlRequestsCloseOnlyThatConnection) 
   protocol::AppendFrame(&oversized, protocol::kLookup, 0, 1, std::string(5000, 'k'));
   bad.push_back(oversized);
   for (const auto& b : bad) {
-    const int fd = Connect(sock);
+    const int fd = ConnectControl(sock);
     ASSERT_GE(fd, 0);
     ASSERT_EQ(send(fd, b.data(), b.size(), MSG_NOSIGNAL), static_cast<ssize_t>(b.size()));
     EXPECT_TRUE(ClosedByPeer(fd));
     close(fd);
   }
   // A client that connects and sends half a frame does not stall anyone.
-  const int idle = Connect(sock);
+  const int idle = ConnectControl(sock);
   ASSERT_EQ(send(idle, "\x20\x00", 2, MSG_NOSIGNAL), 2);
   ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
   close(idle);
@@ -835,7 +797,7 @@ TEST_F(DaemonTest, ANotifySocketNobodyReadsNeverBlocksTheDaemon) {
     ASSERT_TRUE(WaitFor([&] { return reloads() >= i; })) << "reload " << i << " was not handled";
   }
   EXPECT_EQ(Lookup("user", UserId(3)), TC_FOUND);
-  EXPECT_FALSE(Stats(*daemon_).empty());
+  EXPECT_FALSE(DaemonStats(*daemon_).empty());
   // SIGTERM still ends it, with exit 0, though its last messages cannot be sent.
 }
 
@@ -886,7 +848,9 @@ TEST_F(DaemonTest, PeersOutsideTheAllowedGroupsAreRefused) {
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
+    // Dropping privileges drops root's supplementary groups too: the daemon
+    // sees the peer's real groups (SO_PEERGROUPS).
+    if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
     _exit(ControlRequest(sock, protocol::kStats).empty() ? 0 : 1);
   }
   int status = 0;
@@ -1007,7 +971,7 @@ TEST_F(DaemonTest, AMillionNotificationsWhileReadersRunLeaveItResponsiveAndBound
   StartDaemon();
   for (int n = 1; n <= 50; ++n) ASSERT_EQ(Lookup("user", UserId(n)), TC_FOUND);
   const size_t rss_before = ResidentKb(daemon_->pid());
-  const uint64_t notified_before = std::stoull(Stats(*daemon_)["notifications"]);
+  const uint64_t notified_before = std::stoull(DaemonStats(*daemon_)["notifications"]);
   DaemonWatch watch(*daemon_);
   Readers readers(cache_, 50, 2);
   // 1M key messages in 10 transactions: one in 100 names a cached user, the
@@ -1022,7 +986,7 @@ TEST_F(DaemonTest, AMillionNotificationsWhileReadersRunLeaveItResponsiveAndBound
   // reconnected, covered by the flush that follows a reconnect).
   ASSERT_TRUE(WaitFor(
       [&] {
-        auto st = Stats(*daemon_);
+        auto st = DaemonStats(*daemon_);
         return st["synced"] == "true" &&
                (std::stoull(st["notifications"]) >= notified_before + 1000000 || st["reconnects"] != "0");
       },
@@ -1087,7 +1051,7 @@ TEST_F(DaemonTest, AFloodOfMissesFromManyClientsIsAnsweredBusyNotQueuedWithoutBo
   EXPECT_EQ(watch.unanswered(), 0);
   EXPECT_LT(watch.slowest_answer(), 2s);
   EXPECT_LT(watch.max_rss_kb(), rss_before + kRssGrowthKb);
-  auto st = Stats(*daemon_);
+  auto st = DaemonStats(*daemon_);
   EXPECT_EQ(std::stoull(st["busy"]), static_cast<uint64_t>(statuses[TC_E_BUSY]));
   std::printf("1000 misses from 200 clients, queue_bound 20: %s; slowest stats answer %lld ms\n",
               seen.c_str(), static_cast<long long>(watch.slowest_answer().count()));

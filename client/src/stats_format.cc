@@ -22,10 +22,17 @@ std::map<std::string, std::string> ParseFlatJson(const std::string& json) {
 }
 
 std::string PrometheusText(const std::string& json) {
-  static const std::set<std::string> kGauges = {
-      "synced",           "epoch",    "entries",       "slots",
-      "capacity",         "hit_rate", "pending_fills", "notification_queue_usage",
-      "reporting_clients"};
+  static const std::set<std::string> kGauges = {"synced",
+                                                "epoch",
+                                                "entries",
+                                                "slots",
+                                                "capacity",
+                                                "hit_rate",
+                                                "pending_fills",
+                                                "notification_queue_usage",
+                                                "reporting_clients",
+                                                "control_clients",
+                                                "control_max_clients"};
   std::string out;
   for (const auto& [k, v] : ParseFlatJson(json)) {
     const std::string value = v == "true" ? "1" : v == "false" ? "0" : v;

@@ -510,7 +510,7 @@ const char* tc_strerror(int status) {
     case TC_E_NOMEM:
       return "out of memory";
     case TC_E_BUSY:
-      return "daemon busy (queue full)";
+      return "daemon busy (fill queue full or command rate limit reached)";
     case TC_E_TIMEOUT:
       return "timed out waiting for the daemon";
     case TC_E_DAEMON:

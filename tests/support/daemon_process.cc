@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -17,6 +18,7 @@
 #include <thread>
 
 #include "protocol.h"
+#include "stats_format.h"
 #include "support/pg_cluster.h"
 
 namespace tenantcache::test {
@@ -59,7 +61,7 @@ std::string FleetConfig(const std::string& dir, const std::string& conninfo, con
 }
 
 DaemonProcess::DaemonProcess(const std::string& dir, const std::string& config,
-                             const std::map<std::string, std::string>& env)
+                             const std::map<std::string, std::string>& env, unsigned nofile)
     : dir_(dir) {
   Rewrite(config);
   const std::string notify_path = dir + "/notify.sock";
@@ -82,6 +84,10 @@ DaemonProcess::DaemonProcess(const std::string& dir, const std::string& config,
     }
     setenv("NOTIFY_SOCKET", notify_path.c_str(), 1);
     for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    if (nofile != 0) {
+      const rlimit lim{nofile, nofile};
+      if (setrlimit(RLIMIT_NOFILE, &lim) != 0) _exit(126);
+    }
     const std::string cfg = config_path();
     execl(TC_DAEMON_BIN, "tenantcached", "--config", cfg.c_str(), static_cast<char*>(nullptr));
     _exit(127);
@@ -199,7 +205,7 @@ std::string ControlRequest(const std::string& socket_path, uint8_t op, const std
       size_t used = 0;
       const char* err = nullptr;
       if (protocol::ParseFrame(in, protocol::kMaxResponse, &f, &used, &err) == protocol::Parse::kFrame) {
-        const std::string answer(f.payload);
+        std::string answer(f.payload);
         close(fd);
         return answer;
       }
@@ -210,6 +216,45 @@ std::string ControlRequest(const std::string& socket_path, uint8_t op, const std
   }
   close(fd);
   return "";
+}
+
+std::map<std::string, std::string> DaemonStats(const DaemonProcess& d) {
+  return ParseFlatJson(ControlRequest(d.control_socket(), protocol::kStats));
+}
+
+int ConnectControl(const std::string& socket_path) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", socket_path.c_str());
+  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+bool ClosedByPeer(int fd) {
+  char b[64];
+  for (;;) {
+    const ssize_t n = recv(fd, b, sizeof b, 0);
+    if (n == 0) return true;
+    if (n < 0) return false;
+  }
+}
+
+std::string TenantId(int n) {
+  char b[64];
+  std::snprintf(b, sizeof b, "00000000-0000-4000-8000-%012x", n);
+  return b;
+}
+
+std::string UserId(int n) {
+  char b[64];
+  std::snprintf(b, sizeof b, "00000000-0001-4000-8000-%012x", n);
+  return b;
 }
 
 }  // namespace tenantcache::test

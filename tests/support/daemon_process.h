@@ -26,8 +26,9 @@ class DaemonProcess {
  public:
   // Writes `config` to <dir>/tenantcached.toml and starts the daemon on it,
   // with `env` added to its environment.
+  // With `nofile` non-zero, it runs with that RLIMIT_NOFILE (soft and hard).
   DaemonProcess(const std::string& dir, const std::string& config,
-                const std::map<std::string, std::string>& env = {});
+                const std::map<std::string, std::string>& env = {}, unsigned nofile = 0);
   ~DaemonProcess();  // SIGTERM, then SIGKILL if it does not exit
 
   // Waits for "READY=1" on the notify socket.
@@ -60,6 +61,19 @@ CommandResult RunDaemonCommand(const std::string& args);
 // Sends one request over the control socket at `socket_path`; the answer's
 // payload (empty on any failure).
 std::string ControlRequest(const std::string& socket_path, uint8_t op, const std::string& payload = "");
+
+// The daemon's statistics (empty on failure).
+std::map<std::string, std::string> DaemonStats(const DaemonProcess& d);
+
+// Raw control-socket access, for what the client library never sends: a
+// connected socket with a 5 s receive timeout, or -1.
+int ConnectControl(const std::string& socket_path);
+// Reads until the peer closes (true) or the receive timeout (false).
+bool ClosedByPeer(int fd);
+
+// The ids of sql/examples/fleet.sql's fleet.generate(): tenant n, user n.
+std::string TenantId(int n);
+std::string UserId(int n);
 
 }  // namespace tenantcache::test
 

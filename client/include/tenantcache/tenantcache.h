@@ -77,7 +77,7 @@ enum {
   TC_E_INVALID_ARG = -6,  /* a NULL or out-of-range argument */
   TC_E_NO_FIELD = -7,     /* the value has no field of that name or index */
   TC_E_NOMEM = -8,        /* out of memory */
-  TC_E_BUSY = -9,         /* the daemon's fill queue is full */
+  TC_E_BUSY = -9,         /* the daemon's fill queue is full, or a command's rate limit */
   TC_E_TIMEOUT = -10,     /* the daemon did not answer in time */
   TC_E_DAEMON = -11       /* the daemon reported an error (a failed query) */
 };
@@ -219,7 +219,9 @@ TC_EXPORT int tc_cache_lookup(const tc_cache* cache, tc_ns ns, const char* key, 
 /* Asks the daemon to invalidate one key, one tenant's entries, or everything
  * (as the SQL functions do, but immediately and without a transaction).
  * Returns 0 once the daemon has applied it, or TC_E_UNAVAILABLE,
- * TC_E_TIMEOUT, TC_E_INVALID_KEY, TC_E_NO_NAMESPACE, TC_E_INVALID_ARG.
+ * TC_E_TIMEOUT, TC_E_INVALID_KEY, TC_E_NO_NAMESPACE, TC_E_INVALID_ARG, or
+ * TC_E_BUSY: the daemon's rate limit for these commands (they make every
+ * worker of the host miss) was reached and nothing was applied; retry later.
  * Thread-safe and fork-safe as tc_cache_lookup. */
 TC_EXPORT int tc_cache_invalidate(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len,
                                   int timeout_ms);
