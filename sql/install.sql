@@ -210,6 +210,8 @@ DECLARE
   values_sql text;
   rows jsonb[];
   news boolean[];
+  old_rows jsonb[];
+  new_rows jsonb[];
 BEGIN
   SELECT has_function_privilege(c.relowner, 'tenantcache.on_change()'::regprocedure, 'EXECUTE'),
          pg_get_userbyid(c.relowner)
@@ -251,13 +253,16 @@ BEGIN
     EXECUTE format('SELECT array_agg(%s), array_agg(false) FROM tc_old t', values_sql)
       INTO rows, news USING names;
   ELSE
-    EXECUTE format(
-      'WITH o AS (SELECT %1$s AS j FROM tc_old t), n AS (SELECT %1$s AS j FROM tc_new t),
-            c AS ((SELECT j, false AS is_new FROM (SELECT j FROM o EXCEPT ALL SELECT j FROM n) a)
-                  UNION ALL
-                  (SELECT j, true FROM (SELECT j FROM n EXCEPT ALL SELECT j FROM o) b))
-       SELECT array_agg(j), array_agg(is_new) FROM c', values_sql)
-      INTO rows, news USING names;
+    -- Only the projection is dynamic: the comparison is static SQL, whose
+    -- plan PL/pgSQL keeps for the session (planning it at every statement
+    -- cost several times more than the rest of the trigger).
+    EXECUTE format('SELECT (SELECT array_agg(%1$s) FROM tc_old t), (SELECT array_agg(%1$s) FROM tc_new t)',
+                   values_sql)
+      INTO old_rows, new_rows USING names;
+    WITH c AS ((SELECT j, false AS is_new FROM (SELECT unnest(old_rows) EXCEPT ALL SELECT unnest(new_rows)) a(j))
+               UNION ALL
+               (SELECT j, true FROM (SELECT unnest(new_rows) EXCEPT ALL SELECT unnest(old_rows)) b(j)))
+    SELECT array_agg(c.j), array_agg(c.is_new) INTO rows, news FROM c;
   END IF;
   IF rows IS NOT NULL THEN
     PERFORM tenantcache._send_changes(rows, news, TG_OP, tenant_col, keys);
