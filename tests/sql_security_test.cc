@@ -9,12 +9,16 @@
 #include <libpq-fe.h>
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "support/daemon_process.h"
 #include "support/pg_cluster.h"
 #include "support/sql_messages.h"
+#include "support/test_cache.h"
 
 namespace tenantcache::test {
 namespace {
@@ -478,6 +482,34 @@ TEST_F(SqlSecurityTest, UninstallSucceedsAroundAnotherRolesTrigger) {
   EXPECT_EQ(SentBy(*owner, *listener, "INSERT INTO o.t VALUES ('z')", 1), Messages({"k user z"}));
   admin_->Exec(ReadFile(SqlDir() + "/uninstall.sql"));
   EXPECT_EQ(admin_->Scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tenantcache%'"), "0");
+}
+
+// The daemon speaks to both versions (they send the same messages) and names
+// a version 1 schema in its log as the hole it is.
+TEST_F(SqlSecurityTest, TheDaemonServesVersion2AndWarnsAboutVersion1) {
+  const std::string kWarning = "tenantcache schema version 1 lets any database role run code";
+  auto log_shows = [](const DaemonProcess& d, const std::string& what) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (d.Log().find(what) == std::string::npos) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(10ms);  // the log is a file: poll it until the deadline
+    }
+    return true;
+  };
+  for (const bool v1 : {false, true}) {
+    SCOPED_TRACE(v1 ? "version 1" : "version 2");
+    const std::string db = SharedCluster().CreateDatabase();
+    PgConn admin(SharedCluster().Conninfo(db));
+    admin.Exec(v1 ? Version1Install() : ReadFile(SqlDir() + "/install.sql"));
+    admin.Exec(ReadFile(SqlDir() + "/examples/fleet.sql") + ";SELECT fleet.generate(20, 4)");
+    TempDir dir;
+    DaemonProcess daemon(dir.path(), FleetConfig(dir.path(), SharedCluster().Conninfo(db)));
+    ASSERT_TRUE(daemon.WaitReady()) << daemon.Log();
+    if (v1)
+      EXPECT_TRUE(log_shows(daemon, kWarning)) << daemon.Log();
+    else
+      EXPECT_EQ(daemon.Log().find(kWarning), std::string::npos) << daemon.Log();
+  }
 }
 
 }  // namespace
