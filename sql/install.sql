@@ -380,6 +380,7 @@ DECLARE
   watched text[];
   args text;
   owner_id oid;
+  who text;
 BEGIN
   -- Ownership and the grant are checked here, before anything changes, so
   -- that a refusal names what is missing (CREATE TRIGGER would only say
@@ -390,11 +391,13 @@ BEGIN
     RAISE EXCEPTION 'tenantcache.watch_table: must be owner of table % to watch it', tbl
       USING HINT = format('Run it as %I, the owner.', pg_get_userbyid(owner_id));
   END IF;
-  FOR col IN SELECT DISTINCT r FROM unnest(ARRAY[pg_get_userbyid(owner_id), current_user::text]) r LOOP
-    IF NOT has_function_privilege(col, 'tenantcache.on_change()', 'EXECUTE') THEN
+  -- The owner needs the grant for the triggers to run, and the caller (the
+  -- owner or a member of it) for CREATE TRIGGER.
+  FOR who IN SELECT DISTINCT r FROM unnest(ARRAY[pg_get_userbyid(owner_id), current_user::text]) r LOOP
+    IF NOT has_function_privilege(who, 'tenantcache.on_change()', 'EXECUTE') THEN
       RAISE EXCEPTION 'tenantcache.watch_table: role % may not watch tables (it has no EXECUTE on tenantcache.on_change())',
-        quote_ident(col)
-        USING HINT = format('The installer allows it: GRANT EXECUTE ON FUNCTION tenantcache.on_change() TO %I;', col);
+        quote_ident(who)
+        USING HINT = format('The installer allows it: GRANT EXECUTE ON FUNCTION tenantcache.on_change() TO %I;', who);
     END IF;
   END LOOP;
   IF keys IS NULL OR jsonb_typeof(keys) <> 'object' THEN

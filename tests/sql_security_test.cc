@@ -240,6 +240,12 @@ TEST_F(SqlSecurityTest, ATriggerWhoseOwnerIsNotAllowedNeitherLogsNorNotifies) {
   }
   EXPECT_EQ(listener->Drain(kQuiet), Messages{});
   EXPECT_EQ(LogRows(), "0");
+  // Not even the superuser can watch a table for an owner not allowed to.
+  admin_->Exec("CREATE TABLE public.theirs (id text); ALTER TABLE public.theirs OWNER TO " + mallory);
+  const std::string e =
+      admin_->ExecError("SELECT tenantcache.watch_table('public.theirs', NULL, '{\"user\": \"id\"}')");
+  EXPECT_TRUE(Contains(e, "role " + mallory + " may not watch tables")) << e;
+  EXPECT_EQ(admin_->Scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.theirs'::regclass"), "0");
 }
 
 TEST_F(SqlSecurityTest, AnAllowedOwnersCastRunsWithoutTheInstallersRights) {
