@@ -490,6 +490,22 @@ TEST_F(SqlSecurityTest, UninstallSucceedsAroundAnotherRolesTrigger) {
   EXPECT_EQ(admin_->Scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tenantcache%'"), "0");
 }
 
+// The operator who upgrades with tenantcachectl sees whom the upgrade allowed
+// to watch tables, and nothing of PostgreSQL's "already exists" notices.
+TEST_F(SqlSecurityTest, TenantcachectlInstallSqlShowsWhomTheUpgradeAllowed) {
+  admin_->Exec(Version1Install());
+  const std::string app = Role("app");
+  InstallExample(app);
+  const CommandResult r = RunCommand(std::string(TC_CTL_BIN) + " install-sql --conninfo '" +
+                                     SharedCluster().Conninfo(db_) + "' --sql-dir " + SqlDir());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(
+      Contains(r.output, "NOTICE: tenantcache: granted EXECUTE on tenantcache.on_change() to role " + app))
+      << r.output;
+  EXPECT_FALSE(Contains(r.output, "already exists")) << r.output;
+  EXPECT_EQ(admin_->Scalar("SELECT tenantcache.schema_version()"), "2");
+}
+
 // The daemon speaks to both versions (they send the same messages) and names
 // a version 1 schema in its log as the hole it is.
 TEST_F(SqlSecurityTest, TheDaemonServesVersion2AndWarnsAboutVersion1) {
