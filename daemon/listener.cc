@@ -181,11 +181,18 @@ void Listener::CatchUp() {
     const bool log_enabled = Value(results, 0, 1) == "true";
     const std::string version = Value(results, 0, 2);
     daemon_->stats().notification_queue_usage = std::atof(Value(results, 0, 3).c_str());
-    if (version != "1") {
+    // Versions 1 and 2 send the same messages; 2 closes issue #15 (any role
+    // could run code with the installer's rights through version 1).
+    if (version != "1" && version != "2") {
       Lost("tenantcache schema version " + (version.empty() ? std::string("missing") : version) +
-           " is not the version 1 this daemon speaks");
+           " is not one this daemon speaks (1 or 2)");
       return;
     }
+    if (version == "1")
+      spdlog::warn(
+          "source {}: tenantcache schema version 1 lets any database role run code with the installer's "
+          "rights; upgrade it by running sql/install.sql again",
+          source().name);
     if (Value(results, 0, 4) == "0")
       spdlog::warn(
           "source {}: no table is watched (SELECT tenantcache.watch_table(...)): nothing will be invalidated",

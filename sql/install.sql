@@ -11,6 +11,14 @@
 --
 --   psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -f sql/install.sql
 --
+-- Watching a table is reserved to the roles you allow (the installer is):
+--
+--   GRANT EXECUTE ON FUNCTION tenantcache.on_change() TO app_owner;
+--
+-- for each role owning tables to watch. The roles that only write to watched
+-- tables need nothing. Upgrading from version 1 grants it to the owners of
+-- the tables already watched, with a NOTICE naming each of them.
+--
 -- Message format (payload of NOTIFY on the configured channel, default
 -- "tenantcache"); fields are separated by one space, the last field is the
 -- rest of the payload taken verbatim (keys may contain spaces):
@@ -33,8 +41,9 @@ CREATE TABLE IF NOT EXISTS tenantcache.version (
   installed_at timestamptz NOT NULL DEFAULT now()
 );
 
--- Version 1 objects. A later version adds its own block below this one,
--- guarded the same way, so an installation moves forward one step at a time.
+-- Version 1 objects. A later version adds its own block below this one (or,
+-- when it needs the functions, below those), guarded the same way, so an
+-- installation moves forward one step at a time.
 DO $install$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 1) THEN
@@ -171,6 +180,20 @@ AS $$ SELECT tenantcache._emit('f', NULL, NULL) $$;
 -- one message per tenant when that covers every change, else one flush.
 -- Arguments (set by watch_table): tenant column ('' for none), the keys spec
 -- (jsonb: namespace -> column), the watched columns ('' for all).
+--
+-- It runs with the installer's rights (it writes the log and reads the
+-- settings, which the writing roles may not), so two rules keep those rights
+-- out of other roles' reach:
+--  - Only tables whose owner holds EXECUTE on this function are served: that
+--    grant is what allows a role to watch tables (CREATE TRIGGER checks it
+--    too, but only when the trigger is created; a trigger attached before the
+--    grant was required, or whose owner lost it, must neither log nor notify).
+--  - No code the table's owner could have written runs here: a column of a
+--    type it created may carry its own casts (CREATE CAST ... AS json) and
+--    operators, so rows are never passed to to_jsonb(), casts or comparisons.
+--    Each needed column is read as text through its type's output function
+--    (format('%s', v)), which only a superuser can define, and old and new
+--    rows are compared as those texts.
 CREATE OR REPLACE FUNCTION tenantcache.on_change()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -178,38 +201,77 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+  tenant_col text := nullif(TG_ARGV[0], '');
+  keys jsonb := TG_ARGV[1]::jsonb;
   watched text[] := nullif(TG_ARGV[2], '')::text[];
+  owner_allowed boolean;
+  owner_name name;
+  names text[];
+  values_sql text;
   rows jsonb[];
   news boolean[];
+  old_rows jsonb[];
+  new_rows jsonb[];
 BEGIN
+  SELECT has_function_privilege(c.relowner, 'tenantcache.on_change()'::regprocedure, 'EXECUTE'),
+         pg_get_userbyid(c.relowner)
+    INTO owner_allowed, owner_name
+    FROM pg_class c WHERE c.oid = TG_RELID;
+  IF NOT owner_allowed THEN
+    RAISE EXCEPTION 'tenantcache: table % is watched, but its owner % may not watch tables', TG_RELID::regclass,
+      quote_ident(owner_name)
+      USING HINT = format('Allow it (GRANT EXECUTE ON FUNCTION tenantcache.on_change() TO %I) or stop '
+                          'watching the table (SELECT tenantcache.unwatch_table(%L)).', owner_name, TG_RELID::regclass);
+  END IF;
   IF TG_OP = 'TRUNCATE' THEN
     PERFORM tenantcache._emit('f', NULL, NULL);
     RETURN NULL;
   END IF;
-  -- The changed rows, each as jsonb of its watched columns: all rows for
-  -- INSERT and DELETE; for UPDATE the old and new versions of the rows whose
-  -- watched columns changed (a row updated to identical values drops out).
-  -- Static SQL, so PL/pgSQL keeps the plans for the session.
+  -- The columns that matter (all of them when watched is NULL; the key and
+  -- tenant columns always), each as text, or NULL when the value is NULL
+  -- (num_nulls, because "v IS NULL" is also true of a composite value whose
+  -- fields are all NULL).
+  SELECT array_agg(a.attname::text ORDER BY a.attnum),
+         string_agg(format('CASE WHEN num_nulls(t.%1$I) = 0 THEN format(''%%s'', t.%1$I) END', a.attname),
+                    ', ' ORDER BY a.attnum)
+    INTO names, values_sql
+    FROM pg_attribute a
+   WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
+     AND (watched IS NULL OR a.attname = ANY (watched) OR a.attname = tenant_col
+          OR a.attname IN (SELECT k.value FROM jsonb_each_text(keys) k));
+  IF names IS NULL THEN
+    RETURN NULL;
+  END IF;
+  -- The changed rows, each as jsonb of those texts: all rows for INSERT and
+  -- DELETE; for UPDATE the old and new versions of the rows whose watched
+  -- columns changed (a row updated to identical values drops out).
+  values_sql := 'jsonb_object($1, ARRAY[' || values_sql || '])';
   IF TG_OP = 'INSERT' THEN
-    SELECT array_agg(tenantcache._watched(to_jsonb(n), watched)), array_agg(true)
-      INTO rows, news FROM tc_new n;
+    EXECUTE format('SELECT array_agg(%s), array_agg(true) FROM tc_new t', values_sql)
+      INTO rows, news USING names;
   ELSIF TG_OP = 'DELETE' THEN
-    SELECT array_agg(tenantcache._watched(to_jsonb(o), watched)), array_agg(false)
-      INTO rows, news FROM tc_old o;
+    EXECUTE format('SELECT array_agg(%s), array_agg(false) FROM tc_old t', values_sql)
+      INTO rows, news USING names;
   ELSE
-    WITH o AS (SELECT tenantcache._watched(to_jsonb(t), watched) AS j FROM tc_old t),
-         n AS (SELECT tenantcache._watched(to_jsonb(t), watched) AS j FROM tc_new t),
-         c AS ((SELECT j, false AS is_new FROM (SELECT j FROM o EXCEPT ALL SELECT j FROM n) a)
+    -- Only the projection is dynamic: the comparison is static SQL, whose
+    -- plan PL/pgSQL keeps for the session (planning it at every statement
+    -- cost several times more than the rest of the trigger).
+    EXECUTE format('SELECT (SELECT array_agg(%1$s) FROM tc_old t), (SELECT array_agg(%1$s) FROM tc_new t)',
+                   values_sql)
+      INTO old_rows, new_rows USING names;
+    WITH c AS ((SELECT j, false AS is_new FROM (SELECT unnest(old_rows) EXCEPT ALL SELECT unnest(new_rows)) a(j))
                UNION ALL
-               (SELECT j, true FROM (SELECT j FROM n EXCEPT ALL SELECT j FROM o) b))
-    SELECT array_agg(j), array_agg(is_new) INTO rows, news FROM c;
+               (SELECT j, true FROM (SELECT unnest(new_rows) EXCEPT ALL SELECT unnest(old_rows)) b(j)))
+    SELECT array_agg(c.j), array_agg(c.is_new) INTO rows, news FROM c;
   END IF;
   IF rows IS NOT NULL THEN
-    PERFORM tenantcache._send_changes(rows, news, TG_OP, nullif(TG_ARGV[0], ''), TG_ARGV[1]::jsonb);
+    PERFORM tenantcache._send_changes(rows, news, TG_OP, tenant_col, keys);
   END IF;
   RETURN NULL;
 END
 $$;
+-- Watching tables is for the roles the installer allows (see Privileges).
+REVOKE ALL ON FUNCTION tenantcache.on_change() FROM PUBLIC;
 
 -- Sends the messages for one statement's changed rows (see on_change): one
 -- per distinct key and tenant id, or above settings.bulk_threshold one per
@@ -294,18 +356,6 @@ END
 $$;
 REVOKE ALL ON FUNCTION tenantcache._send_changes(jsonb[], boolean[], text, text, jsonb) FROM PUBLIC;
 
--- The watched columns of a row (all of them when watched is NULL).
-CREATE OR REPLACE FUNCTION tenantcache._watched(j jsonb, watched text[])
-RETURNS jsonb
-LANGUAGE sql
-IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-  SELECT CASE WHEN watched IS NULL THEN j
-              ELSE coalesce((SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(j) e
-                              WHERE e.key = ANY (watched)), '{}'::jsonb) END
-$$;
-
 -- Attaches the triggers to one of your tables (you must own it). keys maps
 -- each namespace whose key is a column of this table to that column:
 --   SELECT tenantcache.watch_table('user_accounts', NULL, '{"user": "id"}');
@@ -315,7 +365,9 @@ $$;
 -- registry table: any change to a row then invalidates every cached entry of
 -- that tenant, in every namespace. columns limits which columns count as a
 -- change (default: all; the key and tenant columns are always included).
--- Watching a table again replaces the previous spec.
+-- Watching a table again replaces the previous spec. The table's owner (and
+-- you, if you act as a member of that role) must be allowed to watch tables:
+--   GRANT EXECUTE ON FUNCTION tenantcache.on_change() TO app_owner;
 CREATE OR REPLACE FUNCTION tenantcache.watch_table(
   tbl regclass, tenant_column text, keys jsonb, columns text[] DEFAULT NULL)
 RETURNS void
@@ -327,7 +379,27 @@ DECLARE
   ns text;
   watched text[];
   args text;
+  owner_id oid;
+  who text;
 BEGIN
+  -- Ownership and the grant are checked here, before anything changes, so
+  -- that a refusal names what is missing (CREATE TRIGGER would only say
+  -- "permission denied for function on_change"); on_change checks the
+  -- owner's grant again at every statement.
+  SELECT c.relowner INTO owner_id FROM pg_class c WHERE c.oid = tbl;
+  IF NOT pg_has_role(current_user, owner_id, 'USAGE') THEN
+    RAISE EXCEPTION 'tenantcache.watch_table: must be owner of table % to watch it', tbl
+      USING HINT = format('Run it as %I, the owner.', pg_get_userbyid(owner_id));
+  END IF;
+  -- The owner needs the grant for the triggers to run, and the caller (the
+  -- owner or a member of it) for CREATE TRIGGER.
+  FOR who IN SELECT DISTINCT r FROM unnest(ARRAY[pg_get_userbyid(owner_id), current_user::text]) r LOOP
+    IF NOT has_function_privilege(who, 'tenantcache.on_change()', 'EXECUTE') THEN
+      RAISE EXCEPTION 'tenantcache.watch_table: role % may not watch tables (it has no EXECUTE on tenantcache.on_change())',
+        quote_ident(who)
+        USING HINT = format('The installer allows it: GRANT EXECUTE ON FUNCTION tenantcache.on_change() TO %I;', who);
+    END IF;
+  END LOOP;
   IF keys IS NULL OR jsonb_typeof(keys) <> 'object' THEN
     RAISE EXCEPTION 'tenantcache.watch_table: keys must be a JSON object of namespace -> column'
       USING HINT = 'for example ''{"user": "id"}''';
@@ -443,13 +515,54 @@ END
 $$;
 
 -- Privileges. Any role may see the schema (so table owners can call
--- watch_table, which itself requires owning the table). The manual
--- invalidation functions and prune_log are for the roles you grant them to:
+-- watch_table, which itself requires owning the table). Every function that
+-- runs with the installer's rights is for the roles you grant it to, never
+-- PUBLIC. The roles allowed to watch their tables (they can then send
+-- invalidation messages for any key of those tables):
+--   GRANT EXECUTE ON FUNCTION tenantcache.on_change() TO app_owner;
+-- The roles writing to watched tables need no grant. The manual invalidation
+-- functions and prune_log:
 --   GRANT EXECUTE ON FUNCTION tenantcache.invalidate(text, text),
 --     tenantcache.invalidate_tenant(text), tenantcache.flush() TO app;
 GRANT USAGE ON SCHEMA tenantcache TO PUBLIC;
 REVOKE ALL ON FUNCTION tenantcache.invalidate(text, text), tenantcache.invalidate_tenant(text),
   tenantcache.flush(), tenantcache.prune_log(interval) FROM PUBLIC;
+
+-- Version 2: watching tables takes a grant (version 1 let any role attach
+-- on_change to a table of its own, and so run code of its choosing with the
+-- installer's rights). After the functions and privileges above, which it
+-- builds on. The owners of the permanent tables already watched get the
+-- grant, so that their triggers keep working; the installer is told who. A
+-- trigger on a temporary table (which only a session of its own could have
+-- attached) gets none: it now fails instead of running as the installer.
+DO $install$
+DECLARE
+  r record;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 2) THEN
+    FOR r IN SELECT pg_get_userbyid(c.relowner) AS owner_name, c.relpersistence = 't' AS temporary,
+                    string_agg(DISTINCT c.oid::regclass::text, ', ') AS tables
+               FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+              WHERE t.tgfoid = 'tenantcache.on_change()'::regprocedure
+                AND NOT has_function_privilege(c.relowner, t.tgfoid, 'EXECUTE')
+              GROUP BY 1, 2 ORDER BY 1, 2 LOOP
+      IF r.temporary THEN
+        RAISE WARNING 'tenantcache: role % watches temporary table(s) % without being allowed to: '
+                      'those triggers now fail', quote_ident(r.owner_name), r.tables;
+      ELSE
+        EXECUTE format('GRANT EXECUTE ON FUNCTION tenantcache.on_change() TO %I', r.owner_name);
+        RAISE NOTICE 'tenantcache: granted EXECUTE on tenantcache.on_change() to role %, the owner of watched table(s) %',
+          quote_ident(r.owner_name), r.tables;
+      END IF;
+    END LOOP;
+    -- Version 1's helper for on_change, which no longer converts whole rows.
+    IF to_regprocedure('tenantcache._watched(jsonb, text[])') IS NOT NULL THEN
+      DROP FUNCTION tenantcache._watched(jsonb, text[]);
+    END IF;
+    INSERT INTO tenantcache.version (version) VALUES (2);
+  END IF;
+END
+$install$;
 
 -- The installed version, for the daemon's schema check.
 CREATE OR REPLACE FUNCTION tenantcache.schema_version()

@@ -9,49 +9,12 @@
 #include <vector>
 
 #include "support/pg_cluster.h"
+#include "support/sql_messages.h"
 
 namespace tenantcache::test {
 namespace {
 
 using namespace std::chrono_literals;
-using Messages = std::vector<std::string>;
-
-constexpr auto kQuiet = 300ms;  // how long "nothing more arrives" is watched
-
-// A message without its sequence number: "k user <key>", "t <id>", "f".
-struct Parsed {
-  std::string version, kind, seq, rest;
-};
-
-Parsed Parse(const std::string& payload) {
-  Parsed p;
-  size_t pos = 0;
-  auto field = [&](bool last) {
-    if (last) return payload.substr(std::min(pos, payload.size()));
-    const size_t sp = payload.find(' ', pos);
-    std::string f = payload.substr(pos, sp == std::string::npos ? std::string::npos : sp - pos);
-    pos = sp == std::string::npos ? payload.size() : sp + 1;
-    return f;
-  };
-  p.version = field(false);
-  p.kind = field(false);
-  p.seq = p.kind == "f" ? field(true) : field(false);
-  if (p.kind != "f") p.rest = field(true);
-  return p;
-}
-
-// Payloads with their sequence numbers dropped, sorted, for exact comparison.
-Messages Normalised(const Messages& in) {
-  Messages out;
-  for (const auto& m : in) {
-    const Parsed p = Parse(m);
-    EXPECT_EQ(p.version, "1") << m;
-    EXPECT_TRUE(p.seq == "-" || std::all_of(p.seq.begin(), p.seq.end(), ::isdigit)) << m;
-    out.push_back(p.kind + (p.rest.empty() && p.kind == "f" ? "" : " " + p.rest));
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
 
 const std::string kT1 = "00000000-0000-4000-8000-000000000001";
 const std::string kT2 = "00000000-0000-4000-8000-000000000002";
@@ -76,11 +39,7 @@ class SqlTest : public ::testing::Test {
 
   // Runs `sql` and returns what the listener got for it.
   Messages After(const std::string& sql, size_t expected) {
-    conn_->Exec(sql);
-    Messages got = listener_->WaitFor(expected, 10s);
-    Messages more = listener_->Drain(expected == 0 ? kQuiet : 50ms);
-    got.insert(got.end(), more.begin(), more.end());
-    return Normalised(got);
+    return SentBy(*conn_, *listener_, sql, expected);
   }
 
   size_t log_start_ = 0;
@@ -304,7 +263,7 @@ TEST_F(SqlTest, InstallingTwiceChangesNothing) {
   EXPECT_GT(before.size(), 15u);
   conn_->Exec(ReadFile(SqlDir() + "/install.sql"));
   EXPECT_EQ(SchemaState(*conn_), before);
-  EXPECT_EQ(conn_->Scalar("SELECT tenantcache.schema_version()"), "1");
+  EXPECT_EQ(conn_->Scalar("SELECT tenantcache.schema_version()"), "2");
   // And the triggers still work.
   EXPECT_EQ(After("UPDATE fleet.user_accounts SET role = 'owner' WHERE id = '" + kU1 + "'", 1),
             Messages({"k user " + kU1}));

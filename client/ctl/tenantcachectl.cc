@@ -326,8 +326,19 @@ int RunSql(const Options& o, const std::string& sql, const std::string& what) {
     PQfinish(conn);
     return kError;
   }
-  PQsetNoticeProcessor(
-      conn, [](void*, const char*) {}, nullptr);
+  // The scripts' own notices are for the operator (install.sql names the
+  // roles an upgrade allowed to watch tables, uninstall.sql the triggers of
+  // other roles it leaves to DROP SCHEMA); PostgreSQL's "already exists,
+  // skipping" ones on every re-run are noise.
+  PQsetNoticeReceiver(
+      conn,
+      [](void*, const PGresult* n) {
+        const char* msg = PQresultErrorField(n, PG_DIAG_MESSAGE_PRIMARY);
+        const char* severity = PQresultErrorField(n, PG_DIAG_SEVERITY);
+        if (msg != nullptr && std::strncmp(msg, "tenantcache:", 12) == 0)
+          std::fprintf(stderr, "%s: %s\n", severity != nullptr ? severity : "NOTICE", msg);
+      },
+      nullptr);
   PGresult* r = PQexec(conn, sql.c_str());
   const auto st = PQresultStatus(r);
   const bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
