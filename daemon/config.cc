@@ -281,8 +281,9 @@ ConfigError TomlError(const toml::exception& e) {
   what = what.substr(0, what.find('\n'));
   if (what.rfind("[error] ", 0) == 0) what.erase(0, 8);
   const auto& loc = e.location();
+  const bool syntax = dynamic_cast<const toml::syntax_error*>(&e) != nullptr;
   return ConfigError(loc.file_name() + ":" + std::to_string(loc.line()) + ":" + std::to_string(loc.column()) +
-                     ": " + what);
+                     ": " + (syntax ? "syntax error: " : "") + what);
 }
 
 }  // namespace
