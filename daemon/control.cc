@@ -192,7 +192,10 @@ void ControlServer::Start() {
       }
     }
   }
-  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(server_), 128, &ControlServer::OnConnection);
+  // The kernel's own cap (net.core.somaxconn): a burst of misses from many
+  // workers waits in the backlog instead of failing to connect (TC_E_BUSY).
+  if (rc == 0)
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(server_), SOMAXCONN, &ControlServer::OnConnection);
   if (rc != 0) {
     CloseAndDelete(server_);
     server_ = nullptr;
@@ -296,20 +299,11 @@ bool ControlServer::Allowed(int fd, std::string* who) {
   return std::find(member_uids_.begin(), member_uids_.end(), cred.uid) != member_uids_.end();
 }
 
-void ControlServer::Warn(Throttled* t, const std::string& message) {
-  const uint64_t now = uv_now(daemon_->loop());
-  if (t->logged && now - t->last_ms < static_cast<uint64_t>(limits_.warn_interval.count())) {
-    ++t->suppressed;
-    ++daemon_->stats().control_log_suppressed;
-    return;
-  }
-  if (t->suppressed == 0)
-    spdlog::warn("{}", message);
+void ControlServer::Warn(LogLimiter* limiter, const std::string& message) {
+  if (limiter->Admit())
+    spdlog::warn("{}{}", message, limiter->suffix());
   else
-    spdlog::warn("{} (and {} more {} not logged since the last warning)", message, t->suppressed, t->what);
-  t->logged = true;
-  t->last_ms = now;
-  t->suppressed = 0;
+    ++daemon_->stats().control_log_suppressed;
 }
 
 bool ControlServer::Admit(uint8_t op, const std::string& who) {
@@ -355,14 +349,9 @@ void ControlServer::Sweep() {
   }
   // A flood that stopped is still summed up, one interval after its last
   // warning.
-  for (Throttled* t : {&refused_, &full_, &accept_failed_, &timed_out_, &rate_limited_}) {
-    if (t->suppressed != 0 && now - t->last_ms >= static_cast<uint64_t>(limits_.warn_interval.count())) {
-      spdlog::warn("control socket: {} more {} in the last {} s", t->suppressed, t->what,
-                   (now - t->last_ms) / 1000);
-      t->suppressed = 0;
-      t->last_ms = now;
-    }
-  }
+  for (LogLimiter* t : {&refused_, &full_, &accept_failed_, &timed_out_, &rate_limited_})
+    if (const std::string summary = t->TakeSummary(); !summary.empty())
+      spdlog::warn("control socket: {}", summary);
 }
 
 void ControlServer::OnConnection(uv_stream_t* server, int status) {

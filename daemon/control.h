@@ -35,6 +35,8 @@
 #include <string>
 #include <vector>
 
+#include "log_limit.h"
+
 namespace tenantcache {
 
 class Daemon;
@@ -85,19 +87,12 @@ class ControlServer {
   struct Client;
 
  private:
-  // A warning a peer can trigger at will: logged at most once per
-  // warn_interval, the rest counted.
-  struct Throttled {
-    const char* what;  // "peers refused (not in allowed_groups)", for the summary
-    uint64_t last_ms = 0;
-    bool logged = false;
-    uint64_t suppressed = 0;
-  };
-
   static void OnConnection(uv_stream_t* server, int status);
   bool Allowed(int fd, std::string* who);
   void ResolveGroups();
-  void Warn(Throttled* t, const std::string& message);
+  // A warning a peer can trigger at will: logged at most once per
+  // warn_interval, the rest counted (control_log_suppressed).
+  void Warn(LogLimiter* limiter, const std::string& message);
   void Sweep();
   bool Admit(uint8_t op, const std::string& who);
 
@@ -118,11 +113,11 @@ class ControlServer {
   size_t client_budget_ = std::numeric_limits<size_t>::max();
   size_t warned_max_clients_ = 0;  // the clamped max_clients last warned about
   Bucket flush_bucket_, tenant_bucket_, key_bucket_;
-  Throttled refused_{"peers refused (not in allowed_groups)"};
-  Throttled full_{"connections refused (max_clients reached)"};
-  Throttled accept_failed_{"connections that could not be accepted"};
-  Throttled timed_out_{"connections closed (incomplete request)"};
-  Throttled rate_limited_{"commands answered busy (rate limit)"};
+  LogLimiter refused_{limits_.warn_interval, "peers refused (not in allowed_groups)"};
+  LogLimiter full_{limits_.warn_interval, "connections refused (max_clients reached)"};
+  LogLimiter accept_failed_{limits_.warn_interval, "connections that could not be accepted"};
+  LogLimiter timed_out_{limits_.warn_interval, "connections closed (incomplete request)"};
+  LogLimiter rate_limited_{limits_.warn_interval, "commands answered busy (rate limit)"};
 };
 
 }  // namespace tenantcache

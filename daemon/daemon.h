@@ -126,7 +126,7 @@ class Daemon {
   std::chrono::steady_clock::time_point unsynced_since_;
   bool was_synced_ = false;
   std::chrono::steady_clock::time_point last_prometheus_error_{};
-  LogLimiter flush_log_{std::chrono::seconds(1)};
+  LogLimiter flush_log_{std::chrono::seconds(1), "flushes"};
   Stats stats_;
   // Latest report per (pid, handle); reports of handles pushed out of the
   // bounded map are folded into retired_.

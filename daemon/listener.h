@@ -88,7 +88,7 @@ class Listener {
   };
   std::deque<Heartbeat> heartbeats_;
   std::chrono::steady_clock::time_point last_heartbeat_;
-  LogLimiter malformed_log_{std::chrono::seconds(10)};
+  LogLimiter malformed_log_{std::chrono::seconds(10), "malformed notifications"};
   std::mt19937_64 rng_;
 };
 

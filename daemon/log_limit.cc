@@ -28,22 +28,37 @@ std::string Printable(std::string_view text, size_t max) {
   return out;
 }
 
+namespace {
+
+int64_t SecondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
 bool LogLimiter::Admit() {
   const auto now = std::chrono::steady_clock::now();
   if (logged_ && now - last_ < every_) {
     ++suppressed_;
-    ++suppressed_total_;
     return false;
   }
-  suffix_ = suppressed_ == 0
-                ? std::string()
-                : " (+" + std::to_string(suppressed_) + " more in the last " +
-                      std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - last_).count()) +
-                      " s not logged)";
+  suffix_ = suppressed_ == 0 ? std::string()
+                             : " (+" + std::to_string(suppressed_) + " more " + what_ + " in the last " +
+                                   std::to_string(SecondsSince(last_)) + " s not logged)";
   logged_ = true;
   last_ = now;
   suppressed_ = 0;
   return true;
+}
+
+std::string LogLimiter::TakeSummary() {
+  const auto now = std::chrono::steady_clock::now();
+  if (suppressed_ == 0 || now - last_ < every_) return {};
+  std::string summary = std::to_string(suppressed_) + " more " + what_ + " in the last " +
+                        std::to_string(SecondsSince(last_)) + " s";
+  suppressed_ = 0;
+  last_ = now;
+  return summary;
 }
 
 }  // namespace tenantcache

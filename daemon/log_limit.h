@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace tenantcache {
 
@@ -22,19 +23,27 @@ std::string Printable(std::string_view text, size_t max = 200);
 // At most one line per `every`. Not thread-safe (one per event-loop site).
 class LogLimiter {
  public:
-  explicit LogLimiter(std::chrono::milliseconds every) : every_(every) {}
+  // `what` names the suppressed lines in suffix() and TakeSummary(), e.g.
+  // "peers refused".
+  explicit LogLimiter(std::chrono::milliseconds every, std::string what = "lines")
+      : every_(every), what_(std::move(what)) {}
 
   // True when a line may be logged now; then suffix() describes what was
   // suppressed since the last admitted line ("" when nothing was).
   bool Admit();
   const std::string& suffix() const { return suffix_; }
-  uint64_t suppressed_total() const { return suppressed_total_; }
+  // For a periodic timer, so that a flood that stopped is still summed up:
+  // once `every` has passed since the last admitted line, "N more <what> in
+  // the last S s" for the lines suppressed since (and they are then counted
+  // as told); "" otherwise.
+  std::string TakeSummary();
 
  private:
   std::chrono::milliseconds every_;
+  std::string what_;
   std::chrono::steady_clock::time_point last_{};
   bool logged_ = false;
-  uint64_t suppressed_ = 0, suppressed_total_ = 0;
+  uint64_t suppressed_ = 0;
   std::string suffix_;
 };
 
