@@ -32,6 +32,7 @@
 #include "cache_layout.h"
 #include "reader.h"
 #include "support/daemon_process.h"
+#include "support/fleet_test.h"
 #include "support/pg_cluster.h"
 #include "support/test_cache.h"
 #include "tenantcache/tenantcache.h"
@@ -44,35 +45,20 @@ using namespace std::chrono_literals;
 constexpr uid_t kNobody = 65534;
 constexpr gid_t kNogroup = 65534;
 
-std::string Tail(const std::string& s) { return s.size() > 8000 ? s.substr(s.size() - 8000) : s; }
-
 // Drops to nobody:nogroup in a forked child; false if that failed.
 bool BecomeNobody() {
   return setgroups(0, nullptr) == 0 && setgid(kNogroup) == 0 && setuid(kNobody) == 0 && geteuid() == kNobody;
 }
 
-class CacheFilesSecurityTest : public ::testing::Test {
+class CacheFilesSecurityTest : public FleetTest {
  protected:
+  CacheFilesSecurityTest() : FleetTest(20, 3) {}
+
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another user (nobody)";
-    log_start_ = SharedCluster().LogSize();
-    db_ = SharedCluster().CreateDatabase();
-    admin_ = std::make_unique<PgConn>(SharedCluster().Conninfo(db_));
-    admin_->Exec(ReadFile(SqlDir() + "/install.sql"));
-    admin_->Exec(ReadFile(SqlDir() + "/examples/fleet.sql"));
-    admin_->Exec("SELECT fleet.generate(20, 3)");
+    FleetTest::SetUp();
     for (const auto& row : admin_->Exec("SELECT id::text, role FROM fleet.user_accounts ORDER BY id"))
       roles_[row[0]] = row[1];
-  }
-
-  void TearDown() override {
-    tc_cache_close(cache_);
-    cache_ = nullptr;
-    if (HasFailure()) {
-      if (daemon_) std::fprintf(stderr, "--- daemon log ---\n%s\n", Tail(daemon_->Log()).c_str());
-      std::fprintf(stderr, "--- server log ---\n%s\n", SharedCluster().LogTail(4000, log_start_).c_str());
-    }
-    daemon_.reset();
   }
 
   std::string Config(const std::string& cache_lines = "") const {
@@ -141,13 +127,7 @@ class CacheFilesSecurityTest : public ::testing::Test {
     ChangeRoleAndExpectItServed(user, roles_[user] == "guest" ? "crew" : "guest");
   }
 
-  size_t log_start_ = 0;
-  std::string db_;
-  std::unique_ptr<PgConn> admin_;
   std::map<std::string, std::string> roles_;  // user id -> role, as committed
-  TempDir dir_;
-  std::unique_ptr<DaemonProcess> daemon_;
-  tc_cache* cache_ = nullptr;
   tc_value v_;
 };
 

@@ -29,6 +29,7 @@
 #include "protocol.h"
 #include "stats_format.h"
 #include "support/daemon_process.h"
+#include "support/fleet_test.h"
 #include "support/pg_cluster.h"
 #include "support/test_cache.h"
 #include "tenantcache/tenantcache.h"
@@ -140,29 +141,8 @@ class Worker {
   std::thread thread_;
 };
 
-class ControlLimitsTest : public ::testing::Test {
+class ControlLimitsTest : public FleetTest {
  protected:
-  void SetUp() override {
-    log_start_ = SharedCluster().LogSize();
-    db_ = SharedCluster().CreateDatabase();
-    admin_ = std::make_unique<PgConn>(SharedCluster().Conninfo(db_));
-    admin_->Exec(ReadFile(SqlDir() + "/install.sql"));
-    admin_->Exec(ReadFile(SqlDir() + "/examples/fleet.sql"));
-    admin_->Exec("SELECT fleet.generate(50, 5)");
-  }
-
-  void TearDown() override {
-    tc_cache_close(cache_);
-    cache_ = nullptr;
-    if (HasFailure()) {
-      if (daemon_) std::fprintf(stderr, "--- daemon log ---\n%s\n", Tail(daemon_->Log()).c_str());
-      std::fprintf(stderr, "--- server log ---\n%s\n", SharedCluster().LogTail(6000, log_start_).c_str());
-    }
-    daemon_.reset();
-  }
-
-  static std::string Tail(const std::string& s) { return s.size() > 12000 ? s.substr(s.size() - 12000) : s; }
-
   // Starts the daemon with `control` added to its [control] table, opens the
   // cache and fills every user once.
   void StartDaemon(const std::string& control = "", unsigned nofile = 0) {
@@ -188,12 +168,6 @@ class ControlLimitsTest : public ::testing::Test {
   }
 
   static constexpr int kUsers = 50;
-  size_t log_start_ = 0;
-  std::string db_;
-  std::unique_ptr<PgConn> admin_;
-  TempDir dir_;
-  std::unique_ptr<DaemonProcess> daemon_;
-  tc_cache* cache_ = nullptr;
 };
 
 // Issue #15: a peer refused by allowed_groups cost the daemon a name-service

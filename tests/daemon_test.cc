@@ -23,6 +23,7 @@
 #include "protocol.h"
 #include "stats_format.h"
 #include "support/daemon_process.h"
+#include "support/fleet_test.h"
 #include "support/pg_cluster.h"
 #include "support/test_cache.h"
 #include "tenantcache/tenantcache.h"
@@ -32,31 +33,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class DaemonTest : public ::testing::Test {
+class DaemonTest : public FleetTest {
  protected:
-  void SetUp() override {
-    log_start_ = SharedCluster().LogSize();
-    db_ = SharedCluster().CreateDatabase();
-    admin_ = std::make_unique<PgConn>(SharedCluster().Conninfo(db_));
-    admin_->Exec(ReadFile(SqlDir() + "/install.sql"));
-    admin_->Exec(ReadFile(SqlDir() + "/examples/fleet.sql"));
-    admin_->Exec("SELECT fleet.generate(50, 5)");
-  }
-
-  void TearDown() override {
-    tc_cache_close(cache_);
-    cache_ = nullptr;
-    if (HasFailure()) {
-      if (daemon_) std::fprintf(stderr, "--- daemon log ---\n%s\n", Tail(daemon_->Log()).c_str());
-      std::fprintf(stderr, "--- server log ---\n%s\n", SharedCluster().LogTail(6000, log_start_).c_str());
-    }
-    daemon_.reset();
-  }
-
-  static std::string Tail(const std::string& s) { return s.size() > 12000 ? s.substr(s.size() - 12000) : s; }
-
-  std::string Conninfo() const { return SharedCluster().Conninfo(db_); }
-
   void StartDaemon(const std::string& cache = "", const std::string& source = "",
                    const std::string& extra = "") {
     config_ = FleetConfig(dir_.path(), Conninfo(), cache, source, extra);
@@ -90,13 +68,7 @@ class DaemonTest : public ::testing::Test {
     return info.available != 0;
   }
 
-  size_t log_start_ = 0;
-  std::string db_;
-  std::unique_ptr<PgConn> admin_;
-  TempDir dir_;
   std::string config_;
-  std::unique_ptr<DaemonProcess> daemon_;
-  tc_cache* cache_ = nullptr;
   tc_value v_;
 };
 
