@@ -185,16 +185,8 @@ CommandResult RunDaemonCommand(const std::string& args) {
 }
 
 std::string ControlRequest(const std::string& socket_path, uint8_t op, const std::string& payload) {
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", socket_path.c_str());
-  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    if (fd >= 0) close(fd);
-    return "";
-  }
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const int fd = ConnectControl(socket_path);
+  if (fd < 0) return "";
   std::string out;
   protocol::AppendFrame(&out, op, 0, 42, payload);
   std::string in;
