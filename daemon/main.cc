@@ -230,6 +230,20 @@ struct Process {
   bool ready = false;  // READY=1 sent: every source was synced once
 };
 
+// A start that fails once the loop exists still closes everything it
+// opened, through uv_close, as a normal stop does.
+int FailStart(Process* p, const std::exception& e) {
+  spdlog::critical("{}", e.what());
+  if (p->control) p->control->Stop();
+  p->control.reset();
+  p->daemon.reset();
+  for (uv_signal_t* s : {&p->sighup, &p->sigterm, &p->sigint})
+    uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
+  uv_run(&p->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&p->loop);
+  return 1;
+}
+
 void Shutdown(Process* p, const char* why) {
   if (p->stopping) {
     spdlog::warn("{} again: exiting immediately", why);
@@ -306,8 +320,7 @@ int Run(const std::string& config_path) {
   try {
     writer = CacheWriter::Open(CacheOptionsFrom(config));
   } catch (const std::exception& e) {
-    spdlog::critical("{}", e.what());
-    return 1;
+    return FailStart(&p, e);
   }
   spdlog::info("cache file {} {} ({} MiB, capacity {} entries, {} namespaces)", config.cache_path,
                writer->reused() ? "reused" : "created",
@@ -320,15 +333,13 @@ int Run(const std::string& config_path) {
   try {
     p.control->Start();
   } catch (const std::exception& e) {
-    spdlog::critical("{}", e.what());
-    return 1;
+    return FailStart(&p, e);
   }
   spdlog::info("control socket {}", config.control_socket);
   try {
     p.control->SetClientBudget(ClientDescriptorBudget(config));
   } catch (const std::exception& e) {
-    spdlog::critical("{}", e.what());
-    return 1;
+    return FailStart(&p, e);
   }
 
   p.status_timer = NewTimer(&p.loop, &p);

@@ -220,7 +220,6 @@ TEST_F(ControlLimitsTest, AConnectFloodFromARefusedUserLeavesWorkersServedAndThe
   for (const auto& [st, n] : statuses) EXPECT_TRUE(st == TC_FOUND || st == TC_NOT_FOUND) << worker.Summary();
   EXPECT_EQ(statuses.count(TC_E_UNAVAILABLE), 0u) << worker.Summary();
   EXPECT_LT(worker.slowest_miss(), 2000ms) << worker.Summary();
-  EXPECT_GT(worker.misses(), 10u) << worker.Summary();
 
   // One warning per interval, the rest counted, and summed up once the
   // interval has passed.
