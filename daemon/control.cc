@@ -264,15 +264,17 @@ void ControlServer::ResolveGroups() {
   }
 }
 
-bool ControlServer::Allowed(int fd, std::string* who) {
+bool ControlServer::Allowed(int fd, std::string* who, bool* operator_peer) {
   ucred cred{};
   socklen_t len = sizeof cred;
+  *operator_peer = false;
   if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
     *who = "unknown peer";
     return false;
   }
   *who = "pid " + std::to_string(cred.pid) + " uid " + std::to_string(cred.uid);
-  if (daemon_->config().allowed_groups.empty() || cred.uid == 0 || cred.uid == getuid()) return true;
+  *operator_peer = cred.uid == 0 || cred.uid == getuid();
+  if (daemon_->config().allowed_groups.empty() || *operator_peer) return true;
   const auto allowed = [this](gid_t gid) {
     return std::find(allowed_gids_.begin(), allowed_gids_.end(), gid) != allowed_gids_.end();
   };
@@ -377,13 +379,14 @@ void ControlServer::OnConnection(uv_stream_t* server, int status) {
   uv_os_fd_t fd;
   uv_fileno(reinterpret_cast<uv_handle_t*>(pipe), &fd);
   std::string who;
-  if (!self->Allowed(fd, &who)) {
+  bool operator_peer = false;
+  if (!self->Allowed(fd, &who, &operator_peer)) {
     ++stats.control_refused;
     self->Warn(&self->refused_, fmt::format("control socket: refused {} (not in allowed_groups)", who));
     CloseAndDelete(pipe);
     return;
   }
-  if (self->clients_.size() >= self->max_clients()) {
+  if (self->clients_.size() >= self->max_clients() + (operator_peer ? kOperatorReserve : 0)) {
     ++stats.control_full;
     self->Warn(&self->full_, fmt::format("control socket: refused {}: max_clients ({}) connections are open",
                                          who, self->max_clients()));

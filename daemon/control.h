@@ -8,7 +8,10 @@
 //    per connection. Without SO_PEERGROUPS, the groups' member lists (also
 //    resolved at load) stand in for the peer's supplementary groups.
 //  - Connections: at most max_clients (clamped to what RLIMIT_NOFILE leaves,
-//    see SetClientBudget); more are refused. A connection holding an
+//    see SetClientBudget); more are refused, except kOperatorReserve more
+//    for root and the daemon's own user, so that an operator can still ask
+//    for stats or flush while workers (or an attacker among them) hold every
+//    slot. A connection holding an
 //    incomplete request longer than partial_frame_timeout, or silent longer
 //    than idle_timeout, is closed (clients reconnect transparently).
 //  - Requests: a malformed or oversized one closes that connection only. A
@@ -67,6 +70,9 @@ struct ControlLimits {
 class ControlServer {
  public:
   static constexpr size_t kMaxQueuedBytes = 4 << 20;
+  // Connections beyond max_clients for root and the daemon's user (taken
+  // from the daemon's spare descriptors).
+  static constexpr size_t kOperatorReserve = 4;
 
   explicit ControlServer(Daemon* daemon, ControlLimits limits = {});
   ~ControlServer();
@@ -88,7 +94,9 @@ class ControlServer {
 
  private:
   static void OnConnection(uv_stream_t* server, int status);
-  bool Allowed(int fd, std::string* who);
+  // Whether the peer may connect; *who describes it, *operator_peer is set
+  // for root and the daemon's own user.
+  bool Allowed(int fd, std::string* who, bool* operator_peer);
   void ResolveGroups();
   // A warning a peer can trigger at will: logged at most once per
   // warn_interval, the rest counted (control_log_suppressed).

@@ -181,8 +181,8 @@ void Listener::CatchUp() {
     const bool log_enabled = Value(results, 0, 1) == "true";
     const std::string version = Value(results, 0, 2);
     daemon_->stats().notification_queue_usage = std::atof(Value(results, 0, 3).c_str());
-    // Versions 1 and 2 send the same messages; 2 closes issue #15 (any role
-    // could run code with the installer's rights through version 1).
+    // Versions 1 and 2 send the same messages; version 1 let any role run
+    // code with the installer's rights, so it is served with a warning.
     if (version != "1" && version != "2") {
       Lost("tenantcache schema version " + (version.empty() ? std::string("missing") : version) +
            " is not one this daemon speaks (1 or 2)");

@@ -1,5 +1,5 @@
-// Attacks on the cache's files and shared memory by other local users (issue
-// #15), each run for real against the real daemon binary, the real
+// Attacks on the cache's files and shared memory by other local users, each
+// run for real against the real daemon binary, the real
 // PostgreSQL of the harness and real processes: a worker (or any user) that
 // tries to shrink, remove or reconfigure the recency memory, or scribbles on
 // it; a cache or lock file planted by another user; a cache directory other

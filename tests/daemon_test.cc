@@ -458,7 +458,7 @@ TEST_F(DaemonTest, ADeafListenerIsDetectedByItsHeartbeat) {
   ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
 }
 
-// The audit's attack on the bound: a role with PUBLIC's defaults LISTENs,
+// An attack on the bound: a role with PUBLIC's defaults LISTENs,
 // learns the daemon's heartbeat tokens, and while the daemon's listener lags
 // (here: its backend stopped, so everything queues) commits the tokens it
 // predicts will come next, then a million key messages that are slow to apply,

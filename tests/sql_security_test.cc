@@ -1,4 +1,4 @@
-// Issue #15 against a real PostgreSQL: a role with nothing but PUBLIC's rights
+// Attacks on the SQL against a real PostgreSQL: a role with nothing but PUBLIC's rights
 // (and a table owner allowed to watch its tables) tries to run code with the
 // rights of the role that installed sql/install.sql, to write the invalidation
 // log or to change the settings; every attempt is run for real and must fail,
