@@ -91,8 +91,9 @@ TEST_F(DaemonTest, LookupFillsThenHitsAndAnUpdateIsSeenOnTheNextRead) {
 
 TEST_F(DaemonTest, ARegistryChangeInvalidatesEveryEntryOfThatTenantInEveryNamespace) {
   StartDaemon();
-  // Users 1, 6, 11 belong to tenant 1 (50 users over 5 tenants); user 2 does not.
-  for (int u : {1, 6, 11, 2}) ASSERT_EQ(Lookup("user", UserId(u)), TC_FOUND);
+  // Users 1, 6, 11 belong to tenant 1 (50 users over 5 tenants); users 2 and
+  // 3 to tenants 2 and 3.
+  for (int u : {1, 6, 11, 2, 3}) ASSERT_EQ(Lookup("user", UserId(u)), TC_FOUND);
   ASSERT_EQ(Lookup("tenant", TenantId(1)), TC_FOUND);
   ASSERT_EQ(Lookup("tenant_by_slug", "yacht-1"), TC_FOUND);
   ASSERT_EQ(Lookup("tenant_by_host", "YACHT-1.fleet.example.com:443"), TC_FOUND);
@@ -105,7 +106,10 @@ TEST_F(DaemonTest, ARegistryChangeInvalidatesEveryEntryOfThatTenantInEveryNamesp
   EXPECT_EQ(Get("tenant", TenantId(1)), TC_MISS);
   EXPECT_EQ(Get("tenant_by_slug", "yacht-1"), TC_MISS);
   EXPECT_EQ(Get("tenant_by_host", "yacht-1.fleet.example.com"), TC_MISS);
-  EXPECT_EQ(Get("user", UserId(2)), TC_FOUND) << "another tenant's entry was invalidated";
+  // Tenant generations are slots picked by a seeded hash: another tenant may
+  // share tenant 1's (an extra miss, 1 in 1024 here), not both of these.
+  EXPECT_TRUE(Get("user", UserId(2)) == TC_FOUND || Get("user", UserId(3)) == TC_FOUND)
+      << "other tenants' entries were invalidated";
   ASSERT_EQ(Lookup("user", UserId(6)), TC_FOUND);
   EXPECT_EQ(Field("tenant_url"), "https://moved.example.com");
 }
@@ -138,15 +142,21 @@ TEST_F(DaemonTest, RolledBackChangesInvalidateNothing) {
 
 TEST_F(DaemonTest, ManualSqlFunctionsAndClientCommandsInvalidate) {
   StartDaemon();
-  for (int u : {1, 2, 3}) ASSERT_EQ(Lookup("user", UserId(u)), TC_FOUND);
+  for (int u : {1, 2, 3, 5}) ASSERT_EQ(Lookup("user", UserId(u)), TC_FOUND);
   admin_->Exec("SELECT tenantcache.invalidate('user', '" + UserId(1) + "')");
   ASSERT_TRUE(WaitFor([&] { return Get("user", UserId(1)) == TC_MISS; }));
   EXPECT_EQ(Get("user", UserId(2)), TC_FOUND);
   admin_->Exec("SELECT tenantcache.invalidate_tenant('" + TenantId(2) + "')");
   ASSERT_TRUE(WaitFor([&] { return Get("user", UserId(2)) == TC_MISS; }));
-  EXPECT_EQ(Get("user", UserId(3)), TC_FOUND);
+  // Users 3 and 5 belong to tenants 3 and 5. Tenant generations are slots
+  // picked by a seeded hash, so another tenant may share tenant 2's (an
+  // extra miss, 1 in 1024 here): one of the two must stay.
+  int kept = 0;
+  for (int u : {3, 5})
+    if (Get("user", UserId(u)) == TC_FOUND) kept = u;
+  ASSERT_NE(kept, 0) << "invalidating tenant 2 dropped the entries of other tenants";
   admin_->Exec("SELECT tenantcache.flush()");
-  ASSERT_TRUE(WaitFor([&] { return Get("user", UserId(3)) == TC_MISS; }));
+  ASSERT_TRUE(WaitFor([&] { return Get("user", UserId(kept)) == TC_MISS; }));
 
   // The same through the client library, applied before the call returns.
   ASSERT_EQ(Lookup("user", UserId(4)), TC_FOUND);
