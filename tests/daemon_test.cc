@@ -471,7 +471,7 @@ TEST_F(DaemonTest, ADeafListenerIsDetectedByItsHeartbeat) {
 // An attack on the bound: a role with PUBLIC's defaults LISTENs,
 // learns the daemon's heartbeat tokens, and while the daemon's listener lags
 // (here: its backend stopped, so everything queues) commits the tokens it
-// predicts will come next, then a million key messages that are slow to apply,
+// predicts will come next, then two million key messages that are slow to apply,
 // ahead of a revoking UPDATE. Had a prediction matched a heartbeat the daemon sends meanwhile, the
 // daemon would take everything before that heartbeat as applied while the
 // revoke is still queued behind the burst, and serve the old role past
@@ -507,7 +507,7 @@ TEST_F(DaemonTest, ForgedHeartbeatsNeverStretchTheStalenessBound) {
   for (size_t i = 0; i < guesses.size(); ++i) forged += (i ? ",'" : "'") + guesses[i] + "'";
   forged +=
       "]) g; SELECT count(pg_notify('tenantcache', '1 k - user 00000000-0000-4000-8000-' || lpad(g::text, "
-      "12, '0'))) FROM generate_series(1, 1000000) g";
+      "12, '0'))) FROM generate_series(1, 2000000) g";
 
   PgConn mallory(SharedCluster().Conninfo(db_, "mallory"));
   mallory.Exec("BEGIN");
