@@ -13,6 +13,7 @@
 
 #include "cache_layout.h"
 #include "keys.h"
+#include "tenantcache/tenantcache.h"
 
 namespace tenantcache {
 
@@ -26,7 +27,7 @@ const std::vector<ConfigKey> kConfigKeys = {
   {"daemon", "prometheus_interval", KeyType::kDuration, "\"15s\"", true,
    "how often prometheus_file is rewritten"},
 
-  {"cache", "path", KeyType::kString, "\"/run/tenantcache/cache\"", false,
+  {"cache", "path", KeyType::kString, "\"" TC_DEFAULT_CACHE_PATH "\"", false,
    "the cache file workers map, in a directory owned by the daemon's user that no one else can write"},
   {"cache", "capacity", KeyType::kInteger, "100000", false,
    "entries the cache is sized for (it has 25% more slots)"},

@@ -28,7 +28,8 @@ constexpr const char* kRateLimited = "rate limited: retry later";
 struct ControlServer::Client : std::enable_shared_from_this<Client> {
   ControlServer* server = nullptr;
   uv_pipe_t* pipe = nullptr;
-  std::string who;  // "pid P uid U", for warnings
+  std::string who;   // "pid P uid U", for warnings
+  uint32_t pid = 0;  // the peer's pid (SO_PEERCRED), 0 if the kernel could not name it
   std::string in;
   char read_buf[16 * 1024];
   size_t queued = 0;  // bytes written but not yet flushed
@@ -125,7 +126,7 @@ struct ControlServer::Client : std::enable_shared_from_this<Client> {
       case protocol::kReport: {
         protocol::Report r;
         if (!protocol::ParseReport(f.payload, &r)) return Close("malformed report");
-        d->ClientReport(r);
+        d->ClientReport(pid, r);
         return;  // never answered
       }
       default:
@@ -264,7 +265,7 @@ void ControlServer::ResolveGroups() {
   }
 }
 
-bool ControlServer::Allowed(int fd, std::string* who, bool* operator_peer) {
+bool ControlServer::Allowed(int fd, std::string* who, uint32_t* pid, bool* operator_peer) {
   ucred cred{};
   socklen_t len = sizeof cred;
   *operator_peer = false;
@@ -272,6 +273,7 @@ bool ControlServer::Allowed(int fd, std::string* who, bool* operator_peer) {
     *who = "unknown peer";
     return false;
   }
+  *pid = cred.pid > 0 ? static_cast<uint32_t>(cred.pid) : 0;
   *who = "pid " + std::to_string(cred.pid) + " uid " + std::to_string(cred.uid);
   *operator_peer = cred.uid == 0 || cred.uid == getuid();
   if (daemon_->config().allowed_groups.empty() || *operator_peer) return true;
@@ -349,6 +351,9 @@ void ControlServer::Sweep() {
     }
     c->Close(nullptr);
   }
+  std::set<uint32_t> connected;
+  for (const auto& c : clients_) connected.insert(c->pid);
+  daemon_->ForgetExitedClients(connected);
   // A flood that stopped is still summed up, one interval after its last
   // warning.
   for (LogLimiter* t : {&refused_, &full_, &accept_failed_, &timed_out_, &rate_limited_})
@@ -379,8 +384,9 @@ void ControlServer::OnConnection(uv_stream_t* server, int status) {
   uv_os_fd_t fd;
   uv_fileno(reinterpret_cast<uv_handle_t*>(pipe), &fd);
   std::string who;
+  uint32_t pid = 0;
   bool operator_peer = false;
-  if (!self->Allowed(fd, &who, &operator_peer)) {
+  if (!self->Allowed(fd, &who, &pid, &operator_peer)) {
     ++stats.control_refused;
     self->Warn(&self->refused_, fmt::format("control socket: refused {} (not in allowed_groups)", who));
     CloseAndDelete(pipe);
@@ -398,6 +404,7 @@ void ControlServer::OnConnection(uv_stream_t* server, int status) {
   client->server = self;
   client->pipe = pipe;
   client->who = std::move(who);
+  client->pid = pid;
   client->last_read_ms = uv_now(server->loop);
   pipe->data = client.get();
   self->clients_.insert(client);

@@ -94,9 +94,10 @@ class ControlServer {
 
  private:
   static void OnConnection(uv_stream_t* server, int status);
-  // Whether the peer may connect; *who describes it, *operator_peer is set
-  // for root and the daemon's own user.
-  bool Allowed(int fd, std::string* who, bool* operator_peer);
+  // Whether the peer may connect; *who describes it, *pid is its pid (0 if
+  // the kernel cannot name it), *operator_peer is set for root and the
+  // daemon's own user.
+  bool Allowed(int fd, std::string* who, uint32_t* pid, bool* operator_peer);
   void ResolveGroups();
   // A warning a peer can trigger at will: logged at most once per
   // warn_interval, the rest counted (control_log_suppressed).

@@ -1,5 +1,6 @@
 #include "daemon.h"
 
+#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -236,29 +237,65 @@ void Daemon::Lookup(std::string_view ns, std::string_view key, LookupCallback cb
       static_cast<uint32_t>(id), std::string(norm, r.len), std::move(cb));
 }
 
-void Daemon::ClientReport(const protocol::Report& report) {
+namespace {
+
+void Fold(const protocol::Report& r, protocol::Report* into) {
+  into->hits += r.hits;
+  into->negative_hits += r.negative_hits;
+  into->misses += r.misses;
+  into->unavailable += r.unavailable;
+}
+
+}  // namespace
+
+void Daemon::ClientReport(uint32_t peer_pid, const protocol::Report& report) {
   constexpr size_t kMaxReports = 4096;
-  const auto key = std::make_pair(report.pid, report.handle);
+  const auto key = std::make_tuple(peer_pid, report.pid, report.handle);
   if (reports_.count(key) == 0 && reports_.size() >= kMaxReports) {
-    const auto& old = reports_.begin()->second;
-    retired_.hits += old.hits;
-    retired_.negative_hits += old.negative_hits;
-    retired_.misses += old.misses;
-    retired_.unavailable += old.unavailable;
+    Fold(reports_.begin()->second, &retired_);
     reports_.erase(reports_.begin());
   }
   reports_[key] = report;
 }
 
+void Daemon::ForgetExitedClients(const std::set<uint32_t>& connected) {
+  uint32_t checked = 0;
+  bool gone = false;
+  for (auto it = reports_.begin(); it != reports_.end();) {
+    const uint32_t pid = std::get<0>(it->first);
+    if (pid == 0 || connected.count(pid) != 0) {
+      ++it;
+      continue;
+    }
+    // One kill() per process, not per handle: the map is ordered by pid.
+    if (pid != checked) {
+      checked = pid;
+      gone = kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+    }
+    if (!gone) {
+      ++it;
+      continue;
+    }
+    Fold(it->second, &retired_);
+    it = reports_.erase(it);
+  }
+}
+
+size_t Daemon::ReportingClients() const {
+  size_t n = 0;
+  std::pair<uint32_t, uint32_t> last{0, 0};
+  for (const auto& [k, r] : reports_) {
+    const std::pair<uint32_t, uint32_t> process{std::get<0>(k), std::get<1>(k)};
+    if (n == 0 || process != last) ++n;
+    last = process;
+  }
+  return n;
+}
+
 std::string Daemon::StatsJson() const {
   const WriterStats w = writer_->stats();
   protocol::Report clients = retired_;
-  for (const auto& [k, r] : reports_) {
-    clients.hits += r.hits;
-    clients.negative_hits += r.negative_hits;
-    clients.misses += r.misses;
-    clients.unavailable += r.unavailable;
-  }
+  for (const auto& [k, r] : reports_) Fold(r, &clients);
   const uint64_t reads = clients.hits + clients.negative_hits + clients.misses;
   size_t pending = 0;
   for (const auto& l : loaders_) pending += l->pending();
@@ -270,7 +307,7 @@ std::string Daemon::StatsJson() const {
     << ",\"hit_rate\":"
     << (reads == 0 ? 0.0
                    : static_cast<double>(clients.hits + clients.negative_hits) / static_cast<double>(reads))
-    << ",\"reporting_clients\":" << reports_.size() << ",\"lookups\":" << stats_.lookups
+    << ",\"reporting_clients\":" << ReportingClients() << ",\"lookups\":" << stats_.lookups
     << ",\"fills\":" << stats_.fills << ",\"fill_errors\":" << stats_.fill_errors
     << ",\"fill_timeouts\":" << stats_.fill_timeouts << ",\"coalesced\":" << stats_.coalesced
     << ",\"answered_cached\":" << stats_.answered_cached << ",\"busy\":" << stats_.busy

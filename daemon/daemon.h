@@ -11,8 +11,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "cache_writer.h"
@@ -92,7 +94,16 @@ class Daemon {
   void SourceSynced(size_t source, bool synced);
 
   // A client process's cumulative read counters (hits never reach us).
-  void ClientReport(const protocol::Report& report);
+  // `peer_pid` is the sending process as the kernel names it to us
+  // (SO_PEERCRED), 0 when it cannot (a pid namespace we do not see).
+  void ClientReport(uint32_t peer_pid, const protocol::Report& report);
+  // Folds the reports of processes that have exited into the totals, so that
+  // reporting_clients counts the processes alive now. A process is gone when
+  // kill(pid, 0) says it does not exist and none of the control connections
+  // (`connected`: their peers' pids) is its own: only then has every report
+  // it sent been read, so none can arrive after the fold and be counted twice.
+  // Reports whose sender the kernel could not name are kept (bounded).
+  void ForgetExitedClients(const std::set<uint32_t>& connected);
 
   CacheWriter& writer() { return *writer_; }
   const Config& config() const { return config_; }
@@ -106,6 +117,8 @@ class Daemon {
 
  private:
   void Beat();  // heartbeat into the cache file, sweep, unsynced time
+  // Client processes (not handles) among reports_: reporting_clients.
+  size_t ReportingClients() const;
   void StartPrometheus();
   void WritePrometheus();
 
@@ -128,9 +141,10 @@ class Daemon {
   std::chrono::steady_clock::time_point last_prometheus_error_{};
   LogLimiter flush_log_{std::chrono::seconds(1), "flushes"};
   Stats stats_;
-  // Latest report per (pid, handle); reports of handles pushed out of the
-  // bounded map are folded into retired_.
-  std::map<std::pair<uint32_t, uint64_t>, protocol::Report> reports_;
+  // Latest report per (peer pid, reported pid, handle); reports of exited
+  // processes and of handles pushed out of the bounded map are folded into
+  // retired_.
+  std::map<std::tuple<uint32_t, uint32_t, uint64_t>, protocol::Report> reports_;
   protocol::Report retired_;
 };
 

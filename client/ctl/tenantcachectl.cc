@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "keys.h"
 #include "protocol.h"
 #include "reader.h"
 #include "stats_format.h"
@@ -34,7 +35,7 @@ namespace {
 constexpr int kOk = 0, kNotFound = 1, kUsage = 2, kUnavailable = 3, kError = 4;
 
 struct Options {
-  std::string cache = "/run/tenantcache/cache";
+  std::string cache = TC_DEFAULT_CACHE_PATH;
   std::string conninfo;
   std::string sql_dir;
   std::string format = "text";
@@ -45,7 +46,7 @@ struct Options {
 };
 
 const char* kUsageText =
-    "usage: tenantcachectl [--cache PATH] [--timeout MS] COMMAND [ARGS]\n"
+    "usage: tenantcachectl [--cache PATH] [--timeout MS] COMMAND [ARGS] [--] [OPERANDS]\n"
     "\n"
     "commands:\n"
     "  status                      daemon pid, sync state, epoch, heartbeat age, entries, hit rate\n"
@@ -60,10 +61,13 @@ const char* kUsageText =
     "  watch TABLE --keys JSON [--tenant-column COL] [--columns a,b] [--conninfo C]\n"
     "\n"
     "options:\n"
-    "  --cache PATH    the cache file (default /run/tenantcache/cache)\n"
+    "  --cache PATH    the cache file (default " TC_DEFAULT_CACHE_PATH
+    ")\n"
     "  --timeout MS    how long to wait for the daemon (default 2000)\n"
     "  --conninfo C    libpq conninfo for the SQL commands (default: PG* environment)\n"
     "  -h, --help      this help, or a command's with COMMAND --help\n"
+    "  --              ends the options: what follows are operands even if they\n"
+    "                  begin with '-' (a slug such as -acme: get tenant_by_slug -- -acme)\n"
     "\n"
     "exit codes: 0 ok/found, 1 not found or not cached, 2 usage, 3 unavailable, 4 error\n";
 
@@ -78,7 +82,9 @@ const std::map<std::string, std::string> kCommandHelp = {
      "PostgreSQL).\n"},
     {"invalidate", "usage: tenantcachectl invalidate NS KEY\n  Drops one entry now.\n"},
     {"invalidate-tenant",
-     "usage: tenantcachectl invalidate-tenant TENANT_ID\n  Drops every entry of the tenant.\n"},
+     "usage: tenantcachectl invalidate-tenant TENANT_ID\n  Drops every entry of the tenant. TENANT_ID is the "
+     "tenant column's text as PostgreSQL\n  prints it; a uuid may be given braced, upper-case or without "
+     "dashes.\n"},
     {"flush", "usage: tenantcachectl flush\n  Drops every entry (bumps the epoch).\n"},
     {"stats", "usage: tenantcachectl stats [--format text|json|prometheus]\n  The daemon's counters.\n"},
     {"install-sql",
@@ -92,9 +98,20 @@ const std::map<std::string, std::string> kCommandHelp = {
      "[--columns a,b] [--conninfo C]\n  Attaches the triggers to TABLE (you must own it).\n"},
 };
 
+// A usage error: one line naming it and where the help is, on stderr. The
+// whole help page would bury the one line that says what is wrong.
 int Usage(const std::string& why) {
-  std::fprintf(stderr, "tenantcachectl: %s\n%s", why.c_str(), kUsageText);
+  std::fprintf(stderr, "tenantcachectl: %s\nsee tenantcachectl --help\n", why.c_str());
   return kUsage;
+}
+
+// A whole positive decimal number of milliseconds (atoi would take "10s" as
+// 10 and "abc" as 0).
+bool ParseMs(const std::string& text, int* out) {
+  if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  *out = std::atoi(text.c_str());
+  return *out > 0;
 }
 
 int StatusCode(int rc) {
@@ -171,8 +188,13 @@ int Read(const Options& o, bool ask_daemon) {
     // Watches the entry until its status changes (an invalidation, say) and
     // prints the wall-clock time it saw the change, to compare with a commit.
     const int first = rc;
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::milliseconds(std::atoi(o.flags.at("wait-change").c_str()));
+    int wait_ms = 0;
+    if (!ParseMs(o.flags.at("wait-change"), &wait_ms)) {
+      tc_cache_close(c);
+      return Usage("--wait-change takes a positive number of milliseconds, not \"" +
+                   o.flags.at("wait-change") + "\"");
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
     std::printf("watching (%s)\n", tc_strerror(first));
     std::fflush(stdout);
     while (rc == first && std::chrono::steady_clock::now() < deadline)
@@ -189,14 +211,16 @@ int Read(const Options& o, bool ask_daemon) {
   }
   // The first read of a process pays for mapping pages and cold caches; a
   // shared-memory read is also timed warm (median of 1001) to show what a
-  // worker that reads all day sees.
+  // worker that reads all day sees. The timing reads are not counted in the
+  // handle's statistics, which the daemon sums as the host's hit rate: no
+  // worker made them.
   std::string warm;
   if (!ask_daemon || rc == TC_FOUND) {
     std::vector<double> ns_samples;
     tc_value w;
     for (int i = 0; i < 1001; ++i) {
       const auto t = std::chrono::steady_clock::now();
-      (void)tc_cache_get(c, ns, key.data(), key.size(), &w);
+      (void)tenantcache::GetWithoutStats(c, ns, key.data(), key.size(), &w);
       ns_samples.push_back(
           std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t).count());
     }
@@ -222,8 +246,8 @@ int Status(const Options& o) {
   if (c == nullptr) return code;
   tc_info i;
   tc_cache_info(c, &i);
-  std::printf("cache file      %s (layout %u, %llu MiB)\n", o.cache.c_str(), i.layout_version,
-              static_cast<unsigned long long>(i.file_bytes >> 20));
+  std::printf("cache file      %s (layout %u, %s)\n", o.cache.c_str(), i.layout_version,
+              tenantcache::FormatBytes(i.file_bytes).c_str());
   std::printf("daemon pid      %d\n", i.daemon_pid);
   std::printf("available       %s\n", i.available ? "yes" : "NO (readers fail closed)");
   std::printf("synced          %s\n", i.synced ? "yes" : "no");
@@ -288,27 +312,51 @@ int Command(const Options& o) {
   if (cmd == "flush" && o.args.size() != 1) return Usage("flush takes no arguments");
   if (cmd == "invalidate-tenant" && o.args.size() != 2) return Usage("invalidate-tenant takes TENANT_ID");
   if (cmd == "invalidate" && o.args.size() != 3) return Usage("invalidate takes NS KEY");
+  // Checked here, not only by the library, so that the operator reads why and
+  // sees the id that was sent (a braced or upper-case uuid is folded).
+  char tenant[tenantcache::kMaxTenantLen];
+  tenantcache::KeyResult t;
+  if (cmd == "invalidate-tenant") {
+    t = tenantcache::NormalizeTenant(o.args[1].data(), o.args[1].size(), tenant);
+    if (!t.ok()) {
+      std::fprintf(stderr, "tenantcachectl: invalidate-tenant: %s\n", t.error);
+      return kError;
+    }
+  }
   tc_cache* c = Open(o, &code);
   if (c == nullptr) return code;
   int rc;
+  std::string done;
   if (cmd == "flush") {
     rc = tc_cache_flush(c, o.timeout_ms);
+    done = "flushed: every entry is invalid (new epoch)";
   } else if (cmd == "invalidate-tenant") {
-    rc = tc_cache_invalidate_tenant(c, o.args[1].data(), o.args[1].size(), o.timeout_ms);
+    rc = tc_cache_invalidate_tenant(c, tenant, t.len, o.timeout_ms);
+    done = "invalidated tenant " + std::string(tenant, t.len);
   } else {
     tc_ns ns;
     if (!Namespace(c, o.args[1], &ns)) {
       tc_cache_close(c);
       return kError;
     }
-    rc = tc_cache_invalidate(c, ns, o.args[2].data(), o.args[2].size(), o.timeout_ms);
+    char key[TC_MAX_KEY_LEN + 1];
+    size_t len = 0;
+    const char* why = nullptr;
+    rc = tc_cache_normalize_key(c, ns, o.args[2].data(), o.args[2].size(), key, &len, &why);
+    if (rc == TC_E_INVALID_KEY) {
+      std::fprintf(stderr, "tenantcachectl: invalidate: %s\n", why);
+      tc_cache_close(c);
+      return kError;
+    }
+    if (rc == 0) rc = tc_cache_invalidate(c, ns, key, len, o.timeout_ms);
+    done = "invalidated " + o.args[1] + " " + std::string(key, len);
   }
   tc_cache_close(c);
   if (rc != 0) {
     std::fprintf(stderr, "tenantcachectl: %s: %s\n", cmd.c_str(), tc_strerror(rc));
     return StatusCode(rc);
   }
-  std::printf("ok\n");
+  std::printf("%s\n", done.c_str());
   return kOk;
 }
 
@@ -391,32 +439,43 @@ int Watch(const Options& o) {
 
 int main(int argc, char** argv) {
   Options o;
+  bool options_ended = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto value = [&](const char* name) -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "tenantcachectl: %s needs a value\n", name);
-        std::exit(kUsage);
-      }
-      return argv[++i];
-    };
+    if (options_ended) {
+      o.args.push_back(a);
+      continue;
+    }
+    if (a == "--") {
+      options_ended = true;
+      continue;
+    }
     if (a == "-h" || a == "--help") {
       o.help = true;
-    } else if (a == "--cache") {
-      o.cache = value("--cache");
-    } else if (a == "--timeout") {
-      o.timeout_ms = std::atoi(value("--timeout").c_str());
-      if (o.timeout_ms <= 0) return Usage("--timeout must be a positive number of milliseconds");
-    } else if (a == "--conninfo") {
-      o.conninfo = value("--conninfo");
-    } else if (a == "--sql-dir") {
-      o.sql_dir = value("--sql-dir");
-    } else if (a == "--format") {
-      o.format = value("--format");
-    } else if (a == "--keys" || a == "--tenant-column" || a == "--columns" || a == "--wait-change") {
-      o.flags[a.substr(2)] = value(a.c_str());
-    } else if (a.size() > 1 && a[0] == '-' && a != "-") {
-      return Usage("unknown option " + a);
+      continue;
+    }
+    static const char* const kValued[] = {"--cache",         "--timeout", "--conninfo",
+                                          "--sql-dir",       "--format",  "--keys",
+                                          "--tenant-column", "--columns", "--wait-change"};
+    if (std::find(std::begin(kValued), std::end(kValued), a) != std::end(kValued)) {
+      if (i + 1 >= argc) return Usage(a + " needs a value");
+      const std::string v = argv[++i];
+      if (a == "--cache") {
+        o.cache = v;
+      } else if (a == "--timeout") {
+        if (!ParseMs(v, &o.timeout_ms))
+          return Usage("--timeout takes a positive number of milliseconds, not \"" + v + "\"");
+      } else if (a == "--conninfo") {
+        o.conninfo = v;
+      } else if (a == "--sql-dir") {
+        o.sql_dir = v;
+      } else if (a == "--format") {
+        o.format = v;
+      } else {
+        o.flags[a.substr(2)] = v;
+      }
+    } else if (a.size() > 1 && a[0] == '-') {
+      return Usage("unknown option " + a + " (an operand that begins with '-' goes after --)");
     } else {
       o.args.push_back(a);
     }

@@ -201,6 +201,23 @@ bool ValidUtf8(const unsigned char* s, size_t len) {
   return true;
 }
 
+KeyResult NormalizeTenant(const char* in, size_t len, char* out) {
+  if (in == nullptr || len == 0) return Fail("tenant id is empty");
+  if (len > kMaxTenantLen) return Fail("tenant id is longer than any cached tenant id can be");
+  // A uuid tenant column prints canonically; what an operator pastes from a
+  // log or another system (braced, upper case, without dashes) must name the
+  // same tenant. (A text tenant column holding upper-case or braced
+  // uuid-shaped ids cannot be invalidated by tenant; the README says so.)
+  if ((len == 32 || len == 36 || len == 38) && NormalizeUuid(in, len, out).ok())
+    return KeyResult{36, nullptr};
+  const auto* u = reinterpret_cast<const unsigned char*>(in);
+  for (size_t i = 0; i < len; ++i)
+    if (u[i] < 0x20 || u[i] == 0x7F) return Fail("tenant id has a control character");
+  if (!ValidUtf8(u, len)) return Fail("tenant id is not valid UTF-8");
+  std::memcpy(out, in, len);
+  return KeyResult{len, nullptr};
+}
+
 KeyResult NormalizeKey(uint32_t kind, uint32_t max_len, const char* in, size_t len, char* out) {
   if (in == nullptr) return Fail("key is NULL");
   // Anything longer than the longest key of any kind is refused before it is

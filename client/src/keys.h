@@ -33,6 +33,16 @@ struct KeyResult {
 // `max_len` bounds text keys (0 means kMaxKeyLen). Thread-safe, allocation-free.
 KeyResult NormalizeKey(uint32_t kind, uint32_t max_len, const char* in, size_t len, char* out);
 
+// Normalises a tenant id as given by an operator or a caller to the text the
+// cache stores: the tenant column as PostgreSQL prints it. Uuid-shaped input
+// (bare 32 hex digits, braced, any case) becomes the canonical lower-case
+// hyphenated form, which is how PostgreSQL prints a uuid column; anything
+// else is kept as given. Refused: empty, a control character or invalid
+// UTF-8 (PostgreSQL text holds neither), and more than kMaxTenantLen bytes
+// (no cached entry can hold it). `out` must hold kMaxTenantLen bytes.
+inline constexpr size_t kMaxTenantLen = layout::kMaxDataSize;
+KeyResult NormalizeTenant(const char* in, size_t len, char* out);
+
 // Whether `len` bytes are well-formed UTF-8 (RFC 3629: no overlong forms, no
 // surrogates, nothing above U+10FFFF).
 bool ValidUtf8(const unsigned char* s, size_t len);

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "entry.h"
+#include "keys.h"
 #include "protocol.h"
 #include "reader.h"
 #include "tenantcache/tenantcache.h"
@@ -273,9 +274,12 @@ int tc_cache_invalidate(const tc_cache* cache, tc_ns ns, const char* key, size_t
 }
 
 int tc_cache_invalidate_tenant(const tc_cache* cache, const char* tenant, size_t tenant_len, int timeout_ms) {
-  if (cache == nullptr || tenant == nullptr || tenant_len == 0 || tenant_len > 60000) return TC_E_INVALID_ARG;
-  return Command(cache, protocol::kInvalidateTenant,
-                 protocol::TenantPayload(std::string_view(tenant, tenant_len)), timeout_ms);
+  if (cache == nullptr || tenant == nullptr) return TC_E_INVALID_ARG;
+  char norm[tenantcache::kMaxTenantLen];
+  const tenantcache::KeyResult r = tenantcache::NormalizeTenant(tenant, tenant_len, norm);
+  if (!r.ok()) return TC_E_INVALID_KEY;
+  return Command(cache, protocol::kInvalidateTenant, protocol::TenantPayload(std::string_view(norm, r.len)),
+                 timeout_ms);
 }
 
 int tc_cache_daemon_stats(const tc_cache* cache, char* buf, size_t cap, int timeout_ms) {

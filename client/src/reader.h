@@ -67,6 +67,10 @@ struct ThreadStats;
 // (it restarted and could not keep the old one), maps the new one over the
 // old at the same address. One atomic load when nothing changed.
 void RefreshRecency(const tc_cache* cache);
+// tc_cache_get without counting the read in the handle's statistics, which
+// the daemon sums as the host's hit rate: for reads no worker made, such as
+// tenantcachectl's timing loop.
+int GetWithoutStats(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out);
 // Sends the handle's final counters to the daemon if a connection is idle.
 void ReportOnClose(tc_cache* cache);
 // In a process forked after the handle was opened (only the forking thread

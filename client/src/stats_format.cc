@@ -1,5 +1,7 @@
 #include "stats_format.h"
 
+#include <cstdio>
+#include <iterator>
 #include <set>
 
 namespace tenantcache {
@@ -40,6 +42,20 @@ std::string PrometheusText(const std::string& json) {
     out.append("tenantcache_").append(k).append(" ").append(value).append("\n");
   }
   return out;
+}
+
+std::string FormatBytes(uint64_t bytes) {
+  if (bytes < 1024) return std::to_string(bytes) + " bytes";
+  static const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes) / 1024;
+  size_t u = 0;
+  while (v >= 1024 && u + 1 < std::size(kUnits)) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, v < 10 ? "%.1f %s" : "%.0f %s", v, kUnits[u]);
+  return buf;
 }
 
 }  // namespace tenantcache

@@ -311,8 +311,7 @@ int Get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_val
 }  // namespace
 
 int tc_cache_get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out) {
-  const int rc = Get(cache, ns, key, key_len, out);
-  if (rc == TC_MISS) tenantcache::RefreshRecency(cache);
+  const int rc = tenantcache::GetWithoutStats(cache, ns, key, key_len, out);
   if (rc == TC_FOUND || rc == TC_NOT_FOUND || rc == TC_MISS || rc == TC_E_UNAVAILABLE) {
     tenantcache::ThreadStats* s = MyStats(cache);
     Bump(rc == TC_FOUND       ? s->hits
@@ -520,6 +519,8 @@ const char* tc_strerror(int status) {
   }
 }
 
+const char* tc_default_cache_path(void) { return TC_DEFAULT_CACHE_PATH; }
+
 const char* tc_version(void) {
 #define TC_STR2(x) #x
 #define TC_STR(x) TC_STR2(x)
@@ -531,3 +532,10 @@ const char* tc_version(void) {
 uint32_t tc_layout_version(void) { return layout::kLayoutVersion; }
 
 }  // extern "C"
+
+int tenantcache::GetWithoutStats(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len,
+                                 tc_value* out) {
+  const int rc = Get(cache, ns, key, key_len, out);
+  if (rc == TC_MISS) RefreshRecency(cache);
+  return rc;
+}

@@ -88,6 +88,12 @@ enum { TC_KEY_UUID = 1, TC_KEY_SLUG = 2, TC_KEY_HOST = 3, TC_KEY_TEXT = 4 };
 /* The longest normalised key of any kind, in bytes. */
 #define TC_MAX_KEY_LEN 255
 
+/* Where the packaged daemon creates its cache file ([cache].path's default),
+ * and what tenantcachectl and the bindings open when given no path. The
+ * packaged unit's RuntimeDirectory= creates /run/tenantcache; its
+ * PrivateDevices= hides /dev/shm, so the default is not there. */
+#define TC_DEFAULT_CACHE_PATH "/run/tenantcache/cache"
+
 typedef struct tc_cache tc_cache;
 
 /* A namespace id, from tc_namespace(). Valid for the handle it came from. */
@@ -218,6 +224,11 @@ TC_EXPORT int tc_cache_lookup(const tc_cache* cache, tc_ns ns, const char* key, 
 
 /* Asks the daemon to invalidate one key, one tenant's entries, or everything
  * (as the SQL functions do, but immediately and without a transaction).
+ * A tenant id is the tenant column's text as PostgreSQL prints it; a
+ * uuid-shaped id (32 bare hex digits, braced, any case) is normalised to the
+ * canonical lower-case hyphenated form first, as keys of kind uuid are. An
+ * empty tenant id, one with a control character or invalid UTF-8, or one
+ * longer than any cached entry can hold is TC_E_INVALID_KEY.
  * Returns 0 once the daemon has applied it, or TC_E_UNAVAILABLE,
  * TC_E_TIMEOUT, TC_E_INVALID_KEY, TC_E_NO_NAMESPACE, TC_E_INVALID_ARG, or
  * TC_E_BUSY: the daemon's rate limit for these commands (they make every
@@ -276,6 +287,9 @@ TC_EXPORT int tc_cache_stats(const tc_cache* cache, tc_stats* out);
 
 /* A static English description of a status. Never NULL. */
 TC_EXPORT const char* tc_strerror(int status);
+
+/* TC_DEFAULT_CACHE_PATH, for bindings that cannot read a macro. Static. */
+TC_EXPORT const char* tc_default_cache_path(void);
 
 /* The library version, "MAJOR.MINOR.PATCH". */
 TC_EXPORT const char* tc_version(void);
