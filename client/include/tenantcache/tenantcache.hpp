@@ -1,17 +1,28 @@
-// A thin C++17 layer over tenantcache.h: an RAII handle and results that
+// A thin C++ layer over tenantcache.h: an RAII handle and results that
 // cannot be misread (a value is reachable only from a result that found one).
 // The C header's notes on threads, fork and fail-closed behaviour apply as is.
+// Requires C++17 (std::string_view, std::optional): compile with -std=c++17
+// or later.
 //
-//   auto cache = tenantcache::Cache::Open("/dev/shm/tenantcache");
+// Reads report their outcome as a Result's status and never throw; opening,
+// naming a namespace, commands and statistics throw Error.
+//
+//   auto cache = tenantcache::Cache::Open();  // TC_DEFAULT_CACHE_PATH
 //   const auto user = cache.Namespace("user");
-//   auto r = cache.Get(user, user_id);
+//   auto r = cache.Lookup(user, user_id, 50);
 //   if (r.found()) {
 //     std::string_view role = r.value().field("role").value_or("");
-//   } else if (r.unavailable() || r.miss()) {
-//     // ask the daemon or the database
+//   } else if (r.needs_database()) {
+//     // query PostgreSQL yourself
+//   } else {
+//     // no such user (not_found(), or an invalid key)
 //   }
 #ifndef TENANTCACHE_TENANTCACHE_HPP_
 #define TENANTCACHE_TENANTCACHE_HPP_
+
+#if !defined(__cplusplus) || __cplusplus < 201703L
+#error "tenantcache.hpp requires C++17 or later (-std=c++17); C code includes tenantcache.h"
+#endif
 
 #include <optional>
 #include <stdexcept>
@@ -102,13 +113,22 @@ class [[nodiscard]] Result {
   bool not_found() const noexcept { return status_ == Status::kNotFound; }
   bool miss() const noexcept { return status_ == Status::kMiss; }
   bool unavailable() const noexcept { return status_ == Status::kUnavailable; }
+  bool invalid_key() const noexcept { return status_ == Status::kInvalidKey; }
+  // True when the cache could not answer and the caller must query the
+  // database itself: a miss (after Get; Lookup asks the daemon first), an
+  // unavailable cache, a busy daemon, a timeout or a failed daemon query.
+  // found(), not_found() and invalid_key() are answers.
+  bool needs_database() const noexcept {
+    return status_ == Status::kMiss || status_ == Status::kUnavailable || status_ == Status::kBusy ||
+           status_ == Status::kTimeout || status_ == Status::kDaemon;
+  }
   // The value; throws Error unless found().
   const Value& value() const {
     if (!found()) throw Error(status_, "tenantcache: result holds no value");
     return value_;
   }
   const Value* operator->() const { return &value(); }
-  explicit operator bool() const = delete;  // say found(), not_found() or miss()
+  explicit operator bool() const = delete;  // say found(), needs_database(), not_found() or miss()
 
  private:
   friend class Cache;
@@ -121,7 +141,7 @@ class [[nodiscard]] Result {
 class Cache {
  public:
   // Opens read-only; throws Error (kIo, kLayout, ...) naming the path.
-  static Cache Open(const std::string& path) {
+  static Cache Open(const std::string& path = TC_DEFAULT_CACHE_PATH) {
     tc_cache* c = nullptr;
     const int rc = tc_cache_open(path.c_str(), &c);
     if (rc != 0) throw Error(static_cast<Status>(rc), "tenantcache: cannot open " + path);
@@ -156,6 +176,46 @@ class Cache {
     return r;
   }
 
+  // Get, and on a miss asks the daemon, waiting at most timeout_ms; see
+  // tc_cache_lookup. Never throws: TC_E_TIMEOUT, TC_E_BUSY, ... are the
+  // Result's status (needs_database()).
+  Result Lookup(tc_ns ns, std::string_view key, int timeout_ms) const {
+    Result r;
+    r.status_ = static_cast<Status>(tc_cache_lookup(c_, ns, key.data() != nullptr ? key.data() : "",
+                                                    key.size(), timeout_ms, &r.value_.v_));
+    return r;
+  }
+
+  // Commands to the daemon (tc_cache_invalidate, tc_cache_invalidate_tenant,
+  // tc_cache_flush): return once applied; throw Error on any failure
+  // (kInvalidKey, kBusy: rate-limited, kTimeout, kUnavailable, ...).
+  void Invalidate(tc_ns ns, std::string_view key, int timeout_ms = 1000) const {
+    Check(tc_cache_invalidate(c_, ns, key.data() != nullptr ? key.data() : "", key.size(), timeout_ms),
+          "tenantcache: invalidate");
+  }
+  void InvalidateTenant(std::string_view tenant, int timeout_ms = 1000) const {
+    Check(tc_cache_invalidate_tenant(c_, tenant.data() != nullptr ? tenant.data() : "", tenant.size(),
+                                     timeout_ms),
+          "tenantcache: invalidate tenant");
+  }
+  void Flush(int timeout_ms = 1000) const { Check(tc_cache_flush(c_, timeout_ms), "tenantcache: flush"); }
+
+  // This process's reads through this handle; see tc_cache_stats.
+  tc_stats Stats() const {
+    tc_stats st{};
+    Check(tc_cache_stats(c_, &st), "tenantcache: stats");
+    return st;
+  }
+
+  // The daemon's statistics as JSON; see tc_cache_daemon_stats. Throws Error.
+  std::string DaemonStats(int timeout_ms = 1000) const {
+    std::string buf(64 * 1024, '\0');
+    const int n = tc_cache_daemon_stats(c_, buf.data(), buf.size(), timeout_ms);
+    Check(n < 0 ? n : 0, "tenantcache: daemon stats");
+    buf.resize(static_cast<size_t>(n));
+    return buf;
+  }
+
   tc_info Info() const {
     tc_info info{};
     tc_cache_info(c_, &info);
@@ -166,6 +226,9 @@ class Cache {
 
  private:
   explicit Cache(tc_cache* c) : c_(c) {}
+  static void Check(int rc, const char* what) {
+    if (rc != 0) throw Error(static_cast<Status>(rc), what);
+  }
   tc_cache* c_;
 };
 

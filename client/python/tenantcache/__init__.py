@@ -5,17 +5,23 @@ The library maps the cache file read-only; a hit costs one C call and never
 touches the daemon or the database.
 
     import tenantcache
-    cache = tenantcache.Cache.open("/run/tenantcache/cache")
+    cache = tenantcache.Cache.open()     # the packaged daemon's file
     r = cache.lookup("user", user_id, timeout_ms=50)
     if r.found:
         role = r.value["role"]          # str, or None for SQL NULL
         tenant = r.value.tenant
-    elif r.unavailable:
+    elif r.needs_database:
         ...                              # query PostgreSQL yourself
+    else:
+        ...                              # no such user (NOT_FOUND, INVALID_KEY)
 
 Results are small immutable objects: `status` (a Status), `found`,
-`not_found`, `miss`, `unavailable`, and `value` (a Value, only when found:
-reading it otherwise raises). A Cache may be shared by threads, and a Cache
+`not_found`, `miss`, `unavailable`, `needs_database`, and `value` (a Value,
+only when found: reading it otherwise raises). `needs_database` is true
+exactly when the cache could not answer and the caller must ask PostgreSQL
+itself: MISS (from get(); lookup() asks the daemon first), UNAVAILABLE,
+BUSY, TIMEOUT and DAEMON. FOUND, NOT_FOUND (the database has no such row)
+and INVALID_KEY (a key no row can have) are answers. A Cache may be shared by threads, and a Cache
 opened before fork() keeps working in the children (gunicorn-style pre-fork
 servers may open it in the master).
 """
@@ -64,6 +70,8 @@ _STATUS = {s.value: s for s in Status}
 _RESULTS = frozenset((Status.NOT_FOUND, Status.MISS, Status.UNAVAILABLE, Status.INVALID_KEY, Status.BUSY,
                       Status.TIMEOUT, Status.DAEMON))
 _LENS = [struct.Struct("<%dH" % n) for n in range(31)]
+# The statuses after which only PostgreSQL can answer (Result.needs_database).
+_NEEDS_DATABASE = frozenset((Status.MISS, Status.UNAVAILABLE, Status.BUSY, Status.TIMEOUT, Status.DAEMON))
 
 
 class Error(Exception):
@@ -107,6 +115,7 @@ def load_library(path=None):
         lib.tc_strerror.argtypes = [ctypes.c_int]
         lib.tc_strerror.restype = c
         lib.tc_version.restype = c
+        lib.tc_default_cache_path.restype = c
         _LIB = lib
         return lib
 
@@ -186,6 +195,8 @@ class Result(tuple):
     not_found = property(lambda self: tuple.__getitem__(self, 0) == 1)
     miss = property(lambda self: tuple.__getitem__(self, 0) == 2)
     unavailable = property(lambda self: tuple.__getitem__(self, 0) == -1)
+    needs_database = property(lambda self: tuple.__getitem__(self, 0) in _NEEDS_DATABASE,
+                              doc="True when the cache could not answer: query PostgreSQL yourself.")
 
     @property
     def value(self):
@@ -194,13 +205,13 @@ class Result(tuple):
         return tuple.__getitem__(self, 1)
 
     def __getitem__(self, index):
-        raise TypeError("read status, found, not_found, miss, unavailable or value")
+        raise TypeError("read status, found, not_found, miss, unavailable, needs_database or value")
 
     def __iter__(self):
-        raise TypeError("read status, found, not_found, miss, unavailable or value")
+        raise TypeError("read status, found, not_found, miss, unavailable, needs_database or value")
 
     def __bool__(self):
-        raise TypeError("ask found, not_found, miss or unavailable")
+        raise TypeError("ask found, needs_database, not_found, miss or unavailable")
 
     def __repr__(self):
         return "Result(%s%s)" % (self.status.name, ", %r" % (self.value,) if self.found else "")
@@ -217,7 +228,11 @@ class Cache:
         self._local = threading.local()
 
     @classmethod
-    def open(cls, path="/run/tenantcache/cache"):
+    def open(cls, path=None):
+        """Opens `path`, by default where the packaged daemon writes its file
+        (the C library's TC_DEFAULT_CACHE_PATH, /run/tenantcache/cache)."""
+        if path is None:
+            path = _lib().tc_default_cache_path().decode()
         handle = ctypes.c_void_p()
         rc = _lib().tc_cache_open(os.fsencode(path), ctypes.byref(handle))
         if rc != 0:
@@ -302,7 +317,8 @@ class Cache:
         return self._read(namespace, key, None)
 
     def lookup(self, namespace, key, timeout_ms=100):
-        """get(), and on a miss ask the daemon, waiting at most timeout_ms."""
+        """get(), and on a miss ask the daemon, waiting at most timeout_ms: FOUND, NOT_FOUND,
+        INVALID_KEY, or (needs_database) UNAVAILABLE, BUSY, TIMEOUT or DAEMON."""
         return self._read(namespace, key, timeout_ms)
 
     def _check(self, rc, what):
@@ -315,6 +331,9 @@ class Cache:
                     "invalidate")
 
     def invalidate_tenant(self, tenant_id, timeout_ms=1000):
+        """Drops every entry of a tenant. `tenant_id` is the tenant column's text as PostgreSQL prints
+        it; a uuid may be braced, upper-case or without dashes. Raises Error (INVALID_KEY) for an
+        empty id, a control character or one longer than any entry can hold."""
         raw = tenant_id.encode()
         self._check(_lib().tc_cache_invalidate_tenant(self._handle, raw, len(raw), timeout_ms), "invalidate_tenant")
 
