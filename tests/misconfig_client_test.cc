@@ -310,9 +310,15 @@ TEST_F(MisconfigClient, ReadmeCExampleCompilesCleanlyAndRuns) {
   const std::string bin = dir_.File("readme_example");
   const std::string lib = TC_LIBRARY;
   const std::string libdir = lib.substr(0, lib.rfind('/'));
-  CommandResult r = RunCommand("cc -std=c11 -Wall -Wextra -Werror -I" TC_SOURCE_DIR
-                               "/client/include " TC_SOURCE_DIR "/tests/readme_example.c " +
-                               lib + " -o " + bin);
+#if defined(__SANITIZE_ADDRESS__)
+  // The library is instrumented; so must the program be that loads it.
+  const std::string sanitize = " -fsanitize=address,undefined";
+#else
+  const std::string sanitize;
+#endif
+  CommandResult r = RunCommand(
+      "cc -std=c11 -Wall -Wextra -Werror" + sanitize +
+      " -I" TC_SOURCE_DIR "/client/include " TC_SOURCE_DIR "/tests/readme_example.c " + lib + " -o " + bin);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string run = "LD_LIBRARY_PATH=" + libdir + " " + bin + " ";
   r = RunCommand(run + UserId(1) + " " + daemon_->cache_path());
