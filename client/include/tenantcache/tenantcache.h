@@ -272,7 +272,11 @@ TC_EXPORT int tc_cache_info(const tc_cache* cache, tc_info* out);
 
 /* This process's reads through one handle, counted in process memory (the
  * shared file is never written on the read path) and reported to the daemon
- * with the next request the handle sends it. */
+ * with the next request the handle sends it (at most once a second) and when
+ * the handle is closed. The daemon sums every process's reports into its
+ * hits, negative_hits and misses; its reporting_clients counts the processes
+ * that reported and are still running (an exited one's reads stay in the
+ * sums). */
 typedef struct tc_stats {
   uint64_t hits;          /* TC_FOUND */
   uint64_t negative_hits; /* TC_NOT_FOUND */
