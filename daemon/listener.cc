@@ -377,15 +377,15 @@ void Listener::RecordNamespaces() {
   char host[256] = {};
   if (gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "unknown-host");
   const std::string id = Printable(std::string(host) + ":" + daemon_->config().cache_path);
-  conn_.Query("SELECT tenantcache.daemon_seen($1, $2::text[])", {id, "{" + Served(",") + "}"},
-              [this](const std::vector<PgResult>& results, const std::string& err) {
-                // A lost connection is the listener's to report.
-                if (!err.empty() || ResultError(results, err).empty() || !record_log_.Admit()) return;
-                spdlog::warn(
-                    "source {}: cannot record this daemon's namespaces in tenantcache.daemons, so "
-                    "watch_table() and watched_tables cannot tell which keys it serves: {}{}",
-                    source().name, SchemaError(results, err, conn_.user()), record_log_.suffix());
-              });
+  heartbeat_.Query("SELECT tenantcache.daemon_seen($1, $2::text[])", {id, "{" + Served(",") + "}"},
+                   [this](const std::vector<PgResult>& results, const std::string& err) {
+                     // A lost connection is the listener's to report.
+                     if (!err.empty() || ResultError(results, err).empty() || !record_log_.Admit()) return;
+                     spdlog::warn(
+                         "source {}: cannot record this daemon's namespaces in tenantcache.daemons, so "
+                         "watch_table() and watched_tables cannot tell which keys it serves: {}{}",
+                         source().name, SchemaError(results, err, heartbeat_.user()), record_log_.suffix());
+                   });
 }
 
 void Listener::Tick() {
@@ -398,12 +398,17 @@ void Listener::Tick() {
          " ms: the listener is connected but deaf");
     return;
   }
-  if (synced_ && records_namespaces_ && conn_.idle() && Clock::now() >= record_due_) RecordNamespaces();
   if (!heartbeat_.connected()) {
     heartbeat_.Connect(source().conninfo);
     return;
   }
   if (!heartbeat_.idle() || !conn_.connected()) return;
+  // On the heartbeat connection, not the listener's: a backend running a
+  // query holds back notifications. This tick's heartbeat waits for the next.
+  if (synced_ && records_namespaces_ && Clock::now() >= record_due_) {
+    RecordNamespaces();
+    return;
+  }
   const std::string token = NewToken();
   if (token.empty()) {
     spdlog::warn("source {}: no heartbeat sent: getrandom failed: {}", source().name, std::strerror(errno));

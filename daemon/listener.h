@@ -18,10 +18,10 @@
 //    every transaction visible in that snapshot: the snapshot is a safe
 //    place to replay from.
 //  * Namespaces: from schema version 3 on, the listener records the names
-//    of its source's namespaces in tenantcache.daemons once synced, on
-//    reload and every minute, so the database can report watched keys that
-//    no daemon serves. A key message for a namespace the daemon does not
-//    have is counted (unknown_namespace_messages) and logged, rate-limited.
+//    of its source's namespaces in tenantcache.daemons (through the
+//    heartbeat connection) once synced, on reload and every minute, so the database can report watched keys
+//    that no daemon serves. A key message for a namespace the daemon does not have is counted
+//    (unknown_namespace_messages) and logged, rate-limited.
 //  * Liveness: a synced listener that has not received its own heartbeat for
 //    stale_after - heartbeat_interval is deaf (a proxy, a stopped backend):
 //    it is treated as disconnected.

@@ -58,7 +58,7 @@ class MisconfigSqlTest : public FleetTest {
   // A login role with PUBLIC's rights only, named for this test's database
   // (roles belong to the whole cluster).
   std::string Role(const std::string& name) {
-    const std::string role = name + "_" + db_;
+    std::string role = name + "_" + db_;
     admin_->Exec("CREATE ROLE " + role + " LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE");
     return role;
   }
@@ -194,6 +194,20 @@ TEST_F(MisconfigSqlTest, GrantDaemonWorksForANonSuperuserInstallerAndTheRecordIs
                          other + "') FROM tenantcache.daemons"),
             daemon_role + " host:/c {tenant,user};" + other + " host:/c {}");
   EXPECT_EQ(admin.Scalar("SELECT tenantcache.served_namespaces()::text"), "{tenant,user}");
+
+  // tenantcachectl install-sql --daemon-role: the install, then the grant,
+  // with its NOTICE; a role that does not exist is named.
+  const std::string third = Role("tcd3");
+  const std::string ctl = std::string(TC_CTL_BIN) + " install-sql --conninfo '" +
+                          SharedCluster().Conninfo(db, owner) + "' --sql-dir " + SqlDir() + " --daemon-role ";
+  const CommandResult r = RunCommand(ctl + third);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "NOTICE: tenantcache: granted to role " + third +
+                                     ": SELECT ON tenantcache.version, SELECT ON tenantcache.settings"))
+      << r.output;
+  const CommandResult bad = RunCommand(ctl + "no_such_role_" + db);
+  EXPECT_NE(bad.exit_code, 0) << bad.output;
+  EXPECT_TRUE(Contains(bad.output, "role \"no_such_role_" + db + "\" does not exist")) << bad.output;
 }
 
 // Items 2 and 3: the issue's `memberz` typo, with a daemon running. The
