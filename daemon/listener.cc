@@ -206,7 +206,10 @@ void Listener::CatchUp() {
   catchup_started_ns_ = MonotonicNowNs();
   conn_.Query(kState, {}, [this](const std::vector<PgResult>& results, const std::string& err) {
     if (!ResultError(results, err).empty()) {
-      Lost(SchemaError(results, err, conn_.user()));
+      if (ResultSqlState(results) == kInsufficientPrivilege)
+        RefusedSchema(SchemaError(results, err, conn_.user()), ResultError(results, err));
+      else
+        Lost(SchemaError(results, err, conn_.user()));
       return;
     }
     const std::string snapshot = Value(results, 0, 0);
@@ -239,6 +242,24 @@ void Listener::CatchUp() {
                                : "listener connected for the first time");
     MarkSynced(snapshot);
   });
+}
+
+// The role may not read the schema: from version 3 on, the schema itself
+// lists every privilege the role lacks (PostgreSQL names only the first
+// object it was refused), so the log shows them all before the fix.
+void Listener::RefusedSchema(const std::string& why, const std::string& error) {
+  conn_.Query("SELECT array_to_string(tenantcache.daemon_missing_grants(), ', ')", {},
+              [this, why, error](const std::vector<PgResult>& results, const std::string& err) {
+                const std::string missing = Value(results, 0, 0);
+                if (!ResultError(results, err).empty() || missing.empty()) {
+                  Lost(why);
+                  return;
+                }
+                Lost("the daemon's database role \"" + conn_.user() + "\" lacks " + missing +
+                     " in schema tenantcache (" + error +
+                     "); as the role that ran sql/install.sql, run: SELECT tenantcache.grant_daemon('" +
+                     conn_.user() + "')");
+              });
 }
 
 void Listener::Replay(const std::string& since) {

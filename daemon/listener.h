@@ -69,6 +69,9 @@ class Listener {
   void Connect();
   void Lost(const std::string& why);
   void CatchUp();
+  // The role lacks privileges (`why` says so, `error` is PostgreSQL's
+  // message): names every missing one, then Lost.
+  void RefusedSchema(const std::string& why, const std::string& error);
   void Replay(const std::string& snapshot);
   void MarkSynced(const std::string& snapshot);
   void OnNotify(std::string_view payload);

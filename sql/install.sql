@@ -592,12 +592,39 @@ SELECT w.table_name, w.tenant_column, w.triggers, w.keys,
          GROUP BY 1, 2, 4) w
  CROSS JOIN (SELECT tenantcache.served_namespaces() AS served) s;
 
--- Allows a daemon's database role everything the daemon does in this schema:
--- read the version, the settings, the watched tables and the invalidation log (to replay
--- it after a reconnect), and record its namespaces. Run by the installer
--- (it grants on the installer's objects), as often as wanted: a NOTICE says
--- what was granted, or that nothing was missing. The role also needs SELECT
--- on the tables (and USAGE on the schemas) its [[namespace]] queries read.
+-- What a daemon's database role lacks of what the daemon does in this
+-- schema (read the version, the settings, the watched tables and the
+-- invalidation log, which it replays after a reconnect; record its
+-- namespaces), as the privileges to GRANT ("SELECT ON tenantcache.version",
+-- ...), in that order; empty when nothing is missing. The daemon asks it
+-- about itself when it is refused, to name what is missing; grant_daemon()
+-- grants exactly these. Invoker's rights: any role may ask.
+CREATE OR REPLACE FUNCTION tenantcache.daemon_missing_grants(daemon_role regrole DEFAULT current_user::text::regrole)
+RETURNS text[]
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(array_agg(g.privilege ORDER BY g.n), '{}')
+    FROM (VALUES
+      (1, 'SELECT ON tenantcache.version', has_table_privilege(daemon_role, 'tenantcache.version', 'SELECT')),
+      (2, 'SELECT ON tenantcache.settings', has_table_privilege(daemon_role, 'tenantcache.settings', 'SELECT')),
+      (3, 'SELECT ON tenantcache.watched_tables',
+       has_table_privilege(daemon_role, 'tenantcache.watched_tables', 'SELECT')),
+      (4, 'SELECT ON tenantcache.invalidation_log',
+       has_table_privilege(daemon_role, 'tenantcache.invalidation_log', 'SELECT')),
+      (5, 'SELECT ON tenantcache.log_horizon', has_table_privilege(daemon_role, 'tenantcache.log_horizon', 'SELECT')),
+      (6, 'EXECUTE ON FUNCTION tenantcache.daemon_seen(text, text[])',
+       has_function_privilege(daemon_role, 'tenantcache.daemon_seen(text, text[])', 'EXECUTE'))
+    ) AS g(n, privilege, held)
+   WHERE NOT g.held
+$$;
+
+-- Allows a daemon's database role everything the daemon does in this schema
+-- (daemon_missing_grants). Run by the installer (it grants on the
+-- installer's objects), as often as wanted: a NOTICE says what was granted,
+-- or that nothing was missing. The role also needs SELECT on the tables (and
+-- USAGE on the schemas) its [[namespace]] queries read.
 --   SELECT tenantcache.grant_daemon('tenantcache');
 CREATE OR REPLACE FUNCTION tenantcache.grant_daemon(daemon_role regrole)
 RETURNS void
@@ -605,27 +632,20 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  obj text;
-  granted text[] := '{}';
+  missing text[];
+  privilege text;
 BEGIN
   IF daemon_role IS NULL THEN
     RAISE EXCEPTION 'tenantcache.grant_daemon: give the daemon''s database role';
   END IF;
-  FOREACH obj IN ARRAY ARRAY['tenantcache.version', 'tenantcache.settings', 'tenantcache.watched_tables',
-                             'tenantcache.invalidation_log', 'tenantcache.log_horizon'] LOOP
-    IF NOT has_table_privilege(daemon_role, obj, 'SELECT') THEN
-      EXECUTE format('GRANT SELECT ON %s TO %s', obj, daemon_role);
-      granted := granted || ('SELECT ON ' || obj);
-    END IF;
+  missing := tenantcache.daemon_missing_grants(daemon_role);
+  FOREACH privilege IN ARRAY missing LOOP
+    EXECUTE format('GRANT %s TO %s', privilege, daemon_role);
   END LOOP;
-  IF NOT has_function_privilege(daemon_role, 'tenantcache.daemon_seen(text, text[])', 'EXECUTE') THEN
-    EXECUTE format('GRANT EXECUTE ON FUNCTION tenantcache.daemon_seen(text, text[]) TO %s', daemon_role);
-    granted := granted || 'EXECUTE ON FUNCTION tenantcache.daemon_seen(text, text[])'::text;
-  END IF;
-  IF cardinality(granted) = 0 THEN
+  IF cardinality(missing) = 0 THEN
     RAISE NOTICE 'tenantcache: role % already has every grant the daemon needs in schema tenantcache', daemon_role;
   ELSE
-    RAISE NOTICE 'tenantcache: granted to role %: %', daemon_role, array_to_string(granted, ', ')
+    RAISE NOTICE 'tenantcache: granted to role %: %', daemon_role, array_to_string(missing, ', ')
       USING HINT = 'The daemon also needs SELECT on the tables its [[namespace]] queries read.';
   END IF;
 END
@@ -714,7 +734,8 @@ END
 $install$;
 
 -- Version 3: tenantcache.daemons (created above), daemon_seen(),
--- served_namespaces(), grant_daemon(), and the keys in watched_tables. The
+-- served_namespaces(), daemon_missing_grants(), grant_daemon(), and the keys
+-- in watched_tables. The
 -- daemon still accepts versions 1 and 2; it records its namespaces from 3 on.
 DO $install$
 BEGIN

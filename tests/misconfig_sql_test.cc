@@ -99,12 +99,19 @@ TEST_F(MisconfigSqlTest, ADaemonRoleWithoutTheTenantcacheGrantsIsToldTheFixAndRe
   admin_->Exec("GRANT USAGE ON SCHEMA fleet TO " + role + "; GRANT SELECT ON fleet.user_accounts, " +
                "fleet.fleet_registry TO " + role);
   StartDaemon(SharedCluster().Conninfo(db_, role));
-  const std::string fix = "SELECT tenantcache.grant_daemon('" + role + "');";
+  const std::string fix = "SELECT tenantcache.grant_daemon('" + role + "')";
   ASSERT_TRUE(LogShows(fix)) << daemon_->Log();
   const std::string log = daemon_->Log();
-  EXPECT_TRUE(Contains(log, "the daemon's database role \"" + role +
-                                "\" may not read the tenantcache schema (ERROR:  permission denied for"))
+  // PostgreSQL names the first object refused (which one depends on the
+  // plan); the daemon names every missing privilege and the fix.
+  EXPECT_TRUE(
+      Contains(log, "the daemon's database role \"" + role +
+                        "\" lacks SELECT ON tenantcache.version, SELECT ON tenantcache.settings, SELECT ON "
+                        "tenantcache.watched_tables, SELECT ON tenantcache.invalidation_log, SELECT ON "
+                        "tenantcache.log_horizon, EXECUTE ON FUNCTION tenantcache.daemon_seen(text, "
+                        "text[]) in schema tenantcache (ERROR:  permission denied for "))
       << log;
+  EXPECT_TRUE(Contains(log, "); as the role that ran sql/install.sql, run: " + fix + ")")) << log;
   EXPECT_FALSE(Contains(log, "is sql/install.sql installed?")) << log;
   EXPECT_FALSE(daemon_->WaitReady(0ms)) << "READY without the grants";
 
@@ -145,6 +152,41 @@ TEST_F(MisconfigSqlTest, ADaemonRoleWithoutTheTenantcacheGrantsIsToldTheFixAndRe
   admin_->Exec(fix);
   EXPECT_TRUE(Contains(again.all(), "role " + role + " already has every grant the daemon needs"))
       << again.all();
+}
+
+// Item 1, partial grants: a role given SELECT by hand (as the README once
+// implied) but not daemon_seen() still syncs and serves, and the log says
+// why its namespaces are not recorded and the statement that fixes it. On a
+// version 2 schema (no grant_daemon yet) the refusal says to upgrade first.
+TEST_F(MisconfigSqlTest, PartialGrantsAndOlderSchemasAreNamedToo) {
+  const std::string role = Role("tcd");
+  admin_->Exec("GRANT USAGE ON SCHEMA fleet TO " + role + "; GRANT SELECT ON fleet.user_accounts, " +
+               "fleet.fleet_registry TO " + role + "; GRANT SELECT ON ALL TABLES IN SCHEMA tenantcache TO " +
+               role);
+  StartDaemon(SharedCluster().Conninfo(db_, role));
+  ASSERT_TRUE(daemon_->WaitReady()) << daemon_->Log();
+  EXPECT_TRUE(
+      LogShows("cannot record this daemon's namespaces in tenantcache.daemons, so watch_table() and "
+               "watched_tables cannot tell which keys it serves: the daemon's database role \"" +
+               role +
+               "\" may not read the tenantcache schema (ERROR:  permission denied for function "
+               "daemon_seen); as the role that ran sql/install.sql, run: SELECT "
+               "tenantcache.grant_daemon('" +
+               role + "');"))
+      << daemon_->Log();
+  daemon_.reset();
+
+  const std::string db = SharedCluster().CreateDatabase();
+  PgConn admin(SharedCluster().Conninfo(db));
+  admin.Exec(ReadFile(TC_SOURCE_DIR "/tests/data/install-v2.sql"));
+  TempDir dir;  // a log of its own
+  daemon_ = std::make_unique<DaemonProcess>(dir.path(),
+                                            FleetConfig(dir.path(), SharedCluster().Conninfo(db, role)));
+  EXPECT_TRUE(LogShows("may not read the tenantcache schema (ERROR:  permission denied for "))
+      << daemon_->Log();
+  EXPECT_TRUE(LogShows("(schema version 3: run sql/install.sql again first if it is older)"))
+      << daemon_->Log();
+  daemon_.reset();  // before its directory goes
 }
 
 // Item 1, for an installer that is neither superuser nor CREATEROLE (the
