@@ -279,6 +279,14 @@ TEST_F(MisconfigSqlTest, AWatchedNamespaceNoDaemonServesIsWarnedShownCountedAndL
       << warned;
   EXPECT_TRUE(Contains(warned, "The running daemons serve: tenant, tenant_by_host, tenant_by_slug, user."))
       << warned;
+  // Through tenantcachectl watch, the operator sees the same warning.
+  const CommandResult watched = RunCommand(std::string(TC_CTL_BIN) + " watch fleet.members --keys " +
+                                           "'{\"memberz\": \"id\"}' --conninfo '" + Conninfo() + "'");
+  EXPECT_EQ(watched.exit_code, 0) << watched.output;
+  EXPECT_TRUE(Contains(watched.output,
+                       "WARNING: tenantcache: watch_table: no tenantcached seen in the last 5 "
+                       "minutes serves namespace(s) memberz of table fleet.members"))
+      << watched.output;
   {
     // Watching with served names says nothing.
     Notices n(*admin_);
