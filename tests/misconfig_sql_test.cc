@@ -7,6 +7,7 @@
 // and host keys stored in mixed case (found whatever case is looked up).
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
+#include <signal.h>
 
 #include <chrono>
 #include <string>
@@ -145,6 +146,12 @@ TEST_F(MisconfigSqlTest, ADaemonRoleWithoutTheTenantcacheGrantsIsToldTheFixAndRe
     return admin_->Scalar(
                "SELECT string_agg(daemon_role || ' ' || array_to_string(namespaces, ','), ';') FROM "
                "tenantcache.daemons") == role + " tenant,tenant_by_host,tenant_by_slug,user";
+  })) << daemon_->Log();
+  // A reload records them again at once (not only every minute).
+  const std::string seen = admin_->Scalar("SELECT last_seen::text FROM tenantcache.daemons");
+  daemon_->Signal(SIGHUP);
+  EXPECT_TRUE(WaitFor([&] {
+    return admin_->Scalar("SELECT last_seen > '" + seen + "'::timestamptz FROM tenantcache.daemons") == "t";
   })) << daemon_->Log();
 
   // Running it again grants nothing and says so.
