@@ -469,7 +469,7 @@ void Bench::HitLatency() {
     PQclear(PQprepare(c, "q_tenant",
                       "SELECT yacht_code, tenant_url FROM fleet.fleet_registry WHERE id = $1::uuid", 1,
                       nullptr));
-    PQclear(PQprepare(c, "q_host", "SELECT id FROM fleet.fleet_registry WHERE host = $1", 1, nullptr));
+    PQclear(PQprepare(c, "q_host", "SELECT id FROM fleet.fleet_registry WHERE lower(host) = $1", 1, nullptr));
     auto run = [&](const char* stmt, const std::string& param) -> size_t {
       const char* params[] = {param.c_str()};
       PGresult* res = PQexecPrepared(c, stmt, 1, params, nullptr, nullptr, 0);

@@ -173,17 +173,18 @@ void Daemon::SourceSynced(size_t source, bool is_synced) {
   }
 }
 
-void Daemon::InvalidateKey(std::string_view ns, std::string_view key) {
+bool Daemon::InvalidateKey(std::string_view ns, std::string_view key) {
   const int id = writer_->FindNamespace(ns);
-  if (id < 0) return;  // not cached by this daemon
+  if (id < 0) return false;  // not cached by this daemon
   const auto& spec = writer_->namespace_spec(static_cast<uint32_t>(id));
   char norm[layout::kMaxKeyLen + 8];
   const KeyResult r = NormalizeKey(spec.key_kind, spec.max_key_len, key.data(), key.size(), norm);
-  if (!r.ok()) return;  // no lookup can have cached it
+  if (!r.ok()) return true;  // no lookup can have cached it
   ++stats_.invalidations_key;
   const std::string k(norm, r.len);
   writer_->Invalidate(static_cast<uint32_t>(id), k);
   loaders_[config_.namespaces[static_cast<size_t>(id)].source_index]->Revoke(static_cast<uint32_t>(id), k);
+  return true;
 }
 
 void Daemon::InvalidateTenant(std::string_view tenant) {
@@ -314,6 +315,7 @@ std::string Daemon::StatsJson() const {
     << ",\"leases_revoked\":" << stats_.leases_revoked << ",\"uncached_answers\":" << stats_.uncached_answers
     << ",\"pending_fills\":" << pending << ",\"notifications\":" << stats_.notifications
     << ",\"malformed_notifications\":" << stats_.malformed_notifications
+    << ",\"unknown_namespace_messages\":" << stats_.unknown_namespace_messages
     << ",\"invalidations_key\":" << stats_.invalidations_key
     << ",\"invalidations_tenant\":" << stats_.invalidations_tenant << ",\"flushes\":" << stats_.flushes
     << ",\"evictions\":" << w.evictions << ",\"reclaimed\":" << w.reclaimed << ",\"puts\":" << w.puts

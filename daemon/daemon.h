@@ -40,6 +40,9 @@ struct Stats {
   uint64_t uncached_answers = 0;  // answered without caching (revoked repeatedly, too large)
   uint64_t notifications = 0;
   uint64_t malformed_notifications = 0;
+  // Key messages naming a namespace this daemon does not serve (a typo in a
+  // watch_table() keys spec, or a namespace missing from the config).
+  uint64_t unknown_namespace_messages = 0;
   uint64_t invalidations_key = 0, invalidations_tenant = 0, flushes = 0;
   uint64_t reconnects = 0;
   uint64_t heartbeats_sent = 0, heartbeats_received = 0;
@@ -80,8 +83,9 @@ class Daemon {
 
   // Invalidations, from the listeners and the control socket. Keys arrive as
   // sent and are normalised per namespace; unknown namespaces and keys that
-  // no lookup could produce have nothing to invalidate.
-  void InvalidateKey(std::string_view ns, std::string_view key);
+  // no lookup could produce have nothing to invalidate. InvalidateKey returns
+  // false when this daemon has no namespace `ns` (the caller reports it).
+  bool InvalidateKey(std::string_view ns, std::string_view key);
   void InvalidateTenant(std::string_view tenant);
   void Flush(const std::string& why);
 

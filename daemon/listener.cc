@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "daemon.h"
@@ -39,6 +40,37 @@ std::string ResultError(const std::vector<PgResult>& results, const std::string&
     }
   }
   return "";
+}
+
+// The SQLSTATE of the first failed result, or "" (no result failed, or the
+// connection did).
+std::string ResultSqlState(const std::vector<PgResult>& results) {
+  for (const auto& r : results) {
+    const auto st = PQresultStatus(r.get());
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) continue;
+    const char* code = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
+    return code != nullptr ? code : "";
+  }
+  return "";
+}
+
+constexpr std::string_view kInsufficientPrivilege = "42501";
+
+// Why a query on the tenantcache schema failed, said so that the reader
+// knows what to do: a missing privilege names the one statement that grants
+// everything the daemon needs; a missing object, the installation.
+std::string SchemaError(const std::vector<PgResult>& results, const std::string& error,
+                        const std::string& role) {
+  const std::string e = ResultError(results, error);
+  const std::string state = ResultSqlState(results);
+  if (state == kInsufficientPrivilege)
+    return "the daemon's database role \"" + role + "\" may not read the tenantcache schema (" + e +
+           "); as the role that ran sql/install.sql, run: SELECT tenantcache.grant_daemon('" + role +
+           "'); (schema version 3: run sql/install.sql again first if it is older)";
+  // undefined_table, undefined_function, invalid_schema_name: not installed.
+  if (state == "42P01" || state == "42883" || state == "3F000")
+    return "cannot read the tenantcache schema (is sql/install.sql installed?): " + e;
+  return "cannot read the tenantcache schema: " + e;
 }
 
 // A heartbeat token: 128 bits from the kernel's CSPRNG, in hex. Any role can
@@ -119,6 +151,7 @@ void Listener::Stop() {
 }
 
 void Listener::Reload() {
+  record_due_ = Clock::time_point{};  // say it again at the next tick
   if (tick_timer_ != nullptr) {
     const auto interval = static_cast<uint64_t>(daemon_->config().heartbeat_interval.count());
     uv_timer_start(
@@ -172,22 +205,26 @@ void Listener::CatchUp() {
   // from the log (or covered by a flush) or notified.
   catchup_started_ns_ = MonotonicNowNs();
   conn_.Query(kState, {}, [this](const std::vector<PgResult>& results, const std::string& err) {
-    const std::string e = ResultError(results, err);
-    if (!e.empty()) {
-      Lost("cannot read the tenantcache schema (is sql/install.sql installed?): " + e);
+    if (!ResultError(results, err).empty()) {
+      if (ResultSqlState(results) == kInsufficientPrivilege)
+        RefusedSchema(SchemaError(results, err, conn_.user()), ResultError(results, err));
+      else
+        Lost(SchemaError(results, err, conn_.user()));
       return;
     }
     const std::string snapshot = Value(results, 0, 0);
     const bool log_enabled = Value(results, 0, 1) == "true";
     const std::string version = Value(results, 0, 2);
     daemon_->stats().notification_queue_usage = std::atof(Value(results, 0, 3).c_str());
-    // Versions 1 and 2 send the same messages; version 1 let any role run
+    // Versions 1 to 3 send the same messages; version 1 let any role run
     // code with the installer's rights, so it is served with a warning.
-    if (version != "1" && version != "2") {
+    // From version 3 on the daemon records the namespaces it serves.
+    if (version != "1" && version != "2" && version != "3") {
       Lost("tenantcache schema version " + (version.empty() ? std::string("missing") : version) +
-           " is not one this daemon speaks (1 or 2)");
+           " is not one this daemon speaks (1, 2 or 3)");
       return;
     }
+    records_namespaces_ = version != "1" && version != "2";
     if (version == "1")
       spdlog::warn(
           "source {}: tenantcache schema version 1 lets any database role run code with the installer's "
@@ -207,6 +244,24 @@ void Listener::CatchUp() {
   });
 }
 
+// The role may not read the schema: from version 3 on, the schema itself
+// lists every privilege the role lacks (PostgreSQL names only the first
+// object it was refused), so the log shows them all before the fix.
+void Listener::RefusedSchema(const std::string& why, const std::string& error) {
+  conn_.Query("SELECT array_to_string(tenantcache.daemon_missing_grants(), ', ')", {},
+              [this, why, error](const std::vector<PgResult>& results, const std::string& err) {
+                const std::string missing = Value(results, 0, 0);
+                if (!ResultError(results, err).empty() || missing.empty()) {
+                  Lost(why);
+                  return;
+                }
+                Lost("the daemon's database role \"" + conn_.user() + "\" lacks " + missing +
+                     " in schema tenantcache (" + error +
+                     "); as the role that ran sql/install.sql, run: SELECT tenantcache.grant_daemon('" +
+                     conn_.user() + "')");
+              });
+}
+
 void Listener::Replay(const std::string& since) {
   // One statement, one snapshot: the rows it returns and the snapshot it
   // reports are consistent. Row 's' carries the snapshot and whether the log
@@ -222,9 +277,8 @@ void Listener::Replay(const std::string& since) {
       "$1::txid_snapshot) "
       "ORDER BY 5";
   conn_.Query(kReplay, {since}, [this](const std::vector<PgResult>& results, const std::string& err) {
-    const std::string e = ResultError(results, err);
-    if (!e.empty()) {
-      Lost("replaying the invalidation log failed: " + e);
+    if (!ResultError(results, err).empty()) {
+      Lost("replaying the invalidation log failed: " + SchemaError(results, err, conn_.user()));
       return;
     }
     const PGresult* r = results.back().get();
@@ -245,8 +299,9 @@ void Listener::Replay(const std::string& since) {
     for (int i = 0; i < PQntuples(r); ++i) {
       const std::string_view kind = PQgetvalue(r, i, 0);
       if (kind == "k") {
-        daemon_->InvalidateKey(PQgetvalue(r, i, 1),
-                               std::string_view(PQgetvalue(r, i, 2), PQgetlength(r, i, 2)));
+        if (!daemon_->InvalidateKey(PQgetvalue(r, i, 1),
+                                    std::string_view(PQgetvalue(r, i, 2), PQgetlength(r, i, 2))))
+          UnknownNamespace(PQgetvalue(r, i, 1));
       } else if (kind == "t") {
         daemon_->InvalidateTenant(std::string_view(PQgetvalue(r, i, 2), PQgetlength(r, i, 2)));
       } else if (kind == "f") {
@@ -268,6 +323,7 @@ void Listener::MarkSynced(const std::string& snapshot) {
   proven_ns_ = catchup_started_ns_;
   attempts_ = 0;
   last_heartbeat_ = Clock::now();
+  record_due_ = Clock::time_point{};  // at the next tick
   spdlog::info("source {}: listening on channel {} (backend pid {}), synced", source().name, source().channel,
                conn_.backend_pid());
   daemon_->SourceSynced(index_, true);
@@ -278,7 +334,7 @@ void Listener::OnNotify(std::string_view payload) {
   const Notification n = ParseNotification(payload);
   switch (n.kind) {
     case Notification::kKey:
-      daemon_->InvalidateKey(n.ns, n.value);
+      if (!daemon_->InvalidateKey(n.ns, n.value)) UnknownNamespace(n.ns);
       return;
     case Notification::kTenant:
       daemon_->InvalidateTenant(n.value);
@@ -312,6 +368,47 @@ void Listener::OnNotify(std::string_view payload) {
   daemon_->Flush("malformed notification");
 }
 
+// The names of this source's namespaces, comma-separated.
+std::string Listener::Served(const char* separator) const {
+  std::string out;
+  for (const auto& ns : daemon_->config().namespaces) {
+    if (ns.source_index != index_) continue;
+    if (!out.empty()) out += separator;
+    out += ns.name;
+  }
+  return out;
+}
+
+void Listener::UnknownNamespace(std::string_view ns) {
+  ++daemon_->stats().unknown_namespace_messages;
+  if (unknown_ns_log_.Admit())
+    spdlog::warn(
+        "source {}: a notification names namespace \"{}\", which this daemon does not serve (it serves: {}): "
+        "ignored, so that data stays cached until its TTL. A tenantcache.watch_table() keys spec names it: "
+        "compare SELECT table_name, keys, unserved_keys FROM tenantcache.watched_tables with the "
+        "[[namespace]] "
+        "names in {}{}",
+        source().name, Printable(ns), Served(", "), daemon_->config().path, unknown_ns_log_.suffix());
+}
+
+// Who serves what is advisory (watch_table and watched_tables report keys no
+// daemon serves), so a failure is logged, rate-limited, and never unsyncs.
+void Listener::RecordNamespaces() {
+  record_due_ = Clock::now() + kRecordEvery;
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "unknown-host");
+  const std::string id = Printable(std::string(host) + ":" + daemon_->config().cache_path);
+  heartbeat_.Query("SELECT tenantcache.daemon_seen($1, $2::text[])", {id, "{" + Served(",") + "}"},
+                   [this](const std::vector<PgResult>& results, const std::string& err) {
+                     // A lost connection is the listener's to report.
+                     if (!err.empty() || ResultError(results, err).empty() || !record_log_.Admit()) return;
+                     spdlog::warn(
+                         "source {}: cannot record this daemon's namespaces in tenantcache.daemons, so "
+                         "watch_table() and watched_tables cannot tell which keys it serves: {}{}",
+                         source().name, SchemaError(results, err, heartbeat_.user()), record_log_.suffix());
+                   });
+}
+
 void Listener::Tick() {
   if (stopped_) return;
   const auto interval = daemon_->config().heartbeat_interval;
@@ -327,6 +424,12 @@ void Listener::Tick() {
     return;
   }
   if (!heartbeat_.idle() || !conn_.connected()) return;
+  // On the heartbeat connection, not the listener's: a backend running a
+  // query holds back notifications. This tick's heartbeat waits for the next.
+  if (synced_ && records_namespaces_ && Clock::now() >= record_due_) {
+    RecordNamespaces();
+    return;
+  }
   const std::string token = NewToken();
   if (token.empty()) {
     spdlog::warn("source {}: no heartbeat sent: getrandom failed: {}", source().name, std::strerror(errno));

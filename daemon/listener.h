@@ -17,6 +17,11 @@
 //    listener receives that token, it has received every notification of
 //    every transaction visible in that snapshot: the snapshot is a safe
 //    place to replay from.
+//  * Namespaces: from schema version 3 on, the listener records the names
+//    of its source's namespaces in tenantcache.daemons (through the
+//    heartbeat connection) once synced, on reload and every minute, so the database can report watched keys
+//    that no daemon serves. A key message for a namespace the daemon does not have is counted
+//    (unknown_namespace_messages) and logged, rate-limited.
 //  * Liveness: a synced listener that has not received its own heartbeat for
 //    stale_after - heartbeat_interval is deaf (a proxy, a stopped backend):
 //    it is treated as disconnected.
@@ -64,10 +69,22 @@ class Listener {
   void Connect();
   void Lost(const std::string& why);
   void CatchUp();
+  // The role lacks privileges (`why` says so, `error` is PostgreSQL's
+  // message): names every missing one, then Lost.
+  void RefusedSchema(const std::string& why, const std::string& error);
   void Replay(const std::string& snapshot);
   void MarkSynced(const std::string& snapshot);
   void OnNotify(std::string_view payload);
-  void Tick();  // heartbeat and liveness
+  void Tick();  // heartbeat, liveness, namespaces recorded
+  // Counts and logs a key message for a namespace this daemon does not have.
+  void UnknownNamespace(std::string_view ns);
+  // tenantcache.daemon_seen(): the namespaces this source serves.
+  void RecordNamespaces();
+  std::string Served(const char* separator) const;
+
+  // How often the namespaces are recorded again while synced (the database
+  // calls a daemon recent for 5 minutes).
+  static constexpr std::chrono::seconds kRecordEvery{60};
 
   Daemon* daemon_;
   size_t index_;
@@ -89,6 +106,10 @@ class Listener {
   std::deque<Heartbeat> heartbeats_;
   std::chrono::steady_clock::time_point last_heartbeat_;
   LogLimiter malformed_log_{std::chrono::seconds(10), "malformed notifications"};
+  LogLimiter unknown_ns_log_{std::chrono::seconds(10), "notifications for unknown namespaces"};
+  LogLimiter record_log_{std::chrono::minutes(10), "failures to record the namespaces"};
+  bool records_namespaces_ = false;  // schema version 3 or later
+  std::chrono::steady_clock::time_point record_due_{};
   std::mt19937_64 rng_;
 };
 

@@ -61,6 +61,8 @@ class PgConn {
   bool idle() const { return state_ == State::kReady; }
   const std::string& name() const { return name_; }
   int backend_pid() const { return conn_ != nullptr ? PQbackendPID(conn_) : 0; }
+  // The database role it logged in as ("" before connecting).
+  std::string user() const { return conn_ != nullptr ? PQuser(conn_) : ""; }
 
   // Sends `sql` with text parameters (nullopt = NULL); a multi-statement
   // string is allowed when there are no parameters.

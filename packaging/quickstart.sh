@@ -121,7 +121,7 @@ fields = ["yacht_code"]
 [[namespace]]
 name = "tenant_by_host"
 kind = "host"
-query = "SELECT id::text AS tenant_id, yacht_code FROM fleet.fleet_registry WHERE host = \$1"
+query = "SELECT id::text AS tenant_id, yacht_code FROM fleet.fleet_registry WHERE lower(host) = \$1"
 tenant_column = "tenant_id"
 fields = ["yacht_code"]
 EOF

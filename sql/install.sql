@@ -19,6 +19,14 @@
 -- tables need nothing. Upgrading from version 1 grants it to the owners of
 -- the tables already watched, with a NOTICE naming each of them.
 --
+-- The daemon's database role reads this schema and records the namespaces it
+-- serves; one statement, run by the installer, grants all of it (and says
+-- what it granted):
+--
+--   SELECT tenantcache.grant_daemon('tenantcache');
+--
+-- It also needs SELECT on the tables its [[namespace]] queries read.
+--
 -- Message format (payload of NOTIFY on the configured channel, default
 -- "tenantcache"); fields are separated by one space, the last field is the
 -- rest of the payload taken verbatim (keys may contain spaces):
@@ -86,6 +94,33 @@ BEGIN
     INSERT INTO tenantcache.log_horizon DEFAULT VALUES;
 
     INSERT INTO tenantcache.version (version) VALUES (1);
+  END IF;
+END
+$install$;
+
+-- Version 3's table, created here because the functions and the view below
+-- read it (the version row is added at the end, after version 2's step).
+-- One row per daemon and database role: the namespaces the daemon serves,
+-- written by daemon_seen() when its listener connects and every minute after,
+-- so that watch_table() and watched_tables can name the keys no running daemon
+-- serves. A row is keyed by the daemon's login role and an id the daemon
+-- chooses (host name and cache path): a daemon can only ever write the rows
+-- of its own role. Rows not seen for a day are deleted. Issue #12 (log
+-- retention with several daemons on one database) adds each daemon's replay
+-- position here as a column, keyed the same way.
+DO $install$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 3) THEN
+    CREATE TABLE tenantcache.daemons (
+      daemon_role name NOT NULL,
+      daemon_id text NOT NULL,
+      namespaces text[] NOT NULL,
+      first_seen timestamptz NOT NULL DEFAULT now(),
+      last_seen timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (daemon_role, daemon_id)
+    );
+    COMMENT ON TABLE tenantcache.daemons IS
+      'the namespaces each running tenantcached serves (written by tenantcache.daemon_seen)';
   END IF;
 END
 $install$;
@@ -381,6 +416,8 @@ DECLARE
   args text;
   owner_id oid;
   who text;
+  served text[];
+  unserved text[];
 BEGIN
   -- Ownership and the grant are checked here, before anything changes, so
   -- that a refusal names what is missing (CREATE TRIGGER would only say
@@ -429,6 +466,7 @@ BEGIN
   END IF;
 
   PERFORM tenantcache.unwatch_table(tbl);
+  served := tenantcache.served_namespaces();
   args := format('%L, %L, %L', coalesce(tenant_column, ''), keys::text, coalesce(watched::text, ''));
   EXECUTE format('CREATE TRIGGER tenantcache_ins AFTER INSERT ON %s REFERENCING NEW TABLE AS tc_new
                   FOR EACH STATEMENT EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
@@ -438,6 +476,20 @@ BEGIN
                   FOR EACH STATEMENT EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
   EXECUTE format('CREATE TRIGGER tenantcache_trunc AFTER TRUNCATE ON %s
                   FOR EACH STATEMENT EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
+  -- A namespace name no daemon serves (a typo, or a daemon not yet told about
+  -- it) is legal, but its messages would be ignored: say so now rather than
+  -- when a stale entry is noticed. Unknown while no daemon reports.
+  IF served IS NOT NULL THEN
+    SELECT array_agg(k ORDER BY k) INTO unserved FROM jsonb_object_keys(keys) k WHERE k <> ALL (served);
+    IF unserved IS NOT NULL THEN
+      RAISE WARNING 'tenantcache: watch_table: no tenantcached seen in the last 5 minutes serves namespace(s) % '
+                    'of table %: the daemons ignore their invalidations', array_to_string(unserved, ', '), tbl
+        USING HINT = format('The running daemons serve: %s. Use a [[namespace]] name of tenantcached.toml in keys, '
+                            'or add the namespace to the daemons'' configuration; '
+                            'SELECT * FROM tenantcache.watched_tables shows the keys no daemon serves.',
+                            coalesce(nullif(array_to_string(served, ', '), ''), 'none'));
+    END IF;
+  END IF;
 END
 $$;
 
@@ -474,15 +526,131 @@ BEGIN
 END
 $$;
 
+-- The namespaces served by the daemons seen in the last 5 minutes (each
+-- records them every minute), sorted; NULL when no daemon reported in that
+-- time, so that "nothing is served" is never claimed from no evidence.
+-- Executable by PUBLIC: it reveals namespace names only, which every role can
+-- already read in the triggers' arguments (pg_trigger).
+CREATE OR REPLACE FUNCTION tenantcache.served_namespaces()
+RETURNS text[]
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE WHEN count(*) > 0
+              THEN coalesce(array_agg(DISTINCT n.ns ORDER BY n.ns) FILTER (WHERE n.ns IS NOT NULL), '{}') END
+    FROM tenantcache.daemons d LEFT JOIN LATERAL unnest(d.namespaces) AS n(ns) ON true
+   WHERE d.last_seen > now() - interval '5 minutes'
+$$;
+
+-- Called by the daemon when its listener connects, on reload and every
+-- minute: records the namespaces it serves (see tenantcache.daemons). Only
+-- for the daemon roles allowed by grant_daemon(). `daemon` is the daemon's
+-- id (printable ASCII, at most 255 bytes); `served`, its namespace names.
+CREATE OR REPLACE FUNCTION tenantcache.daemon_seen(daemon text, served text[])
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF daemon IS NULL OR daemon !~ '^[ -~]{1,255}$' THEN
+    RAISE EXCEPTION 'tenantcache.daemon_seen: the daemon id must be 1-255 printable ASCII characters';
+  END IF;
+  IF served IS NULL OR cardinality(served) > 1024 OR array_position(served, NULL) IS NOT NULL
+     OR EXISTS (SELECT 1 FROM unnest(served) n WHERE n !~ '^[a-z0-9_]{1,63}$') THEN
+    RAISE EXCEPTION 'tenantcache.daemon_seen: namespaces must be at most 1024 names of 1-63 characters of a-z, 0-9 and _';
+  END IF;
+  DELETE FROM tenantcache.daemons d WHERE d.last_seen < now() - interval '1 day';
+  -- session_user, not current_user (the definer here): the login role the
+  -- daemon connected as.
+  INSERT INTO tenantcache.daemons AS d (daemon_role, daemon_id, namespaces)
+  VALUES (session_user, daemon, ARRAY(SELECT DISTINCT n FROM unnest(served) n ORDER BY n))
+  ON CONFLICT (daemon_role, daemon_id)
+  DO UPDATE SET namespaces = EXCLUDED.namespaces, last_seen = now();
+END
+$$;
+REVOKE ALL ON FUNCTION tenantcache.daemon_seen(text, text[]) FROM PUBLIC;
+
 -- The tables being watched and their specs (what the daemon checks after
--- each connect).
+-- each connect): the tenant column, the triggers, the keys (namespace ->
+-- column) and, of those namespaces, the ones no daemon seen in the last 5
+-- minutes serves (NULL when no daemon reported: unknown).
 CREATE OR REPLACE VIEW tenantcache.watched_tables AS
-SELECT t.tgrelid::regclass AS table_name,
-       nullif(convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 1)::bytea, 'UTF8'), '') AS tenant_column,
-       count(*) AS triggers
-  FROM pg_trigger t
- WHERE t.tgfoid = 'tenantcache.on_change()'::regprocedure
- GROUP BY 1, 2;
+SELECT w.table_name, w.tenant_column, w.triggers, w.keys,
+       CASE WHEN s.served IS NOT NULL
+            THEN ARRAY(SELECT k FROM jsonb_object_keys(w.keys) k WHERE k <> ALL (s.served) ORDER BY k) END
+         AS unserved_keys
+  FROM (SELECT t.tgrelid::regclass AS table_name,
+               nullif(convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 1)::bytea, 'UTF8'), '')
+                 AS tenant_column,
+               count(*) AS triggers,
+               convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 2)::bytea, 'UTF8')::jsonb AS keys
+          FROM pg_trigger t
+         WHERE t.tgfoid = 'tenantcache.on_change()'::regprocedure
+         GROUP BY 1, 2, 4) w
+ CROSS JOIN (SELECT tenantcache.served_namespaces() AS served) s;
+
+-- What a daemon's database role lacks of what the daemon does in this
+-- schema (read the version, the settings, the watched tables and the
+-- invalidation log, which it replays after a reconnect; record its
+-- namespaces), as the privileges to GRANT ("SELECT ON tenantcache.version",
+-- ...), in that order; empty when nothing is missing. The daemon asks it
+-- about itself when it is refused, to name what is missing; grant_daemon()
+-- grants exactly these. Invoker's rights: any role may ask.
+CREATE OR REPLACE FUNCTION tenantcache.daemon_missing_grants(daemon_role regrole DEFAULT current_user::text::regrole)
+RETURNS text[]
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(array_agg(g.privilege ORDER BY g.n), '{}')
+    FROM (VALUES
+      (1, 'SELECT ON tenantcache.version', has_table_privilege(daemon_role, 'tenantcache.version', 'SELECT')),
+      (2, 'SELECT ON tenantcache.settings', has_table_privilege(daemon_role, 'tenantcache.settings', 'SELECT')),
+      (3, 'SELECT ON tenantcache.watched_tables',
+       has_table_privilege(daemon_role, 'tenantcache.watched_tables', 'SELECT')),
+      (4, 'SELECT ON tenantcache.invalidation_log',
+       has_table_privilege(daemon_role, 'tenantcache.invalidation_log', 'SELECT')),
+      (5, 'SELECT ON tenantcache.log_horizon', has_table_privilege(daemon_role, 'tenantcache.log_horizon', 'SELECT')),
+      (6, 'EXECUTE ON FUNCTION tenantcache.daemon_seen(text, text[])',
+       has_function_privilege(daemon_role, 'tenantcache.daemon_seen(text, text[])', 'EXECUTE'))
+    ) AS g(n, privilege, held)
+   WHERE NOT g.held
+$$;
+
+-- Allows a daemon's database role everything the daemon does in this schema
+-- (daemon_missing_grants). Run by the installer (it grants on the
+-- installer's objects), as often as wanted: a NOTICE says what was granted,
+-- or that nothing was missing. The role also needs SELECT on the tables (and
+-- USAGE on the schemas) its [[namespace]] queries read.
+--   SELECT tenantcache.grant_daemon('tenantcache');
+CREATE OR REPLACE FUNCTION tenantcache.grant_daemon(daemon_role regrole)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  missing text[];
+  privilege text;
+BEGIN
+  IF daemon_role IS NULL THEN
+    RAISE EXCEPTION 'tenantcache.grant_daemon: give the daemon''s database role';
+  END IF;
+  missing := tenantcache.daemon_missing_grants(daemon_role);
+  FOREACH privilege IN ARRAY missing LOOP
+    EXECUTE format('GRANT %s TO %s', privilege, daemon_role);
+  END LOOP;
+  IF cardinality(missing) = 0 THEN
+    RAISE NOTICE 'tenantcache: role % already has every grant the daemon needs in schema tenantcache', daemon_role;
+  ELSE
+    RAISE NOTICE 'tenantcache: granted to role %: %', daemon_role, array_to_string(missing, ', ')
+      USING HINT = 'The daemon also needs SELECT on the tables its [[namespace]] queries read.';
+  END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION tenantcache.grant_daemon(regrole) FROM PUBLIC;
 
 -- Deletes log rows older than `keep` and records how far the log was cut.
 -- Returns the number of rows deleted. Run it periodically (the daemon can).
@@ -517,7 +685,8 @@ $$;
 -- Privileges. Any role may see the schema (so table owners can call
 -- watch_table, which itself requires owning the table). Every function that
 -- runs with the installer's rights is for the roles you grant it to, never
--- PUBLIC. The roles allowed to watch their tables (they can then send
+-- PUBLIC, but served_namespaces() (it reveals only what pg_trigger shows to
+-- all). The daemon's role: SELECT tenantcache.grant_daemon('role'). The roles allowed to watch their tables (they can then send
 -- invalidation messages for any key of those tables):
 --   GRANT EXECUTE ON FUNCTION tenantcache.on_change() TO app_owner;
 -- The roles writing to watched tables need no grant. The manual invalidation
@@ -560,6 +729,18 @@ BEGIN
       DROP FUNCTION tenantcache._watched(jsonb, text[]);
     END IF;
     INSERT INTO tenantcache.version (version) VALUES (2);
+  END IF;
+END
+$install$;
+
+-- Version 3: tenantcache.daemons (created above), daemon_seen(),
+-- served_namespaces(), daemon_missing_grants(), grant_daemon(), and the keys
+-- in watched_tables. The
+-- daemon still accepts versions 1 and 2; it records its namespaces from 3 on.
+DO $install$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 3) THEN
+    INSERT INTO tenantcache.version (version) VALUES (3);
   END IF;
 END
 $install$;

@@ -56,7 +56,8 @@ const char* kUsageText =
     "  invalidate-tenant ID        drop every entry of a tenant\n"
     "  flush                       drop everything (bump the epoch)\n"
     "  stats [--format text|json|prometheus]\n"
-    "  install-sql [--conninfo C] [--sql-dir DIR]     apply sql/install.sql\n"
+    "  install-sql [--conninfo C] [--sql-dir DIR] [--daemon-role R]\n"
+    "                              apply sql/install.sql (and grant role R what the daemon needs)\n"
     "  uninstall-sql [--conninfo C] [--sql-dir DIR]   apply sql/uninstall.sql\n"
     "  watch TABLE --keys JSON [--tenant-column COL] [--columns a,b] [--conninfo C]\n"
     "\n"
@@ -88,8 +89,9 @@ const std::map<std::string, std::string> kCommandHelp = {
     {"flush", "usage: tenantcachectl flush\n  Drops every entry (bumps the epoch).\n"},
     {"stats", "usage: tenantcachectl stats [--format text|json|prometheus]\n  The daemon's counters.\n"},
     {"install-sql",
-     "usage: tenantcachectl install-sql [--conninfo C] [--sql-dir DIR]\n  Applies install.sql "
-     "(idempotent; also upgrades).\n"},
+     "usage: tenantcachectl install-sql [--conninfo C] [--sql-dir DIR] [--daemon-role R]\n  Applies "
+     "install.sql (idempotent; also upgrades); with --daemon-role, then grants the daemon's database role R "
+     "what it needs in schema tenantcache (tenantcache.grant_daemon).\n"},
     {"uninstall-sql",
      "usage: tenantcachectl uninstall-sql [--conninfo C] [--sql-dir DIR]\n  Removes the triggers "
      "and schema tenantcache.\n"},
@@ -274,6 +276,15 @@ int Status(const Options& o) {
     std::printf("notify queue    %s (reconnects %s, unsynced %s s)\n",
                 get("notification_queue_usage").c_str(), get("reconnects").c_str(),
                 get("unsynced_seconds").c_str());
+    // Messages for a namespace the daemon lacks invalidate nothing: the
+    // cache keeps what they meant to remove until its TTL.
+    const std::string unknown = get("unknown_namespace_messages");
+    std::printf("notifications   %s (malformed %s, unknown namespace %s%s)\n", get("notifications").c_str(),
+                get("malformed_notifications").c_str(), unknown.c_str(),
+                unknown != "0" && unknown != "?"
+                    ? ": triggers name a namespace this daemon does not serve; see its log and "
+                      "SELECT * FROM tenantcache.watched_tables"
+                    : "");
   } else {
     std::printf("daemon          not answering: %s\n", tc_strerror(n));
   }
@@ -397,7 +408,10 @@ int RunSql(const Options& o, const std::string& sql, const std::string& what) {
   return ok ? kOk : kError;
 }
 
-int ApplyFile(const Options& o, const char* file) {
+// With `grant_daemon`, the script is followed by tenantcache.grant_daemon()
+// for the --daemon-role role, in the same run (its NOTICE says what it
+// granted).
+int ApplyFile(const Options& o, const char* file, bool grant_daemon = false) {
   if (o.args.size() != 1) return Usage(std::string(file) + " takes no arguments");
   const std::string path = SqlDir(o) + "/" + file;
   std::ifstream in(path, std::ios::binary);
@@ -405,7 +419,14 @@ int ApplyFile(const Options& o, const char* file) {
     std::fprintf(stderr, "tenantcachectl: cannot read %s (use --sql-dir)\n", path.c_str());
     return kError;
   }
-  return RunSql(o, std::string(std::istreambuf_iterator<char>(in), {}), path);
+  std::string sql(std::istreambuf_iterator<char>(in), {});
+  if (grant_daemon) {
+    // A string literal (standard_conforming_strings): quotes doubled.
+    std::string role;
+    for (const char c : o.flags.at("daemon-role")) role += c == '\'' ? std::string("''") : std::string(1, c);
+    sql += "\n;SELECT tenantcache.grant_daemon('" + role + "');\n";
+  }
+  return RunSql(o, sql, path);
 }
 
 std::string Literal(PGconn* conn, const std::string& s) {
@@ -454,9 +475,9 @@ int main(int argc, char** argv) {
       o.help = true;
       continue;
     }
-    static const char* const kValued[] = {"--cache",         "--timeout", "--conninfo",
-                                          "--sql-dir",       "--format",  "--keys",
-                                          "--tenant-column", "--columns", "--wait-change"};
+    static const char* const kValued[] = {"--cache",       "--timeout",    "--conninfo",      "--sql-dir",
+                                          "--format",      "--keys",       "--tenant-column", "--columns",
+                                          "--wait-change", "--daemon-role"};
     if (std::find(std::begin(kValued), std::end(kValued), a) != std::end(kValued)) {
       if (i + 1 >= argc) return Usage(a + " needs a value");
       const std::string v = argv[++i];
@@ -499,7 +520,7 @@ int main(int argc, char** argv) {
   if (cmd == "lookup") return Read(o, true);
   if (cmd == "invalidate" || cmd == "invalidate-tenant" || cmd == "flush") return Command(o);
   if (cmd == "stats") return o.args.size() == 1 ? Stats(o) : Usage("stats takes no arguments");
-  if (cmd == "install-sql") return ApplyFile(o, "install.sql");
+  if (cmd == "install-sql") return ApplyFile(o, "install.sql", o.flags.count("daemon-role") != 0);
   if (cmd == "uninstall-sql") return ApplyFile(o, "uninstall.sql");
   if (cmd == "watch") return Watch(o);
   return Usage("unknown command " + cmd);

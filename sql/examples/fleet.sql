@@ -13,7 +13,12 @@
 --   tenant          uuid  SELECT id::text AS tenant_id, yacht_code, slug, host, tenant_url
 --                           FROM fleet.fleet_registry WHERE id = $1::uuid
 --   tenant_by_slug  slug  ... WHERE slug = $1
---   tenant_by_host  host  ... WHERE host = $1
+--   tenant_by_host  host  ... WHERE lower(host) = $1
+--
+-- Host keys reach the query normalised: lower-cased, without a trailing dot
+-- or a :port suffix. Hosts are stored as entered (any case), so the query
+-- compares lower(host), and a unique index on that expression both serves it
+-- and keeps two spellings of one host from naming two tenants.
 
 BEGIN;
 
@@ -32,11 +37,12 @@ CREATE TABLE IF NOT EXISTS fleet.fleet_registry (
   id uuid PRIMARY KEY,
   yacht_code text NOT NULL UNIQUE,
   slug text NOT NULL UNIQUE CHECK (slug ~ '^[a-z0-9-]{1,63}$'),
-  host text NOT NULL UNIQUE,
+  host text NOT NULL,
   tenant_url text NOT NULL,
   plan text NOT NULL DEFAULT 'standard',
   updated_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE UNIQUE INDEX IF NOT EXISTS fleet_registry_host_lower ON fleet.fleet_registry (lower(host));
 
 CREATE TABLE IF NOT EXISTS fleet.user_accounts (
   id uuid PRIMARY KEY,

@@ -55,7 +55,8 @@ std::string FleetConfig(const std::string& dir, const std::string& conninfo, con
          "query = \"SELECT id::text AS tenant_id, yacht_code FROM fleet.fleet_registry WHERE slug = $1\"\n"
          "tenant_column = \"tenant_id\"\nfields = [\"yacht_code\"]\n\n"
          "[[namespace]]\nname = \"tenant_by_host\"\nkind = \"host\"\n"
-         "query = \"SELECT id::text AS tenant_id, yacht_code FROM fleet.fleet_registry WHERE host = $1\"\n"
+         "query = \"SELECT id::text AS tenant_id, yacht_code FROM fleet.fleet_registry WHERE lower(host) = "
+         "$1\"\n"
          "tenant_column = \"tenant_id\"\nfields = [\"yacht_code\"]\n\n" +
          extra;
 }
