@@ -424,12 +424,6 @@ void Listener::Tick() {
     return;
   }
   if (!heartbeat_.idle() || !conn_.connected()) return;
-  // On the heartbeat connection, not the listener's: a backend running a
-  // query holds back notifications. This tick's heartbeat waits for the next.
-  if (synced_ && records_namespaces_ && Clock::now() >= record_due_) {
-    RecordNamespaces();
-    return;
-  }
   const std::string token = NewToken();
   if (token.empty()) {
     spdlog::warn("source {}: no heartbeat sent: getrandom failed: {}", source().name, std::strerror(errno));
@@ -446,6 +440,11 @@ void Listener::Tick() {
                        return;
                      }
                      ++daemon_->stats().heartbeats_sent;
+                     // On the heartbeat connection, not the listener's: a
+                     // backend running a query holds back notifications. After
+                     // the heartbeat, never instead of one: a skipped tick
+                     // could exceed the deaf bound (stale_after - interval).
+                     if (synced_ && records_namespaces_ && Clock::now() >= record_due_) RecordNamespaces();
                      // The notification may have overtaken this result.
                      for (auto it = heartbeats_.begin(); it != heartbeats_.end(); ++it) {
                        if (it->token != token) continue;
