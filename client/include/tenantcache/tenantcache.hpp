@@ -41,14 +41,22 @@ enum class Status : int {
 };
 
 // Thrown by Open and Namespace, and by Result::value() on a result without one.
+// what() is "WHAT: tc_strerror(status)", followed by ": DETAIL" when a detail
+// is given (for a request to the daemon: tc_last_error_detail(), read right
+// after the call that failed).
 class Error : public std::runtime_error {
  public:
-  Error(Status status, const std::string& what)
-      : std::runtime_error(what + ": " + tc_strerror(static_cast<int>(status))), status_(status) {}
+  Error(Status status, const std::string& what, const std::string& detail = "")
+      : std::runtime_error(what + ": " + tc_strerror(static_cast<int>(status)) +
+                           (detail.empty() ? "" : ": " + detail)),
+        status_(status),
+        detail_(detail) {}
   Status status() const noexcept { return status_; }
+  const std::string& detail() const noexcept { return detail_; }
 
  private:
   Status status_;
+  std::string detail_;
 };
 
 // A value found in the cache: the tenant id and the namespace's named fields.
