@@ -87,9 +87,8 @@ const std::vector<ConfigKey> kConfigKeys = {
   {"namespace", "source", KeyType::kString, "\"\"", false,
    "the source whose database the query runs on (\"\": the first source)"},
   {"namespace", "query", KeyType::kString, nullptr, false,
-   "SQL returning at most one row for the key $1 (its only parameter); the tenant column "
-   "and the columns in fields are read from it, other columns are ignored. The daemon "
-   "checks its columns against the database at start, on reload and on every connection"},
+   "SQL returning at most one row for the key $1; every column but the tenant column "
+   "is a value field, returned as text"},
   {"namespace", "tenant_column", KeyType::kString, nullptr, false,
    "the column holding the entry's tenant id"},
   {"namespace", "fields", KeyType::kStringList, nullptr, false,
