@@ -280,6 +280,27 @@ TEST_F(MisconfigQueryTest, AFillErrorsDatabaseMessageReachesTenantcachectlLookup
   EXPECT_TRUE(WaitFor([&] {
     return LogHas("fill failed: namespace failing: ERROR:  registry offline for some-yacht");
   })) << daemon_->Log();
+
+  // The C ABI's detail, for a caller of the library.
+  ASSERT_EQ(tc_cache_open(daemon_->cache_path().c_str(), &cache_), 0);
+  EXPECT_EQ(Lookup("failing", "other-yacht"), TC_E_DAEMON);
+  EXPECT_NE(std::string(tc_last_error_detail()).find("registry offline for other-yacht"), std::string::npos)
+      << tc_last_error_detail();
+
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+  // Python's result carries it too (an instrumented library cannot be
+  // loaded into an uninstrumented interpreter).
+  const CommandResult py =
+      RunCommand("TENANTCACHE_LIBRARY='" + std::string(TC_LIBRARY) +
+                 "' PYTHONPATH='" TC_SOURCE_DIR
+                 "/client/python' python3 -c \"import tenantcache; c = tenantcache.Cache.open('" +
+                 daemon_->cache_path() +
+                 "'); r = c.lookup('failing', 'py-yacht', 5000); print(r.status.name, r.detail)\"");
+  EXPECT_EQ(py.exit_code, 0) << py.output;
+  EXPECT_NE(py.output.find("DAEMON namespace failing: ERROR:  registry offline for py-yacht"),
+            std::string::npos)
+      << py.output;
+#endif
 }
 
 }  // namespace
