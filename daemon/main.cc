@@ -298,6 +298,7 @@ void ApplyReload(Process* p, const Config& loaded, const std::string& path) {
   if (!restart.empty())
     spdlog::warn("reload: {} changed; that needs a restart and was not applied", Joined(restart));
   std::vector<std::string> keys;
+  keys.reserve(changes.size());
   for (const auto& c : changes) keys.push_back(c.substr(0, c.find(':')));
   spdlog::set_level(spdlog::level::from_str(loaded.log_level));
   p->daemon->Reload(loaded);
@@ -339,6 +340,7 @@ void Reload(Process* p, const std::string& path) {
     return;
   }
   std::vector<std::string> names;
+  names.reserve(changed.size());
   for (const auto& n : changed) names.push_back(n.name);
   spdlog::info("reload: checking the changed queries of namespace {} against the database", Joined(names));
   p->reload_check = std::make_unique<QueryCheck>(

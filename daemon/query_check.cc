@@ -32,6 +32,7 @@ std::string QueryShapeError(const NamespaceConfig& ns, const PGresult* d) {
     return Where(ns) + "the query takes " + std::to_string(PQnparams(d)) +
            " parameters; it must take exactly one, $1 (the key)";
   std::vector<std::string> columns;
+  columns.reserve(static_cast<size_t>(PQnfields(d)));
   for (int i = 0; i < PQnfields(d); ++i) columns.emplace_back(PQfname(d, i));
   // The fill reads columns by exact name (daemon/loader.cc): compare exactly.
   std::vector<std::string> wanted{ns.tenant_column};
@@ -117,32 +118,37 @@ void QueryCheck::CheckNext(size_t k) {
     return;
   }
   const NamespaceConfig& ns = *current_[k];
-  // The unnamed statement: each Prepare replaces the last one.
-  pg_->Prepare("", ns.query, [this, k, &ns](const std::vector<PgResult>& results, const std::string& error) {
-    if (finished_) return;
-    if (!error.empty()) {
-      SourceDone("connection lost: " + Trimmed(error));
-      return;
-    }
-    if (const std::string e = ResultError(results); !e.empty()) {
-      outcome_.problems.push_back(PrepareError(ns, e));
-      CheckNext(k + 1);
-      return;
-    }
-    pg_->DescribePrepared("", [this, k, &ns](const std::vector<PgResult>& described, const std::string& err) {
-      if (finished_) return;
-      if (!err.empty()) {
-        SourceDone("connection lost: " + Trimmed(err));
-        return;
-      }
-      if (const std::string e = ResultError(described); !e.empty()) {
-        outcome_.problems.push_back(PrepareError(ns, e));
-      } else if (const std::string shape = QueryShapeError(ns, described.back().get()); !shape.empty()) {
-        outcome_.problems.push_back(shape);
-      }
-      CheckNext(k + 1);
-    });
-  });
+  // A named statement, as the loaders use: a PgBouncer that carries the
+  // loaders' statements between server connections carries this one too
+  // (an unnamed one may not outlive its message there).
+  const std::string stmt = "tenantcache_check" + std::to_string(k);
+  pg_->Prepare(
+      stmt, ns.query, [this, k, &ns, stmt](const std::vector<PgResult>& results, const std::string& error) {
+        if (finished_) return;
+        if (!error.empty()) {
+          SourceDone("connection lost: " + Trimmed(error));
+          return;
+        }
+        if (const std::string e = ResultError(results); !e.empty()) {
+          outcome_.problems.push_back(PrepareError(ns, e));
+          CheckNext(k + 1);
+          return;
+        }
+        pg_->DescribePrepared(stmt, [this, k, &ns](const std::vector<PgResult>& described,
+                                                   const std::string& err) {
+          if (finished_) return;
+          if (!err.empty()) {
+            SourceDone("connection lost: " + Trimmed(err));
+            return;
+          }
+          if (const std::string e = ResultError(described); !e.empty()) {
+            outcome_.problems.push_back(PrepareError(ns, e));
+          } else if (const std::string shape = QueryShapeError(ns, described.back().get()); !shape.empty()) {
+            outcome_.problems.push_back(shape);
+          }
+          CheckNext(k + 1);
+        });
+      });
 }
 
 // May run inside a libpq callback: the connection is dropped by NextSource,
