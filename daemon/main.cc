@@ -7,7 +7,7 @@
 //     non-zero before anything is touched. Then what can be checked on the
 //     host (groups, conninfo: CheckHost) and each namespace's query against
 //     its database (QueryCheck, on a private loop, bounded by
-//     kStartCheckTimeout): a query that does not return its namespace's
+//     kQueryCheckTimeout): a query that does not return its namespace's
 //     columns refuses the start with FILE:LINE, before the cache file or the
 //     control socket exist, so systemd sees the unit fail with the reason
 //     instead of a READY daemon whose lookups all fail. A database that
@@ -27,7 +27,6 @@
 //     listener has LISTEN active and is synced.
 #include <dirent.h>
 #include <getopt.h>
-#include <grp.h>
 #include <libpq-fe.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -58,7 +57,7 @@ namespace {
 constexpr const char* kDefaultConfig = "/etc/tenantcache/tenantcached.toml";
 // How long the start, a reload and --check-config --connect wait for each
 // source's database to answer the query check.
-constexpr Millis kStartCheckTimeout{5000};
+constexpr Millis kQueryCheckTimeout{5000};
 
 }  // namespace
 
@@ -344,7 +343,7 @@ void Reload(Process* p, const std::string& path) {
   for (const auto& n : changed) names.push_back(n.name);
   spdlog::info("reload: checking the changed queries of namespace {} against the database", Joined(names));
   p->reload_check = std::make_unique<QueryCheck>(
-      &p->loop, *loaded, changed, kStartCheckTimeout, [p, loaded, path](const QueryCheck::Outcome& o) {
+      &p->loop, *loaded, changed, kQueryCheckTimeout, [p, loaded, path](const QueryCheck::Outcome& o) {
         if (!o.problems.empty()) {
           for (const auto& problem : o.problems)
             spdlog::error("reload refused, keeping the running configuration: {}", problem);
@@ -380,7 +379,7 @@ int Run(const std::string& config_path) {
     return 2;
   }
   {
-    const auto outcome = CheckQueriesNow(config, kStartCheckTimeout);
+    const auto outcome = CheckQueriesNow(config, kQueryCheckTimeout);
     if (!outcome.problems.empty()) {
       for (const auto& problem : outcome.problems) spdlog::critical("{}", problem);
       spdlog::critical(
@@ -504,7 +503,7 @@ int CheckConfig(const std::string& path, bool connect) {
   }
   int rc = 0;
   if (connect) {
-    const auto outcome = CheckQueriesNow(c, kStartCheckTimeout);
+    const auto outcome = CheckQueriesNow(c, kQueryCheckTimeout);
     problems.insert(problems.end(), outcome.problems.begin(), outcome.problems.end());
     for (const auto& u : outcome.unreachable)
       std::fprintf(stderr, "tenantcached: cannot check the queries of %s\n", u.c_str());
