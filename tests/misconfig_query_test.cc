@@ -16,6 +16,7 @@
 #include "support/pg_cluster.h"
 #include "support/test_cache.h"
 #include "tenantcache/tenantcache.h"
+#include "tenantcache/tenantcache.hpp"
 
 namespace tenantcache::test {
 namespace {
@@ -136,6 +137,11 @@ TEST_F(MisconfigQueryTest, WithTheDatabaseUnreachableAtStartTheLoadersCheckWhenT
   EXPECT_EQ(Lookup("user", UserId(1)), TC_E_DAEMON);
   const std::string detail = tc_last_error_detail();
   EXPECT_NE(detail.find(TypoMessage(config)), std::string::npos) << detail;
+  // The C++ header's exception says it after the status.
+  const tenantcache::Error error(tenantcache::Status::kDaemon, "tenantcache: lookup user", detail);
+  EXPECT_EQ(std::string(error.what()),
+            "tenantcache: lookup user: " + std::string(tc_strerror(TC_E_DAEMON)) + ": " + detail);
+  EXPECT_EQ(error.detail(), detail);
   EXPECT_EQ(Lookup("tenant", TenantId(1)), TC_FOUND) << tc_last_error_detail();
   EXPECT_STREQ(tc_last_error_detail(), "") << "a success leaves no detail behind";
   // Logged once, not once per loader connection.
