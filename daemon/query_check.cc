@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <utility>
 
+#include "cache_layout.h"
 #include "daemon.h"
+#include "keys.h"
 
 namespace tenantcache {
 namespace {
@@ -23,6 +25,30 @@ std::string ResultError(const std::vector<PgResult>& results) {
   return Trimmed(PQresultErrorMessage(r));
 }
 
+// The built-in types PostgreSQL may infer for $1 that can never parse a key
+// of kind uuid, slug or host (names, never numbers, dates or booleans; a
+// uuid parses only a uuid key). Kind text accepts every type: a text key may
+// well be a number. Types outside this list (text, varchar, citext, domains)
+// are left to the database: a key it cannot parse is a fill error that
+// reaches the log and the client.
+const char* NeverParsesKey(Oid type, uint32_t kind) {
+  if (kind == layout::kText) return nullptr;
+  struct Known {
+    Oid oid;
+    const char* name;
+  };
+  static constexpr Known kNotText[] = {
+      {16, "boolean"},    {20, "bigint"}, {21, "smallint"},          {23, "integer"},
+      {26, "oid"},        {700, "real"},  {701, "double precision"}, {1700, "numeric"},
+      {1082, "date"},     {1083, "time"}, {1114, "timestamp"},       {1184, "timestamptz"},
+      {1186, "interval"}, {114, "json"},  {3802, "jsonb"},
+  };
+  for (const auto& k : kNotText)
+    if (k.oid == type) return k.name;
+  if (type == 2950 && kind != layout::kUuid) return "uuid";
+  return nullptr;
+}
+
 }  // namespace
 
 std::string QueryShapeError(const NamespaceConfig& ns, const PGresult* d) {
@@ -31,6 +57,9 @@ std::string QueryShapeError(const NamespaceConfig& ns, const PGresult* d) {
   if (PQnparams(d) != 1)
     return Where(ns) + "the query takes " + std::to_string(PQnparams(d)) +
            " parameters; it must take exactly one, $1 (the key)";
+  if (const char* type = NeverParsesKey(PQparamtype(d, 0), ns.key_kind))
+    return Where(ns) + "the query compares $1 as " + type + ", but keys of kind " + KeyKindName(ns.key_kind) +
+           " are text that never parses as " + type + " (compare $1 with a text column, or fix kind)";
   std::vector<std::string> columns;
   columns.reserve(static_cast<size_t>(PQnfields(d)));
   for (int i = 0; i < PQnfields(d); ++i) columns.emplace_back(PQfname(d, i));

@@ -92,6 +92,31 @@ TEST_F(MisconfigQueryTest, CheckConfigConnectNamesTheLineAndTheColumnOfAFieldsTy
             std::string::npos)
       << r.output;
 
+  // A key that can never parse as $1's type, and a second parameter no key fills.
+  const std::string extra =
+      "[[namespace]]\nname = \"by_id_as_slug\"\nkind = \"slug\"\n"
+      "query = \"SELECT id::text AS tenant_id, yacht_code FROM fleet.fleet_registry WHERE id = $1\"\n"
+      "tenant_column = \"tenant_id\"\nfields = [\"yacht_code\"]\n\n"
+      "[[namespace]]\nname = \"two_params\"\nkind = \"text\"\n"
+      "query = \"SELECT id::text AS tenant_id, yacht_code FROM fleet.fleet_registry WHERE slug = $1 AND host "
+      "= "
+      "$2\"\n"
+      "tenant_column = \"tenant_id\"\nfields = [\"yacht_code\"]\n";
+  const std::string params = FleetConfig(dir_.path(), Conninfo(), "", "", extra);
+  Write(params);
+  r = RunDaemonCommand("--check-config --connect --config " + ConfigPath());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find(ConfigPath() + ":" +
+                          std::to_string(LineOf(params, "name = \"by_id_as_slug\"", "query = ")) +
+                          ": namespace by_id_as_slug: the query compares $1 as uuid, but keys of kind slug"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(
+      r.output.find(ConfigPath() + ":" + std::to_string(LineOf(params, "name = \"two_params\"", "query = ")) +
+                    ": namespace two_params: the query takes 2 parameters; it must take exactly one"),
+      std::string::npos)
+      << r.output;
+
   // The corrected file passes, and says that the queries were checked.
   Write(FleetConfig(dir_.path(), Conninfo()));
   r = RunDaemonCommand("--check-config --connect --config " + ConfigPath());
