@@ -157,8 +157,10 @@ class UniqueFd {
 // it. Every later step works relative to this descriptor, so the checks below
 // hold for the directory actually used even if its path is swapped meanwhile.
 // The directory must be the daemon's user's (or root's) and writable by no one
-// else: whoever can write it can plant a cache file or replace ours.
-int OpenCacheDirectory(const std::string& path, std::string* name) {
+// else: whoever can write it can plant a cache file or replace ours. With
+// `owner` unset (a check made as another user than the daemon's), any owner
+// is accepted; the rest is checked alike.
+int OpenCacheDirectory(const std::string& path, std::string* name, std::optional<uid_t> owner) {
   const size_t slash = path.rfind('/');
   const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
   *name = slash == std::string::npos ? path : path.substr(slash + 1);
@@ -171,7 +173,7 @@ int OpenCacheDirectory(const std::string& path, std::string* name) {
     close(fd);
     Fail(path, "cannot stat its directory " + dir, err);
   }
-  const uid_t me = geteuid();
+  const uid_t me = owner.value_or(st.st_uid);
   if (st.st_uid != me && st.st_uid != 0) {
     close(fd);
     Fail(path,
@@ -344,7 +346,7 @@ std::unique_ptr<CacheWriter> CacheWriter::Open(const CacheOptions& options) {
   std::unique_ptr<CacheWriter> w(new CacheWriter());
   w->options_ = options;
   std::string name;
-  const UniqueFd dir(OpenCacheDirectory(path, &name));
+  const UniqueFd dir(OpenCacheDirectory(path, &name, geteuid()));
 
   // One writer per file: a second daemon pointed at the same path must not
   // reuse (and fight over) the first one's file.
@@ -743,6 +745,11 @@ WriterStats CacheWriter::stats() const {
   WriterStats s = stats_;
   s.slots = bucket_count_ * layout::kSlotsPerBucket;
   return s;
+}
+
+void CheckCacheDirectory(const std::string& path, std::optional<uid_t> owner) {
+  std::string name;
+  const UniqueFd dir(OpenCacheDirectory(path, &name, owner));
 }
 
 }  // namespace tenantcache

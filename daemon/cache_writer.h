@@ -82,6 +82,11 @@ struct WriterStats {
   uint64_t flushes = 0;
 };
 
+// The check CacheWriter::Open makes of the directory that will hold `path`
+// (it exists, is owned by `owner` or root, and no one else can write it), for
+// --check-config; `owner` unset accepts any owner. Throws CacheError.
+void CheckCacheDirectory(const std::string& path, std::optional<uid_t> owner);
+
 class CacheWriter {
  public:
   // Opens the file at options.path for writing. A file of this layout with the

@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <grp.h>
 #include <libpq-fe.h>
 
 #include <algorithm>
@@ -273,6 +274,50 @@ std::string RedactConninfo(const std::string& conninfo) {
   return out;
 }
 
+gid_t ResolveGroup(const Config& c, const std::string& key, const std::string& name) {
+  const group* g = getgrnam(name.c_str());
+  if (g == nullptr)
+    throw ConfigError(c.path + ": " + key + ": no group named \"" + name +
+                      "\" on this host (create it, or fix the name)");
+  return g->gr_gid;
+}
+
+std::vector<std::string> CheckHost(const Config& c) {
+  std::vector<std::string> problems;
+  auto group = [&](const std::string& key, const std::string& name) {
+    try {
+      ResolveGroup(c, key, name);
+    } catch (const ConfigError& e) {
+      problems.emplace_back(e.what());
+    }
+  };
+  if (!c.cache_group.empty()) group("cache.group", c.cache_group);
+  for (const auto& g : c.allowed_groups) group("control.allowed_groups", g);
+  for (size_t i = 0; i < c.sources.size(); ++i) {
+    const auto& s = c.sources[i];
+    for (const auto& [key, conninfo] : {std::make_pair("conninfo", &s.conninfo),
+                                        std::make_pair("listener_conninfo", &s.listener_conninfo)}) {
+      if (conninfo->empty()) continue;
+      char* error = nullptr;
+      PQconninfoOption* options = PQconninfoParse(conninfo->c_str(), &error);
+      if (options != nullptr) {
+        PQconninfoFree(options);
+        continue;
+      }
+      // libpq's message may quote part of the string, a password perhaps:
+      // only an unknown option's name is safe to repeat.
+      std::string why = error != nullptr ? error : "out of memory";
+      PQfreemem(error);
+      while (!why.empty() && why.back() == '\n') why.pop_back();
+      if (why.rfind("invalid connection option", 0) != 0)
+        why = "write key=value pairs (quote values with spaces in single quotes) or a postgresql:// URI";
+      problems.push_back(c.path + ": source[" + std::to_string(i) + "]." + key +
+                         ": libpq cannot parse it: " + why);
+    }
+  }
+  return problems;
+}
+
 namespace {
 
 // toml11's messages quote the offending line of the file, which may hold a
@@ -434,6 +479,10 @@ Config ParseConfig(std::istream& text, const std::string& path) {
         Fail(r.Get("source"), r.Label("source"), "no [[source]] is named \"" + n.source + "\"");
       n.source_index = static_cast<size_t>(it - c.sources.begin());
       n.query = r.String("query");
+      {
+        const auto loc = r.Get("query").location();
+        n.query_location = loc.file_name() + ":" + std::to_string(loc.line());
+      }
       if (n.query.find("$1") == std::string::npos)
         Fail(r.Get("query"), r.Label("query"), "must use $1 for the key");
       n.tenant_column = r.String("tenant_column");
@@ -454,6 +503,37 @@ Config ParseConfig(std::istream& text, const std::string& path) {
   return c;
 }
 
+namespace {
+
+// What differs between two definitions of one namespace, "" if nothing.
+std::string NamespaceDiff(const NamespaceConfig& x, const NamespaceConfig& y) {
+  std::string what;
+  auto check = [&](bool same, const char* key) {
+    if (!same) what += (what.empty() ? "" : ", ") + std::string(key);
+  };
+  check(x.key_kind == y.key_kind, "kind");
+  check(x.max_key_len == y.max_key_len, "max_key_len");
+  check(x.source == y.source, "source");
+  check(x.query == y.query, "query");
+  check(x.tenant_column == y.tenant_column, "tenant_column");
+  check(x.fields == y.fields, "fields");
+  return what;
+}
+
+const NamespaceConfig* FindNamespace(const Config& c, const std::string& name) {
+  for (const auto& n : c.namespaces)
+    if (n.name == name) return &n;
+  return nullptr;
+}
+
+std::string Join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return "[" + out + "]";
+}
+
+}  // namespace
+
 std::vector<std::string> RestartRequired(const Config& a, const Config& b) {
   std::vector<std::string> diff;
   auto check = [&](bool same, const char* key) {
@@ -473,17 +553,99 @@ std::vector<std::string> RestartRequired(const Config& a, const Config& b) {
               x.channel == y.channel && x.loaders == y.loaders,
           "source (name, conninfo, listener_conninfo, channel or loaders)");
   }
-  check(a.namespaces.size() == b.namespaces.size(), "namespace (count)");
-  for (size_t i = 0; i < std::min(a.namespaces.size(), b.namespaces.size()); ++i) {
-    const auto &x = a.namespaces[i], &y = b.namespaces[i];
-    check(x.name == y.name && x.key_kind == y.key_kind && x.max_key_len == y.max_key_len &&
-              x.source == y.source && x.query == y.query && x.tenant_column == y.tenant_column &&
-              x.fields == y.fields,
-          "namespace");
+  // Namespaces by name, so that the message says which one was added,
+  // removed or changed (the cache file's namespace table is fixed at start).
+  for (const auto& x : a.namespaces) {
+    const NamespaceConfig* y = FindNamespace(b, x.name);
+    if (y == nullptr) {
+      diff.push_back("namespace " + x.name + " (removed)");
+    } else if (const std::string what = NamespaceDiff(x, *y); !what.empty()) {
+      diff.push_back("namespace " + x.name + " (" + what + ")");
+    }
+  }
+  for (const auto& y : b.namespaces)
+    if (FindNamespace(a, y.name) == nullptr) diff.push_back("namespace " + y.name + " (added)");
+  if (diff.empty()) {
+    for (size_t i = 0; i < a.namespaces.size(); ++i)
+      check(a.namespaces[i].name == b.namespaces[i].name, "namespace (order)");
   }
   std::sort(diff.begin(), diff.end());
   diff.erase(std::unique(diff.begin(), diff.end()), diff.end());
   return diff;
+}
+
+std::vector<std::string> ConfigChanges(const Config& a, const Config& b) {
+  std::vector<std::string> out;
+  auto text = [&](const std::string& key, const std::string& x, const std::string& y) {
+    if (x != y) out.push_back(key + ": \"" + x + "\" -> \"" + y + "\"");
+  };
+  auto number = [&](const std::string& key, auto x, auto y) {
+    if (x != y) out.push_back(key + ": " + std::to_string(x) + " -> " + std::to_string(y));
+  };
+  auto millis = [&](const std::string& key, Millis x, Millis y) {
+    if (x != y)
+      out.push_back(key + ": " + std::to_string(x.count()) + "ms -> " + std::to_string(y.count()) + "ms");
+  };
+  text("daemon.log_level", a.log_level, b.log_level);
+  text("daemon.prometheus_file", a.prometheus_file, b.prometheus_file);
+  millis("daemon.prometheus_interval", a.prometheus_interval, b.prometheus_interval);
+  text("cache.path", a.cache_path, b.cache_path);
+  number("cache.capacity", a.capacity, b.capacity);
+  number("cache.slot_bytes", a.slot_bytes, b.slot_bytes);
+  number("cache.mode", a.cache_mode, b.cache_mode);
+  text("cache.group", a.cache_group, b.cache_group);
+  millis("cache.ttl", a.ttl, b.ttl);
+  millis("cache.negative_ttl", a.negative_ttl, b.negative_ttl);
+  millis("cache.idle_timeout", a.idle_timeout, b.idle_timeout);
+  millis("cache.stale_after", a.stale_after, b.stale_after);
+  millis("cache.heartbeat_interval", a.heartbeat_interval, b.heartbeat_interval);
+  text("control.socket", a.control_socket, b.control_socket);
+  number("control.mode", a.control_mode, b.control_mode);
+  if (a.allowed_groups != b.allowed_groups)
+    out.push_back("control.allowed_groups: " + Join(a.allowed_groups) + " -> " + Join(b.allowed_groups));
+  number("control.max_clients", a.max_clients, b.max_clients);
+  for (size_t i = 0; i < std::min(a.sources.size(), b.sources.size()); ++i) {
+    const auto &x = a.sources[i], &y = b.sources[i];
+    const std::string s = "source " + y.name + ".";
+    text(s + "name", x.name, y.name);
+    text(s + "conninfo", RedactConninfo(x.conninfo), RedactConninfo(y.conninfo));
+    text(s + "listener_conninfo", RedactConninfo(x.listener_conninfo), RedactConninfo(y.listener_conninfo));
+    text(s + "channel", x.channel, y.channel);
+    number(s + "loaders", x.loaders, y.loaders);
+    number(s + "queue_bound", x.queue_bound, y.queue_bound);
+    millis(s + "query_timeout", x.query_timeout, y.query_timeout);
+    millis(s + "reconnect_min", x.reconnect_min, y.reconnect_min);
+    millis(s + "reconnect_max", x.reconnect_max, y.reconnect_max);
+  }
+  number("source (count)", a.sources.size(), b.sources.size());
+  for (const auto& y : b.namespaces) {
+    const NamespaceConfig* x = FindNamespace(a, y.name);
+    const std::string n = "namespace " + y.name;
+    if (x == nullptr) {
+      out.push_back(n + ": added");
+      continue;
+    }
+    if (x->query != y.query) out.push_back(n + ".query: changed (" + y.query_location + ")");
+    text(n + ".tenant_column", x->tenant_column, y.tenant_column);
+    if (x->fields != y.fields) out.push_back(n + ".fields: " + Join(x->fields) + " -> " + Join(y.fields));
+    text(n + ".source", x->source, y.source);
+    number(n + ".kind", x->key_kind, y.key_kind);
+    number(n + ".max_key_len", x->max_key_len, y.max_key_len);
+  }
+  for (const auto& x : a.namespaces)
+    if (FindNamespace(b, x.name) == nullptr) out.push_back("namespace " + x.name + ": removed");
+  return out;
+}
+
+std::vector<NamespaceConfig> ChangedQueries(const Config& a, const Config& b) {
+  std::vector<NamespaceConfig> out;
+  for (const auto& y : b.namespaces) {
+    const NamespaceConfig* x = FindNamespace(a, y.name);
+    if (x == nullptr || x->query != y.query || x->tenant_column != y.tenant_column || x->fields != y.fields ||
+        x->source != y.source)
+      out.push_back(y);
+  }
+  return out;
 }
 
 }  // namespace tenantcache

@@ -66,6 +66,7 @@ struct NamespaceConfig {
   std::string source;  // resolved: always names a source
   size_t source_index = 0;
   std::string query;
+  std::string query_location;  // "FILE:LINE" of `query`, for messages about it
   std::string tenant_column;
   std::vector<std::string> fields;
 };
@@ -99,6 +100,16 @@ Config LoadConfig(const std::string& path);
 // Config::path. Throws ConfigError.
 Config ParseConfig(std::istream& text, const std::string& path);
 
+// The id of group `name`, which key `key` of `c` names; throws ConfigError
+// "FILE: KEY: no group named ..." when this host has no such group.
+gid_t ResolveGroup(const Config& c, const std::string& key, const std::string& name);
+
+// What can be checked of `c` on this host without starting: the groups it
+// names exist and its conninfo strings parse. One message per problem, each
+// naming the file and the key. The daemon refuses to start (and a reload is
+// refused) on any of them; --check-config prints them.
+std::vector<std::string> CheckHost(const Config& c);
+
 // "150ms", "5s", "10m", "1h", "1d" -> milliseconds; nullopt if malformed.
 std::optional<Millis> ParseDuration(std::string_view s);
 
@@ -106,8 +117,18 @@ std::optional<Millis> ParseDuration(std::string_view s);
 std::string RedactConninfo(const std::string& conninfo);
 
 // Which keys differ between two configs that a reload cannot apply; empty if
-// the new config can replace the old one in place.
+// the new config can replace the old one in place. A namespace is named with
+// what changed in it: "namespace member (query, fields)".
 std::vector<std::string> RestartRequired(const Config& running, const Config& loaded);
+
+// Every key whose value differs between two configs, as "key: old -> new"
+// (conninfo redacted, queries shown as "changed"), for the reload's debug log.
+std::vector<std::string> ConfigChanges(const Config& running, const Config& loaded);
+
+// The namespaces of `loaded` whose query, tenant column, fields or source
+// differ from (or are not in) `running`: what a reload must check against the
+// database before it accepts the file.
+std::vector<NamespaceConfig> ChangedQueries(const Config& running, const Config& loaded);
 
 }  // namespace tenantcache
 

@@ -3,7 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include "entry.h"
+#include "log_limit.h"
 #include "protocol.h"
+#include "query_check.h"
 #include "tenantcache/tenantcache.h"
 
 namespace tenantcache {
@@ -92,17 +94,63 @@ void LoaderPool::PrepareNext(size_t i, size_t k) {
     return;
   }
   const uint32_t ns = namespaces_[k];
+  const NamespaceConfig& nc = daemon_->config().namespaces[ns];
   conns_[i].pg->Prepare(
-      StatementName(ns), daemon_->config().namespaces[ns].query,
+      StatementName(ns), nc.query,
       [this, i, k, ns](const std::vector<PgResult>& results, const std::string& error) {
-        std::string e = error;
-        if (e.empty() && !results.empty() && PQresultStatus(results.back().get()) != PGRES_COMMAND_OK)
-          e = PQresultErrorMessage(results.back().get());
-        if (!e.empty())
-          spdlog::error("namespace {}: cannot prepare its query: {}", daemon_->config().namespaces[ns].name,
-                        e);
-        PrepareNext(i, k + 1);
+        if (!error.empty()) {  // not sent, or the connection failed (then Reconnect runs)
+          PrepareNext(i, k + 1);
+          return;
+        }
+        const NamespaceConfig& n = daemon_->config().namespaces[ns];
+        const PGresult* r = results.empty() ? nullptr : results.back().get();
+        if (r == nullptr || PQresultStatus(r) != PGRES_COMMAND_OK) {
+          SetBroken(ns, PrepareError(n, r != nullptr ? PQresultErrorMessage(r) : "no result"));
+          PrepareNext(i, k + 1);
+          return;
+        }
+        // Nothing runs: the statement's parameters and columns are compared
+        // with the namespace before any fill uses it.
+        conns_[i].pg->DescribePrepared(
+            StatementName(ns),
+            [this, i, k, ns](const std::vector<PgResult>& described, const std::string& e) {
+              if (!e.empty()) {
+                PrepareNext(i, k + 1);
+                return;
+              }
+              const NamespaceConfig& checked = daemon_->config().namespaces[ns];
+              const PGresult* d = described.empty() ? nullptr : described.back().get();
+              if (d == nullptr || PQresultStatus(d) != PGRES_COMMAND_OK)
+                SetBroken(ns, PrepareError(checked, d != nullptr ? PQresultErrorMessage(d) : "no result"));
+              else
+                SetBroken(ns, QueryShapeError(checked, d));
+              PrepareNext(i, k + 1);
+            });
       });
+}
+
+void LoaderPool::SetBroken(uint32_t ns, const std::string& error) {
+  const std::string& name = daemon_->config().namespaces[ns].name;
+  const auto it = broken_.find(ns);
+  if (error.empty()) {
+    if (it != broken_.end()) {
+      spdlog::info("namespace {}: its query checks out now; lookups are filled again", name);
+      broken_.erase(it);
+    }
+    return;
+  }
+  // Every loader connection checks: log what is new only.
+  if (it != broken_.end() && it->second == error) return;
+  spdlog::error("{}; lookups of namespace {} fail until the query or the schema is fixed", error, name);
+  broken_[ns] = error;
+}
+
+void LoaderPool::FillError(const std::shared_ptr<Fill>& fill, const std::string& message) {
+  ++daemon_->stats().fill_errors;
+  // The message may quote a key a client sent: Printable keeps the line one line.
+  if (fill_error_log_.Admit())
+    spdlog::error("fill failed: {}{}", Printable(message, 400), fill_error_log_.suffix());
+  Answer(fill, Error(TC_E_DAEMON, message));
 }
 
 void LoaderPool::Reconnect(size_t i, const std::string& why) {
@@ -114,8 +162,8 @@ void LoaderPool::Reconnect(size_t i, const std::string& why) {
     if (++fill->attempts < kMaxAttempts) {
       queue_.push_front(fill);
     } else {
-      ++daemon_->stats().fill_errors;
-      Answer(fill, Error(TC_E_DAEMON, "database connection lost: " + why));
+      FillError(fill, "namespace " + daemon_->config().namespaces[fill->ns].name +
+                          ": database connection lost: " + why);
     }
   }
   c.pg->Disconnect(why);
@@ -135,6 +183,10 @@ void LoaderPool::Reconnect(size_t i, const std::string& why) {
 }
 
 void LoaderPool::Lookup(uint32_t ns, const std::string& key, LookupCallback cb) {
+  if (const auto b = broken_.find(ns); b != broken_.end()) {
+    cb(Error(TC_E_DAEMON, b->second));
+    return;
+  }
   const auto k = std::make_pair(ns, key);
   if (auto it = fills_.find(k); it != fills_.end()) {
     ++daemon_->stats().coalesced;
@@ -160,6 +212,18 @@ void LoaderPool::Revoke(uint32_t ns, const std::string& key) {
 }
 
 void LoaderPool::Dispatch() {
+  // Fills queued before a connection found their namespace's query broken
+  // are answered with the reason, not run.
+  for (auto it = queue_.begin(); it != queue_.end();) {
+    const auto b = broken_.find((*it)->ns);
+    if (b == broken_.end()) {
+      ++it;
+      continue;
+    }
+    auto fill = *it;
+    it = queue_.erase(it);
+    Answer(fill, Error(TC_E_DAEMON, b->second));
+  }
   for (size_t i = 0; i < conns_.size() && !queue_.empty(); ++i) {
     Conn& c = conns_[i];
     if (!c.pg || !c.prepared || c.running || !c.pg->idle()) continue;
@@ -208,8 +272,7 @@ void LoaderPool::Done(size_t i, const std::shared_ptr<Fill>& fill, const std::ve
     if (++fill->attempts < kMaxAttempts) {
       queue_.push_front(fill);
     } else {
-      ++daemon_->stats().fill_errors;
-      Answer(fill, Error(TC_E_DAEMON, error));
+      FillError(fill, "namespace " + daemon_->config().namespaces[fill->ns].name + ": " + error);
     }
     Dispatch();
     return;
@@ -226,10 +289,9 @@ void LoaderPool::Done(size_t i, const std::shared_ptr<Fill>& fill, const std::ve
     }
   }
   if (r == nullptr || PQresultStatus(r) != PGRES_TUPLES_OK) {
-    ++daemon_->stats().fill_errors;
     std::string msg = r != nullptr ? PQresultErrorMessage(r) : "no result";
     while (!msg.empty() && msg.back() == '\n') msg.pop_back();
-    Answer(fill, Error(TC_E_DAEMON, "namespace " + nc.name + ": " + msg));
+    FillError(fill, "namespace " + nc.name + ": " + msg);
     Dispatch();
     return;
   }
@@ -243,18 +305,15 @@ void LoaderPool::Done(size_t i, const std::shared_ptr<Fill>& fill, const std::ve
     put = fill->revoked ? PutResult::kRevoked
                         : writer.PutNegative(fill->ns, fill->key, negative_ttl, fill->lease);
   } else if (PQntuples(r) > 1) {
-    ++daemon_->stats().fill_errors;
-    Answer(fill, Error(TC_E_DAEMON, "namespace " + nc.name + ": query returned " +
-                                        std::to_string(PQntuples(r)) + " rows for one key"));
+    FillError(fill, "namespace " + nc.name + ": the query returned " + std::to_string(PQntuples(r)) +
+                        " rows for one key (it must return at most one)");
     Dispatch();
     return;
   } else {
     const int tenant_col = PQfnumber(r, Quoted(nc.tenant_column).c_str());
     if (tenant_col < 0 || PQgetisnull(r, 0, tenant_col)) {
-      ++daemon_->stats().fill_errors;
-      Answer(fill,
-             Error(TC_E_DAEMON, "namespace " + nc.name +
-                                    ": the query returned no (or a NULL) tenant column " + nc.tenant_column));
+      FillError(fill, "namespace " + nc.name + ": the query returned no (or a NULL) tenant column \"" +
+                          nc.tenant_column + "\"");
       Dispatch();
       return;
     }
@@ -264,8 +323,7 @@ void LoaderPool::Done(size_t i, const std::shared_ptr<Fill>& fill, const std::ve
     for (const auto& f : nc.fields) {
       const int col = PQfnumber(r, Quoted(f).c_str());
       if (col < 0) {
-        ++daemon_->stats().fill_errors;
-        Answer(fill, Error(TC_E_DAEMON, "namespace " + nc.name + ": the query returned no column " + f));
+        FillError(fill, "namespace " + nc.name + ": the query returned no column \"" + f + "\"");
         Dispatch();
         return;
       }
@@ -278,8 +336,8 @@ void LoaderPool::Done(size_t i, const std::shared_ptr<Fill>& fill, const std::ve
     answer.status = TC_FOUND;
     const size_t size = EncodedSize(fill->key, entry.tenant, entry.fields);
     if (size == 0) {
-      ++daemon_->stats().fill_errors;
-      Answer(fill, Error(TC_E_DAEMON, "namespace " + nc.name + ": value too large"));
+      FillError(fill, "namespace " + nc.name +
+                          ": the value is too large for a cache slot (raise cache.slot_bytes)");
       Dispatch();
       return;
     }

@@ -9,6 +9,15 @@
 //    here; an epoch bump or an invalidation of the tenant the row turns out
 //    to belong to makes the writer refuse it. A revoked fill is not written:
 //    it is run again (up to kMaxAttempts) and then answered uncached.
+//  * Every connection describes each statement it prepares and checks it
+//    against the namespace (query_check.h). A namespace whose query does not
+//    prepare or does not return its columns is broken: the error is logged
+//    once (again when it changes) and its lookups are answered TC_E_DAEMON
+//    with that message, never from a query that cannot fill it. A later
+//    connection that finds the query sound (the schema was fixed) clears it.
+//  * Fill errors are logged, at most one line a second with a count of the
+//    rest, with the namespace and the database's message, which also goes
+//    back to the client.
 //  * The pending queue is bounded (queue_bound Fills); beyond it lookups are
 //    answered busy. Each query has a deadline; on expiry its waiters are told
 //    timeout and the connection is replaced (the server's statement_timeout
@@ -28,6 +37,7 @@
 #include "cache_writer.h"
 #include "config.h"
 #include "daemon.h"
+#include "log_limit.h"
 #include "pg_conn.h"
 
 namespace tenantcache {
@@ -80,6 +90,10 @@ class LoaderPool {
             const std::string& error);
   void Answer(const std::shared_ptr<Fill>& fill, const LookupAnswer& answer);
   void Reconnect(size_t i, const std::string& why);
+  // Records the outcome of a connection's check of namespace `ns`: "" sound.
+  void SetBroken(uint32_t ns, const std::string& error);
+  // Answers a fill with a database error and logs it (rate-limited).
+  void FillError(const std::shared_ptr<Fill>& fill, const std::string& message);
 
   Daemon* daemon_;
   size_t index_;
@@ -87,6 +101,8 @@ class LoaderPool {
   std::vector<Conn> conns_;
   std::map<std::pair<uint32_t, std::string>, std::shared_ptr<Fill>> fills_;
   std::deque<std::shared_ptr<Fill>> queue_;
+  std::map<uint32_t, std::string> broken_;  // namespace id -> why its query cannot fill it
+  LogLimiter fill_error_log_{std::chrono::seconds(1), "fill errors"};
   bool stopped_ = false;
 };
 

@@ -1,10 +1,22 @@
 // tenantcached: the single writer of the tenantcache shared-memory cache.
 //
-//   tenantcached [--config FILE] [--check-config] [--version] [--help]
+//   tenantcached [--config FILE] [--check-config [--connect]] [--version] [--help]
 //
 // main() only orders the subsystems' setup; the order matters:
 //  1. The configuration is loaded and checked first: a bad file exits
-//     non-zero before anything is touched.
+//     non-zero before anything is touched. Then what can be checked on the
+//     host (groups, conninfo: CheckHost) and each namespace's query against
+//     its database (QueryCheck, on a private loop, bounded by
+//     kQueryCheckTimeout): a query that does not return its namespace's
+//     columns refuses the start with FILE:LINE, before the cache file or the
+//     control socket exist, so systemd sees the unit fail with the reason
+//     instead of a READY daemon whose lookups all fail. A database that
+//     cannot be reached does not stop the start (readers fail closed until it
+//     can be); the loaders run the same check when they connect. READY=1
+//     does not wait for the loaders: by then the start check has passed, or
+//     could not run and the loaders' check answers for the namespace. A
+//     signal during this check ends the process as it would any program:
+//     nothing has been created yet.
 //  2. Signals are installed before the first connection, so a TERM during a
 //     slow start is still a clean stop.
 //  3. The cache file is created (or reused, with its epoch bumped) before
@@ -15,11 +27,11 @@
 //     listener has LISTEN active and is synced.
 #include <dirent.h>
 #include <getopt.h>
-#include <grp.h>
 #include <libpq-fe.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -35,6 +47,7 @@
 #include "control.h"
 #include "daemon.h"
 #include "keys.h"
+#include "query_check.h"
 #include "systemd.h"
 #include "tenantcache/tenantcache.h"
 
@@ -42,6 +55,9 @@ namespace tenantcache {
 namespace {
 
 constexpr const char* kDefaultConfig = "/etc/tenantcache/tenantcached.toml";
+// How long the start, a reload and --check-config --connect wait for each
+// source's database to answer the query check.
+constexpr Millis kQueryCheckTimeout{5000};
 
 }  // namespace
 
@@ -52,10 +68,14 @@ namespace {
 
 void Usage(FILE* out) {
   std::fprintf(out,
-               "usage: tenantcached [--config FILE] [--check-config] [--version]\n"
+               "usage: tenantcached [--config FILE] [--check-config [--connect]] [--version]\n"
                "\n"
                "  -c, --config FILE   configuration file (default %s)\n"
-               "  -t, --check-config  validate the configuration and exit (0: valid)\n"
+               "  -t, --check-config  validate the configuration and what it names on this host (groups,\n"
+               "                      conninfo syntax, the cache directory) and exit: 0 valid, 2 not\n"
+               "      --connect       with --check-config: also connect to each source and check each\n"
+               "                      namespace's query against the database (its parameter, its\n"
+               "                      tenant_column and fields); 3 when a database cannot be reached\n"
                "      --config-reference  print every configuration key as a Markdown table\n"
                "      --sample-config     print a commented configuration file with every key\n"
                "  -V, --version       print the version and exit\n"
@@ -140,11 +160,7 @@ CacheOptions CacheOptionsFrom(const Config& c) {
   o.capacity = c.capacity;
   o.slot_size = c.slot_bytes;
   o.mode = c.cache_mode;
-  if (!c.cache_group.empty()) {
-    const group* g = getgrnam(c.cache_group.c_str());
-    if (g == nullptr) throw ConfigError(c.path + ": cache.group: no group named \"" + c.cache_group + "\"");
-    o.group = g->gr_gid;
-  }
+  if (!c.cache_group.empty()) o.group = ResolveGroup(c, "cache.group", c.cache_group);
   for (const auto& n : c.namespaces)
     o.namespaces.push_back(
         NamespaceSpec{n.name, n.key_kind, n.key_kind == layout::kText ? n.max_key_len : 0, n.fields});
@@ -228,6 +244,8 @@ struct Process {
   uv_timer_t* watchdog_timer = nullptr;
   bool stopping = false;
   bool ready = false;  // READY=1 sent: every source was synced once
+  // A reload's check of the queries it changes, while it runs.
+  std::unique_ptr<QueryCheck> reload_check;
 };
 
 // A start that fails once the loop exists still closes everything it
@@ -251,6 +269,7 @@ void Shutdown(Process* p, const char* why) {
   }
   p->stopping = true;
   spdlog::info("{}: stopping (the cache is marked unavailable)", why);
+  p->reload_check.reset();
   systemd::Stopping();
   p->daemon->Stop();
   p->control->Stop();
@@ -262,29 +281,84 @@ void Shutdown(Process* p, const char* why) {
   uv_unref(reinterpret_cast<uv_handle_t*>(&p->sigint));
 }
 
-void Reload(Process* p, const std::string& path) {
-  systemd::Reloading();
-  try {
-    Config loaded = LoadConfig(path);
-    const auto restart = RestartRequired(p->daemon->config(), loaded);
-    if (!restart.empty()) {
-      std::string keys;
-      for (const auto& k : restart) keys += (keys.empty() ? "" : ", ") + k;
-      spdlog::warn("reload: {} changed; that needs a restart and was not applied", keys);
-    }
-    spdlog::set_level(spdlog::level::from_str(loaded.log_level));
-    p->daemon->Reload(loaded);
-    p->control->Reload();
-    spdlog::info("reloaded {}", path);
-  } catch (const std::exception& e) {
-    spdlog::error("reload failed, keeping the running configuration: {}", e.what());
-  }
+std::string Joined(const std::vector<std::string>& v, const char* sep = ", ") {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+
+// Applies what a reload can apply of `loaded` and says what changed: each
+// change at debug, the keys at info, what needs a restart as a warning.
+void ApplyReload(Process* p, const Config& loaded, const std::string& path) {
+  const Config& running = p->daemon->config();
+  const auto changes = ConfigChanges(running, loaded);
+  for (const auto& c : changes) spdlog::debug("reload: {}", c);
+  const auto restart = RestartRequired(running, loaded);
+  if (!restart.empty())
+    spdlog::warn("reload: {} changed; that needs a restart and was not applied", Joined(restart));
+  std::vector<std::string> keys;
+  keys.reserve(changes.size());
+  for (const auto& c : changes) keys.push_back(c.substr(0, c.find(':')));
+  spdlog::set_level(spdlog::level::from_str(loaded.log_level));
+  p->daemon->Reload(loaded);
+  p->control->Reload();
+  spdlog::info("reloaded {}: {}", path, keys.empty() ? "nothing changed" : "changed " + Joined(keys));
+}
+
+void EndReload(Process* p) {
   // READY=1 ends the reload; before the first sync it would also claim a
   // start that has not happened yet.
   if (p->ready)
     systemd::Ready(p->daemon->StatusLine());
   else
     systemd::Status(p->daemon->StatusLine());
+}
+
+// A reload whose file changes a namespace's query, tenant column or fields
+// checks those queries against the database first (on the loop: the check is
+// asynchronous) and is refused, the running configuration kept, when one does
+// not match. The changed namespaces themselves take effect at the next
+// restart; the check tells now whether that restart will succeed.
+void Reload(Process* p, const std::string& path) {
+  systemd::Reloading();
+  p->reload_check.reset();  // a newer SIGHUP replaces a check under way
+  auto loaded = std::make_shared<Config>();
+  try {
+    *loaded = LoadConfig(path);
+    if (const auto problems = CheckHost(*loaded); !problems.empty())
+      throw ConfigError(Joined(problems, "; "));
+  } catch (const std::exception& e) {
+    spdlog::error("reload failed, keeping the running configuration: {}", e.what());
+    EndReload(p);
+    return;
+  }
+  const auto changed = ChangedQueries(p->daemon->config(), *loaded);
+  if (changed.empty()) {
+    ApplyReload(p, *loaded, path);
+    EndReload(p);
+    return;
+  }
+  std::vector<std::string> names;
+  names.reserve(changed.size());
+  for (const auto& n : changed) names.push_back(n.name);
+  spdlog::info("reload: checking the changed queries of namespace {} against the database", Joined(names));
+  p->reload_check = std::make_unique<QueryCheck>(
+      &p->loop, *loaded, changed, kQueryCheckTimeout, [p, loaded, path](const QueryCheck::Outcome& o) {
+        if (!o.problems.empty()) {
+          for (const auto& problem : o.problems)
+            spdlog::error("reload refused, keeping the running configuration: {}", problem);
+        } else {
+          for (const auto& u : o.unreachable)
+            spdlog::warn(
+                "reload: the changed queries could not be checked ({}); the loaders check them when "
+                "they connect after the restart",
+                u);
+          ApplyReload(p, *loaded, path);
+        }
+        EndReload(p);
+        p->reload_check.reset();  // allowed: `done` runs outside libpq's callbacks
+      });
+  p->reload_check->Start();
 }
 
 int Run(const std::string& config_path) {
@@ -298,6 +372,27 @@ int Run(const std::string& config_path) {
   SetupLogging(config.log_level);
   spdlog::info("tenantcached {} (cache layout {}, libpq {}, libuv {}) starting, pid {}, config {}",
                tc_version(), tc_layout_version(), PQlibVersion(), uv_version_string(), getpid(), config_path);
+  if (const auto problems = CheckHost(config); !problems.empty()) {
+    for (const auto& problem : problems) spdlog::critical("{}", problem);
+    spdlog::critical("refusing to start: fix {} (tenantcached --check-config shows what is wrong)",
+                     config_path);
+    return 2;
+  }
+  {
+    const auto outcome = CheckQueriesNow(config, kQueryCheckTimeout);
+    if (!outcome.problems.empty()) {
+      for (const auto& problem : outcome.problems) spdlog::critical("{}", problem);
+      spdlog::critical(
+          "refusing to start: a namespace's query does not match it (tenantcached --check-config --connect "
+          "checks a fix)");
+      return 2;
+    }
+    for (const auto& u : outcome.unreachable)
+      spdlog::warn(
+          "the namespaces' queries could not be checked at start ({}); the loaders check them when they "
+          "connect",
+          u);
+  }
 
   Process p;
   uv_loop_init(&p.loop);
@@ -375,12 +470,60 @@ int Run(const std::string& config_path) {
   return 0;
 }
 
+// --check-config: everything that can be checked without starting, with the
+// daemon's own checks, each problem on its own line.
+int CheckConfig(const std::string& path, bool connect) {
+  Config c;
+  try {
+    c = LoadConfig(path);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tenantcached: %s\n", e.what());
+    return 2;
+  }
+  std::vector<std::string> problems = CheckHost(c);
+  // The directory as CacheWriter::Open will require it. Run as root (sudo),
+  // the check cannot know the daemon's user, so any owner passes; and a
+  // directory that does not exist yet may be made at start (the packaged
+  // unit's RuntimeDirectory=): that is a warning, not an error.
+  const std::string dir = c.cache_path.substr(0, std::max<size_t>(c.cache_path.rfind('/'), 1));
+  struct stat st {};
+  if (stat(dir.c_str(), &st) != 0 && errno == ENOENT) {
+    std::fprintf(
+        stderr,
+        "tenantcached: warning: %s: cache.path: the directory %s does not exist; the daemon refuses to "
+        "start unless it exists then (RuntimeDirectory= in the unit, or create it owned by the "
+        "daemon's user)\n",
+        path.c_str(), dir.c_str());
+  } else {
+    try {
+      CheckCacheDirectory(c.cache_path, geteuid() == 0 ? std::nullopt : std::optional<uid_t>(geteuid()));
+    } catch (const std::exception& e) {
+      problems.push_back(path + ": cache.path: " + e.what());
+    }
+  }
+  int rc = 0;
+  if (connect) {
+    const auto outcome = CheckQueriesNow(c, kQueryCheckTimeout);
+    problems.insert(problems.end(), outcome.problems.begin(), outcome.problems.end());
+    for (const auto& u : outcome.unreachable)
+      std::fprintf(stderr, "tenantcached: cannot check the queries of %s\n", u.c_str());
+    if (!outcome.unreachable.empty()) rc = 3;
+  }
+  for (const auto& problem : problems) std::fprintf(stderr, "tenantcached: %s\n", problem.c_str());
+  if (!problems.empty()) return 2;
+  if (rc != 0) return rc;
+  std::printf("%s: configuration OK (%zu source(s), %zu namespace(s)%s)\n", path.c_str(), c.sources.size(),
+              c.namespaces.size(), connect ? ", every query checked against its database" : "");
+  return 0;
+}
+
 }  // namespace
 }  // namespace tenantcache
 
 int main(int argc, char** argv) {
   static const option kOptions[] = {{"config", required_argument, nullptr, 'c'},
                                     {"check-config", no_argument, nullptr, 't'},
+                                    {"connect", no_argument, nullptr, 'C'},
                                     {"version", no_argument, nullptr, 'V'},
                                     {"config-reference", no_argument, nullptr, 'R'},
                                     {"sample-config", no_argument, nullptr, 'S'},
@@ -388,6 +531,7 @@ int main(int argc, char** argv) {
                                     {nullptr, 0, nullptr, 0}};
   std::string config = tenantcache::kDefaultConfig;
   bool check = false;
+  bool connect = false;
   int opt;
   while ((opt = getopt_long(argc, argv, "c:tVh", kOptions, nullptr)) != -1) {
     switch (opt) {
@@ -396,6 +540,9 @@ int main(int argc, char** argv) {
         break;
       case 't':
         check = true;
+        break;
+      case 'C':
+        connect = true;
         break;
       case 'V':
         std::printf("tenantcached %s (cache layout %u)\n", tc_version(), tc_layout_version());
@@ -418,16 +565,10 @@ int main(int argc, char** argv) {
     tenantcache::Usage(stderr);
     return 2;
   }
-  if (check) {
-    try {
-      const auto c = tenantcache::LoadConfig(config);
-      std::printf("%s: configuration OK (%zu source(s), %zu namespace(s))\n", config.c_str(),
-                  c.sources.size(), c.namespaces.size());
-      return 0;
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "tenantcached: %s\n", e.what());
-      return 2;
-    }
+  if (connect && !check) {
+    std::fprintf(stderr, "tenantcached: --connect goes with --check-config\n");
+    return 2;
   }
+  if (check) return tenantcache::CheckConfig(config, connect);
   return tenantcache::Run(config);
 }

@@ -156,6 +156,14 @@ void PgConn::Prepare(const std::string& stmt, const std::string& sql, ResultCall
   Sent(PQsendPrepare(conn_, stmt.c_str(), sql.c_str(), 0, nullptr), std::move(cb));
 }
 
+void PgConn::DescribePrepared(const std::string& stmt, ResultCallback cb) {
+  if (!idle()) {
+    cb({}, connected() ? "connection busy" : "not connected");
+    return;
+  }
+  Sent(PQsendDescribePrepared(conn_, stmt.c_str()), std::move(cb));
+}
+
 void PgConn::QueryPrepared(const std::string& stmt, const std::vector<std::optional<std::string>>& params,
                            ResultCallback cb) {
   if (!idle()) {

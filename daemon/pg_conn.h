@@ -69,6 +69,8 @@ class PgConn {
   void Query(const std::string& sql, const std::vector<std::optional<std::string>>& params,
              ResultCallback cb);
   void Prepare(const std::string& stmt, const std::string& sql, ResultCallback cb);
+  // The parameters and result columns of a prepared statement (nothing runs).
+  void DescribePrepared(const std::string& stmt, ResultCallback cb);
   void QueryPrepared(const std::string& stmt, const std::vector<std::optional<std::string>>& params,
                      ResultCallback cb);
 

@@ -235,7 +235,10 @@ int Read(const Options& o, bool ask_daemon) {
     PrintValue(v);
     std::fprintf(stderr, "found in %.1f us%s\n", us, warm.c_str());
   } else {
-    std::printf("%s\n", tc_strerror(rc));
+    // The daemon's own words (a database error, a misconfigured namespace)
+    // follow the status when it gave any.
+    const std::string detail = ask_daemon ? tc_last_error_detail() : "";
+    std::printf("%s%s%s\n", tc_strerror(rc), detail.empty() ? "" : ": ", detail.c_str());
     std::fprintf(stderr, "answered in %.1f us%s\n", us, warm.c_str());
   }
   tc_cache_close(c);
@@ -362,9 +365,11 @@ int Command(const Options& o) {
     if (rc == 0) rc = tc_cache_invalidate(c, ns, key, len, o.timeout_ms);
     done = "invalidated " + o.args[1] + " " + std::string(key, len);
   }
+  const std::string detail = tc_last_error_detail();
   tc_cache_close(c);
   if (rc != 0) {
-    std::fprintf(stderr, "tenantcachectl: %s: %s\n", cmd.c_str(), tc_strerror(rc));
+    std::fprintf(stderr, "tenantcachectl: %s: %s%s%s\n", cmd.c_str(), tc_strerror(rc),
+                 detail.empty() ? "" : ": ", detail.c_str());
     return StatusCode(rc);
   }
   std::printf("%s\n", done.c_str());

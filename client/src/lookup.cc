@@ -26,6 +26,10 @@ namespace layout = tenantcache::layout;
 namespace protocol = tenantcache::protocol;
 using Clock = std::chrono::steady_clock;
 
+// tc_last_error_detail's text: per thread, so that a caller reads the detail
+// of its own last request; replaced by each request the thread makes.
+thread_local std::string t_detail;
+
 int RemainingMs(Clock::time_point deadline) {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
   return left <= 0 ? 0 : static_cast<int>(left);
@@ -60,7 +64,10 @@ int Acquire(const tc_cache* cc, int* status, bool* reused) {
   }
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     // ENOENT/ECONNREFUSED: no daemon; EAGAIN: its backlog is full.
-    *status = errno == EAGAIN ? TC_E_BUSY : TC_E_UNAVAILABLE;
+    const int err = errno;
+    *status = err == EAGAIN ? TC_E_BUSY : TC_E_UNAVAILABLE;
+    t_detail = std::string("cannot connect to the daemon's control socket ") + addr.sun_path + ": " +
+               std::strerror(err);
     close(fd);
     return -1;
   }
@@ -144,11 +151,13 @@ int Attempt(const tc_cache* cc, uint8_t op, const std::string& payload, Clock::t
     const char* err = nullptr;
     const auto parsed = protocol::ParseFrame(in, protocol::kMaxResponse, &f, &used, &err);
     if (parsed == protocol::Parse::kBad) {
+      t_detail = "the daemon's answer is malformed";
       close(fd);
       return TC_E_DAEMON;
     }
     if (parsed == protocol::Parse::kFrame) {
       if (f.request_id != id || f.op != op || used != in.size()) {
+        t_detail = "the daemon's answer does not match the request";
         close(fd);
         return TC_E_DAEMON;
       }
@@ -179,11 +188,15 @@ int Attempt(const tc_cache* cc, uint8_t op, const std::string& payload, Clock::t
 // One request and its answer. Returns 0 and fills status/payload, or a TC_E_*.
 int Request(const tc_cache* cc, uint8_t op, const std::string& payload, int timeout_ms, int* answer_status,
             std::string* answer) {
+  t_detail.clear();
   if (timeout_ms < 0) return TC_E_INVALID_ARG;
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   bool stale = false;
   int rc = Attempt(cc, op, payload, deadline, answer_status, answer, &stale);
   if (rc != 0 && stale) rc = Attempt(cc, op, payload, deadline, answer_status, answer, &stale);
+  // An error's payload is the daemon's message (protocol.h); a value or the
+  // statistics are not.
+  if (rc == 0 && *answer_status < 0) t_detail = *answer;
   return rc;
 }
 
@@ -231,6 +244,8 @@ void ReportOnClose(tc_cache* c) {
 
 extern "C" {
 
+const char* tc_last_error_detail(void) { return t_detail.c_str(); }
+
 int tc_cache_lookup(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, int timeout_ms,
                     tc_value* out) {
   const int rc = tc_cache_get(cache, ns, key, key_len, out);
@@ -251,8 +266,11 @@ int tc_cache_lookup(const tc_cache* cache, tc_ns ns, const char* key, size_t key
   if (!protocol::ParseValue(answer, &v) || v.data.size() > sizeof out->priv_data ||
       v.field_count != d.field_count ||
       !tenantcache::DecodeEntry(reinterpret_cast<const unsigned char*>(v.data.data()), v.data.size(),
-                                v.key_len, v.tenant_len, v.field_count, &e))
+                                v.key_len, v.tenant_len, v.field_count, &e)) {
+    // A daemon of another build, or a namespace changed under a live file.
+    t_detail = "the daemon's value does not match this cache file's namespace " + std::string(d.name);
     return TC_E_DAEMON;
+  }
   std::memcpy(out->priv_data, v.data.data(), v.data.size());
   const tenantcache::ValueMeta vm{v.key_len, v.tenant_len, v.field_count};
   std::memcpy(&out->priv_reserved[0], &vm, sizeof vm);

@@ -295,6 +295,21 @@ TC_EXPORT const char* tc_strerror(int status);
 /* TC_DEFAULT_CACHE_PATH, for bindings that cannot read a macro. Static. */
 TC_EXPORT const char* tc_default_cache_path(void);
 
+/*
+ * What the daemon (or the library) said about the last request this thread
+ * sent it: the call that asked the daemon (tc_cache_lookup after a miss,
+ * tc_cache_invalidate, tc_cache_invalidate_tenant, tc_cache_flush,
+ * tc_cache_daemon_stats) and failed. For TC_E_DAEMON it is the database's
+ * or the daemon's message, e.g. "namespace user: ERROR: permission denied
+ * for table user_accounts" or the FILE:LINE of a namespace whose query does
+ * not return its fields; for TC_E_UNAVAILABLE, why the daemon could not be
+ * reached. "" when there is none (a hit, a success, or a status with no more
+ * to say). Never NULL. The text belongs to the library and stays valid until
+ * the next such call on the same thread; copy it to keep it. Thread-safe
+ * (each thread has its own) and fork-safe.
+ */
+TC_EXPORT const char* tc_last_error_detail(void);
+
 /* The library version, "MAJOR.MINOR.PATCH". */
 TC_EXPORT const char* tc_version(void);
 

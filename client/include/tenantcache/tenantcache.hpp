@@ -52,14 +52,22 @@ enum class Status : int {
 };
 
 // Thrown by Open and Namespace, and by Result::value() on a result without one.
+// what() is "WHAT: tc_strerror(status)", followed by ": DETAIL" when a detail
+// is given (for a request to the daemon: tc_last_error_detail(), read right
+// after the call that failed).
 class Error : public std::runtime_error {
  public:
-  Error(Status status, const std::string& what)
-      : std::runtime_error(what + ": " + tc_strerror(static_cast<int>(status))), status_(status) {}
+  Error(Status status, const std::string& what, const std::string& detail = "")
+      : std::runtime_error(what + ": " + tc_strerror(static_cast<int>(status)) +
+                           (detail.empty() ? "" : ": " + detail)),
+        status_(status),
+        detail_(detail) {}
   Status status() const noexcept { return status_; }
+  const std::string& detail() const noexcept { return detail_; }
 
  private:
   Status status_;
+  std::string detail_;
 };
 
 // A value found in the cache: the tenant id and the namespace's named fields.
@@ -128,6 +136,9 @@ class [[nodiscard]] Result {
     return value_;
   }
   const Value* operator->() const { return &value(); }
+  // What the daemon said about a failed Lookup (tc_last_error_detail), e.g.
+  // the database's error for kDaemon; "" otherwise.
+  const std::string& detail() const noexcept { return detail_; }
   explicit operator bool() const = delete;  // say found(), needs_database(), not_found() or miss()
 
  private:
@@ -135,6 +146,7 @@ class [[nodiscard]] Result {
   Result() = default;
   Status status_ = Status::kMiss;
   Value value_;
+  std::string detail_;
 };
 
 // An open cache. Movable, not copyable; closes on destruction.
@@ -183,6 +195,7 @@ class Cache {
     Result r;
     r.status_ = static_cast<Status>(tc_cache_lookup(c_, ns, key.data() != nullptr ? key.data() : "",
                                                     key.size(), timeout_ms, &r.value_.v_));
+    if (static_cast<int>(r.status_) < 0) r.detail_ = tc_last_error_detail();
     return r;
   }
 
@@ -203,7 +216,8 @@ class Cache {
   // This process's reads through this handle; see tc_cache_stats.
   tc_stats Stats() const {
     tc_stats st{};
-    Check(tc_cache_stats(c_, &st), "tenantcache: stats");
+    const int rc = tc_cache_stats(c_, &st);  // local: no daemon detail applies
+    if (rc != 0) throw Error(static_cast<Status>(rc), "tenantcache: stats");
     return st;
   }
 
@@ -227,7 +241,7 @@ class Cache {
  private:
   explicit Cache(tc_cache* c) : c_(c) {}
   static void Check(int rc, const char* what) {
-    if (rc != 0) throw Error(static_cast<Status>(rc), what);
+    if (rc != 0) throw Error(static_cast<Status>(rc), what, tc_last_error_detail());
   }
   tc_cache* c_;
 };

@@ -77,9 +77,10 @@ _NEEDS_DATABASE = frozenset((Status.MISS, Status.UNAVAILABLE, Status.BUSY, Statu
 class Error(Exception):
     """An operation failed; `status` says how."""
 
-    def __init__(self, status, message):
+    def __init__(self, status, message, detail=""):
         self.status = Status(status)
-        super().__init__("%s: %s" % (message, _lib().tc_strerror(status).decode()))
+        self.detail = detail  # the daemon's words (tc_last_error_detail), "" if none
+        super().__init__("%s: %s%s" % (message, _lib().tc_strerror(status).decode(), ": " + detail if detail else ""))
 
 
 _LIB = None
@@ -114,6 +115,8 @@ def load_library(path=None):
                                        ctypes.POINTER(sz)]
         lib.tc_strerror.argtypes = [ctypes.c_int]
         lib.tc_strerror.restype = c
+        lib.tc_last_error_detail.argtypes = []
+        lib.tc_last_error_detail.restype = c
         lib.tc_version.restype = c
         lib.tc_default_cache_path.restype = c
         _LIB = lib
@@ -122,6 +125,11 @@ def load_library(path=None):
 
 def _lib():
     return _LIB if _LIB is not None else load_library()
+
+
+def _detail():
+    """tc_last_error_detail() of this thread, read right after the call it describes."""
+    return _lib().tc_last_error_detail().decode(errors="replace")
 
 
 class Value(tuple):
@@ -187,8 +195,8 @@ class Result(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, status, value=None):
-        return tuple.__new__(cls, (_STATUS[status], value))
+    def __new__(cls, status, value=None, detail=""):
+        return tuple.__new__(cls, (_STATUS[status], value, detail))
 
     status = property(lambda self: tuple.__getitem__(self, 0))
     found = property(lambda self: tuple.__getitem__(self, 0) == 0)
@@ -197,6 +205,9 @@ class Result(tuple):
     unavailable = property(lambda self: tuple.__getitem__(self, 0) == -1)
     needs_database = property(lambda self: tuple.__getitem__(self, 0) in _NEEDS_DATABASE,
                               doc="True when the cache could not answer: query PostgreSQL yourself.")
+    # What the daemon said about a failed lookup (tc_last_error_detail), e.g.
+    # the database's error for DAEMON; "" otherwise.
+    detail = property(lambda self: tuple.__getitem__(self, 2))
 
     @property
     def value(self):
@@ -214,7 +225,8 @@ class Result(tuple):
         raise TypeError("ask found, needs_database, not_found, miss or unavailable")
 
     def __repr__(self):
-        return "Result(%s%s)" % (self.status.name, ", %r" % (self.value,) if self.found else "")
+        extra = ", %r" % (self.value,) if self.found else ", %r" % (self.detail,) if self.detail else ""
+        return "Result(%s%s)" % (self.status.name, extra)
 
 
 class Cache:
@@ -308,9 +320,10 @@ class Cache:
             rc = _lib().tc_cache_lookup(self._handle, ns, raw, len(raw), int(timeout_ms), ref)
         if rc == 0:
             return Result(0, self._decode(ns, buf, view))
+        detail = _detail() if timeout_ms is not None and rc < 0 else ""
         if rc in _RESULTS:
-            return Result(rc)
-        raise Error(rc, "read %s" % namespace)
+            return Result(rc, None, detail)
+        raise Error(rc, "read %s" % namespace, detail)
 
     def get(self, namespace, key):
         """Shared memory only; never blocks. FOUND, NOT_FOUND, MISS, UNAVAILABLE or INVALID_KEY."""
@@ -323,7 +336,7 @@ class Cache:
 
     def _check(self, rc, what):
         if rc != 0:
-            raise Error(rc, what)
+            raise Error(rc, what, _detail())
 
     def invalidate(self, namespace, key, timeout_ms=1000):
         raw = key.encode() if isinstance(key, str) else bytes(key)
