@@ -88,8 +88,8 @@ const std::vector<ConfigKey> kConfigKeys = {
   {"namespace", "source", KeyType::kString, "\"\"", false,
    "the source whose database the query runs on (\"\": the first source)"},
   {"namespace", "query", KeyType::kString, nullptr, false,
-   "SQL returning at most one row for the key $1; every column but the tenant column "
-   "is a value field, returned as text"},
+   "SQL returning at most one row for the key $1 (its only parameter); the daemon reads the tenant column and "
+   "the columns named in fields from it and ignores any other column"},
   {"namespace", "tenant_column", KeyType::kString, nullptr, false,
    "the column holding the entry's tenant id"},
   {"namespace", "fields", KeyType::kStringList, nullptr, false,

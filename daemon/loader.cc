@@ -104,6 +104,11 @@ void LoaderPool::PrepareNext(size_t i, size_t k) {
         }
         const NamespaceConfig& n = daemon_->config().namespaces[ns];
         const PGresult* r = results.empty() ? nullptr : results.back().get();
+        if (StatementNotKept(r)) {
+          NotKept(n, r);
+          PrepareNext(i, k + 1);
+          return;
+        }
         if (r == nullptr || PQresultStatus(r) != PGRES_COMMAND_OK) {
           SetBroken(ns, PrepareError(n, r != nullptr ? PQresultErrorMessage(r) : "no result"));
           PrepareNext(i, k + 1);
@@ -120,13 +125,24 @@ void LoaderPool::PrepareNext(size_t i, size_t k) {
               }
               const NamespaceConfig& checked = daemon_->config().namespaces[ns];
               const PGresult* d = described.empty() ? nullptr : described.back().get();
-              if (d == nullptr || PQresultStatus(d) != PGRES_COMMAND_OK)
+              if (StatementNotKept(d))
+                NotKept(checked, d);
+              else if (d == nullptr || PQresultStatus(d) != PGRES_COMMAND_OK)
                 SetBroken(ns, PrepareError(checked, d != nullptr ? PQresultErrorMessage(d) : "no result"));
               else
                 SetBroken(ns, QueryShapeError(checked, d));
               PrepareNext(i, k + 1);
             });
       });
+}
+
+// Not the query's fault: it is not marked broken, and fills go on as before.
+void LoaderPool::NotKept(const NamespaceConfig& ns, const PGresult* r) {
+  if (!not_kept_log_.Admit()) return;
+  std::string message = PQresultErrorMessage(r);
+  while (!message.empty() && message.back() == '\n') message.pop_back();
+  spdlog::warn("namespace {}: cannot prepare or check its query: {}: {}{}", ns.name, kStatementNotKeptHint,
+               Printable(message), not_kept_log_.suffix());
 }
 
 void LoaderPool::SetBroken(uint32_t ns, const std::string& error) {
@@ -185,6 +201,7 @@ void LoaderPool::Reconnect(size_t i, const std::string& why) {
 void LoaderPool::Lookup(uint32_t ns, const std::string& key, LookupCallback cb) {
   if (const auto b = broken_.find(ns); b != broken_.end()) {
     cb(Error(TC_E_DAEMON, b->second));
+    Recheck();
     return;
   }
   const auto k = std::make_pair(ns, key);
@@ -205,6 +222,24 @@ void LoaderPool::Lookup(uint32_t ns, const std::string& key, LookupCallback cb) 
   fills_.emplace(k, fill);
   queue_.push_back(std::move(fill));
   Dispatch();
+}
+
+// A namespace stays broken until a connection checks its query again, and a
+// fix made in the database (a grant, a migration) must not need a restart: a
+// lookup of a broken namespace reconnects one idle loader, at most once per
+// reconnect_max, and its connect prepares and checks every query afresh.
+void LoaderPool::Recheck() {
+  const uint64_t now = uv_now(daemon_->loop());
+  if (now < recheck_after_) return;
+  for (size_t i = 0; i < conns_.size(); ++i) {
+    Conn& c = conns_[i];
+    if (!c.pg || !c.prepared || c.running || !c.pg->idle()) continue;
+    recheck_after_ = now + static_cast<uint64_t>(source().reconnect_max.count());
+    spdlog::info("source {}: loader {} reconnects to check the broken namespaces' queries again",
+                 source().name, i);
+    ConnectOne(i);
+    return;
+  }
 }
 
 void LoaderPool::Revoke(uint32_t ns, const std::string& key) {

@@ -92,6 +92,8 @@ class LoaderPool {
   void Reconnect(size_t i, const std::string& why);
   // Records the outcome of a connection's check of namespace `ns`: "" sound.
   void SetBroken(uint32_t ns, const std::string& error);
+  void NotKept(const NamespaceConfig& ns, const PGresult* r);
+  void Recheck();
   // Answers a fill with a database error and logs it (rate-limited).
   void FillError(const std::shared_ptr<Fill>& fill, const std::string& message);
 
@@ -103,6 +105,8 @@ class LoaderPool {
   std::deque<std::shared_ptr<Fill>> queue_;
   std::map<uint32_t, std::string> broken_;  // namespace id -> why its query cannot fill it
   LogLimiter fill_error_log_{std::chrono::seconds(1), "fill errors"};
+  uint64_t recheck_after_ = 0;  // uv_now() before which Recheck does nothing
+  LogLimiter not_kept_log_{std::chrono::seconds(60), "prepared-statement warnings"};
   bool stopped_ = false;
 };
 

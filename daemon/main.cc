@@ -48,6 +48,7 @@
 #include "daemon.h"
 #include "keys.h"
 #include "query_check.h"
+#include "stats_format.h"
 #include "systemd.h"
 #include "tenantcache/tenantcache.h"
 
@@ -105,7 +106,7 @@ void PrintSampleConfig(FILE* out) {
   // Values that differ from the defaults in a packaged install, and examples
   // for the keys that have no default.
   static const std::map<std::string, std::string> kSet = {
-      {"cache.path", "\"/run/tenantcache/cache\""},
+      {"cache.path", "\"" TC_DEFAULT_CACHE_PATH "\""},
       {"source.name", "\"main\""},
       {"source.conninfo", "\"host=/var/run/postgresql dbname=app user=tenantcache\""},
   };
@@ -417,9 +418,9 @@ int Run(const std::string& config_path) {
   } catch (const std::exception& e) {
     return FailStart(&p, e);
   }
-  spdlog::info("cache file {} {} ({} MiB, capacity {} entries, {} namespaces)", config.cache_path,
+  spdlog::info("cache file {} {} ({}, capacity {} entries, {} namespaces)", config.cache_path,
                writer->reused() ? "reused" : "created",
-               (writer->file_bytes() + writer->recency_bytes()) >> 20, config.capacity,
+               FormatBytes(writer->file_bytes() + writer->recency_bytes()), config.capacity,
                config.namespaces.size());
   for (const auto& note : writer->notes()) spdlog::info("cache file {}: {}", config.cache_path, note);
 

@@ -82,6 +82,17 @@ std::string QueryShapeError(const NamespaceConfig& ns, const PGresult* d) {
          " (it returns: " + returns + ")";
 }
 
+bool StatementNotKept(const PGresult* r) {
+  const char* state = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  if (state == nullptr) return false;
+  const std::string_view s(state);
+  return s == "26000" || s == "42P05";  // invalid_sql_statement_name, duplicate_prepared_statement
+}
+
+const char* const kStatementNotKeptHint =
+    "the connection does not keep prepared statements between transactions (a transaction-pooling "
+    "PgBouncer before 1.21?)";
+
 std::string PrepareError(const NamespaceConfig& ns, const std::string& message) {
   return Where(ns) + "the query cannot be prepared: " + Trimmed(message);
 }
@@ -158,6 +169,11 @@ void QueryCheck::CheckNext(size_t k) {
           SourceDone("connection lost: " + Trimmed(error));
           return;
         }
+        if (StatementNotKept(results.back().get())) {
+          SourceDone(std::string("cannot check the queries: ") + kStatementNotKeptHint + ": " +
+                     ResultError(results));
+          return;
+        }
         if (const std::string e = ResultError(results); !e.empty()) {
           outcome_.problems.push_back(PrepareError(ns, e));
           CheckNext(k + 1);
@@ -168,6 +184,11 @@ void QueryCheck::CheckNext(size_t k) {
           if (finished_) return;
           if (!err.empty()) {
             SourceDone("connection lost: " + Trimmed(err));
+            return;
+          }
+          if (StatementNotKept(described.back().get())) {
+            SourceDone(std::string("cannot check the queries: ") + kStatementNotKeptHint + ": " +
+                       ResultError(described));
             return;
           }
           if (const std::string e = ResultError(described); !e.empty()) {

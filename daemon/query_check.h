@@ -38,6 +38,13 @@ std::string QueryShapeError(const NamespaceConfig& ns, const PGresult* described
 // "FILE:LINE: namespace NAME: the query cannot be prepared: MESSAGE".
 std::string PrepareError(const NamespaceConfig& ns, const std::string& message);
 
+// True when `r` failed because the connection did not keep a prepared
+// statement between two messages (it does not exist, or one of that name
+// already does): what a transaction-pooling PgBouncer before 1.21 does. That
+// says nothing about the query, so it never marks one broken.
+bool StatementNotKept(const PGresult* r);
+extern const char* const kStatementNotKeptHint;
+
 // Prepares and describes the queries of `namespaces` on one connection per
 // source, the sources one after the other, each within `timeout`.
 class QueryCheck {

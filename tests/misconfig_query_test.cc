@@ -177,6 +177,33 @@ TEST_F(MisconfigQueryTest, WithTheDatabaseUnreachableAtStartTheLoadersCheckWhenT
   PgConn(Conninfo()).Exec("DROP ROLE tc_late");
 }
 
+// A namespace found broken by what the database holds (here: the table its
+// query reads is missing, as before a migration) recovers once the database
+// is fixed, without a restart: a lookup of it has a loader check the query
+// again (at most once per reconnect_max).
+TEST_F(MisconfigQueryTest, ANamespaceBrokenInTheDatabaseRecoversOnceTheDatabaseIsFixed) {
+  admin_->Exec("CREATE ROLE tc_migrating SUPERUSER NOLOGIN");
+  // Unreachable at start (NOLOGIN), so the loaders make the check.
+  daemon_ = std::make_unique<DaemonProcess>(
+      dir_.path(), FleetConfig(dir_.path(), SharedCluster().Conninfo(db_, "tc_migrating")));
+  ASSERT_TRUE(WaitFor([&] { return LogHas("could not be checked at start"); })) << daemon_->Log();
+  admin_->Exec("ALTER TABLE fleet.user_accounts RENAME TO user_accounts_next; ALTER ROLE tc_migrating LOGIN");
+  ASSERT_TRUE(daemon_->WaitReady()) << daemon_->Log();
+  ASSERT_EQ(tc_cache_open(daemon_->cache_path().c_str(), &cache_), 0);
+  ASSERT_TRUE(WaitFor([&] { return Lookup("user", UserId(1)) == TC_E_DAEMON; })) << daemon_->Log();
+  EXPECT_NE(std::string(tc_last_error_detail()).find("relation \"fleet.user_accounts\" does not exist"),
+            std::string::npos)
+      << tc_last_error_detail();
+  EXPECT_EQ(Lookup("tenant", TenantId(1)), TC_FOUND) << tc_last_error_detail();
+
+  admin_->Exec("ALTER TABLE fleet.user_accounts_next RENAME TO user_accounts");
+  EXPECT_TRUE(WaitFor([&] { return Lookup("user", UserId(1)) == TC_FOUND; })) << daemon_->Log();
+  EXPECT_TRUE(LogHas("namespace user: its query checks out now")) << daemon_->Log();
+  admin_.reset();
+  daemon_.reset();
+  PgConn(Conninfo()).Exec("DROP ROLE tc_migrating");
+}
+
 TEST_F(MisconfigQueryTest, ASighupWithABadQueryIsRefusedAndTheOldConfigStillServes) {
   const std::string good = FleetConfig(dir_.path(), Conninfo());
   daemon_ = std::make_unique<DaemonProcess>(dir_.path(), good);

@@ -186,6 +186,11 @@ TEST_F(MisconfigSqlTest, PartialGrantsAndOlderSchemasAreNamedToo) {
   const std::string db = SharedCluster().CreateDatabase();
   PgConn admin(SharedCluster().Conninfo(db));
   admin.Exec(ReadFile(TC_SOURCE_DIR "/tests/data/install-v2.sql"));
+  // The queries must prepare, or the daemon refuses to start before it reads
+  // the schema.
+  admin.Exec(ReadFile(SqlDir() + "/examples/fleet.sql"));
+  admin.Exec("GRANT USAGE ON SCHEMA fleet TO " + role + "; GRANT SELECT ON ALL TABLES IN SCHEMA fleet TO " +
+             role);
   TempDir dir;  // a log of its own
   daemon_ = std::make_unique<DaemonProcess>(dir.path(),
                                             FleetConfig(dir.path(), SharedCluster().Conninfo(db, role)));
