@@ -299,7 +299,11 @@ std::string Daemon::StatsJson() const {
   for (const auto& [k, r] : reports_) Fold(r, &clients);
   const uint64_t reads = clients.hits + clients.negative_hits + clients.misses;
   size_t pending = 0;
-  for (const auto& l : loaders_) pending += l->pending();
+  size_t broken = 0;
+  for (const auto& l : loaders_) {
+    pending += l->pending();
+    broken += l->broken();
+  }
   std::ostringstream o;
   o << "{\"synced\":" << (synced() ? "true" : "false") << ",\"epoch\":" << writer_->epoch()
     << ",\"entries\":" << w.entries << ",\"slots\":" << w.slots << ",\"capacity\":" << config_.capacity
@@ -313,7 +317,8 @@ std::string Daemon::StatsJson() const {
     << ",\"fill_timeouts\":" << stats_.fill_timeouts << ",\"coalesced\":" << stats_.coalesced
     << ",\"answered_cached\":" << stats_.answered_cached << ",\"busy\":" << stats_.busy
     << ",\"leases_revoked\":" << stats_.leases_revoked << ",\"uncached_answers\":" << stats_.uncached_answers
-    << ",\"pending_fills\":" << pending << ",\"notifications\":" << stats_.notifications
+    << ",\"pending_fills\":" << pending << ",\"broken_namespaces\":" << broken
+    << ",\"notifications\":" << stats_.notifications
     << ",\"malformed_notifications\":" << stats_.malformed_notifications
     << ",\"unknown_namespace_messages\":" << stats_.unknown_namespace_messages
     << ",\"invalidations_key\":" << stats_.invalidations_key

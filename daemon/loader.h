@@ -55,6 +55,8 @@ class LoaderPool {
   // A key invalidation arrived: a fill of that key in flight must not be cached.
   void Revoke(uint32_t ns, const std::string& key);
   size_t pending() const { return fills_.size(); }
+  // Namespaces whose query a loader found broken (their lookups fail).
+  size_t broken() const { return broken_.size(); }
 
  private:
   static constexpr int kMaxAttempts = 3;

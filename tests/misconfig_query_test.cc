@@ -195,10 +195,16 @@ TEST_F(MisconfigQueryTest, ANamespaceBrokenInTheDatabaseRecoversOnceTheDatabaseI
             std::string::npos)
       << tc_last_error_detail();
   EXPECT_EQ(Lookup("tenant", TenantId(1)), TC_FOUND) << tc_last_error_detail();
+  const auto status = [&] {
+    return RunCommand(std::string(TC_CTL_BIN) + " --cache " + daemon_->cache_path() + " status").output;
+  };
+  EXPECT_NE(status().find("broken queries  1 namespace(s): their lookups fail"), std::string::npos)
+      << status();
 
   admin_->Exec("ALTER TABLE fleet.user_accounts_next RENAME TO user_accounts");
   EXPECT_TRUE(WaitFor([&] { return Lookup("user", UserId(1)) == TC_FOUND; })) << daemon_->Log();
   EXPECT_TRUE(LogHas("namespace user: its query checks out now")) << daemon_->Log();
+  EXPECT_EQ(status().find("broken queries"), std::string::npos) << status();
   admin_.reset();
   daemon_.reset();
   PgConn(Conninfo()).Exec("DROP ROLE tc_migrating");

@@ -276,6 +276,11 @@ int Status(const Options& o) {
     std::printf("fills           %s (coalesced %s, pending %s, errors %s, busy %s)\n", get("fills").c_str(),
                 get("coalesced").c_str(), get("pending_fills").c_str(), get("fill_errors").c_str(),
                 get("busy").c_str());
+    if (const std::string broken = get("broken_namespaces"); broken != "0" && broken != "?")
+      std::printf(
+          "broken queries  %s namespace(s): their lookups fail; the daemon log names the query's "
+          "FILE:LINE and tenantcachectl lookup prints why\n",
+          broken.c_str());
     std::printf("notify queue    %s (reconnects %s, unsynced %s s)\n",
                 get("notification_queue_usage").c_str(), get("reconnects").c_str(),
                 get("unsynced_seconds").c_str());

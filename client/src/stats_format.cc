@@ -31,6 +31,7 @@ std::string PrometheusText(const std::string& json) {
                                                 "capacity",
                                                 "hit_rate",
                                                 "pending_fills",
+                                                "broken_namespaces",
                                                 "notification_queue_usage",
                                                 "reporting_clients",
                                                 "control_clients",
