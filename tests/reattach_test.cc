@@ -86,7 +86,8 @@ class ReplacedFileTest : public ::testing::Test {
   void PutUser(const std::string& id, const std::string& role) {
     const int ns = writer_->FindNamespace("user");
     ASSERT_GE(ns, 0);
-    EntryData e{Uuid(1000), {"ACME", "https://acme.example.com", role}};
+    const std::string tenant = Uuid(1000);
+    EntryData e{tenant, {"ACME", "https://acme.example.com", role}};
     ASSERT_EQ(writer_->Put(static_cast<uint32_t>(ns), id, e, 0, writer_->BeginFill()), PutResult::kStored);
   }
   int Get(tc_ns ns, const std::string& key) { return tc_cache_get(cache_, ns, key.data(), key.size(), &v_); }
@@ -247,7 +248,7 @@ struct Board {
   std::atomic<uint64_t> gen[kUsers];                 // last committed role generation
   std::atomic<uint64_t> commit_ns[kUsers][kMaxGen];  // when each generation committed
   struct Proc {
-    std::atomic<uint64_t> reads, found, unavailable, other, wrong;
+    std::atomic<uint64_t> reads, found, unavailable, timeout, other, wrong;
     std::atomic<uint64_t> last_found_ns, capacity, mappings, new_namespace;
     char wrong_detail[256];
   } proc[kProcs];
@@ -300,7 +301,7 @@ class ReattachTest : public FleetTest {
       const int rc = tc_cache_lookup(cache_, user, key.data(), key.size(), 2000, &v);
       me.reads.fetch_add(1);
       if (rc == TC_E_UNAVAILABLE || rc == TC_E_TIMEOUT) {
-        me.unavailable.fetch_add(1);
+        (rc == TC_E_UNAVAILABLE ? me.unavailable : me.timeout).fetch_add(1);
         continue;
       }
       if (rc != TC_FOUND) {
@@ -430,11 +431,11 @@ TEST_F(ReattachTest, FourReaderProcessesFollowThreeRestartsWithNewCapacitiesAndA
         << "reader process " << p << " crashed or hung: status " << status;
     const auto& s = board_->proc[p];
     EXPECT_EQ(s.wrong.load(), 0u) << "reader " << p << ": " << s.wrong_detail;
-    std::fprintf(stderr, "reader %d: %llu reads, %llu found, %llu unavailable or timed out, %llu other\n", p,
-                 static_cast<unsigned long long>(s.reads.load()),
-                 static_cast<unsigned long long>(s.found.load()),
-                 static_cast<unsigned long long>(s.unavailable.load()),
-                 static_cast<unsigned long long>(s.other.load()));
+    std::fprintf(
+        stderr, "reader %d: %llu reads, %llu found, %llu unavailable, %llu timed out, %llu other\n", p,
+        static_cast<unsigned long long>(s.reads.load()), static_cast<unsigned long long>(s.found.load()),
+        static_cast<unsigned long long>(s.unavailable.load()),
+        static_cast<unsigned long long>(s.timeout.load()), static_cast<unsigned long long>(s.other.load()));
   }
   munmap(mem, sizeof(Board));
 }
