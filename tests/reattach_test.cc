@@ -276,6 +276,7 @@ class ReattachTest : public FleetTest {
   [[noreturn]] void ReaderProcess(int p, tc_ns user) {
     Board::Proc& me = board_->proc[p];
     std::vector<std::thread> threads;
+    threads.reserve(kThreads);
     for (int t = 0; t < kThreads; ++t) threads.emplace_back([&, t] { ReadLoop(me, user, p * kThreads + t); });
     while (board_->stop.load() == 0) {
       tc_info info;
