@@ -202,7 +202,6 @@ struct tc_cache {
   std::vector<std::unique_ptr<tenantcache::layout::NamespaceDesc>> descs;
   std::atomic<uint64_t> next_follow_ns{0};   // coarse clock: when Follow may look at the path again
   std::atomic<uint32_t> pending_release{0};  // retired files still mapped
-  std::atomic<uint64_t> files_followed{0};   // replacements mapped since open
 
   // Idle connections to the daemon's control socket (see lookup.cc), owned
   // by the process that opened them.

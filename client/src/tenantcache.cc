@@ -321,7 +321,6 @@ bool SwitchLocked(tc_cache* c, Mapping* cur) {
   // Rule 2/4: the store, then the barrier, then the counters.
   c->current.store(next, std::memory_order_seq_cst);
   cur->retired = true;
-  c->files_followed.fetch_add(1, std::memory_order_relaxed);
   if (!BarrierOnAllReaders()) {
     cur->pinned = true;
     return true;
@@ -525,10 +524,14 @@ inline int Read(const tc_cache* cache, ThreadStats* s, tc_ns ns, const char* key
   return rc;
 }
 
-// Off the hit path once nothing is pending: unmaps retired files whose
-// readers have moved on (reader rule 4), unless another thread is at it.
+// Unmaps retired files whose readers have moved on (reader rule 4), unless
+// another thread is at it. Called only while a retired file is still mapped,
+// which lasts until every thread that was reading it has finished that one
+// read: then, and only then, a hit pays for a getpid() and a try_lock.
 void ReleaseRetired(const tc_cache* cache) {
   auto* c = const_cast<tc_cache*>(cache);
+  // A child forked while another thread held follow_mu must re-create it.
+  tenantcache::AfterFork(c);
   std::unique_lock<std::mutex> lock(c->follow_mu, std::try_to_lock);
   if (lock.owns_lock()) ReleaseRetiredLocked(c);
 }
