@@ -121,7 +121,7 @@ TEST_F(LayoutTest, WorkersMapTheFileReadOnly) {
   // A buggy worker writing through the mapping faults instead of corrupting
   // what every other worker reads.
   auto write_through_mapping = [c] {
-    const_cast<volatile unsigned char*>(c->base)[200] = 1;
+    const_cast<volatile unsigned char*>(c->current.load()->base)[200] = 1;
     std::exit(0);
   };
 #if defined(__SANITIZE_ADDRESS__)
@@ -173,9 +173,16 @@ TEST_F(LayoutTest, RestartWithTheSameGeometryReusesTheFileAndBumpsTheEpoch) {
   tc_cache_close(c);
 }
 
-TEST_F(LayoutTest, ChangedGeometryReplacesTheFileAndRetiresTheOldOne) {
-  tc_cache* old_handle = nullptr;
-  ASSERT_EQ(tc_cache_open(options_.path.c_str(), &old_handle), 0);
+TEST_F(LayoutTest, ChangedGeometryReplacesTheFileAndAnOpenHandleFollowsIt) {
+  tc_cache* handle = nullptr;
+  ASSERT_EQ(tc_cache_open(options_.path.c_str(), &handle), 0);
+  tc_cache* old_view = nullptr;  // the old file alone, to see that it was retired
+  {
+    const std::string pinned = dir_.File("old-file");
+    ASSERT_EQ(link(options_.path.c_str(), pinned.c_str()), 0);
+    ASSERT_EQ(tc_cache_open(pinned.c_str(), &old_view), 0);
+    unlink(pinned.c_str());
+  }
   writer_.reset();
   auto opts = options_;
   opts.capacity = 5000;
@@ -183,17 +190,19 @@ TEST_F(LayoutTest, ChangedGeometryReplacesTheFileAndRetiresTheOldOne) {
   EXPECT_FALSE(w->reused());
   tc_value v;
   const std::string k = test::Uuid(1);
-  EXPECT_EQ(tc_cache_get(old_handle, 0, k.data(), k.size(), &v), TC_E_UNAVAILABLE);
   tc_info info;
-  ASSERT_EQ(tc_cache_info(old_handle, &info), 0);
-  EXPECT_EQ(info.retired, 1);
-  tc_cache_close(old_handle);
-  tc_cache* fresh = nullptr;
-  ASSERT_EQ(tc_cache_open(opts.path.c_str(), &fresh), 0);
-  ASSERT_EQ(tc_cache_info(fresh, &info), 0);
+  ASSERT_EQ(tc_cache_info(old_view, &info), 0);
+  EXPECT_EQ(info.retired, 1) << "readers of the old file are told it was replaced";
+  EXPECT_EQ(tc_cache_get(old_view, 0, k.data(), k.size(), &v), TC_E_UNAVAILABLE)
+      << "its path holds nothing newer, so that handle stays unavailable";
+  tc_cache_close(old_view);
+  EXPECT_EQ(tc_cache_get(handle, 0, k.data(), k.size(), &v), TC_MISS)
+      << "the read that finds the file retired moves the handle to the new one";
+  ASSERT_EQ(tc_cache_info(handle, &info), 0);
   EXPECT_EQ(info.capacity, 5000u);
-  EXPECT_EQ(tc_cache_get(fresh, 0, k.data(), k.size(), &v), TC_MISS);
-  tc_cache_close(fresh);
+  EXPECT_EQ(info.retired, 0);
+  EXPECT_EQ(info.available, 1);
+  tc_cache_close(handle);
 }
 
 TEST_F(LayoutTest, ASecondWriterOnTheSamePathIsRefused) {

@@ -123,9 +123,13 @@
 // geometry reuses the file (bumping the epoch, since it missed everything
 // while down) unless its hash seed is older than kMaxSeedAgeNs; with a
 // different geometry or an old seed it writes a new file, renames it over the
-// old path and sets `retired` in the old one, which readers report as
-// unavailable until they reopen. The daemon creates and reuses files only in
-// a directory that no other user can write, and only files its own user owns.
+// old path and sets `retired` in the old one. Readers report a retired file
+// as unavailable and map the file now at the path; they unmap the old one
+// only when none of their threads can still be inside it (see reader.h,
+// "Thread safety"). Nothing in the file changes for that: the rename is the
+// publication point (rule 6) and `retired` the signal, so the layout version
+// stays. The daemon creates and reuses files only in a directory that no
+// other user can write, and only files its own user owns.
 #ifndef TENANTCACHE_CACHE_LAYOUT_H_
 #define TENANTCACHE_CACHE_LAYOUT_H_
 

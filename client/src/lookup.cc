@@ -52,7 +52,8 @@ int Acquire(const tc_cache* cc, int* status, bool* reused) {
   }
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, c->header->control_socket, sizeof addr.sun_path - 1);
+  std::memcpy(addr.sun_path, c->current.load(std::memory_order_acquire)->control_socket,
+              sizeof addr.sun_path - 1);
   if (addr.sun_path[0] == '\0') {
     *status = TC_E_UNAVAILABLE;
     return -1;
@@ -219,6 +220,12 @@ void AfterFork(tc_cache* c) {
   if (c->pool_pid.load(std::memory_order_relaxed) == me) return;
   new (&c->pool_mu) std::mutex();
   new (&c->stats_mu) std::mutex();
+  new (&c->follow_mu) std::mutex();
+  // Reader rule 7: the other threads do not exist here; none is reading.
+  for (const auto& t : c->thread_stats) {
+    const uint64_t v = t->section.load(std::memory_order_relaxed);
+    if ((v & 1u) != 0) t->section.store(v + 1, std::memory_order_release);
+  }
   // The parent's sockets are not ours to use; closing our copies leaves the
   // parent's connections intact.
   for (int fd : c->idle_fds) close(fd);
@@ -252,8 +259,8 @@ int tc_cache_lookup(const tc_cache* cache, tc_ns ns, const char* key, size_t key
   if (rc != TC_MISS) return rc;
   int status = 0;
   std::string answer;
-  const int r = Request(cache, protocol::kLookup,
-                        protocol::KeyPayload(cache->namespaces[ns].name, std::string_view(key, key_len)),
+  const char* name = tenantcache::HandleNsName(cache, ns);
+  const int r = Request(cache, protocol::kLookup, protocol::KeyPayload(name, std::string_view(key, key_len)),
                         timeout_ms, &status, &answer);
   if (r != 0) return r;
   if (status != TC_FOUND) {
@@ -262,7 +269,11 @@ int tc_cache_lookup(const tc_cache* cache, tc_ns ns, const char* key, size_t key
   }
   protocol::ValuePayload v;
   tenantcache::EntryView e;
-  const auto& d = cache->namespaces[ns];
+  // The file the handle reads now (it may have followed a replacement
+  // meanwhile): the daemon that answered is that file's.
+  const layout::NamespaceDesc* desc = tenantcache::CurrentDesc(cache, ns);
+  if (desc == nullptr) return TC_E_NO_NAMESPACE;
+  const auto& d = *desc;
   if (!protocol::ParseValue(answer, &v) || v.data.size() > sizeof out->priv_data ||
       v.field_count != d.field_count ||
       !tenantcache::DecodeEntry(reinterpret_cast<const unsigned char*>(v.data.data()), v.data.size(),
@@ -282,13 +293,13 @@ int tc_cache_lookup(const tc_cache* cache, tc_ns ns, const char* key, size_t key
 
 int tc_cache_invalidate(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, int timeout_ms) {
   if (cache == nullptr || key == nullptr) return TC_E_INVALID_ARG;
-  if (ns >= cache->namespace_count) return TC_E_NO_NAMESPACE;
   char norm[TC_MAX_KEY_LEN + 1];
   size_t len = 0;
   const int rc = tc_cache_normalize_key(cache, ns, key, key_len, norm, &len, nullptr);
   if (rc != 0) return rc;
   return Command(cache, protocol::kInvalidate,
-                 protocol::KeyPayload(cache->namespaces[ns].name, std::string_view(norm, len)), timeout_ms);
+                 protocol::KeyPayload(tenantcache::HandleNsName(cache, ns), std::string_view(norm, len)),
+                 timeout_ms);
 }
 
 int tc_cache_invalidate_tenant(const tc_cache* cache, const char* tenant, size_t tenant_len, int timeout_ms) {

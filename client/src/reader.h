@@ -1,16 +1,56 @@
-// The read side of the cache file: mapping, validation of the layout, and the
-// lock-free lookup. Internal; the C ABI in tenantcache.cc wraps it.
+// The read side of the cache file: mapping, validation of the layout, the
+// lock-free lookup, and following the file when the daemon replaces it.
+// Internal; the C ABI in tenantcache.cc wraps it.
 //
-// Thread safety: a Reader is immutable after Open except for the recency
-// stamps it writes into the shared recency segment (relaxed stores, see
-// "Recency" in cache_layout.h) and the segment it maps them from (rule 7:
-// replaced in place, at the same address), so Get may run on any number of
-// threads.
+// Thread safety. A handle (tc_cache) maps one file at a time, its `current`
+// Mapping; a daemon that restarts with another geometry renames a new file
+// over the path and retires the old one, and the handle then maps the new file
+// and publishes it as `current` (Follow, off the hit path). The old file stays
+// mapped until no thread can still read it; that is the whole difficulty, and
+// it is solved with per-thread read sections (epoch-based reclamation):
+//
+//  1. Every read of mapped memory happens inside a read section: the thread's
+//     `section` counter is odd while it is inside, even outside. Only its
+//     thread writes it (a load and a store, never a read-modify-write), and
+//     it lives in the thread's own ThreadStats line, already in that core's
+//     cache.
+//  2. Entering stores the odd counter, then loads `current` (acquire). The
+//     store must be visible before the load is performed (store-load order).
+//     The reader pays for that with a compiler barrier only when the
+//     reclaimer can impose a full barrier on every thread of the process with
+//     membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) (as liburcu's membarrier
+//     flavour does); where the kernel refuses membarrier the reader issues a
+//     seq_cst fence instead (g_reader_fence).
+//  3. Leaving stores the even counter with release, after every load from
+//     the mapping.
+//  4. The switching thread stores the new `current`, then forces the barrier
+//     of rule 2 (membarrier, or a seq_cst fence in both), then reads every
+//     thread's counter. A thread seen even cannot hold the old mapping: its
+//     next section loads `current` after the barrier and sees the new one. A
+//     thread seen odd may hold it, until its counter changes (rule 3,
+//     acquire). The old file is unmapped once every such counter changed
+//     (ReleaseRetired); nobody ever waits for a reader.
+//  5. Mapping structures (not the memory they map) live until the handle is
+//     closed, and so do the namespace descriptions handed out through
+//     tc_value, so only loads from mapped memory need a section.
+//  6. Namespace ids belong to the handle, not to a file: an id is assigned to
+//     a name the first time a file carrying that name is mapped and keeps
+//     meaning that name for the handle's lifetime. Each Mapping translates
+//     handle ids to its file's namespace indices; an id whose name the current
+//     file lacks answers TC_E_NO_NAMESPACE.
+//  7. Fork: the child has only the forking thread, which is never inside a
+//     section, so AfterFork marks every other thread's counter even (those
+//     threads do not exist there) and re-creates the mutexes.
+//
+// Recency stamps: relaxed stores into the shared recency segment (see
+// "Recency" in cache_layout.h); the segment is replaced in place, at the same
+// address (rule 7 there), inside a read section.
 #ifndef TENANTCACHE_READER_H_
 #define TENANTCACHE_READER_H_
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -18,6 +58,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cache_layout.h"
@@ -63,10 +104,11 @@ struct ValueMeta {
 // One thread's read counters for one handle. Written only by that thread
 // (plain relaxed load + store, no read-modify-write), read by whoever sums them.
 struct ThreadStats;
+struct Mapping;
 // On the miss path: when the daemon published a different recency segment
 // (it restarted and could not keep the old one), maps the new one over the
 // old at the same address. One atomic load when nothing changed.
-void RefreshRecency(const tc_cache* cache);
+void RefreshRecency(Mapping* m);
 // tc_cache_get without counting the read in the handle's statistics, which
 // the daemon sums as the host's hit rate: for reads no worker made, such as
 // tenantcachectl's timing loop.
@@ -75,29 +117,45 @@ int GetWithoutStats(const tc_cache* cache, tc_ns ns, const char* key, size_t key
 void ReportOnClose(tc_cache* cache);
 // In a process forked after the handle was opened (only the forking thread
 // exists there): re-creates the handle's mutexes, which another thread may
-// have held at fork(), and drops the parent's sockets. Cheap when not forked.
+// have held at fork(), marks the other threads' read sections ended (rule 7)
+// and drops the parent's sockets. Cheap when not forked.
 void AfterFork(tc_cache* cache);
 
 struct alignas(64) ThreadStats {
   std::atomic<uint64_t> hits{0}, negative_hits{0}, misses{0}, unavailable{0};
+  std::atomic<uint64_t> section{0};  // odd while the thread reads mapped memory (rules 1-4)
 };
 
-}  // namespace tenantcache
+// Handle-wide namespace ids (rule 6).
+inline constexpr uint32_t kMaxHandleNamespaces = 256;
+inline constexpr uint8_t kAbsentNs = 0xFF;
+static_assert(layout::kMaxNamespaces < kAbsentNs);
 
-struct tc_cache {
+// One mapped cache file and what the hit path derives from it.
+struct Mapping {
   const unsigned char* base = nullptr;
   size_t size = 0;
-  const tenantcache::layout::FileHeader* header = nullptr;
-  const tenantcache::layout::BucketTags* tags = nullptr;
+  const layout::FileHeader* header = nullptr;
+  const layout::BucketTags* tags = nullptr;
   const unsigned char* slots = nullptr;
   const std::atomic<uint64_t>* tenant_gens = nullptr;
   uint64_t tenant_gen_mask = 0;
   uint64_t bucket_count = 0;
   uint32_t slot_size = 0;
-  uint32_t namespace_count = 0;
-  uint64_t ns_seed[tenantcache::layout::kMaxNamespaces] = {};
-  // A private copy, so names handed out stay valid and cannot change under us.
-  tenantcache::layout::NamespaceDesc namespaces[tenantcache::layout::kMaxNamespaces];
+  dev_t dev = 0;  // the file's identity: a new one at the path is followed
+  ino_t ino = 0;
+  uid_t owner = 0;  // the file's owner: its recency segment must be created and owned by the same user
+  // The daemon writes the control socket path before the file is renamed into
+  // place and never changes it (a different path makes a new file), so a
+  // private copy serves the miss path without a read section.
+  char control_socket[sizeof(layout::FileHeader::control_socket)] = {};
+
+  // Handle id -> this file's namespace index (kAbsentNs) and description
+  // (nullptr when absent); ids up to ns_limit existed when this was mapped.
+  uint32_t ns_limit = 0;
+  uint8_t file_ns[kMaxHandleNamespaces] = {};
+  const layout::NamespaceDesc* desc[kMaxHandleNamespaces] = {};
+  uint64_t ns_seed[layout::kMaxNamespaces] = {};  // by file index
 
   // Recency stamps: the daemon's segment when it could be attached read-write
   // and is provably this file's (rule 7), otherwise private anonymous memory
@@ -107,8 +165,47 @@ struct tc_cache {
   unsigned char* recency_base = nullptr;
   size_t recency_size = 0;
   std::atomic<bool> recency_shared{false};
-  std::atomic<int32_t> recency_seen{tenantcache::layout::kNoRecency};  // the header's id last acted on
-  uid_t owner = 0;  // the cache file's owner: its segment must be created and owned by the same user
+  std::atomic<int32_t> recency_seen{layout::kNoRecency};  // the header's id last acted on
+
+  // Reclamation (rule 4), under the handle's follow_mu.
+  bool retired = false;   // no longer `current`
+  bool released = false;  // unmapped
+  bool pinned = false;    // the barrier of rule 4 failed: mapped until the handle is closed
+  std::vector<std::pair<const ThreadStats*, uint64_t>> readers;  // counters seen odd at retirement
+};
+
+// Maps a new file at the handle's path when the current one is retired or
+// has gone unavailable and the path now holds another file, after every check
+// tc_cache_open makes. Returns true when `current` changed. Rate-limited and
+// never waits for another thread; safe to call from any read path but the
+// hit path. Also unmaps retired files no reader can still be in.
+bool Follow(const tc_cache* cache);
+
+// The description of handle namespace id `ns` in the current file, or nullptr
+// when that file lacks it (valid until the handle is closed, rule 5).
+const layout::NamespaceDesc* CurrentDesc(const tc_cache* cache, tc_ns ns);
+// The name of handle namespace id `ns`, or nullptr for an id never assigned.
+const char* HandleNsName(const tc_cache* cache, tc_ns ns);
+
+}  // namespace tenantcache
+
+struct tc_cache {
+  // The file reads go to (rules 2 and 4); changed only under follow_mu.
+  std::atomic<tenantcache::Mapping*> current{nullptr};
+  std::string path;  // absolute, as opened: where a replacement appears
+
+  // Handle namespace ids (rule 6): names are appended under follow_mu before
+  // the Mapping that uses them is published, and never change.
+  char ns_names[tenantcache::kMaxHandleNamespaces][tenantcache::layout::kNameMax] = {};
+  std::atomic<uint32_t> ns_count{0};
+
+  // Serialises Follow and reclamation; owns every Mapping and namespace
+  // description until close (rule 5).
+  std::mutex follow_mu;
+  std::vector<std::unique_ptr<tenantcache::Mapping>> mappings;
+  std::vector<std::unique_ptr<tenantcache::layout::NamespaceDesc>> descs;
+  std::atomic<uint64_t> next_follow_ns{0};   // coarse clock: when Follow may look at the path again
+  std::atomic<uint32_t> pending_release{0};  // retired files still mapped
 
   // Idle connections to the daemon's control socket (see lookup.cc), owned
   // by the process that opened them.

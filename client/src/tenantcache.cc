@@ -4,12 +4,16 @@
 #include "tenantcache/tenantcache.h"
 
 #include <fcntl.h>
+#include <linux/membarrier.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <new>
 #include <string>
@@ -24,7 +28,9 @@
 
 using tenantcache::CoarseNowNs;
 using tenantcache::EntryView;
+using tenantcache::Mapping;
 using tenantcache::ReaderNowNs;
+using tenantcache::ThreadStats;
 using tenantcache::ValueMeta;
 namespace layout = tenantcache::layout;
 
@@ -45,16 +51,58 @@ int FailIo(int fd, int status) {
   return status;
 }
 
+// How often a handle whose file is unavailable looks at its path for a
+// replacement: a few system calls, far below the staleness bound.
+constexpr uint64_t kFollowIntervalNs = 50'000'000;
+
+long Membarrier(int cmd) { return syscall(__NR_membarrier, cmd, 0U, 0); }
+
+// Rule 2 of reader.h, decided once per process before any handle exists:
+// false when membarrier can give the reclaimer a barrier on every thread, so
+// that readers need only a compiler barrier; true when readers must fence.
+const bool kReaderFence = Membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0;
+
+// Rule 4: after `current` changed, a full barrier on every thread of the
+// process. False when the kernel refuses every way of giving one (then the old
+// file stays mapped until the handle is closed, never unmapped under a reader).
+bool BarrierOnAllReaders() {
+  if (kReaderFence) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return true;
+  }
+  if (Membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return true;
+  // A process forked from the registered one may need its own registration.
+  if (Membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0 &&
+      Membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
+    return true;
+  return Membarrier(MEMBARRIER_CMD_GLOBAL) == 0;
+}
+
+// Rules 1 and 2: enters a read section; returns the odd counter value.
+inline uint64_t EnterSection(ThreadStats* s) {
+  const uint64_t v = s->section.load(std::memory_order_relaxed) + 1;
+  s->section.store(v, std::memory_order_relaxed);
+  if (kReaderFence) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  } else {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  }
+  return v;
+}
+
+// Rule 3: every load from the mapping happens before this store.
+inline void LeaveSection(ThreadStats* s, uint64_t v) { s->section.store(v + 1, std::memory_order_release); }
+
 // Maps segment `id` over the stamps (SHM_REMAP keeps their address) if it is
 // provably this file's: created and owned by the file's owner (no other user
 // can forge that), of the right size, and carrying this file's instance id.
 // Returns false, with the stamps untouched, otherwise or when the caller may
 // not write it.
-bool AttachRecency(tc_cache* c, int id) {
+bool AttachRecency(Mapping* m, int id) {
   if (id == layout::kNoRecency) return false;
   shmid_ds ds{};
   if (shmctl(id, IPC_STAT, &ds) != 0) return false;
-  if (ds.shm_perm.uid != c->owner || ds.shm_perm.cuid != c->owner || ds.shm_segsz != c->recency_size)
+  if (ds.shm_perm.uid != m->owner || ds.shm_perm.cuid != m->owner || ds.shm_segsz != m->recency_size)
     return false;
   // Checked through a read-only attachment first, so that other threads never
   // stamp into a segment that turns out to be another file's.
@@ -63,21 +111,28 @@ bool AttachRecency(tc_cache* c, int id) {
   const auto* rh = static_cast<const layout::RecencyHeader*>(probe);
   const bool ours = std::memcmp(rh->magic, layout::kRecencyMagic, sizeof rh->magic) == 0 &&
                     rh->layout_version == layout::kLayoutVersion &&
-                    rh->instance_id == c->header->instance_id &&
-                    rh->slot_count == c->bucket_count * layout::kSlotsPerBucket;
+                    rh->instance_id == m->header->instance_id &&
+                    rh->slot_count == m->bucket_count * layout::kSlotsPerBucket;
   shmdt(probe);
-  return ours && !layout::ShmatFailed(shmat(id, c->recency_base, SHM_REMAP));
+  return ours && !layout::ShmatFailed(shmat(id, m->recency_base, SHM_REMAP));
 }
 
 // Private stamps of the segment's size at the stamps' address.
-bool MapPrivateRecency(tc_cache* c) {
-  const int fixed = c->recency_base != nullptr ? MAP_FIXED : 0;
-  void* p = mmap(c->recency_base, c->recency_size, PROT_READ | PROT_WRITE,
+bool MapPrivateRecency(Mapping* m) {
+  const int fixed = m->recency_base != nullptr ? MAP_FIXED : 0;
+  void* p = mmap(m->recency_base, m->recency_size, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | fixed, -1, 0);
   if (p == MAP_FAILED) return false;
-  c->recency_base = static_cast<unsigned char*>(p);
-  c->stamps = reinterpret_cast<uint32_t*>(c->recency_base + sizeof(layout::RecencyHeader));
+  m->recency_base = static_cast<unsigned char*>(p);
+  m->stamps = reinterpret_cast<uint32_t*>(m->recency_base + sizeof(layout::RecencyHeader));
   return true;
+}
+
+// Unmaps the file and its stamps (munmap also detaches a SysV segment).
+void Unmap(Mapping* m) {
+  munmap(const_cast<unsigned char*>(m->base), m->size);
+  if (m->recency_base != nullptr) munmap(m->recency_base, m->recency_size);
+  m->released = true;
 }
 
 // Refuses what another user could have planted or could replace, as ssh's
@@ -122,7 +177,7 @@ enum class SlotRead { kMatch, kNoMatch, kTorn };
 
 // Copies one slot under its seqlock (rule 2) into `meta` and out->priv_data,
 // and compares the key in full.
-inline SlotRead ReadSlot(const tc_cache* c, const unsigned char* slot, uint32_t ns, const char* key,
+inline SlotRead ReadSlot(const Mapping* c, const unsigned char* slot, uint32_t ns, const char* key,
                          size_t key_len, uint64_t hash, layout::SlotMeta* meta, tc_value* out) {
   const auto* sh = reinterpret_cast<const layout::SlotHeader*>(slot);
   const auto* data = reinterpret_cast<const uint64_t*>(slot + layout::kSlotHeaderSize);
@@ -151,41 +206,14 @@ inline SlotRead ReadSlot(const tc_cache* c, const unsigned char* slot, uint32_t 
 
 }  // namespace
 
-namespace tenantcache {
+namespace {
 
-void RefreshRecency(const tc_cache* cache) {
-  auto* c = const_cast<tc_cache*>(cache);
-  const int32_t id = c->header->recency_shmid.load(std::memory_order_acquire);  // Rule 7.
-  int32_t seen = c->recency_seen.load(std::memory_order_relaxed);
-  // One thread acts on each new id; the others keep stamping meanwhile.
-  if (id == seen || !c->recency_seen.compare_exchange_strong(seen, id, std::memory_order_relaxed)) return;
-  if (AttachRecency(c, id)) {
-    c->recency_shared.store(true, std::memory_order_relaxed);
-  } else if (c->recency_shared.exchange(false, std::memory_order_relaxed)) {
-    // Stop holding a segment the daemon no longer reads.
-    MapPrivateRecency(c);
-  }
-}
-
-}  // namespace tenantcache
-
-extern "C" {
-
-int tc_cache_open(const char* path, tc_cache** out) {
-  if (path == nullptr || out == nullptr) return TC_E_INVALID_ARG;
-  *out = nullptr;
-  struct stat st;
-  const int fd = OpenSafely(path, &st);
-  if (fd < 0) return TC_E_IO;
-  if (!S_ISREG(st.st_mode)) {
-    close(fd);
-    return TC_E_LAYOUT;
-  }
+// Maps the file open at `fd` (closed here) as tc_cache_open describes:
+// a regular file, complete, of this layout. 0 or a TC_E_* status.
+int MapFile(int fd, const struct stat& st, std::unique_ptr<Mapping>* out) {
+  if (!S_ISREG(st.st_mode)) return FailIo(fd, TC_E_LAYOUT);
   const auto size = static_cast<size_t>(st.st_size);
-  if (size < sizeof(layout::FileHeader)) {
-    close(fd);
-    return TC_E_LAYOUT;
-  }
+  if (size < sizeof(layout::FileHeader)) return FailIo(fd, TC_E_LAYOUT);
   // Rule 6: the file was complete when it was renamed into place; the read-only
   // mapping makes any write through it fault, so no worker can corrupt it.
   void* base = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
@@ -195,37 +223,200 @@ int tc_cache_open(const char* path, tc_cache** out) {
     munmap(base, size);
     return TC_E_LAYOUT;
   }
-  auto* c = new (std::nothrow) tc_cache;
-  if (c == nullptr) {
+  auto m = std::unique_ptr<Mapping>(new (std::nothrow) Mapping);
+  if (m == nullptr) {
     munmap(base, size);
     return TC_E_NOMEM;
   }
-  c->base = static_cast<const unsigned char*>(base);
-  c->size = size;
-  c->header = static_cast<const layout::FileHeader*>(base);
-  const auto* h = c->header;
-  c->tags = reinterpret_cast<const layout::BucketTags*>(c->base + h->tags_offset);
-  c->slots = c->base + h->slots_offset;
-  c->tenant_gens = reinterpret_cast<const std::atomic<uint64_t>*>(c->base + h->tenant_gens_offset);
-  c->tenant_gen_mask = h->tenant_gen_count - 1;
-  c->bucket_count = h->bucket_count;
-  c->slot_size = h->slot_size;
-  c->namespace_count = h->namespace_count;
-  c->stats_id = g_next_stats_id.fetch_add(1);
-  c->pool_pid.store(getpid());
-  std::memcpy(c->namespaces, c->base + h->namespaces_offset,
-              sizeof(layout::NamespaceDesc) * layout::kMaxNamespaces);
-  for (uint32_t i = 0; i < c->namespace_count; ++i) c->ns_seed[i] = layout::NamespaceSeed(h->hash_seed, i);
-  c->owner = st.st_uid;
-  c->recency_size = layout::RecencyBytes(c->bucket_count * layout::kSlotsPerBucket);
-  if (!MapPrivateRecency(c)) {
+  m->base = static_cast<const unsigned char*>(base);
+  m->size = size;
+  m->header = static_cast<const layout::FileHeader*>(base);
+  const auto* h = m->header;
+  m->tags = reinterpret_cast<const layout::BucketTags*>(m->base + h->tags_offset);
+  m->slots = m->base + h->slots_offset;
+  m->tenant_gens = reinterpret_cast<const std::atomic<uint64_t>*>(m->base + h->tenant_gens_offset);
+  m->tenant_gen_mask = h->tenant_gen_count - 1;
+  m->bucket_count = h->bucket_count;
+  m->slot_size = h->slot_size;
+  m->dev = st.st_dev;
+  m->ino = st.st_ino;
+  m->owner = st.st_uid;
+  std::memcpy(m->control_socket, h->control_socket, sizeof m->control_socket);
+  for (uint32_t i = 0; i < h->namespace_count; ++i) m->ns_seed[i] = layout::NamespaceSeed(h->hash_seed, i);
+  m->recency_size = layout::RecencyBytes(m->bucket_count * layout::kSlotsPerBucket);
+  if (!MapPrivateRecency(m.get())) {
     munmap(base, size);
-    delete c;
     return TC_E_NOMEM;
   }
   const int32_t id = h->recency_shmid.load(std::memory_order_acquire);  // Rule 7.
-  c->recency_seen.store(id, std::memory_order_relaxed);
-  c->recency_shared.store(AttachRecency(c, id), std::memory_order_relaxed);
+  m->recency_seen.store(id, std::memory_order_relaxed);
+  m->recency_shared.store(AttachRecency(m.get(), id), std::memory_order_relaxed);
+  *out = std::move(m);
+  return 0;
+}
+
+// Reader rule 6: gives every namespace of `m`'s file its handle id (a new id
+// for a name the handle has not seen) and its description, reusing `prev`'s
+// when identical. Under follow_mu (or before the handle is shared), before
+// `m` is published. Throws std::bad_alloc.
+void BindNamespaces(tc_cache* c, Mapping* m, const Mapping* prev) {
+  const auto* h = m->header;
+  const auto* table = reinterpret_cast<const layout::NamespaceDesc*>(m->base + h->namespaces_offset);
+  std::fill(std::begin(m->file_ns), std::end(m->file_ns), tenantcache::kAbsentNs);
+  uint32_t count = c->ns_count.load(std::memory_order_relaxed);
+  for (uint32_t i = 0; i < h->namespace_count; ++i) {
+    const layout::NamespaceDesc& d = table[i];
+    uint32_t id = 0;
+    while (id < count && std::strcmp(c->ns_names[id], d.name) != 0) ++id;
+    // Past the limit a name stays unreachable through this handle (a process
+    // that has followed hundreds of renamed namespaces); a new handle sees it.
+    if (id == tenantcache::kMaxHandleNamespaces) continue;
+    if (id == count) std::memcpy(c->ns_names[count++], d.name, layout::kNameMax);
+    if (prev != nullptr && id < prev->ns_limit && prev->desc[id] != nullptr &&
+        std::memcmp(prev->desc[id], &d, sizeof d) == 0) {
+      m->desc[id] = prev->desc[id];
+    } else {
+      c->descs.push_back(std::make_unique<layout::NamespaceDesc>(d));
+      m->desc[id] = c->descs.back().get();
+    }
+    m->file_ns[id] = static_cast<uint8_t>(i);
+  }
+  m->ns_limit = count;
+  c->ns_count.store(count, std::memory_order_release);  // the names before their ids
+}
+
+// Reader rule 4: unmaps every retired file whose readers have all left the
+// section they were in when it was retired. Under follow_mu.
+void ReleaseRetiredLocked(tc_cache* c) {
+  for (const auto& m : c->mappings) {
+    if (!m->retired || m->released || m->pinned) continue;
+    const bool left = std::all_of(m->readers.begin(), m->readers.end(), [](const auto& r) {
+      return r.first->section.load(std::memory_order_acquire) != r.second;
+    });
+    if (!left) continue;
+    Unmap(m.get());
+    m->readers.clear();
+    c->pending_release.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+// Maps the file now at the handle's path if it is another file than `cur`'s
+// and passes every check of tc_cache_open, and makes it current. Under
+// follow_mu.
+bool SwitchLocked(tc_cache* c, Mapping* cur) {
+  struct stat st;
+  const int fd = OpenSafely(c->path.c_str(), &st);
+  if (fd < 0) return false;
+  if (st.st_dev == cur->dev && st.st_ino == cur->ino) return FailIo(fd, false);
+  std::unique_ptr<Mapping> m;
+  if (MapFile(fd, st, &m) != 0) return false;
+  Mapping* next = m.get();
+  try {
+    BindNamespaces(c, next, cur);
+    c->mappings.push_back(std::move(m));
+  } catch (const std::bad_alloc&) {
+    if (m != nullptr) Unmap(m.get());
+    return false;
+  }
+  // Rule 2/4: the store, then the barrier, then the counters.
+  c->current.store(next, std::memory_order_seq_cst);
+  cur->retired = true;
+  if (!BarrierOnAllReaders()) {
+    cur->pinned = true;
+    return true;
+  }
+  {
+    std::lock_guard<std::mutex> lock(c->stats_mu);
+    for (const auto& t : c->thread_stats) {
+      const uint64_t v = t->section.load(std::memory_order_acquire);
+      if ((v & 1u) != 0) cur->readers.emplace_back(t.get(), v);
+    }
+  }
+  c->pending_release.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+}  // namespace
+
+namespace tenantcache {
+
+void RefreshRecency(Mapping* m) {
+  const int32_t id = m->header->recency_shmid.load(std::memory_order_acquire);  // Rule 7.
+  int32_t seen = m->recency_seen.load(std::memory_order_relaxed);
+  // One thread acts on each new id; the others keep stamping meanwhile.
+  if (id == seen || !m->recency_seen.compare_exchange_strong(seen, id, std::memory_order_relaxed)) return;
+  if (AttachRecency(m, id)) {
+    m->recency_shared.store(true, std::memory_order_relaxed);
+  } else if (m->recency_shared.exchange(false, std::memory_order_relaxed)) {
+    // Stop holding a segment the daemon no longer reads.
+    MapPrivateRecency(m);
+  }
+}
+
+bool Follow(const tc_cache* cache) {
+  auto* c = const_cast<tc_cache*>(cache);
+  const uint64_t now = CoarseNowNs();
+  if (now < c->next_follow_ns.load(std::memory_order_relaxed)) return false;
+  AfterFork(c);
+  std::unique_lock<std::mutex> lock(c->follow_mu, std::try_to_lock);
+  if (!lock.owns_lock()) return false;  // another thread is at it
+  c->next_follow_ns.store(now + kFollowIntervalNs, std::memory_order_relaxed);
+  Mapping* cur = c->current.load(std::memory_order_relaxed);
+  // Holding follow_mu, nobody can unmap `cur`.
+  const bool switched = !Available(cur->header, ReaderNowNs()) && SwitchLocked(c, cur);
+  ReleaseRetiredLocked(c);
+  return switched;
+}
+
+const layout::NamespaceDesc* CurrentDesc(const tc_cache* cache, tc_ns ns) {
+  const Mapping* m = cache->current.load(std::memory_order_acquire);
+  return ns < m->ns_limit ? m->desc[ns] : nullptr;
+}
+
+const char* HandleNsName(const tc_cache* cache, tc_ns ns) {
+  return ns < cache->ns_count.load(std::memory_order_acquire) ? cache->ns_names[ns] : nullptr;
+}
+
+}  // namespace tenantcache
+
+extern "C" {
+
+int tc_cache_open(const char* path, tc_cache** out) {
+  if (path == nullptr || out == nullptr) return TC_E_INVALID_ARG;
+  *out = nullptr;
+  // The handle looks for replacements at this path: made absolute now, so
+  // that a later chdir() does not send it elsewhere.
+  std::string abs;
+  try {
+    abs = path;
+    char cwd[PATH_MAX];
+    if (path[0] != '/' && getcwd(cwd, sizeof cwd) != nullptr) abs = std::string(cwd) + "/" + path;
+  } catch (const std::bad_alloc&) {
+    return TC_E_NOMEM;
+  }
+  struct stat st;
+  const int fd = OpenSafely(abs.c_str(), &st);
+  if (fd < 0) return TC_E_IO;
+  std::unique_ptr<Mapping> m;
+  const int rc = MapFile(fd, st, &m);
+  if (rc != 0) return rc;
+  auto* c = new (std::nothrow) tc_cache;
+  if (c == nullptr) {
+    Unmap(m.get());
+    return TC_E_NOMEM;
+  }
+  try {
+    c->path = std::move(abs);
+    BindNamespaces(c, m.get(), nullptr);
+    c->current.store(m.get(), std::memory_order_release);
+    c->mappings.push_back(std::move(m));
+  } catch (const std::bad_alloc&) {
+    if (m != nullptr) Unmap(m.get());
+    delete c;
+    return TC_E_NOMEM;
+  }
+  c->stats_id = g_next_stats_id.fetch_add(1);
+  c->pool_pid.store(getpid());
   *out = c;
   return 0;
 }
@@ -233,43 +424,56 @@ int tc_cache_open(const char* path, tc_cache** out) {
 void tc_cache_close(tc_cache* cache) {
   if (cache == nullptr) return;
   tenantcache::ReportOnClose(cache);
-  munmap(const_cast<unsigned char*>(cache->base), cache->size);
-  // munmap also detaches a SysV segment mapped there.
-  munmap(cache->recency_base, cache->recency_size);
+  for (const auto& m : cache->mappings)
+    if (!m->released) Unmap(m.get());
   for (int fd : cache->idle_fds) close(fd);
   delete cache;
 }
 
-int tc_namespace(const tc_cache* cache, const char* name, tc_ns* out) {
-  if (cache == nullptr || name == nullptr || out == nullptr) return TC_E_INVALID_ARG;
-  for (uint32_t i = 0; i < cache->namespace_count; ++i) {
-    if (std::strcmp(cache->namespaces[i].name, name) == 0) {
+namespace {
+
+// The handle id of `name` if the current file has it (reader rule 6).
+bool FindNamespace(const tc_cache* cache, const char* name, tc_ns* out) {
+  const uint32_t count = cache->ns_count.load(std::memory_order_acquire);
+  for (uint32_t i = 0; i < count; ++i) {
+    if (std::strcmp(cache->ns_names[i], name) == 0) {
       *out = i;
-      return 0;
+      return tenantcache::CurrentDesc(cache, i) != nullptr;
     }
   }
+  return false;
+}
+
+}  // namespace
+
+int tc_namespace(const tc_cache* cache, const char* name, tc_ns* out) {
+  if (cache == nullptr || name == nullptr || out == nullptr) return TC_E_INVALID_ARG;
+  // A name only a replacement file has is found once the handle follows it.
+  if (FindNamespace(cache, name, out) || (tenantcache::Follow(cache) && FindNamespace(cache, name, out)))
+    return 0;
   return TC_E_NO_NAMESPACE;
 }
 
-uint32_t tc_namespace_count(const tc_cache* cache) { return cache == nullptr ? 0 : cache->namespace_count; }
+uint32_t tc_namespace_count(const tc_cache* cache) {
+  return cache == nullptr ? 0 : cache->ns_count.load(std::memory_order_acquire);
+}
 
 const char* tc_namespace_name(const tc_cache* cache, tc_ns ns) {
-  if (cache == nullptr || ns >= cache->namespace_count) return nullptr;
-  return cache->namespaces[ns].name;
+  return cache == nullptr ? nullptr : tenantcache::HandleNsName(cache, ns);
 }
 
 int tc_namespace_key_kind(const tc_cache* cache, tc_ns ns) {
   if (cache == nullptr) return TC_E_INVALID_ARG;
-  if (ns >= cache->namespace_count) return TC_E_NO_NAMESPACE;
-  return static_cast<int>(cache->namespaces[ns].key_kind);
+  const auto* d = tenantcache::CurrentDesc(cache, ns);
+  return d == nullptr ? TC_E_NO_NAMESPACE : static_cast<int>(d->key_kind);
 }
 
 int tc_cache_normalize_key(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, char* buf,
                            size_t* out_len, const char** why) {
   if (cache == nullptr || buf == nullptr || out_len == nullptr) return TC_E_INVALID_ARG;
-  if (ns >= cache->namespace_count) return TC_E_NO_NAMESPACE;
-  const auto& d = cache->namespaces[ns];
-  const auto r = tenantcache::NormalizeKey(d.key_kind, d.max_key_len, key, key_len, buf);
+  const auto* d = tenantcache::CurrentDesc(cache, ns);
+  if (d == nullptr) return TC_E_NO_NAMESPACE;
+  const auto r = tenantcache::NormalizeKey(d->key_kind, d->max_key_len, key, key_len, buf);
   if (!r.ok()) {
     if (why != nullptr) *why = r.error;
     return TC_E_INVALID_KEY;
@@ -306,14 +510,49 @@ inline void Bump(std::atomic<uint64_t>& counter) {
   counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
-int Get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out);
+int Get(Mapping* m, tc_ns ns, const char* key, size_t key_len, tc_value* out);
+
+// One lookup in the current file, inside a read section (reader rules 1-3).
+inline int Read(const tc_cache* cache, ThreadStats* s, tc_ns ns, const char* key, size_t key_len,
+                tc_value* out) {
+  const uint64_t section = EnterSection(s);
+  Mapping* m = cache->current.load(std::memory_order_acquire);
+  const int rc = Get(m, ns, key, key_len, out);
+  // Inside the section: the segment is remapped into this file's stamps.
+  if (rc == TC_MISS) tenantcache::RefreshRecency(m);
+  LeaveSection(s, section);
+  return rc;
+}
+
+// Unmaps retired files whose readers have moved on (reader rule 4), unless
+// another thread is at it. Called only while a retired file is still mapped,
+// which lasts until every thread that was reading it has finished that one
+// read: then, and only then, a hit pays for a getpid() and a try_lock.
+void ReleaseRetired(const tc_cache* cache) {
+  auto* c = const_cast<tc_cache*>(cache);
+  // A child forked while another thread held follow_mu must re-create it.
+  tenantcache::AfterFork(c);
+  std::unique_lock<std::mutex> lock(c->follow_mu, std::try_to_lock);
+  if (lock.owns_lock()) ReleaseRetiredLocked(c);
+}
+
+// Read, following a replaced file and releasing retired ones; not counted.
+inline int ReadFollowing(const tc_cache* cache, tenantcache::ThreadStats* s, tc_ns ns, const char* key,
+                         size_t key_len, tc_value* out) {
+  int rc = Read(cache, s, ns, key, key_len, out);
+  // A retired or dead file: the daemon may have put a new one at the path.
+  if (rc == TC_E_UNAVAILABLE && tenantcache::Follow(cache)) rc = Read(cache, s, ns, key, key_len, out);
+  if (cache->pending_release.load(std::memory_order_relaxed) != 0) ReleaseRetired(cache);
+  return rc;
+}
 
 }  // namespace
 
 int tc_cache_get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out) {
-  const int rc = tenantcache::GetWithoutStats(cache, ns, key, key_len, out);
+  if (cache == nullptr || key == nullptr || out == nullptr) return TC_E_INVALID_ARG;
+  tenantcache::ThreadStats* s = MyStats(cache);
+  const int rc = ReadFollowing(cache, s, ns, key, key_len, out);
   if (rc == TC_FOUND || rc == TC_NOT_FOUND || rc == TC_MISS || rc == TC_E_UNAVAILABLE) {
-    tenantcache::ThreadStats* s = MyStats(cache);
     Bump(rc == TC_FOUND       ? s->hits
          : rc == TC_NOT_FOUND ? s->negative_hits
          : rc == TC_MISS      ? s->misses
@@ -338,11 +577,12 @@ int tc_cache_stats(const tc_cache* cache, tc_stats* out) {
 
 namespace {
 
-int Get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out) {
-  if (cache == nullptr || key == nullptr || out == nullptr) return TC_E_INVALID_ARG;
+int Get(Mapping* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out) {
   out->priv_status = static_cast<uint32_t>(TC_MISS);
-  if (ns >= cache->namespace_count) return TC_E_NO_NAMESPACE;
-  const auto& d = cache->namespaces[ns];
+  // Reader rule 6: the handle's id, translated to this file's namespace.
+  if (ns >= cache->ns_limit || cache->desc[ns] == nullptr) return TC_E_NO_NAMESPACE;
+  const auto& d = *cache->desc[ns];
+  const uint32_t fns = cache->file_ns[ns];
   char norm[layout::kMaxKeyLen + 8];
   const auto kr = tenantcache::NormalizeKey(d.key_kind, d.max_key_len, key, key_len, norm);
   if (!kr.ok()) return TC_E_INVALID_KEY;
@@ -355,7 +595,7 @@ int Get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_val
   const auto* h = cache->header;
   if (!Available(h, now)) return TC_E_UNAVAILABLE;
 
-  const uint64_t hash = XXH3_64bits_withSeed(norm, kr.len, cache->ns_seed[ns]);
+  const uint64_t hash = XXH3_64bits_withSeed(norm, kr.len, cache->ns_seed[fns]);
   const uint32_t tag = layout::TagOf(hash);
   const uint64_t b = layout::BucketIndex(hash, cache->bucket_count);
   const layout::BucketTags* tags = cache->tags + b;
@@ -365,7 +605,7 @@ int Get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_val
     if (tags->tag[i].load(std::memory_order_relaxed) != tag) continue;
     const unsigned char* slot = cache->slots + (b * layout::kSlotsPerBucket + i) * cache->slot_size;
     layout::SlotMeta m;
-    const SlotRead r = ReadSlot(cache, slot, ns, norm, kr.len, hash, &m, out);
+    const SlotRead r = ReadSlot(cache, slot, fns, norm, kr.len, hash, &m, out);
     if (r == SlotRead::kNoMatch) continue;
     if (r == SlotRead::kTorn) return TC_MISS;
 
@@ -459,9 +699,14 @@ int tc_value_get(const tc_value* value, const char* name, const char** text, siz
   return TC_E_NO_FIELD;
 }
 
-int tc_cache_info(const tc_cache* cache, tc_info* out) {
-  if (cache == nullptr || out == nullptr) return TC_E_INVALID_ARG;
-  const auto* h = cache->header;
+namespace {
+
+// tc_cache_info from one mapping, inside a read section (reader rules 1-3).
+void Info(const tc_cache* cache, tc_info* out) {
+  ThreadStats* s = MyStats(cache);
+  const uint64_t section = EnterSection(s);
+  const Mapping* m = cache->current.load(std::memory_order_acquire);
+  const auto* h = m->header;
   const uint64_t now = ReaderNowNs();
   std::memset(out, 0, sizeof *out);
   out->daemon_pid = h->daemon_pid.load(std::memory_order_relaxed);
@@ -474,13 +719,24 @@ int tc_cache_info(const tc_cache* cache, tc_info* out) {
   out->stale_after_ns = h->stale_after_ns.load(std::memory_order_relaxed);
   out->idle_timeout_ns = h->idle_timeout_ns.load(std::memory_order_relaxed);
   out->entries = h->entry_count.load(std::memory_order_relaxed);
-  out->slots = cache->bucket_count * layout::kSlotsPerBucket;
+  out->slots = m->bucket_count * layout::kSlotsPerBucket;
   out->capacity = h->capacity;
-  out->file_bytes = cache->size;
-  out->slot_bytes = cache->slot_size;
+  out->file_bytes = m->size;
+  out->slot_bytes = m->slot_size;
   out->layout_version = h->layout_version;
   out->daemon_start_unix_ns = h->daemon_start_realtime_ns.load(std::memory_order_relaxed);
-  std::memcpy(out->control_socket, h->control_socket, sizeof out->control_socket);
+  std::memcpy(out->control_socket, m->control_socket, sizeof out->control_socket);
+  LeaveSection(s, section);
+}
+
+}  // namespace
+
+int tc_cache_info(const tc_cache* cache, tc_info* out) {
+  if (cache == nullptr || out == nullptr) return TC_E_INVALID_ARG;
+  Info(cache, out);
+  // As tc_cache_get: an unavailable file may have been replaced.
+  if (out->available == 0 && tenantcache::Follow(cache)) Info(cache, out);
+  if (cache->pending_release.load(std::memory_order_relaxed) != 0) ReleaseRetired(cache);
   return 0;
 }
 
@@ -535,7 +791,6 @@ uint32_t tc_layout_version(void) { return layout::kLayoutVersion; }
 
 int tenantcache::GetWithoutStats(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len,
                                  tc_value* out) {
-  const int rc = Get(cache, ns, key, key_len, out);
-  if (rc == TC_MISS) RefreshRecency(cache);
-  return rc;
+  if (cache == nullptr || key == nullptr || out == nullptr) return TC_E_INVALID_ARG;
+  return ReadFollowing(cache, MyStats(cache), ns, key, key_len, out);
 }

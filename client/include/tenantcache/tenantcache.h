@@ -18,8 +18,22 @@
  *   the caller must ask PostgreSQL itself: the daemon is not synced with the
  *   database (its listener is disconnected or catching up), its heartbeat is
  *   older than the bound it published in the file (the daemon is dead or
- *   stopped), or the file was replaced by a daemon with a different layout.
- *   The library never returns an entry that may be staler than that bound.
+ *   stopped), or the file was replaced and the handle has not moved to the
+ *   new one yet. The library never returns an entry that may be staler than
+ *   that bound.
+ *
+ * RESTARTS THAT REPLACE THE FILE
+ *   A daemon restarted with another capacity, slot size or namespace set
+ *   renames a new file over the path and retires the old one. An open handle
+ *   follows by itself: a read that finds its file retired or unavailable
+ *   looks at the path (at most every 50 ms; a few system calls, never on a
+ *   hit), and maps the file it finds there if it is a different file that
+ *   passes every check tc_cache_open makes. Until then reads fail closed. The
+ *   old mapping is released once no thread of the process can still be
+ *   reading it (each read runs in a per-thread section; the switching thread
+ *   never waits for a reader and no reader ever waits or locks). A handle
+ *   keeps a few KiB of bookkeeping per file it has followed, until closed.
+ *   The path is made absolute at open, so a later chdir() does not matter.
  *
  * THREADS
  *   A tc_cache handle may be used by any number of threads at once, except
@@ -29,8 +43,10 @@
  * FORK
  *   The mapping is shared, so a handle opened before fork() keeps working in
  *   the child (pre-fork servers may open once in the parent); so does the
- *   recency segment's attachment, which fork() inherits. Each process closes
- *   its own copy; closing in one process does not affect the other.
+ *   recency segment's attachment, which fork() inherits. Parent and child
+ *   each follow a replaced file on their own. Each process closes its own
+ *   copy; closing in one process does not affect the other. fork() must not
+ *   be called from a signal handler that interrupted a tc_* call.
  *
  * STATUSES
  *   Functions return an int: zero or positive is a result, negative an error
@@ -96,7 +112,15 @@ enum { TC_KEY_UUID = 1, TC_KEY_SLUG = 2, TC_KEY_HOST = 3, TC_KEY_TEXT = 4 };
 
 typedef struct tc_cache tc_cache;
 
-/* A namespace id, from tc_namespace(). Valid for the handle it came from. */
+/*
+ * A namespace id, from tc_namespace(). Valid for the handle it came from, for
+ * the handle's whole life: it always means the same namespace name, also after
+ * the handle followed a replaced file whose namespaces are ordered
+ * differently. If the file the handle reads now has no namespace of that name,
+ * calls given the id return TC_E_NO_NAMESPACE (and start working again if a
+ * later file has it). A name the handle has not seen before gets a new id,
+ * never one that meant another name.
+ */
 typedef uint32_t tc_ns;
 
 /*
@@ -133,7 +157,8 @@ typedef struct tc_value {
  * documentation) is attached read-write when the caller may write it and it
  * belongs to the file's owner; otherwise reads still work but do not refresh
  * entries' idle timers.
- * Thread-safe. The handle survives fork().
+ * Thread-safe. The handle survives fork(), and follows a file the daemon
+ * puts at `path` in place of this one (see RESTARTS THAT REPLACE THE FILE).
  */
 TC_EXPORT int tc_cache_open(const char* path, tc_cache** out);
 
@@ -142,18 +167,26 @@ TC_EXPORT int tc_cache_open(const char* path, tc_cache** out);
 TC_EXPORT void tc_cache_close(tc_cache* cache);
 
 /*
- * Resolves a namespace name to its id. Returns 0 and sets *out, or
- * TC_E_NO_NAMESPACE, or TC_E_INVALID_ARG. Thread-safe; no system call.
+ * Resolves a namespace name to its id (see tc_ns). Returns 0 and sets *out,
+ * TC_E_NO_NAMESPACE when the file the handle reads has no such namespace, or
+ * TC_E_INVALID_ARG. Thread-safe; no system call, except that a name not found
+ * while the file is unavailable makes the handle look for a replacement
+ * first.
  */
 TC_EXPORT int tc_namespace(const tc_cache* cache, const char* name, tc_ns* out);
 
-/* The number of namespaces; ids are 0..count-1. */
+/* The number of namespace ids the handle has given out; ids are
+ * 0..count-1. Ids of namespaces the current file lacks are included (their
+ * reads answer TC_E_NO_NAMESPACE); a fresh handle numbers the file's
+ * namespaces in the file's order. */
 TC_EXPORT uint32_t tc_namespace_count(const tc_cache* cache);
 
-/* A namespace's name (owned by the handle) or NULL for an unknown id. */
+/* A namespace id's name (owned by the handle, valid until it is closed) or
+ * NULL for an id the handle never gave out. */
 TC_EXPORT const char* tc_namespace_name(const tc_cache* cache, tc_ns ns);
 
-/* A namespace's key kind (TC_KEY_*) or TC_E_NO_NAMESPACE. */
+/* A namespace's key kind (TC_KEY_*) in the current file, or
+ * TC_E_NO_NAMESPACE. */
 TC_EXPORT int tc_namespace_key_kind(const tc_cache* cache, tc_ns ns);
 
 /*
@@ -169,7 +202,9 @@ TC_EXPORT int tc_namespace_key_kind(const tc_cache* cache, tc_ns ns);
  *   TC_E_INVALID_ARG  a NULL cache, key or out.
  * *out holds a value only after TC_FOUND; after any other result the
  * tc_value_* accessors report that it holds none.
- * Thread-safe; fork-safe.
+ * Thread-safe; fork-safe. A read that finds the file retired or unavailable
+ * may map its replacement first (see RESTARTS THAT REPLACE THE FILE): a few
+ * system calls, then the read is answered from the new file.
  */
 TC_EXPORT int tc_cache_get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out);
 
@@ -250,7 +285,8 @@ TC_EXPORT int tc_cache_daemon_stats(const tc_cache* cache, char* buf, size_t cap
 typedef struct tc_info {
   int32_t daemon_pid;
   int32_t synced;    /* 1 while the daemon is synced with the database */
-  int32_t retired;   /* 1 once a new file replaced this one */
+  int32_t retired;   /* 1 once a new file replaced the one the handle reads and
+                        the handle could not follow it (see RESTARTS) */
   int32_t available; /* 1 when reads may return entries right now */
   uint64_t epoch;
   uint64_t heartbeat_age_ns;
@@ -266,8 +302,9 @@ typedef struct tc_info {
   char control_socket[108];
 } tc_info;
 
-/* Fills *out from the file header. Returns 0 or TC_E_INVALID_ARG.
- * Thread-safe; reads a clock, otherwise shared memory only. */
+/* Fills *out from the header of the file the handle reads, after following a
+ * replacement as tc_cache_get does. Returns 0 or TC_E_INVALID_ARG.
+ * Thread-safe; reads a clock, otherwise shared memory only while available. */
 TC_EXPORT int tc_cache_info(const tc_cache* cache, tc_info* out);
 
 /* This process's reads through one handle, counted in process memory (the
