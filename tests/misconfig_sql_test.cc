@@ -16,6 +16,7 @@
 #include "support/daemon_process.h"
 #include "support/fleet_test.h"
 #include "support/pg_cluster.h"
+#include "support/sql_messages.h"
 #include "tenantcache/tenantcache.h"
 
 namespace tenantcache::test {
@@ -32,27 +33,6 @@ size_t Count(const std::string& haystack, const std::string& needle) {
   for (size_t i = haystack.find(needle); i != std::string::npos; i = haystack.find(needle, i + 1)) ++n;
   return n;
 }
-
-// The NOTICEs and WARNINGs (with their HINTs) a connection receives while it
-// lives.
-class Notices {
- public:
-  explicit Notices(PgConn& conn) : conn_(conn) {
-    PQsetNoticeProcessor(
-        conn_.get(), [](void* self, const char* m) { static_cast<Notices*>(self)->all_ += m; }, this);
-  }
-  ~Notices() {
-    PQsetNoticeProcessor(
-        conn_.get(), [](void*, const char*) {}, nullptr);
-  }
-  Notices(const Notices&) = delete;
-  Notices& operator=(const Notices&) = delete;
-  const std::string& all() const { return all_; }
-
- private:
-  PgConn& conn_;
-  std::string all_;
-};
 
 class MisconfigSqlTest : public FleetTest {
  protected:
