@@ -105,9 +105,9 @@ $install$;
 -- so that watch_table() and watched_tables can name the keys no running daemon
 -- serves. A row is keyed by the daemon's login role and an id the daemon
 -- chooses (host name and cache path): a daemon can only ever write the rows
--- of its own role. Rows not seen for a day are deleted. Issue #12 (log
--- retention with several daemons on one database) adds each daemon's replay
--- position here as a column, keyed the same way.
+-- of its own role. Rows not seen for a day are deleted. Per-daemon state
+-- that several daemons on one database must share (such as how far each has
+-- replayed the log) belongs here, as columns keyed the same way.
 DO $install$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 3) THEN

@@ -64,7 +64,7 @@ class MisconfigClient : public ::testing::Test {
   std::unique_ptr<DaemonProcess> daemon_;
 };
 
-// Item 9: tenantcachectl times 1,001 warm reads after a lookup; they are no
+// Tenantcachectl times 1,001 warm reads after a lookup; they are no
 // worker's reads and must not reach the host's hit rate.
 TEST_F(MisconfigClient, CtlTimingReadsAreNotCountedAsHits) {
   const uint64_t hits = Stat(*daemon_, "hits");
@@ -86,7 +86,7 @@ TEST_F(MisconfigClient, CtlTimingReadsAreNotCountedAsHits) {
       << "hits may move by the runs' real reads at most, not by their timing reads";
 }
 
-// Item 9: reporting_clients counts processes alive now; a process that
+// Reporting_clients counts processes alive now; a process that
 // reported and exited stops counting once its connection is closed.
 TEST_F(MisconfigClient, ReportingClientsFallsWhenClientsExit) {
   const uint64_t before = Stat(*daemon_, "reporting_clients");
@@ -122,7 +122,7 @@ TEST_F(MisconfigClient, ReportingClientsFallsWhenClientsExit) {
   EXPECT_GE(Stat(*daemon_, "misses"), 1u) << "an exited client's reads stay in the totals";
 }
 
-// Item 12: the tenant column prints uuids canonically; an operator pastes a
+// The tenant column prints uuids canonically; an operator pastes a
 // braced upper-case one (or bare hex digits) and expects the tenant gone.
 TEST_F(MisconfigClient, InvalidateTenantNormalisesUuidsAndRefusesJunk) {
   const std::string tenant = TenantId(3);  // user 3's tenant
@@ -159,7 +159,7 @@ TEST_F(MisconfigClient, InvalidateTenantNormalisesUuidsAndRefusesJunk) {
   tc_cache_close(c);
 }
 
-// Item 13: an operand that begins with '-' (a slug may) goes after "--";
+// An operand that begins with '-' (a slug may) goes after "--";
 // a usage error says what is wrong in one line and where the help is.
 TEST_F(MisconfigClient, DoubleDashEndsOptionsAndUsageErrorsAreOneLine) {
   PgConn admin(conninfo_);
@@ -199,7 +199,7 @@ TEST_F(MisconfigClient, DoubleDashEndsOptionsAndUsageErrorsAreOneLine) {
   }
 }
 
-// Item 14: a small cache file (capacity 1000: some 400 KiB) is not "0 MiB".
+// A small cache file (capacity 1000: some 400 KiB) is not "0 MiB".
 TEST_F(MisconfigClient, StatusShowsTheFileSizeInAFittingUnit) {
   TempDir small_dir;
   std::string config = FleetConfig(small_dir.path(), conninfo_);
@@ -226,7 +226,7 @@ TEST_F(MisconfigClient, StatusShowsTheFileSizeInAFittingUnit) {
   EXPECT_EQ(FormatBytes(3ull << 40), "3.0 TiB");
 }
 
-// Item 11: every tool's default is the packaged daemon's file.
+// Every tool's default is the packaged daemon's file.
 TEST_F(MisconfigClient, EveryToolDefaultsToThePackagedCachePath) {
   EXPECT_STREQ(tc_default_cache_path(), TC_DEFAULT_CACHE_PATH);
   const auto key = std::find_if(kConfigKeys.begin(), kConfigKeys.end(), [](const ConfigKey& k) {
@@ -242,7 +242,7 @@ TEST_F(MisconfigClient, EveryToolDefaultsToThePackagedCachePath) {
   EXPECT_EQ(r.output.find(std::string("tenantcachectl: ") + TC_DEFAULT_CACHE_PATH + ": "), 0u) << r.output;
 }
 
-// Item 10: the C++ header covers lookups, commands and statistics.
+// The C++ header covers lookups, commands and statistics.
 TEST_F(MisconfigClient, CppHeaderLooksUpInvalidatesAndReportsStats) {
   auto cache = Cache::Open(daemon_->cache_path());
   const tc_ns user = cache.Namespace("user");
@@ -289,7 +289,7 @@ TEST_F(MisconfigClient, CppHeaderLooksUpInvalidatesAndReportsStats) {
   EXPECT_EQ(daemon.at("synced"), "true");
 }
 
-// Item 10: the header says it needs C++17, and an older standard is told so.
+// The header says it needs C++17, and an older standard is told so.
 TEST(MisconfigClientCpp, HeaderRefusesPreCpp17WithAClearMessage) {
   TempDir dir;
   {
@@ -304,7 +304,7 @@ TEST(MisconfigClientCpp, HeaderRefusesPreCpp17WithAClearMessage) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
-// Item 14: the README's C example (tests/readme_example.c, shown verbatim in
+// The README's C example (tests/readme_example.c, shown verbatim in
 // "## The client library") compiles without a warning and runs.
 TEST_F(MisconfigClient, ReadmeCExampleCompilesCleanlyAndRuns) {
   const std::string bin = dir_.File("readme_example");
@@ -345,7 +345,7 @@ TEST(MisconfigClientReadme, ShowsTheCompiledCExample) {
   EXPECT_EQ(readme.substr(open + 5, close - open - 5), Slurp(TC_SOURCE_DIR "/tests/readme_example.c"));
 }
 
-// Item 8: the Python module's "go to the database" predicate, against the
+// The Python module's "go to the database" predicate, against the
 // real daemon (client/python/tests/test_needs_database.py).
 TEST_F(MisconfigClient, PythonNeedsDatabaseCoversEveryStatus) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)

@@ -243,7 +243,7 @@ TEST_F(MisconfigQueryTest, ASighupWithABadQueryIsRefusedAndTheOldConfigStillServ
       << "the refused file's ttl = 200ms applied";
 }
 
-// Item 14: a SIGHUP says which namespaces it changed (and that they need a
+// A SIGHUP says which namespaces it changed (and that they need a
 // restart), which keys it applied, and at debug each old and new value.
 TEST_F(MisconfigQueryTest, ASighupSaysWhichNamespacesAndKeysItChanged) {
   const std::string good = FleetConfig(dir_.path(), Conninfo());

@@ -16,6 +16,7 @@
 #include "support/daemon_process.h"
 #include "support/fleet_test.h"
 #include "support/pg_cluster.h"
+#include "support/sql_messages.h"
 #include "tenantcache/tenantcache.h"
 
 namespace tenantcache::test {
@@ -32,27 +33,6 @@ size_t Count(const std::string& haystack, const std::string& needle) {
   for (size_t i = haystack.find(needle); i != std::string::npos; i = haystack.find(needle, i + 1)) ++n;
   return n;
 }
-
-// The NOTICEs and WARNINGs (with their HINTs) a connection receives while it
-// lives.
-class Notices {
- public:
-  explicit Notices(PgConn& conn) : conn_(conn) {
-    PQsetNoticeProcessor(
-        conn_.get(), [](void* self, const char* m) { static_cast<Notices*>(self)->all_ += m; }, this);
-  }
-  ~Notices() {
-    PQsetNoticeProcessor(
-        conn_.get(), [](void*, const char*) {}, nullptr);
-  }
-  Notices(const Notices&) = delete;
-  Notices& operator=(const Notices&) = delete;
-  const std::string& all() const { return all_; }
-
- private:
-  PgConn& conn_;
-  std::string all_;
-};
 
 class MisconfigSqlTest : public FleetTest {
  protected:
@@ -91,7 +71,7 @@ class MisconfigSqlTest : public FleetTest {
   }
 };
 
-// Item 1: the daemon's role may read the user's tables but nothing of schema
+// The daemon's role may read the user's tables but nothing of schema
 // tenantcache. The log says which privilege is missing and the one statement
 // that grants everything; once the installer runs it, the retrying daemon
 // syncs, serves and records its namespaces, with no restart.
@@ -161,7 +141,7 @@ TEST_F(MisconfigSqlTest, ADaemonRoleWithoutTheTenantcacheGrantsIsToldTheFixAndRe
       << again.all();
 }
 
-// Item 1, partial grants: a role given SELECT by hand (as the README once
+// Partial grants: a role given SELECT by hand (as the README once
 // implied) but not daemon_seen() still syncs and serves, and the log says
 // why its namespaces are not recorded and the statement that fixes it. On a
 // version 2 schema (no grant_daemon yet) the refusal says to upgrade first.
@@ -201,7 +181,7 @@ TEST_F(MisconfigSqlTest, PartialGrantsAndOlderSchemasAreNamedToo) {
   daemon_.reset();  // before its directory goes
 }
 
-// Item 1, for an installer that is neither superuser nor CREATEROLE (the
+// For an installer that is neither superuser nor CREATEROLE (the
 // table owner, say): grant_daemon works for it, nobody else can run it, and
 // the daemon's record is written only through daemon_seen(), which checks its
 // input and keys each row by the login role.
@@ -336,7 +316,7 @@ TEST_F(MisconfigSqlTest, AWatchedNamespaceNoDaemonServesIsWarnedShownCountedAndL
   EXPECT_LE(Count(daemon_->Log(), "a notification names namespace"), 2u) << daemon_->Log();
 }
 
-// Item 3 without a daemon: the keys are shown, and which of them are served
+// Without a daemon: the keys are shown, and which of them are served
 // is unknown (NULL) rather than claimed, until a daemon reports recently.
 TEST_F(MisconfigSqlTest, WatchedTablesShowTheKeysAndOnlyRecentDaemonsCount) {
   const std::string query =
@@ -387,7 +367,7 @@ TEST_F(MisconfigSqlTest, UpgradingFromVersion2ShowsTheKeysOfTablesWatchedBefore)
   EXPECT_EQ(admin.Scalar("SELECT to_regprocedure('tenantcache.grant_daemon(regrole)') IS NOT NULL"), "t");
 }
 
-// Item 6: the registry stores a host as the customer typed it; host keys
+// The registry stores a host as the customer typed it; host keys
 // reach the query lower-cased (and without a trailing dot or port). The
 // example's query and index make it found, and invalidated, whatever case is
 // looked up, and keep two spellings of one host from naming two tenants.

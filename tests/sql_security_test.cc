@@ -56,26 +56,6 @@ Attack CastAttack(const std::vector<std::string>& statements) {
       "STATEMENT EXECUTE FUNCTION tenantcache.on_change('', '{\"user\": \"id\"}', '')"};
 }
 
-// Collects the NOTICE and WARNING messages the server sends `conn`.
-class Notices {
- public:
-  explicit Notices(PgConn& conn) : conn_(conn) {
-    PQsetNoticeProcessor(
-        conn_.get(), [](void* self, const char* m) { static_cast<Notices*>(self)->all_ += m; }, this);
-  }
-  ~Notices() {
-    PQsetNoticeProcessor(
-        conn_.get(), [](void*, const char*) {}, nullptr);
-  }
-  Notices(const Notices&) = delete;
-  Notices& operator=(const Notices&) = delete;
-  const std::string& all() const { return all_; }
-
- private:
-  PgConn& conn_;
-  std::string all_;
-};
-
 bool Contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }

@@ -45,4 +45,14 @@ Messages SentBy(PgConn& conn, PgListener& listener, const std::string& sql, size
   return Normalised(got);
 }
 
+Notices::Notices(PgConn& conn) : conn_(conn) {
+  PQsetNoticeProcessor(
+      conn_.get(), [](void* self, const char* m) { static_cast<Notices*>(self)->all_ += m; }, this);
+}
+
+Notices::~Notices() {
+  PQsetNoticeProcessor(
+      conn_.get(), [](void*, const char*) {}, nullptr);
+}
+
 }  // namespace tenantcache::test

@@ -34,6 +34,21 @@ Messages Normalised(const Messages& in);
 // when none are expected) to prove that nothing more arrives.
 Messages SentBy(PgConn& conn, PgListener& listener, const std::string& sql, size_t expected);
 
+// Collects the NOTICE and WARNING messages (with their HINTs) the server
+// sends `conn` while it lives.
+class Notices {
+ public:
+  explicit Notices(PgConn& conn);
+  ~Notices();
+  Notices(const Notices&) = delete;
+  Notices& operator=(const Notices&) = delete;
+  const std::string& all() const { return all_; }
+
+ private:
+  PgConn& conn_;
+  std::string all_;
+};
+
 }  // namespace tenantcache::test
 
 #endif  // TENANTCACHE_TESTS_SUPPORT_SQL_MESSAGES_H_
