@@ -11,9 +11,10 @@
 //
 //  1. Every read of mapped memory happens inside a read section: the thread's
 //     `section` counter is odd while it is inside, even outside. Only its
-//     thread writes it (a load and a store, never a read-modify-write), and
-//     it lives in the thread's own ThreadStats line, already in that core's
-//     cache.
+//     thread writes it (a load and a store, never a read-modify-write),
+//     except the fork handler in a child, where that thread does not exist
+//     (rule 7), and it lives in the thread's own ThreadStats line, already
+//     in that core's cache.
 //  2. Entering stores the odd counter, then loads `current` (acquire). The
 //     store must be visible before the load is performed (store-load order).
 //     The reader pays for that with a compiler barrier only when the

@@ -58,16 +58,25 @@ constexpr uint64_t kFollowIntervalNs = 50'000'000;
 
 long Membarrier(int cmd) { return syscall(__NR_membarrier, cmd, 0U, 0); }
 
-// Rule 2 of reader.h, decided once per process before any handle exists:
-// false when membarrier can give the reclaimer a barrier on every thread, so
-// that readers need only a compiler barrier; true when readers must fence.
-const bool kReaderFence = Membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0;
+// Rule 2 of reader.h: false when membarrier can give the reclaimer a barrier
+// on every thread, so that readers need only a compiler barrier; true when
+// readers must fence. Decided by the first tc_cache_open (DecideReaderFence),
+// before any read section can exist, and never changed after: a process that
+// loads the library without opening a handle makes no system call for it.
+std::atomic<bool> g_reader_fence{true};
+
+void DecideReaderFence() {
+  static const bool fence = Membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0;
+  // Relaxed: the handle that needs the value reaches other threads only
+  // through the caller's own synchronisation, after this store.
+  g_reader_fence.store(fence, std::memory_order_relaxed);
+}
 
 // Rule 4: after `current` changed, a full barrier on every thread of the
 // process. False when the kernel refuses every way of giving one (then the old
 // file stays mapped until the handle is closed, never unmapped under a reader).
 bool BarrierOnAllReaders() {
-  if (kReaderFence) {
+  if (g_reader_fence.load(std::memory_order_relaxed)) {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     return true;
   }
@@ -86,7 +95,7 @@ inline uint64_t EnterSection(ThreadStats* s) {
   // LeaveSection, which the switching thread's acquire load pairs with (in
   // C++20 a relaxed store would end that sequence); free on x86 and ARMv8.
   s->section.store(v, std::memory_order_release);
-  if (kReaderFence) {
+  if (g_reader_fence.load(std::memory_order_relaxed)) {
     std::atomic_thread_fence(std::memory_order_seq_cst);
   } else {
     std::atomic_signal_fence(std::memory_order_seq_cst);
@@ -463,6 +472,7 @@ extern "C" {
 int tc_cache_open(const char* path, tc_cache** out) {
   if (path == nullptr || out == nullptr) return TC_E_INVALID_ARG;
   *out = nullptr;
+  DecideReaderFence();
   // The handle looks for replacements at this path: made absolute now, so
   // that a later chdir() does not send it elsewhere.
   std::string abs;
@@ -611,10 +621,12 @@ inline void Bump(std::atomic<uint64_t>& counter) {
 int Get(Mapping* m, tc_ns ns, const char* key, size_t key_len, tc_value* out);
 
 // One lookup in the current file, inside a read section (reader rules 1-3).
+// *used is the file read (its Mapping outlives the section, rule 5).
 inline int Read(const tc_cache* cache, ThreadStats* s, tc_ns ns, const char* key, size_t key_len,
-                tc_value* out) {
+                tc_value* out, const Mapping** used) {
   const uint64_t section = EnterSection(s);
   Mapping* m = cache->current.load(std::memory_order_acquire);
+  *used = m;
   const int rc = Get(m, ns, key, key_len, out);
   // Inside the section: the segment is remapped into this file's stamps.
   if (rc == TC_MISS) tenantcache::RefreshRecency(m);
@@ -637,13 +649,18 @@ void ReleaseRetired(const tc_cache* cache) {
 int tc_cache_get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out) {
   if (cache == nullptr || key == nullptr || out == nullptr) return TC_E_INVALID_ARG;
   tenantcache::ThreadStats* s = MyStats(cache);
-  int rc = Read(cache, s, ns, key, key_len, out);
+  const Mapping* used = nullptr;
+  int rc = Read(cache, s, ns, key, key_len, out, &used);
   // A retired or dead file: the daemon may have put a new one at the path.
   // So may a file that lacks the id's namespace or gives it another key kind
   // (a daemon restarted with a config slip, then again with it fixed): the id
   // works again once the handle reads a file that has it (reader rule 6).
-  // Follow is rate-limited and switches only away from an unavailable file.
-  if (NeedsFollow(cache, ns, rc) && tenantcache::Follow(cache)) rc = Read(cache, s, ns, key, key_len, out);
+  // Follow is rate-limited and switches only away from an unavailable file;
+  // when it does nothing because another thread has just switched, the read
+  // is made again on the file that thread published.
+  if (NeedsFollow(cache, ns, rc) &&
+      (tenantcache::Follow(cache) || cache->current.load(std::memory_order_acquire) != used))
+    rc = Read(cache, s, ns, key, key_len, out, &used);
   if (cache->pending_release.load(std::memory_order_relaxed) != 0) ReleaseRetired(cache);
   if (rc == TC_FOUND || rc == TC_NOT_FOUND || rc == TC_MISS || rc == TC_E_UNAVAILABLE) {
     Bump(rc == TC_FOUND       ? s->hits
