@@ -5,13 +5,20 @@
 // daemon binary, the real PostgreSQL of the harness, real forked reader
 // processes with threads.
 #include <gtest/gtest.h>
+#include <linux/filter.h>
+#include <linux/membarrier.h>
+#include <linux/seccomp.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -441,6 +448,92 @@ TEST_F(ReplacedFileTest, ChildrenThatStartThreadsAfterForkFollowASwitch) {
     ASSERT_EQ(WEXITSTATUS(status), 0)
         << "30: a thread never read the new file; 31: the old file stayed mapped";
   }
+}
+
+// Where the kernel refuses membarrier (a container runtime's seccomp
+// profile, an old kernel), readers must fence and the switching thread too
+// (reader rule 2), and the old file must still be released, not kept mapped
+// until close. The decision is the process's first tc_cache_open's, so the
+// test runs again in a fresh process (the test binary itself) whose seccomp
+// filter makes membarrier fail with ENOSYS before it opens anything.
+class NoMembarrierTest : public ReplacedFileTest {
+ protected:
+  static bool Inside() { return std::getenv("TC_TEST_NO_MEMBARRIER") != nullptr; }
+  static bool DenyMembarrier() {
+    sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_membarrier, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{static_cast<unsigned short>(std::size(filter)), filter};
+    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+           prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+  }
+  void SetUp() override {
+    if (Inside()) {
+      ASSERT_TRUE(DenyMembarrier()) << "seccomp: " << std::strerror(errno);
+    }
+    ReplacedFileTest::SetUp();
+  }
+};
+
+TEST_F(NoMembarrierTest, ReadersFenceAndTheOldFileIsStillReleased) {
+  if (!Inside()) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      setenv("TC_TEST_NO_MEMBARRIER", "1", 1);
+      execl("/proc/self/exe", "reattach_test", "--gtest_filter=NoMembarrierTest.*", nullptr);
+      _exit(127);
+    }
+    int status = 0;
+    const bool exited = WaitFor([&] { return waitpid(pid, &status, WNOHANG) == pid; }, 60s);
+    if (!exited) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
+    EXPECT_TRUE(exited && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "the run without membarrier failed (its output is above): status " << status;
+    return;
+  }
+  errno = 0;
+  ASSERT_NE(syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0), 0);
+  ASSERT_EQ(errno, ENOSYS);
+  tc_ns user = 0;
+  ASSERT_EQ(tc_namespace(cache_, "user", &user), 0);
+  PutUser(Uuid(1), "first");
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> found{0};
+  std::vector<std::thread> readers;
+  readers.reserve(2);
+  for (int t = 0; t < 2; ++t) {
+    readers.emplace_back([&] {
+      tc_value v;
+      const std::string key = Uuid(1);
+      while (!stop.load())
+        if (tc_cache_get(cache_, user, key.data(), key.size(), &v) == TC_FOUND) found.fetch_add(1);
+    });
+  }
+  struct Join {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& threads;
+    ~Join() {
+      stop = true;
+      for (auto& t : threads) t.join();
+    }
+  } join{stop, readers};
+  ASSERT_TRUE(WaitFor([&] { return found.load() > 1000; }));
+  auto next = options_;
+  next.capacity = 2000;
+  Replace(next);
+  PutUser(Uuid(1), "second");
+  EXPECT_TRUE(WaitFor([&] { return Get(user, Uuid(1)) == TC_FOUND && Field(v_, "role") == "second"; }, 5s));
+  const uint64_t before = found.load();
+  EXPECT_TRUE(WaitFor([&] { return found.load() > before + 1000; }, 5s))
+      << "the reader threads stopped finding";
+  EXPECT_TRUE(WaitFor([&] { return MappingsOf(options_.path, true) == 0; }, 5s))
+      << "the old file is kept mapped: the switch found no barrier";
 }
 
 // ---------------------------------------------------------------------------
