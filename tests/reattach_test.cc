@@ -5,13 +5,20 @@
 // daemon binary, the real PostgreSQL of the harness, real forked reader
 // processes with threads.
 #include <gtest/gtest.h>
+#include <linux/filter.h>
+#include <linux/membarrier.h>
+#include <linux/seccomp.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -28,10 +35,25 @@
 #include "support/test_cache.h"
 #include "tenantcache/tenantcache.h"
 
+#if defined(__SANITIZE_THREAD__)
+// The fork tests' children inherit ThreadSanitizer's record of the parent's
+// running threads, which they can never join.
+extern "C" const char* __tsan_default_options() { return "report_thread_leaks=0"; }
+#endif
+
 namespace tenantcache::test {
 namespace {
 
 using namespace std::chrono_literals;
+
+#if defined(__SANITIZE_THREAD__)
+// ThreadSanitizer does not support threads started after a multi-threaded
+// fork() (a new thread reuses a copied thread's id and it aborts): there the
+// children read on their forking thread only.
+constexpr int kThreadsAfterFork = 0;
+#else
+constexpr int kThreadsAfterFork = 4;
+#endif
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 constexpr auto kSlack = 10s;  // sanitized daemons and readers run several times slower
@@ -231,6 +253,287 @@ TEST_F(ReplacedFileTest, AHandleOpenedBeforeForkFollowsInTheChildWhileAParentThr
   EXPECT_EQ(WEXITSTATUS(status), 0) << "10: no go; 11: never found; 12: wrong value; 13: old file kept";
   // The parent's own thread followed too, and its old mapping went.
   EXPECT_TRUE(WaitFor([&] { return Capacity() == 4000u && MappingsOf(options_.path, true) == 0; }, 5s));
+}
+
+// A daemon restarted with a config slip (B: "user" gone, "tenant_by_slug"
+// keyed by uuid), then again with it fixed (C): ids used only through
+// `read` must work again on C by themselves, with B released.
+class SlipTest : public ReplacedFileTest {
+ protected:
+  void SetUp() override {
+    ReplacedFileTest::SetUp();
+    ASSERT_EQ(tc_namespace(cache_, "user", &user_), 0);
+    ASSERT_EQ(tc_namespace(cache_, "tenant_by_slug", &slug_), 0);
+    PutUser(Uuid(1), "on-a");
+    ASSERT_EQ(Get(user_, Uuid(1)), TC_FOUND);
+    ASSERT_EQ(Get(slug_, "acme"), TC_MISS);
+    auto b = options_;
+    b.capacity = 2000;
+    b.namespaces = {options_.namespaces[1],
+                    NamespaceSpec{"tenant_by_slug", layout::kUuid, 0, {"id", "code"}}};
+    Replace(b);
+    ASSERT_TRUE(WaitFor([&] { return Capacity() == 2000u; }, 2s)) << "never followed to B";
+    ASSERT_EQ(Get(user_, Uuid(1)), TC_E_NO_NAMESPACE);
+    ASSERT_EQ(Get(slug_, "acme"), TC_E_INVALID_KEY);
+    ASSERT_EQ(tc_namespace_key_kind(cache_, slug_), TC_KEY_UUID);
+    auto c = options_;
+    c.capacity = 3000;
+    Replace(c);
+    PutUser(Uuid(1), "on-c");
+    // From here on, no call that would follow on its own (tc_cache_info,
+    // tc_namespace): only the one under test.
+  }
+  // C was followed and B, retired, is no longer mapped.
+  void ExpectOnC() {
+    EXPECT_TRUE(WaitFor([&] { return MappingsOf(options_.path, true) == 0; }, 2s)) << "B is still mapped";
+    EXPECT_EQ(Capacity(), 3000u);
+  }
+
+  tc_ns user_ = 0, slug_ = 0;
+};
+
+TEST_F(SlipTest, AnIdWhoseNamespaceAFileLackedWorksAgainOnTheNextFile) {
+  int rc = 0;
+  EXPECT_TRUE(WaitFor([&] { return (rc = Get(user_, Uuid(1))) == TC_FOUND; }, 2s))
+      << "stuck on the file without \"user\": " << tc_strerror(rc);
+  EXPECT_EQ(Field(v_, "role"), "on-c");
+  ExpectOnC();
+}
+
+TEST_F(SlipTest, AnIdWhoseKeyKindAFileChangedWorksAgainOnTheNextFile) {
+  int rc = 0;
+  EXPECT_TRUE(WaitFor([&] { return (rc = Get(slug_, "acme")) == TC_MISS; }, 2s))
+      << "stuck on the file keying \"tenant_by_slug\" by uuid: " << tc_strerror(rc);
+  ExpectOnC();
+}
+
+TEST_F(SlipTest, KeyKindAndNormalisationFollowToTheNextFile) {
+  EXPECT_TRUE(WaitFor([&] { return tc_namespace_key_kind(cache_, user_) == TC_KEY_UUID; }, 2s))
+      << "tc_namespace_key_kind stuck on the file without \"user\"";
+  EXPECT_TRUE(WaitFor([&] { return tc_namespace_key_kind(cache_, slug_) == TC_KEY_SLUG; }, 2s));
+  char buf[TC_MAX_KEY_LEN + 1];
+  size_t len = 0;
+  EXPECT_EQ(tc_cache_normalize_key(cache_, slug_, "ACME", 4, buf, &len, nullptr), 0);
+  EXPECT_STREQ(buf, "acme");
+  ExpectOnC();
+}
+
+// A child forked while another thread of the parent is inside one of the
+// handle's bookkeeping steps (a switch, a pool change, a thread's first read)
+// must not inherit it half done: fork() waits for it (reader rule 7), and the
+// child can use every part of the handle, from new threads too.
+TEST_F(ReplacedFileTest, ForkWaitsForAThreadInsideTheHandlesBookkeeping) {
+  tc_ns user = 0;
+  ASSERT_EQ(tc_namespace(cache_, "user", &user), 0);
+  PutUser(Uuid(1), "first");
+  ASSERT_EQ(Get(user, Uuid(1)), TC_FOUND);
+  struct Lock {
+    const char* name;
+    std::mutex tc_cache::*mu;
+  };
+  for (const Lock& l : {Lock{"follow_mu", &tc_cache::follow_mu}, Lock{"pool_mu", &tc_cache::pool_mu},
+                        Lock{"stats_mu", &tc_cache::stats_mu}}) {
+    SCOPED_TRACE(l.name);
+    std::atomic<bool> held{false};
+    std::atomic<bool> done{false};  // copied into the child by fork()
+    std::thread holder([&] {
+      std::lock_guard<std::mutex> lock(cache_->*l.mu);
+      held = true;
+      // Far longer than any real step (a switch's mmap, a vector's growth),
+      // so that a fork() that does not wait happens inside it.
+      std::this_thread::sleep_for(200ms);
+      done = true;
+    });
+    ASSERT_TRUE(WaitFor([&] { return held.load(); }, 2s));
+    writer_->Heartbeat();  // the child's reads find the file available
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      if (!done.load()) _exit(20);
+      tc_stats st;
+      if (tc_cache_stats(cache_, &st) != 0 || st.hits == 0) _exit(21);
+      tc_value v;
+      if (tc_cache_get(cache_, user, Uuid(1).data(), 36, &v) != TC_FOUND) _exit(22);
+      std::atomic<int> found{0};
+      std::vector<std::thread> pool;
+      pool.reserve(kThreadsAfterFork);
+      for (int t = 0; t < kThreadsAfterFork; ++t) {
+        pool.emplace_back([&] {
+          tc_value tv;
+          if (tc_cache_get(cache_, user, Uuid(1).data(), 36, &tv) == TC_FOUND) found.fetch_add(1);
+        });
+      }
+      for (auto& t : pool) t.join();
+      _exit(found.load() == kThreadsAfterFork ? 0 : 23);
+    }
+    holder.join();
+    int status = 0;
+    const bool exited = WaitFor([&] { return waitpid(pid, &status, WNOHANG) == pid; }, 5s);
+    if (!exited) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
+    EXPECT_TRUE(exited) << "the child hung on a lock held at fork()";
+    EXPECT_TRUE(WIFEXITED(status)) << "the child crashed: status " << status;
+    EXPECT_EQ(WEXITSTATUS(status), 0)
+        << "20: fork() did not wait for the step; 21: statistics; 22, 23: reads";
+  }
+}
+
+// Pre-fork servers: the parent warmed the handle and keeps a thread reading;
+// each child's forking thread keeps reading (its per-thread block cached)
+// while it starts a pool of threads, and the file is replaced meanwhile. No
+// thread may lose its read section to another's first read, the child must
+// reach the new file, and the old mapping must go.
+TEST_F(ReplacedFileTest, ChildrenThatStartThreadsAfterForkFollowASwitch) {
+  tc_ns user = 0;
+  ASSERT_EQ(tc_namespace(cache_, "user", &user), 0);
+  PutUser(Uuid(1), "r0");
+  std::atomic<bool> stop{false};
+  std::thread reader([&] {
+    tc_value v;
+    const std::string key = Uuid(1);
+    while (!stop.load()) (void)tc_cache_get(cache_, user, key.data(), key.size(), &v);
+  });
+  struct Join {
+    std::atomic<bool>& stop;
+    std::thread& t;
+    ~Join() {
+      stop = true;
+      t.join();
+    }
+  } join{stop, reader};
+  constexpr int kRounds = 8;
+  for (int round = 0; round < kRounds; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    const std::string next_role = "r" + std::to_string(round + 1);
+    ASSERT_TRUE(WaitFor([&] { return Get(user, Uuid(1)) == TC_FOUND; }, 5s));
+    writer_.reset();  // a child would otherwise inherit the writer's lock
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      const std::string key = Uuid(1);
+      auto on_next = [&](tc_value* v) {
+        return tc_cache_get(cache_, user, key.data(), key.size(), v) == TC_FOUND &&
+               Field(*v, "role") == next_role;
+      };
+      std::atomic<int> reached{0};
+      std::vector<std::thread> pool;
+      pool.reserve(kThreadsAfterFork);
+      tc_value v;
+      for (int t = 0; t < kThreadsAfterFork; ++t) {
+        pool.emplace_back([&] {
+          tc_value tv;
+          if (WaitFor([&] { return on_next(&tv); }, 10s)) reached.fetch_add(1);
+        });
+        (void)tc_cache_get(cache_, user, key.data(), key.size(), &v);
+      }
+      const bool mine = WaitFor([&] { return on_next(&v); }, 10s);
+      for (auto& t : pool) t.join();
+      if (!mine || reached.load() != kThreadsAfterFork) _exit(30);
+      if (!WaitFor([&] { return MappingsOf(options_.path, true) == 0; }, 5s)) _exit(31);
+      _exit(0);
+    }
+    auto next = options_;
+    next.capacity = 1000 * static_cast<uint64_t>(round + 2);
+    Replace(next);
+    PutUser(Uuid(1), next_role);
+    int status = 0;
+    const bool exited = WaitFor([&] { return waitpid(pid, &status, WNOHANG) == pid; }, 20s);
+    if (!exited) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
+    ASSERT_TRUE(exited && WIFEXITED(status)) << "the child crashed or hung: status " << status;
+    ASSERT_EQ(WEXITSTATUS(status), 0)
+        << "30: a thread never read the new file; 31: the old file stayed mapped";
+  }
+}
+
+// Where the kernel refuses membarrier (a container runtime's seccomp
+// profile, an old kernel), readers must fence and the switching thread too
+// (reader rule 2), and the old file must still be released, not kept mapped
+// until close. The decision is the process's first tc_cache_open's, so the
+// test runs again in a fresh process (the test binary itself) whose seccomp
+// filter makes membarrier fail with ENOSYS before it opens anything.
+class NoMembarrierTest : public ReplacedFileTest {
+ protected:
+  static bool Inside() { return std::getenv("TC_TEST_NO_MEMBARRIER") != nullptr; }
+  static bool DenyMembarrier() {
+    sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_membarrier, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{static_cast<unsigned short>(std::size(filter)), filter};
+    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+           prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+  }
+  void SetUp() override {
+    if (Inside()) {
+      ASSERT_TRUE(DenyMembarrier()) << "seccomp: " << std::strerror(errno);
+    }
+    ReplacedFileTest::SetUp();
+  }
+};
+
+TEST_F(NoMembarrierTest, ReadersFenceAndTheOldFileIsStillReleased) {
+  if (!Inside()) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      setenv("TC_TEST_NO_MEMBARRIER", "1", 1);
+      execl("/proc/self/exe", "reattach_test", "--gtest_filter=NoMembarrierTest.*", nullptr);
+      _exit(127);
+    }
+    int status = 0;
+    const bool exited = WaitFor([&] { return waitpid(pid, &status, WNOHANG) == pid; }, 60s);
+    if (!exited) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
+    EXPECT_TRUE(exited && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "the run without membarrier failed (its output is above): status " << status;
+    return;
+  }
+  errno = 0;
+  ASSERT_NE(syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0), 0);
+  ASSERT_EQ(errno, ENOSYS);
+  tc_ns user = 0;
+  ASSERT_EQ(tc_namespace(cache_, "user", &user), 0);
+  PutUser(Uuid(1), "first");
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> found{0};
+  std::vector<std::thread> readers;
+  readers.reserve(2);
+  for (int t = 0; t < 2; ++t) {
+    readers.emplace_back([&] {
+      tc_value v;
+      const std::string key = Uuid(1);
+      while (!stop.load())
+        if (tc_cache_get(cache_, user, key.data(), key.size(), &v) == TC_FOUND) found.fetch_add(1);
+    });
+  }
+  struct Join {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& threads;
+    ~Join() {
+      stop = true;
+      for (auto& t : threads) t.join();
+    }
+  } join{stop, readers};
+  ASSERT_TRUE(WaitFor([&] { return found.load() > 1000; }));
+  auto next = options_;
+  next.capacity = 2000;
+  Replace(next);
+  PutUser(Uuid(1), "second");
+  EXPECT_TRUE(WaitFor([&] { return Get(user, Uuid(1)) == TC_FOUND && Field(v_, "role") == "second"; }, 5s));
+  const uint64_t before = found.load();
+  EXPECT_TRUE(WaitFor([&] { return found.load() > before + 1000; }, 5s))
+      << "the reader threads stopped finding";
+  EXPECT_TRUE(WaitFor([&] { return MappingsOf(options_.path, true) == 0; }, 5s))
+      << "the old file is kept mapped: the switch found no barrier";
 }
 
 // ---------------------------------------------------------------------------

@@ -11,7 +11,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <new>
 #include <string>
 
 #include "entry.h"
@@ -40,7 +39,6 @@ int RemainingMs(Clock::time_point deadline) {
 int Acquire(const tc_cache* cc, int* status, bool* reused) {
   *reused = false;
   auto* c = const_cast<tc_cache*>(cc);
-  tenantcache::AfterFork(c);
   {
     std::lock_guard<std::mutex> lock(c->pool_mu);
     if (!c->idle_fds.empty()) {
@@ -78,7 +76,7 @@ int Acquire(const tc_cache* cc, int* status, bool* reused) {
 void Release(const tc_cache* cc, int fd) {
   auto* c = const_cast<tc_cache*>(cc);
   std::lock_guard<std::mutex> lock(c->pool_mu);
-  if (c->pool_pid == getpid() && c->idle_fds.size() < 64) {
+  if (c->idle_fds.size() < 64) {
     c->idle_fds.push_back(fd);
     return;
   }
@@ -212,32 +210,11 @@ int Command(const tc_cache* cache, uint8_t op, const std::string& payload, int t
 
 namespace tenantcache {
 
-void AfterFork(tc_cache* c) {
-  static std::mutex fork_mu;
-  const pid_t me = getpid();
-  if (c->pool_pid.load(std::memory_order_acquire) == me) return;
-  std::lock_guard<std::mutex> lock(fork_mu);
-  if (c->pool_pid.load(std::memory_order_relaxed) == me) return;
-  new (&c->pool_mu) std::mutex();
-  new (&c->stats_mu) std::mutex();
-  new (&c->follow_mu) std::mutex();
-  // Reader rule 7: the other threads do not exist here; none is reading.
-  for (const auto& t : c->thread_stats) {
-    const uint64_t v = t->section.load(std::memory_order_relaxed);
-    if ((v & 1u) != 0) t->section.store(v + 1, std::memory_order_release);
-  }
-  // The parent's sockets are not ours to use; closing our copies leaves the
-  // parent's connections intact.
-  for (int fd : c->idle_fds) close(fd);
-  c->idle_fds.clear();
-  c->pool_pid.store(me, std::memory_order_release);
-}
-
 void ReportOnClose(tc_cache* c) {
-  AfterFork(c);
-  // Best effort, never blocking: only on an idle connection of this process.
+  // Best effort, never blocking: only on an idle connection (a child has
+  // closed the parent's at fork, reader rule 7).
   std::lock_guard<std::mutex> lock(c->pool_mu);
-  if (c->pool_pid != getpid() || c->idle_fds.empty()) return;
+  if (c->idle_fds.empty()) return;
   std::string out;
   tc_stats st;
   tc_cache_stats(c, &st);

@@ -11,9 +11,10 @@
 //
 //  1. Every read of mapped memory happens inside a read section: the thread's
 //     `section` counter is odd while it is inside, even outside. Only its
-//     thread writes it (a load and a store, never a read-modify-write), and
-//     it lives in the thread's own ThreadStats line, already in that core's
-//     cache.
+//     thread writes it (a load and a store, never a read-modify-write),
+//     except the fork handler in a child, where that thread does not exist
+//     (rule 7), and it lives in the thread's own ThreadStats line, already
+//     in that core's cache.
 //  2. Entering stores the odd counter, then loads `current` (acquire). The
 //     store must be visible before the load is performed (store-load order).
 //     The reader pays for that with a compiler barrier only when the
@@ -38,9 +39,26 @@
 //     meaning that name for the handle's lifetime. Each Mapping translates
 //     handle ids to its file's namespace indices; an id whose name the current
 //     file lacks answers TC_E_NO_NAMESPACE.
-//  7. Fork: the child has only the forking thread, which is never inside a
-//     section, so AfterFork marks every other thread's counter even (those
-//     threads do not exist there) and re-creates the mutexes.
+//  7. Fork: a process-wide registry lists every open handle, and
+//     pthread_atfork handlers run over it. Before fork() the forking thread
+//     takes every handle's follow_mu, pool_mu and stats_mu, in that order
+//     (the order the code nests them: SwitchLocked takes stats_mu under
+//     follow_mu, ReportOnClose under pool_mu), so that no other thread is
+//     inside a change of the vectors they guard when the child's copy is
+//     made; each such section is short and never waits for a reader. In the
+//     child, before any thread can exist there, the handler marks every odd
+//     counter ended (its thread was not copied; the forking thread is never
+//     inside a section, because fork() from a signal handler that
+//     interrupted a tc_* call is not supported), closes the parent's idle
+//     sockets and releases the locks. Nothing on the read path asks which
+//     process it runs in. The handlers only store, close and unlock: they
+//     neither allocate nor wait, as a child handler must not.
+//  8. A section is not re-entrant and must end: a signal handler that calls
+//     tc_* while its thread is inside one would flip the counter's parity,
+//     and a thread that leaves a tc_* call by longjmp or is cancelled inside
+//     it keeps the retired file mapped until close (and makes later reads of
+//     the handle try a release on every call). Both are excluded by the C
+//     header (tc_* functions are not async-signal-safe).
 //
 // Recency stamps: relaxed stores into the shared recency segment (see
 // "Recency" in cache_layout.h); the segment is replaced in place, at the same
@@ -115,11 +133,11 @@ void RefreshRecency(Mapping* m);
 int GetWithoutStats(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out);
 // Sends the handle's final counters to the daemon if a connection is idle.
 void ReportOnClose(tc_cache* cache);
-// In a process forked after the handle was opened (only the forking thread
-// exists there): re-creates the handle's mutexes, which another thread may
-// have held at fork(), marks the other threads' read sections ended (rule 7)
-// and drops the parent's sockets. Cheap when not forked.
-void AfterFork(tc_cache* cache);
+// Reader rule 7: adds a handle to the registry the fork handlers walk
+// (installing them on first use), or removes it. Register returns false when
+// the handlers cannot be installed.
+bool RegisterHandle(tc_cache* cache);
+void UnregisterHandle(tc_cache* cache);
 
 struct alignas(64) ThreadStats {
   std::atomic<uint64_t> hits{0}, negative_hits{0}, misses{0}, unavailable{0};
@@ -207,11 +225,10 @@ struct tc_cache {
   std::atomic<uint64_t> next_follow_ns{0};   // coarse clock: when Follow may look at the path again
   std::atomic<uint32_t> pending_release{0};  // retired files still mapped
 
-  // Idle connections to the daemon's control socket (see lookup.cc), owned
-  // by the process that opened them.
+  // Idle connections to the daemon's control socket (see lookup.cc); a child
+  // closes the parent's at fork() (rule 7).
   std::mutex pool_mu;
   std::vector<int> idle_fds;
-  std::atomic<pid_t> pool_pid{0};  // the process the pool and mutexes belong to
   uint32_t next_request_id = 0;
 
   // Read statistics: per-thread blocks in this process's memory (never in
@@ -221,6 +238,10 @@ struct tc_cache {
   std::mutex stats_mu;
   std::vector<std::unique_ptr<tenantcache::ThreadStats>> thread_stats;
   std::chrono::steady_clock::time_point last_report{};
+
+  // The registry of open handles (rule 7), under its own mutex.
+  tc_cache* registry_prev = nullptr;
+  tc_cache* registry_next = nullptr;
 };
 
 #endif  // TENANTCACHE_READER_H_

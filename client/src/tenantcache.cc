@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <linux/membarrier.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
@@ -57,16 +58,25 @@ constexpr uint64_t kFollowIntervalNs = 50'000'000;
 
 long Membarrier(int cmd) { return syscall(__NR_membarrier, cmd, 0U, 0); }
 
-// Rule 2 of reader.h, decided once per process before any handle exists:
-// false when membarrier can give the reclaimer a barrier on every thread, so
-// that readers need only a compiler barrier; true when readers must fence.
-const bool kReaderFence = Membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0;
+// Rule 2 of reader.h: false when membarrier can give the reclaimer a barrier
+// on every thread, so that readers need only a compiler barrier; true when
+// readers must fence. Decided by the first tc_cache_open (DecideReaderFence),
+// before any read section can exist, and never changed after: a process that
+// loads the library without opening a handle makes no system call for it.
+std::atomic<bool> g_reader_fence{true};
+
+void DecideReaderFence() {
+  static const bool fence = Membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0;
+  // Relaxed: the handle that needs the value reaches other threads only
+  // through the caller's own synchronisation, after this store.
+  g_reader_fence.store(fence, std::memory_order_relaxed);
+}
 
 // Rule 4: after `current` changed, a full barrier on every thread of the
 // process. False when the kernel refuses every way of giving one (then the old
 // file stays mapped until the handle is closed, never unmapped under a reader).
 bool BarrierOnAllReaders() {
-  if (kReaderFence) {
+  if (g_reader_fence.load(std::memory_order_relaxed)) {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     return true;
   }
@@ -81,8 +91,11 @@ bool BarrierOnAllReaders() {
 // Rules 1 and 2: enters a read section; returns the odd counter value.
 inline uint64_t EnterSection(ThreadStats* s) {
   const uint64_t v = s->section.load(std::memory_order_relaxed) + 1;
-  s->section.store(v, std::memory_order_relaxed);
-  if (kReaderFence) {
+  // Release keeps this store in the release sequence of the previous
+  // LeaveSection, which the switching thread's acquire load pairs with (in
+  // C++20 a relaxed store would end that sequence); free on x86 and ARMv8.
+  s->section.store(v, std::memory_order_release);
+  if (g_reader_fence.load(std::memory_order_relaxed)) {
     std::atomic_thread_fence(std::memory_order_seq_cst);
   } else {
     std::atomic_signal_fence(std::memory_order_seq_cst);
@@ -357,7 +370,6 @@ bool Follow(const tc_cache* cache) {
   auto* c = const_cast<tc_cache*>(cache);
   const uint64_t now = CoarseNowNs();
   if (now < c->next_follow_ns.load(std::memory_order_relaxed)) return false;
-  AfterFork(c);
   std::unique_lock<std::mutex> lock(c->follow_mu, std::try_to_lock);
   if (!lock.owns_lock()) return false;  // another thread is at it
   c->next_follow_ns.store(now + kFollowIntervalNs, std::memory_order_relaxed);
@@ -377,6 +389,82 @@ const char* HandleNsName(const tc_cache* cache, tc_ns ns) {
   return ns < cache->ns_count.load(std::memory_order_acquire) ? cache->ns_names[ns] : nullptr;
 }
 
+namespace {
+
+// Reader rule 7: the open handles, linked through registry_prev/next.
+std::mutex g_handles_mu;
+tc_cache* g_handles = nullptr;
+
+// Before fork(): no other thread may be inside a change of any handle's
+// bookkeeping when the child's copy is made. Lock order: the registry, then
+// per handle follow_mu, pool_mu, stats_mu (the code's own nesting; no code
+// holds locks of two handles).
+void PrepareFork() {
+  g_handles_mu.lock();
+  for (tc_cache* c = g_handles; c != nullptr; c = c->registry_next) {
+    c->follow_mu.lock();
+    c->pool_mu.lock();
+    c->stats_mu.lock();
+  }
+}
+
+void ParentAfterFork() {
+  for (tc_cache* c = g_handles; c != nullptr; c = c->registry_next) {
+    c->stats_mu.unlock();
+    c->pool_mu.unlock();
+    c->follow_mu.unlock();
+  }
+  g_handles_mu.unlock();
+}
+
+// In the child, where only the forking thread exists: no allocation, no
+// waiting.
+void ChildAfterFork() {
+  for (tc_cache* c = g_handles; c != nullptr; c = c->registry_next) {
+    // The threads whose counters are odd were not copied; the forking thread
+    // is outside any section. Their counters must not hold back a release.
+    for (const auto& t : c->thread_stats) {
+      const uint64_t v = t->section.load(std::memory_order_relaxed);
+      if ((v & 1u) != 0) t->section.store(v + 1, std::memory_order_relaxed);
+    }
+    // The parent's sockets are not ours to use; closing our copies leaves
+    // the parent's connections intact. clear() keeps the capacity: no free.
+    for (const int fd : c->idle_fds) close(fd);
+    c->idle_fds.clear();
+    c->stats_mu.unlock();
+    c->pool_mu.unlock();
+    c->follow_mu.unlock();
+  }
+  g_handles_mu.unlock();
+}
+
+}  // namespace
+
+bool RegisterHandle(tc_cache* cache) {
+  // Installed once per process, on the first open: a process that never
+  // opens a handle pays nothing at fork().
+  static const bool installed = pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork) == 0;
+  if (!installed) return false;
+  std::lock_guard<std::mutex> lock(g_handles_mu);
+  cache->registry_next = g_handles;
+  if (g_handles != nullptr) g_handles->registry_prev = cache;
+  g_handles = cache;
+  return true;
+}
+
+void UnregisterHandle(tc_cache* cache) {
+  std::lock_guard<std::mutex> lock(g_handles_mu);
+  if (cache->registry_prev != nullptr) {
+    cache->registry_prev->registry_next = cache->registry_next;
+  } else if (g_handles == cache) {
+    g_handles = cache->registry_next;
+  } else {
+    return;  // never registered
+  }
+  if (cache->registry_next != nullptr) cache->registry_next->registry_prev = cache->registry_prev;
+  cache->registry_prev = cache->registry_next = nullptr;
+}
+
 }  // namespace tenantcache
 
 extern "C" {
@@ -384,6 +472,7 @@ extern "C" {
 int tc_cache_open(const char* path, tc_cache** out) {
   if (path == nullptr || out == nullptr) return TC_E_INVALID_ARG;
   *out = nullptr;
+  DecideReaderFence();
   // The handle looks for replacements at this path: made absolute now, so
   // that a later chdir() does not send it elsewhere.
   std::string abs;
@@ -416,13 +505,17 @@ int tc_cache_open(const char* path, tc_cache** out) {
     return TC_E_NOMEM;
   }
   c->stats_id = g_next_stats_id.fetch_add(1);
-  c->pool_pid.store(getpid());
+  if (!tenantcache::RegisterHandle(c)) {
+    tc_cache_close(c);
+    return TC_E_NOMEM;
+  }
   *out = c;
   return 0;
 }
 
 void tc_cache_close(tc_cache* cache) {
   if (cache == nullptr) return;
+  tenantcache::UnregisterHandle(cache);
   tenantcache::ReportOnClose(cache);
   for (const auto& m : cache->mappings)
     if (!m->released) Unmap(m.get());
@@ -442,6 +535,15 @@ bool FindNamespace(const tc_cache* cache, const char* name, tc_ns* out) {
     }
   }
   return false;
+}
+
+// The description of id `ns` in the current file; when that file lacks it,
+// in the file now at the path if the handle can follow there (reader rule 6).
+const layout::NamespaceDesc* DescFollowing(const tc_cache* cache, tc_ns ns) {
+  const auto* d = tenantcache::CurrentDesc(cache, ns);
+  if (d == nullptr && ns < cache->ns_count.load(std::memory_order_acquire) && tenantcache::Follow(cache))
+    d = tenantcache::CurrentDesc(cache, ns);
+  return d;
 }
 
 }  // namespace
@@ -464,14 +566,14 @@ const char* tc_namespace_name(const tc_cache* cache, tc_ns ns) {
 
 int tc_namespace_key_kind(const tc_cache* cache, tc_ns ns) {
   if (cache == nullptr) return TC_E_INVALID_ARG;
-  const auto* d = tenantcache::CurrentDesc(cache, ns);
+  const auto* d = DescFollowing(cache, ns);
   return d == nullptr ? TC_E_NO_NAMESPACE : static_cast<int>(d->key_kind);
 }
 
 int tc_cache_normalize_key(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, char* buf,
                            size_t* out_len, const char** why) {
   if (cache == nullptr || buf == nullptr || out_len == nullptr) return TC_E_INVALID_ARG;
-  const auto* d = tenantcache::CurrentDesc(cache, ns);
+  const auto* d = DescFollowing(cache, ns);
   if (d == nullptr) return TC_E_NO_NAMESPACE;
   const auto r = tenantcache::NormalizeKey(d->key_kind, d->max_key_len, key, key_len, buf);
   if (!r.ok()) {
@@ -498,12 +600,18 @@ tenantcache::ThreadStats* MyStats(const tc_cache* cache) {
   for (const Slot& s : slots)
     if (s.stats != nullptr && s.id == cache->stats_id) return s.stats;
   auto* c = const_cast<tc_cache*>(cache);
-  tenantcache::AfterFork(c);
   std::lock_guard<std::mutex> lock(c->stats_mu);
   c->thread_stats.push_back(std::make_unique<tenantcache::ThreadStats>());
   Slot& s = slots[next++ % 4];
   s = Slot{cache->stats_id, c->thread_stats.back().get()};
   return s.stats;
+}
+
+// Whether status `rc` of a read of id `ns` may come from a file the daemon
+// has since replaced.
+inline bool NeedsFollow(const tc_cache* cache, tc_ns ns, int rc) {
+  return rc == TC_E_UNAVAILABLE || ((rc == TC_E_NO_NAMESPACE || rc == TC_E_INVALID_KEY) &&
+                                    ns < cache->ns_count.load(std::memory_order_relaxed));
 }
 
 inline void Bump(std::atomic<uint64_t>& counter) {
@@ -513,10 +621,12 @@ inline void Bump(std::atomic<uint64_t>& counter) {
 int Get(Mapping* m, tc_ns ns, const char* key, size_t key_len, tc_value* out);
 
 // One lookup in the current file, inside a read section (reader rules 1-3).
+// *used is the file read (its Mapping outlives the section, rule 5).
 inline int Read(const tc_cache* cache, ThreadStats* s, tc_ns ns, const char* key, size_t key_len,
-                tc_value* out) {
+                tc_value* out, const Mapping** used) {
   const uint64_t section = EnterSection(s);
   Mapping* m = cache->current.load(std::memory_order_acquire);
+  *used = m;
   const int rc = Get(m, ns, key, key_len, out);
   // Inside the section: the segment is remapped into this file's stamps.
   if (rc == TC_MISS) tenantcache::RefreshRecency(m);
@@ -527,11 +637,9 @@ inline int Read(const tc_cache* cache, ThreadStats* s, tc_ns ns, const char* key
 // Unmaps retired files whose readers have moved on (reader rule 4), unless
 // another thread is at it. Called only while a retired file is still mapped,
 // which lasts until every thread that was reading it has finished that one
-// read: then, and only then, a hit pays for a getpid() and a try_lock.
+// read: then, and only then, a hit pays for a try_lock (no system call).
 void ReleaseRetired(const tc_cache* cache) {
   auto* c = const_cast<tc_cache*>(cache);
-  // A child forked while another thread held follow_mu must re-create it.
-  tenantcache::AfterFork(c);
   std::unique_lock<std::mutex> lock(c->follow_mu, std::try_to_lock);
   if (lock.owns_lock()) ReleaseRetiredLocked(c);
 }
@@ -539,9 +647,18 @@ void ReleaseRetired(const tc_cache* cache) {
 // Read, following a replaced file and releasing retired ones; not counted.
 inline int ReadFollowing(const tc_cache* cache, tenantcache::ThreadStats* s, tc_ns ns, const char* key,
                          size_t key_len, tc_value* out) {
-  int rc = Read(cache, s, ns, key, key_len, out);
+  const Mapping* used = nullptr;
+  int rc = Read(cache, s, ns, key, key_len, out, &used);
   // A retired or dead file: the daemon may have put a new one at the path.
-  if (rc == TC_E_UNAVAILABLE && tenantcache::Follow(cache)) rc = Read(cache, s, ns, key, key_len, out);
+  // So may a file that lacks the id's namespace or gives it another key kind
+  // (a daemon restarted with a config slip, then again with it fixed): the id
+  // works again once the handle reads a file that has it (reader rule 6).
+  // Follow is rate-limited and switches only away from an unavailable file;
+  // when it does nothing because another thread has just switched, the read
+  // is made again on the file that thread published.
+  if (NeedsFollow(cache, ns, rc) &&
+      (tenantcache::Follow(cache) || cache->current.load(std::memory_order_acquire) != used))
+    rc = Read(cache, s, ns, key, key_len, out, &used);
   if (cache->pending_release.load(std::memory_order_relaxed) != 0) ReleaseRetired(cache);
   return rc;
 }

@@ -40,13 +40,27 @@
  *   that tc_cache_close must not run concurrently with any other call on the
  *   same handle. A tc_value belongs to the caller and to one thread at a time.
  *
+ * SIGNALS, LONGJMP, CANCELLATION
+ *   No tc_* function is async-signal-safe: do not call one from a signal
+ *   handler that may have interrupted a tc_* call. Do not leave a tc_* call
+ *   by longjmp (or siglongjmp) from a signal handler, and do not cancel a
+ *   thread asynchronously while it is inside one: each read marks its thread
+ *   as reading the mapped file until it returns, and a thread that never
+ *   returns keeps a replaced file mapped until the handle is closed.
+ *
  * FORK
  *   The mapping is shared, so a handle opened before fork() keeps working in
  *   the child (pre-fork servers may open once in the parent); so does the
  *   recency segment's attachment, which fork() inherits. Parent and child
  *   each follow a replaced file on their own. Each process closes its own
- *   copy; closing in one process does not affect the other. fork() must not
- *   be called from a signal handler that interrupted a tc_* call.
+ *   copy; closing in one process does not affect the other. fork() may be
+ *   called while other threads use the handle: the library's fork handlers
+ *   (pthread_atfork, installed by the first tc_cache_open) let fork() wait for
+ *   the short bookkeeping steps other threads may be in (never for a lookup),
+ *   so the child gets a consistent handle, and may start threads and use the
+ *   handle at once. fork() must not be called from a signal handler that
+ *   interrupted a tc_* call, nor while another thread is in tc_cache_close
+ *   of a handle the child will use.
  *
  * STATUSES
  *   Functions return an int: zero or positive is a result, negative an error
