@@ -46,6 +46,27 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// A thread that reads `key` through `cache` without pause until destroyed,
+// so that a fork() or a switch finds it, as likely as not, inside a read.
+class BusyReader {
+ public:
+  BusyReader(tc_cache* cache, tc_ns ns, std::string key)
+      : thread_([this, cache, ns, key = std::move(key)] {
+          tc_value v;
+          while (!stop_.load()) (void)tc_cache_get(cache, ns, key.data(), key.size(), &v);
+        }) {}
+  ~BusyReader() {
+    stop_ = true;
+    thread_.join();
+  }
+  BusyReader(const BusyReader&) = delete;
+  BusyReader& operator=(const BusyReader&) = delete;
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 #if defined(__SANITIZE_THREAD__)
 // ThreadSanitizer does not support threads started after a multi-threaded
 // fork() (a new thread reuses a copied thread's id and it aborts): there the
@@ -203,20 +224,7 @@ TEST_F(ReplacedFileTest, AHandleOpenedBeforeForkFollowsInTheChildWhileAParentThr
   PutUser(Uuid(1), "first");
   // A parent thread reads without pause, so that at fork() it is as likely
   // as not inside a read section that, in the child, no thread will ever end.
-  std::atomic<bool> stop{false};
-  std::thread reader([&] {
-    tc_value v;
-    const std::string key = Uuid(1);
-    while (!stop.load()) (void)tc_cache_get(cache_, user, key.data(), key.size(), &v);
-  });
-  struct Join {
-    std::atomic<bool>& stop;
-    std::thread& t;
-    ~Join() {
-      stop = true;
-      t.join();
-    }
-  } join{stop, reader};
+  const BusyReader reader(cache_, user, Uuid(1));
   ASSERT_TRUE(WaitFor([&] {
     tc_stats st;
     tc_cache_stats(cache_, &st);
@@ -389,20 +397,7 @@ TEST_F(ReplacedFileTest, ChildrenThatStartThreadsAfterForkFollowASwitch) {
   tc_ns user = 0;
   ASSERT_EQ(tc_namespace(cache_, "user", &user), 0);
   PutUser(Uuid(1), "r0");
-  std::atomic<bool> stop{false};
-  std::thread reader([&] {
-    tc_value v;
-    const std::string key = Uuid(1);
-    while (!stop.load()) (void)tc_cache_get(cache_, user, key.data(), key.size(), &v);
-  });
-  struct Join {
-    std::atomic<bool>& stop;
-    std::thread& t;
-    ~Join() {
-      stop = true;
-      t.join();
-    }
-  } join{stop, reader};
+  const BusyReader reader(cache_, user, Uuid(1));
   constexpr int kRounds = 8;
   for (int round = 0; round < kRounds; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
