@@ -58,6 +58,18 @@ constexpr uint64_t kFollowIntervalNs = 50'000'000;
 
 long Membarrier(int cmd) { return syscall(__NR_membarrier, cmd, 0U, 0); }
 
+// The full barrier of rules 2 and 4 where membarrier is not used.
+// ThreadSanitizer does not model standalone fences (and GCC refuses them
+// under it, as cache_layout.h explains): there a seq_cst read-modify-write of
+// one shared word stands in. Every such RMW is ordered with every other, so
+// the reader's and the reclaimer's still cannot both miss each other's store.
+#if defined(__SANITIZE_THREAD__)
+std::atomic<uint64_t> g_fence_word{0};
+inline void FullFence() { g_fence_word.fetch_add(0, std::memory_order_seq_cst); }
+#else
+inline void FullFence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+#endif
+
 // Rule 2 of reader.h: false when membarrier can give the reclaimer a barrier
 // on every thread, so that readers need only a compiler barrier; true when
 // readers must fence. Decided by the first tc_cache_open (DecideReaderFence),
@@ -77,7 +89,7 @@ void DecideReaderFence() {
 // file stays mapped until the handle is closed, never unmapped under a reader).
 bool BarrierOnAllReaders() {
   if (g_reader_fence.load(std::memory_order_relaxed)) {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    FullFence();
     return true;
   }
   if (Membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return true;
@@ -96,7 +108,7 @@ inline uint64_t EnterSection(ThreadStats* s) {
   // C++20 a relaxed store would end that sequence); free on x86 and ARMv8.
   s->section.store(v, std::memory_order_release);
   if (g_reader_fence.load(std::memory_order_relaxed)) {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    FullFence();
   } else {
     std::atomic_signal_fence(std::memory_order_seq_cst);
   }
