@@ -164,16 +164,7 @@ void QueryCheck::CheckNext(size_t k) {
   const std::string stmt = "tenantcache_check" + std::to_string(k);
   pg_->Prepare(
       stmt, ns.query, [this, k, &ns, stmt](const std::vector<PgResult>& results, const std::string& error) {
-        if (finished_) return;
-        if (!error.empty()) {
-          SourceDone("connection lost: " + Trimmed(error));
-          return;
-        }
-        if (StatementNotKept(results.back().get())) {
-          SourceDone(std::string("cannot check the queries: ") + kStatementNotKeptHint + ": " +
-                     ResultError(results));
-          return;
-        }
+        if (finished_ || SourceCannotCheck(results, error)) return;
         if (const std::string e = ResultError(results); !e.empty()) {
           outcome_.problems.push_back(PrepareError(ns, e));
           CheckNext(k + 1);
@@ -181,16 +172,7 @@ void QueryCheck::CheckNext(size_t k) {
         }
         pg_->DescribePrepared(stmt, [this, k, &ns](const std::vector<PgResult>& described,
                                                    const std::string& err) {
-          if (finished_) return;
-          if (!err.empty()) {
-            SourceDone("connection lost: " + Trimmed(err));
-            return;
-          }
-          if (StatementNotKept(described.back().get())) {
-            SourceDone(std::string("cannot check the queries: ") + kStatementNotKeptHint + ": " +
-                       ResultError(described));
-            return;
-          }
+          if (finished_ || SourceCannotCheck(described, err)) return;
           if (const std::string e = ResultError(described); !e.empty()) {
             outcome_.problems.push_back(PrepareError(ns, e));
           } else if (const std::string shape = QueryShapeError(ns, described.back().get()); !shape.empty()) {
@@ -199,6 +181,19 @@ void QueryCheck::CheckNext(size_t k) {
           CheckNext(k + 1);
         });
       });
+}
+
+// True when this source's queries cannot be checked from `results`: the
+// connection failed, or it does not keep prepared statements (the source is
+// then done, as unreachable); a failure of the query itself is not that.
+bool QueryCheck::SourceCannotCheck(const std::vector<PgResult>& results, const std::string& error) {
+  if (!error.empty()) {
+    SourceDone("connection lost: " + Trimmed(error));
+    return true;
+  }
+  if (!StatementNotKept(results.back().get())) return false;
+  SourceDone(std::string("cannot check the queries: ") + kStatementNotKeptHint + ": " + ResultError(results));
+  return true;
 }
 
 // May run inside a libpq callback: the connection is dropped by NextSource,

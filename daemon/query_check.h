@@ -69,6 +69,7 @@ class QueryCheck {
   void NextSource();
   void CheckNext(size_t k);
   void SourceDone(const std::string& unreachable);
+  bool SourceCannotCheck(const std::vector<PgResult>& results, const std::string& error);
   void Finish();
 
   uv_loop_t* loop_;
