@@ -304,6 +304,8 @@ std::string Daemon::StatsJson() const {
     pending += l->pending();
     broken += l->broken();
   }
+  size_t behind_pooler = 0;
+  for (const auto& l : listeners_) behind_pooler += l->behind_pooler() ? 1 : 0;
   std::ostringstream o;
   o << "{\"synced\":" << (synced() ? "true" : "false") << ",\"epoch\":" << writer_->epoch()
     << ",\"entries\":" << w.entries << ",\"slots\":" << w.slots << ",\"capacity\":" << config_.capacity
@@ -318,7 +320,7 @@ std::string Daemon::StatsJson() const {
     << ",\"answered_cached\":" << stats_.answered_cached << ",\"busy\":" << stats_.busy
     << ",\"leases_revoked\":" << stats_.leases_revoked << ",\"uncached_answers\":" << stats_.uncached_answers
     << ",\"pending_fills\":" << pending << ",\"broken_namespaces\":" << broken
-    << ",\"notifications\":" << stats_.notifications
+    << ",\"listeners_behind_pooler\":" << behind_pooler << ",\"notifications\":" << stats_.notifications
     << ",\"malformed_notifications\":" << stats_.malformed_notifications
     << ",\"unknown_namespace_messages\":" << stats_.unknown_namespace_messages
     << ",\"invalidations_key\":" << stats_.invalidations_key

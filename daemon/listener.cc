@@ -105,16 +105,27 @@ Listener::Listener(Daemon* daemon, size_t index)
       Lost(error);
       return;
     }
-    // Rule: LISTEN first, then catch up, then synced.
-    conn_.Query("LISTEN " + source().channel, {},
-                [this](const std::vector<PgResult>& results, const std::string& err) {
-                  const std::string e = ResultError(results, err);
-                  if (!e.empty()) {
-                    Lost("LISTEN failed: " + e);
-                    return;
-                  }
-                  CatchUp();
-                });
+    conn_.ServerPid([this](int server_pid, const std::string& pid_error) {
+      if (!pid_error.empty()) {
+        Lost(pid_error);
+        return;
+      }
+      if (server_pid != conn_.backend_pid()) {
+        RefuseBehindPooler(server_pid);
+        return;
+      }
+      behind_pooler_ = false;
+      // Rule: LISTEN first, then catch up, then synced.
+      conn_.Query("LISTEN " + source().channel, {},
+                  [this](const std::vector<PgResult>& results, const std::string& err) {
+                    const std::string e = ResultError(results, err);
+                    if (!e.empty()) {
+                      Lost("LISTEN failed: " + e);
+                      return;
+                    }
+                    CatchUp();
+                  });
+    });
   });
   conn_.set_on_notify([this](std::string_view, std::string_view payload) { OnNotify(payload); });
   heartbeat_.set_on_state([this](const std::string& error) {
@@ -193,6 +204,20 @@ void Listener::Lost(const std::string& why) {
   if (reconnect_timer_ == nullptr) reconnect_timer_ = NewTimer(daemon_->loop(), this);
   uv_timer_start(
       reconnect_timer_, [](uv_timer_t* t) { static_cast<Listener*>(t->data)->Connect(); }, delay, 0);
+}
+
+void Listener::RefuseBehindPooler(int server_pid) {
+  behind_pooler_ = true;
+  const std::string why =
+      std::string(source().listener_conninfo.empty() ? "listener_conninfo is not set, so conninfo"
+                                                     : "listener_conninfo") +
+      " reaches PostgreSQL through a connection pooler such as PgBouncer (the server's backend pid " +
+      std::to_string(server_pid) + " is not the pid " + std::to_string(conn_.backend_pid()) +
+      " the connection announced); LISTEN needs a session of its own: set listener_conninfo in [[source]] "
+      "\"" +
+      source().name + "\" to reach PostgreSQL directly";
+  spdlog::error("source {}: listener refused: {}", source().name, why);
+  Lost(why);
 }
 
 void Listener::CatchUp() {

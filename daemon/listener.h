@@ -22,6 +22,9 @@
 //    heartbeat connection) once synced, on reload and every minute, so the database can report watched keys
 //    that no daemon serves. A key message for a namespace the daemon does not have is counted
 //    (unknown_namespace_messages) and logged, rate-limited.
+//  * A listener connection that reaches PostgreSQL through a pooler
+//    (PgConn::ServerPid) is refused before LISTEN: notifications reach only
+//    the server session that listens, which a pooler shares with others.
 //  * Liveness: a synced listener that has not received its own heartbeat for
 //    stale_after - heartbeat_interval is deaf (a proxy, a stopped backend):
 //    it is treated as disconnected.
@@ -63,11 +66,16 @@ class Listener {
   // readers check is this proof's time, not the daemon's clock.
   uint64_t proven_ns() const { return proven_ns_; }
   int backend_pid() const { return conn_.backend_pid(); }
+  // The listener's connection goes through a pooler and is refused.
+  bool behind_pooler() const { return behind_pooler_; }
 
  private:
   const SourceConfig& source() const;
   void Connect();
   void Lost(const std::string& why);
+  // LISTEN needs a session of its own, which a transaction pooler does not
+  // give: refused (logged at error, naming listener_conninfo), then Lost.
+  void RefuseBehindPooler(int server_pid);
   void CatchUp();
   // The role lacks privileges (`why` says so, `error` is PostgreSQL's
   // message): names every missing one, then Lost.
@@ -94,6 +102,7 @@ class Listener {
   uv_timer_t* tick_timer_ = nullptr;
   bool stopped_ = false;
   bool synced_ = false;
+  bool behind_pooler_ = false;
   uint64_t proven_ns_ = 0, catchup_started_ns_ = 0;
   int attempts_ = 0;
   std::optional<std::string> sync_point_;  // txid_snapshot text

@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
+#include <string_view>
+
 #include "entry.h"
 #include "log_limit.h"
 #include "protocol.h"
@@ -31,6 +34,19 @@ LoaderPool::LoaderPool(Daemon* daemon, size_t index) : daemon_(daemon), index_(i
   for (size_t i = 0; i < conns_.size(); ++i) {
     conns_[i].pool = this;
     conns_[i].index = i;
+  }
+  if (const char* forced = std::getenv("TENANTCACHED_LOADER_STATEMENTS");
+      forced != nullptr && *forced != '\0') {
+    const std::string_view f(forced);
+    if (f == "named")
+      statements_ = Statements::kNamed;
+    else if (f == "unnamed")
+      statements_ = Statements::kUnnamed;
+    else
+      spdlog::error(
+          "TENANTCACHED_LOADER_STATEMENTS=\"{}\" is neither \"named\" nor \"unnamed\": ignored, the loaders "
+          "detect a pooler themselves",
+          Printable(f));
   }
 }
 
@@ -75,17 +91,47 @@ void LoaderPool::ConnectOne(size_t i) {
         return;
       }
       conns_[i].attempts = 0;
-      // The server ends a runaway query too, not only our deadline.
-      conns_[i].pg->Query("SET statement_timeout = " + std::to_string(source().query_timeout.count()), {},
-                          [this, i](const std::vector<PgResult>&, const std::string&) { PrepareAll(i); });
+      Connected(i);
     });
   }
   c.pg->Connect(source().conninfo);
 }
 
-void LoaderPool::PrepareAll(size_t i) { PrepareNext(i, 0); }
+void LoaderPool::Connected(size_t i) {
+  conns_[i].pg->ServerPid([this, i](int server_pid, const std::string& error) {
+    if (!error.empty() || stopped_) return;  // a lost connection reconnects through on_state
+    Conn& c = conns_[i];
+    const int announced = c.pg->backend_pid();
+    c.pooled =
+        statements_ == Statements::kDetect ? server_pid != announced : statements_ == Statements::kUnnamed;
+    if (logged_pooled_ != static_cast<int>(c.pooled)) {
+      logged_pooled_ = static_cast<int>(c.pooled);
+      if (c.pooled)
+        spdlog::info(
+            "source {}: the loaders reach PostgreSQL through a pooler (server pid {}, announced pid {}): "
+            "each "
+            "fill is one round trip of the unnamed statement and no session setting is made, so set "
+            "statement_timeout on the database role if runaway queries must end on the server",
+            source().name, server_pid, announced);
+      else
+        spdlog::info("source {}: the loaders reach PostgreSQL directly: named prepared statements",
+                     source().name);
+    }
+    if (c.pooled || not_kept_) {  // nothing that outlives a transaction
+      PrepareNext(i, 0);
+      return;
+    }
+    // The server ends a runaway query too, not only our deadline.
+    c.pg->Query("SET statement_timeout = " + std::to_string(source().query_timeout.count()), {},
+                [this, i](const std::vector<PgResult>&, const std::string&) { PrepareNext(i, 0); });
+  });
+}
 
-// Prepares the namespaces one after the other (one query in flight).
+std::string LoaderPool::Statement(size_t i, uint32_t ns) const {
+  return conns_[i].pooled || not_kept_ ? std::string() : StatementName(ns);
+}
+
+// Checks the namespaces' queries one after the other (one query in flight).
 void LoaderPool::PrepareNext(size_t i, size_t k) {
   if (stopped_ || !conns_[i].pg->connected()) return;
   if (k == namespaces_.size()) {
@@ -94,55 +140,37 @@ void LoaderPool::PrepareNext(size_t i, size_t k) {
     return;
   }
   const uint32_t ns = namespaces_[k];
-  const NamespaceConfig& nc = daemon_->config().namespaces[ns];
-  conns_[i].pg->Prepare(
-      StatementName(ns), nc.query,
-      [this, i, k, ns](const std::vector<PgResult>& results, const std::string& error) {
-        if (!error.empty()) {  // not sent, or the connection failed (then Reconnect runs)
-          PrepareNext(i, k + 1);
-          return;
-        }
-        const NamespaceConfig& n = daemon_->config().namespaces[ns];
-        const PGresult* r = results.empty() ? nullptr : results.back().get();
-        if (StatementNotKept(r)) {
-          NotKept(n, r);
-          PrepareNext(i, k + 1);
-          return;
-        }
-        if (r == nullptr || PQresultStatus(r) != PGRES_COMMAND_OK) {
-          SetBroken(ns, PrepareError(n, r != nullptr ? PQresultErrorMessage(r) : "no result"));
-          PrepareNext(i, k + 1);
-          return;
-        }
-        // Nothing runs: the statement's parameters and columns are compared
-        // with the namespace before any fill uses it.
-        conns_[i].pg->DescribePrepared(
-            StatementName(ns),
-            [this, i, k, ns](const std::vector<PgResult>& described, const std::string& e) {
-              if (!e.empty()) {
-                PrepareNext(i, k + 1);
-                return;
-              }
-              const NamespaceConfig& checked = daemon_->config().namespaces[ns];
-              const PGresult* d = described.empty() ? nullptr : described.back().get();
-              if (StatementNotKept(d))
-                NotKept(checked, d);
-              else if (d == nullptr || PQresultStatus(d) != PGRES_COMMAND_OK)
-                SetBroken(ns, PrepareError(checked, d != nullptr ? PQresultErrorMessage(d) : "no result"));
-              else
-                SetBroken(ns, QueryShapeError(checked, d));
-              PrepareNext(i, k + 1);
-            });
-      });
+  CheckStatement(conns_[i].pg.get(), Statement(i, ns), daemon_->config().namespaces[ns],
+                 [this, i, k, ns](const StatementCheck& check) {
+                   switch (check.kind) {
+                     case StatementCheck::kConnectionFailed:  // Reconnect runs
+                       return;
+                     case StatementCheck::kNotKept:
+                       // A statement of that name is already on this server
+                       // connection: the same query again, unnamed.
+                       StatementsNotKept(daemon_->config().namespaces[ns], check.message);
+                       PrepareNext(i, k);
+                       return;
+                     case StatementCheck::kBroken:
+                       SetBroken(ns, check.message);
+                       break;
+                     case StatementCheck::kSound:
+                       SetBroken(ns, "");
+                       break;
+                   }
+                   PrepareNext(i, k + 1);
+                 });
 }
 
-// Not the query's fault: it is not marked broken, and fills go on as before.
-void LoaderPool::NotKept(const NamespaceConfig& ns, const PGresult* r) {
+// Not the query's fault: it is not marked broken, and fills go on with the
+// unnamed statement, which needs no server connection to keep anything.
+void LoaderPool::StatementsNotKept(const NamespaceConfig& ns, const std::string& message) {
+  not_kept_ = true;
   if (!not_kept_log_.Admit()) return;
-  std::string message = PQresultErrorMessage(r);
-  while (!message.empty() && message.back() == '\n') message.pop_back();
-  spdlog::warn("namespace {}: cannot prepare or check its query: {}: {}{}", ns.name, kStatementNotKeptHint,
-               Printable(message), not_kept_log_.suffix());
+  spdlog::warn(
+      "namespace {}: a prepared statement was not kept: {}: {}; the loaders of source {} use unnamed "
+      "statements from now on{}",
+      ns.name, kStatementNotKeptHint, Printable(message), source().name, not_kept_log_.suffix());
 }
 
 void LoaderPool::SetBroken(uint32_t ns, const std::string& error) {
@@ -292,10 +320,13 @@ void LoaderPool::Run(size_t i, const std::shared_ptr<Fill>& fill) {
         self->Reconnect(idx, "query timed out");
       },
       static_cast<uint64_t>(source().query_timeout.count()), 0);
-  c.pg->QueryPrepared(StatementName(fill->ns), {fill->key},
-                      [this, i, fill](const std::vector<PgResult>& results, const std::string& error) {
-                        Done(i, fill, results, error);
-                      });
+  auto done = [this, i, fill](const std::vector<PgResult>& results, const std::string& error) {
+    Done(i, fill, results, error);
+  };
+  if (const std::string stmt = Statement(i, fill->ns); stmt.empty())
+    c.pg->Query(daemon_->config().namespaces[fill->ns].query, {fill->key}, std::move(done));
+  else
+    c.pg->QueryPrepared(stmt, {fill->key}, std::move(done));
 }
 
 void LoaderPool::Done(size_t i, const std::shared_ptr<Fill>& fill, const std::vector<PgResult>& results,
@@ -314,6 +345,18 @@ void LoaderPool::Done(size_t i, const std::shared_ptr<Fill>& fill, const std::ve
   }
   const auto& nc = daemon_->config().namespaces[fill->ns];
   const PGresult* r = results.empty() ? nullptr : results.back().get();
+  if (StatementNotKept(r)) {  // the named statement is not on this server connection: run it unnamed
+    std::string msg = PQresultErrorMessage(r);
+    while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+    StatementsNotKept(nc, msg);
+    if (++fill->attempts < kMaxAttempts) {
+      queue_.push_front(fill);
+    } else {
+      FillError(fill, "namespace " + nc.name + ": " + msg);
+    }
+    Dispatch();
+    return;
+  }
   if (r != nullptr && PQresultStatus(r) == PGRES_FATAL_ERROR) {
     const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     if (state != nullptr && std::string_view(state) == "57014") {  // query_canceled: statement_timeout

@@ -1,6 +1,24 @@
 // A source's fill machinery: a pool of loader connections with one prepared
 // statement per namespace, coalescing and leases.
 //
+//  * Statements: a connection that reaches PostgreSQL directly prepares one
+//    named statement per namespace at connect (the plan is cached for every
+//    fill) and sets statement_timeout for its session. Through a pooler
+//    (PgConn::ServerPid: the server's pid is not the one the connection
+//    announced), the next transaction may run on another server connection,
+//    which other clients share: nothing may outlive a transaction there. Such
+//    a connection checks each query with the unnamed statement and runs each
+//    fill as one Parse/Bind/Execute/Sync of the unnamed statement, and sets
+//    nothing (the fill's deadline still answers the waiters and replaces the
+//    connection). A pooler the pid does not reveal shows itself when a named
+//    statement is missing or already exists (StatementNotKept): that is
+//    logged with the hint, and every connection of the pool uses unnamed
+//    statements from then on.
+//    TENANTCACHED_LOADER_STATEMENTS=named|unnamed in the environment skips
+//    the detection (named: as if direct; unnamed: as if pooled), so that the
+//    benchmark can measure both ways on one server and the tests can play a
+//    pooler the detection misses.
+//
 //  * Coalescing: one Fill per (namespace, key). Any number of concurrent
 //    misses for that key, from any number of clients, wait on the same Fill
 //    and its one query.
@@ -76,7 +94,8 @@ class LoaderPool {
     LoaderPool* pool = nullptr;
     size_t index = 0;
     std::unique_ptr<PgConn> pg;
-    bool prepared = false;
+    bool prepared = false;  // every namespace's query checked
+    bool pooled = false;    // reaches PostgreSQL through a pooler
     std::shared_ptr<Fill> running;
     uv_timer_t* retry = nullptr;  // data: this Conn
     int attempts = 0;
@@ -84,8 +103,13 @@ class LoaderPool {
 
   const SourceConfig& source() const;
   void ConnectOne(size_t i);
-  void PrepareAll(size_t i);
+  // The connection is up: finds out whether it goes through a pooler.
+  void Connected(size_t i);
   void PrepareNext(size_t i, size_t k);
+  // The statement that fills namespace `ns` on connection `i` ("" unnamed).
+  std::string Statement(size_t i, uint32_t ns) const;
+  // A named statement was not kept: unnamed statements from now on.
+  void StatementsNotKept(const NamespaceConfig& ns, const std::string& message);
   void Dispatch();
   void Run(size_t conn, const std::shared_ptr<Fill>& fill);
   void Done(size_t conn, const std::shared_ptr<Fill>& fill, const std::vector<PgResult>& results,
@@ -94,7 +118,6 @@ class LoaderPool {
   void Reconnect(size_t i, const std::string& why);
   // Records the outcome of a connection's check of namespace `ns`: "" sound.
   void SetBroken(uint32_t ns, const std::string& error);
-  void NotKept(const NamespaceConfig& ns, const PGresult* r);
   void Recheck();
   // Answers a fill with a database error and logs it (rate-limited).
   void FillError(const std::shared_ptr<Fill>& fill, const std::string& message);
@@ -109,6 +132,10 @@ class LoaderPool {
   LogLimiter fill_error_log_{std::chrono::seconds(1), "fill errors"};
   uint64_t recheck_after_ = 0;  // uv_now() before which Recheck does nothing
   LogLimiter not_kept_log_{std::chrono::seconds(60), "prepared-statement warnings"};
+  enum class Statements { kDetect, kNamed, kUnnamed };
+  Statements statements_ = Statements::kDetect;  // TENANTCACHED_LOADER_STATEMENTS
+  bool not_kept_ = false;                        // a named statement was not kept
+  int logged_pooled_ = -1;                       // what the log said last: 1 pooled, 0 direct
   bool stopped_ = false;
 };
 

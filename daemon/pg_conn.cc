@@ -1,5 +1,6 @@
 #include "pg_conn.h"
 
+#include <cstdlib>
 #include <utility>
 
 #include "uv_handle.h"
@@ -99,6 +100,7 @@ void PgConn::Disconnect(const std::string& why) {
   }
   const bool had_query = static_cast<bool>(pending_);
   state_ = State::kDisconnected;
+  pipeline_ = false;
   if (had_query) Finish(why);
 }
 
@@ -148,20 +150,44 @@ void PgConn::Query(const std::string& sql, const std::vector<std::optional<std::
        std::move(cb));
 }
 
-void PgConn::Prepare(const std::string& stmt, const std::string& sql, ResultCallback cb) {
+void PgConn::PrepareAndDescribe(const std::string& stmt, const std::string& sql, ResultCallback cb) {
   if (!idle()) {
     cb({}, connected() ? "connection busy" : "not connected");
     return;
   }
-  Sent(PQsendPrepare(conn_, stmt.c_str(), sql.c_str(), 0, nullptr), std::move(cb));
+  const bool sent = PQenterPipelineMode(conn_) != 0 &&
+                    PQsendPrepare(conn_, stmt.c_str(), sql.c_str(), 0, nullptr) != 0 &&
+                    PQsendDescribePrepared(conn_, stmt.c_str()) != 0 && PQpipelineSync(conn_) != 0;
+  if (!sent) {
+    // Part of the pipeline may be queued: the connection is of no further use.
+    std::string err = PQerrorMessage(conn_);
+    if (err.empty()) err = "cannot send query";
+    const auto alive = alive_;
+    Fail(err);
+    if (*alive) cb({}, err);
+    return;
+  }
+  pipeline_ = true;
+  between_ = false;
+  Sent(1, std::move(cb));
 }
 
-void PgConn::DescribePrepared(const std::string& stmt, ResultCallback cb) {
-  if (!idle()) {
-    cb({}, connected() ? "connection busy" : "not connected");
-    return;
-  }
-  Sent(PQsendDescribePrepared(conn_, stmt.c_str()), std::move(cb));
+void PgConn::ServerPid(std::function<void(int pid, const std::string& error)> cb) {
+  Query("SELECT pg_backend_pid()", {},
+        [cb = std::move(cb)](const std::vector<PgResult>& results, const std::string& error) {
+          if (!error.empty()) {
+            cb(0, error);
+            return;
+          }
+          const PGresult* r = results.empty() ? nullptr : results.back().get();
+          if (r == nullptr || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+            std::string msg = r != nullptr ? PQresultErrorMessage(r) : "no result";
+            while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+            cb(0, "SELECT pg_backend_pid() failed: " + msg);
+            return;
+          }
+          cb(std::atoi(PQgetvalue(r, 0, 0)), "");
+        });
 }
 
 void PgConn::QueryPrepared(const std::string& stmt, const std::vector<std::optional<std::string>>& params,
@@ -176,6 +202,16 @@ void PgConn::QueryPrepared(const std::string& stmt, const std::vector<std::optio
   Sent(PQsendQueryPrepared(conn_, stmt.c_str(), static_cast<int>(values.size()), values.data(), nullptr,
                            nullptr, 0),
        std::move(cb));
+}
+
+// The Sync's result came: every result of the pipeline is in.
+void PgConn::EndPipeline() {
+  pipeline_ = false;
+  if (PQexitPipelineMode(conn_) == 0) {
+    Fail(PQerrorMessage(conn_));
+    return;
+  }
+  Finish("");
 }
 
 void PgConn::Flush() {
@@ -204,10 +240,25 @@ void PgConn::ReadInput() {
   while (PQisBusy(conn_) == 0) {
     PGresult* r = PQgetResult(conn_);
     if (r == nullptr) {
-      Finish("");
+      if (!pipeline_) {
+        Finish("");
+        return;
+      }
+      // In a pipeline NULL ends one query's results; two in a row mean that
+      // nothing is queued any more, so the Sync's result will never come.
+      if (std::exchange(between_, true)) {
+        Fail("the pipeline ended without its Sync");
+        return;
+      }
+      continue;
+    }
+    between_ = false;
+    const auto st = PQresultStatus(r);
+    if (st == PGRES_PIPELINE_SYNC) {
+      PQclear(r);
+      EndPipeline();
       return;
     }
-    const auto st = PQresultStatus(r);
     results_.emplace_back(r);
     if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
       Fail("COPY is not supported on this connection");

@@ -15,6 +15,11 @@
 //
 // One query is in flight at a time; Query() while busy is a programming error.
 // Every callback runs on the loop thread.
+//
+// Behind a transaction-pooling PgBouncer each Sync may reach another server
+// connection: whatever must happen on one server connection is sent before
+// one Sync (PrepareAndDescribe uses libpq's pipeline mode for that, and
+// Query with parameters is Parse/Bind/Execute/Sync).
 #ifndef TENANTCACHE_DAEMON_PG_CONN_H_
 #define TENANTCACHE_DAEMON_PG_CONN_H_
 
@@ -68,9 +73,18 @@ class PgConn {
   // string is allowed when there are no parameters.
   void Query(const std::string& sql, const std::vector<std::optional<std::string>>& params,
              ResultCallback cb);
-  void Prepare(const std::string& stmt, const std::string& sql, ResultCallback cb);
-  // The parameters and result columns of a prepared statement (nothing runs).
-  void DescribePrepared(const std::string& stmt, ResultCallback cb);
+  // Prepares `sql` as `stmt` ("" = the unnamed statement) and describes its
+  // parameters and result columns (nothing runs), both before one Sync, so
+  // they reach one server connection even through a transaction pooler. The
+  // results: the prepare's, then the describe's (PGRES_PIPELINE_ABORTED when
+  // the prepare failed).
+  void PrepareAndDescribe(const std::string& stmt, const std::string& sql, ResultCallback cb);
+  // The pid of the server backend that answers a query, or 0 and the error.
+  // A pooler answers the startup with a BackendKeyData of its own, so a pid
+  // other than backend_pid() says that the connection reaches PostgreSQL
+  // through a pooler (PgBouncer), whose next transaction may run on another
+  // server connection.
+  void ServerPid(std::function<void(int pid, const std::string& error)> cb);
   void QueryPrepared(const std::string& stmt, const std::vector<std::optional<std::string>>& params,
                      ResultCallback cb);
 
@@ -87,6 +101,7 @@ class PgConn {
   void Fail(const std::string& error);
   void Finish(const std::string& error);  // completes the query in flight
   bool Sent(int ok, ResultCallback cb);
+  void EndPipeline();
 
   uv_loop_t* loop_;
   std::string name_;
@@ -96,6 +111,8 @@ class PgConn {
   int poll_fd_ = -1;
   ResultCallback pending_;
   std::vector<PgResult> results_;
+  bool pipeline_ = false;  // a PrepareAndDescribe is in flight (pipeline mode)
+  bool between_ = false;   // pipeline: the last PQgetResult ended one query's results
   StateCallback on_state_;
   NotifyCallback on_notify_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

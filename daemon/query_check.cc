@@ -17,12 +17,23 @@ std::string Trimmed(std::string s) {
   return s;
 }
 
-// The error of the last result, "" when it succeeded.
-std::string ResultError(const std::vector<PgResult>& results) {
-  if (results.empty()) return "no result";
-  const PGresult* r = results.back().get();
-  if (PQresultStatus(r) == PGRES_COMMAND_OK) return "";
-  return Trimmed(PQresultErrorMessage(r));
+// What the results of PrepareAndDescribe say about `ns`'s query. A failed
+// prepare aborts the pipeline, so the first failure is the one to report.
+StatementCheck Classify(const NamespaceConfig& ns, const std::vector<PgResult>& results,
+                        const std::string& error) {
+  if (!error.empty()) return {StatementCheck::kConnectionFailed, Trimmed(error)};
+  for (const auto& r : results) {
+    if (PQresultStatus(r.get()) == PGRES_COMMAND_OK) continue;
+    const std::string message = Trimmed(PQresultErrorMessage(r.get()));
+    if (StatementNotKept(r.get())) return {StatementCheck::kNotKept, message};
+    return {StatementCheck::kBroken, PrepareError(ns, message)};
+  }
+  if (results.size() != 2)
+    return {StatementCheck::kConnectionFailed, "the server answered the prepare and describe with " +
+                                                   std::to_string(results.size()) + " results instead of 2"};
+  std::string shape = QueryShapeError(ns, results[1].get());
+  if (shape.empty()) return {StatementCheck::kSound, ""};
+  return {StatementCheck::kBroken, std::move(shape)};
 }
 
 // The built-in types PostgreSQL may infer for $1 that can never parse a key
@@ -97,6 +108,15 @@ std::string PrepareError(const NamespaceConfig& ns, const std::string& message) 
   return Where(ns) + "the query cannot be prepared: " + Trimmed(message);
 }
 
+void CheckStatement(PgConn* pg, const std::string& stmt, const NamespaceConfig& ns,
+                    StatementCheckCallback done) {
+  pg->PrepareAndDescribe(
+      stmt, ns.query,
+      [ns, done = std::move(done)](const std::vector<PgResult>& results, const std::string& error) {
+        done(Classify(ns, results, error));
+      });
+}
+
 QueryCheck::QueryCheck(uv_loop_t* loop, const Config& config, std::vector<NamespaceConfig> namespaces,
                        Millis timeout, DoneCallback done)
     : loop_(loop),
@@ -157,43 +177,25 @@ void QueryCheck::CheckNext(size_t k) {
     SourceDone("");
     return;
   }
-  const NamespaceConfig& ns = *current_[k];
-  // A named statement, as the loaders use: a PgBouncer that carries the
-  // loaders' statements between server connections carries this one too
-  // (an unnamed one may not outlive its message there).
-  const std::string stmt = "tenantcache_check" + std::to_string(k);
-  pg_->Prepare(
-      stmt, ns.query, [this, k, &ns, stmt](const std::vector<PgResult>& results, const std::string& error) {
-        if (finished_ || SourceCannotCheck(results, error)) return;
-        if (const std::string e = ResultError(results); !e.empty()) {
-          outcome_.problems.push_back(PrepareError(ns, e));
-          CheckNext(k + 1);
-          return;
-        }
-        pg_->DescribePrepared(stmt, [this, k, &ns](const std::vector<PgResult>& described,
-                                                   const std::string& err) {
-          if (finished_ || SourceCannotCheck(described, err)) return;
-          if (const std::string e = ResultError(described); !e.empty()) {
-            outcome_.problems.push_back(PrepareError(ns, e));
-          } else if (const std::string shape = QueryShapeError(ns, described.back().get()); !shape.empty()) {
-            outcome_.problems.push_back(shape);
-          }
-          CheckNext(k + 1);
-        });
-      });
-}
-
-// True when this source's queries cannot be checked from `results`: the
-// connection failed, or it does not keep prepared statements (the source is
-// then done, as unreachable); a failure of the query itself is not that.
-bool QueryCheck::SourceCannotCheck(const std::vector<PgResult>& results, const std::string& error) {
-  if (!error.empty()) {
-    SourceDone("connection lost: " + Trimmed(error));
-    return true;
-  }
-  if (!StatementNotKept(results.back().get())) return false;
-  SourceDone(std::string("cannot check the queries: ") + kStatementNotKeptHint + ": " + ResultError(results));
-  return true;
+  // The unnamed statement: nothing is left on the server connection, which
+  // behind a transaction pooler other clients get next.
+  CheckStatement(pg_.get(), "", *current_[k], [this, k](const StatementCheck& check) {
+    if (finished_) return;
+    switch (check.kind) {
+      case StatementCheck::kSound:
+        break;
+      case StatementCheck::kBroken:
+        outcome_.problems.push_back(check.message);
+        break;
+      case StatementCheck::kNotKept:
+        SourceDone(std::string("cannot check the queries: ") + kStatementNotKeptHint + ": " + check.message);
+        return;
+      case StatementCheck::kConnectionFailed:
+        SourceDone("connection lost: " + check.message);
+        return;
+    }
+    CheckNext(k + 1);
+  });
 }
 
 // May run inside a libpq callback: the connection is dropped by NextSource,

@@ -11,9 +11,11 @@
 //  * `tenantcached --check-config --connect` and the daemon's start run a
 //    QueryCheck on a private loop before anything else;
 //  * a reload runs one on the daemon's loop for the namespaces it changes;
-//  * every loader connection describes each prepared statement with
-//    QueryShapeError (daemon/loader.cc), which covers a database that was
+//  * every loader connection checks each statement it prepares with
+//    CheckStatement (daemon/loader.cc), which covers a database that was
 //    down at start or whose schema changed since.
+// CheckStatement prepares and describes before one Sync: through a
+// transaction-pooling PgBouncer both reach the same server connection.
 #ifndef TENANTCACHE_DAEMON_QUERY_CHECK_H_
 #define TENANTCACHE_DAEMON_QUERY_CHECK_H_
 
@@ -45,6 +47,25 @@ std::string PrepareError(const NamespaceConfig& ns, const std::string& message);
 bool StatementNotKept(const PGresult* r);
 extern const char* const kStatementNotKeptHint;
 
+// What preparing and describing one namespace's query showed.
+struct StatementCheck {
+  enum Kind {
+    kSound,             // it returns what the namespace needs
+    kBroken,            // message: PrepareError or QueryShapeError
+    kNotKept,           // StatementNotKept; message: the database's
+    kConnectionFailed,  // message: why (the connection's owner reconnects)
+  };
+  Kind kind;
+  std::string message;
+};
+using StatementCheckCallback = std::function<void(const StatementCheck&)>;
+
+// Prepares `ns.query` as `stmt` on `pg` ("" = the unnamed statement, which
+// leaves nothing behind on a pooled server connection), describes it and
+// classifies the outcome. `done` runs on the loop.
+void CheckStatement(PgConn* pg, const std::string& stmt, const NamespaceConfig& ns,
+                    StatementCheckCallback done);
+
 // Prepares and describes the queries of `namespaces` on one connection per
 // source, the sources one after the other, each within `timeout`.
 class QueryCheck {
@@ -69,7 +90,6 @@ class QueryCheck {
   void NextSource();
   void CheckNext(size_t k);
   void SourceDone(const std::string& unreachable);
-  bool SourceCannotCheck(const std::vector<PgResult>& results, const std::string& error);
   void Finish();
 
   uv_loop_t* loop_;

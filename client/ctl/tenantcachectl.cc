@@ -281,6 +281,12 @@ int Status(const Options& o) {
           "broken queries  %s namespace(s): their lookups fail; the daemon log names the query's "
           "FILE:LINE and tenantcachectl lookup prints why\n",
           broken.c_str());
+    if (const std::string pooled = get("listeners_behind_pooler"); pooled != "0" && pooled != "?")
+      std::printf(
+          "listener        REFUSED for %s source(s): listener_conninfo reaches PostgreSQL through a pooler "
+          "(PgBouncer); LISTEN needs a direct connection: set listener_conninfo to reach PostgreSQL itself "
+          "(the daemon log names the source)\n",
+          pooled.c_str());
     std::printf("notify queue    %s (reconnects %s, unsynced %s s)\n",
                 get("notification_queue_usage").c_str(), get("reconnects").c_str(),
                 get("unsynced_seconds").c_str());

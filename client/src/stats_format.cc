@@ -32,6 +32,7 @@ std::string PrometheusText(const std::string& json) {
                                                 "hit_rate",
                                                 "pending_fills",
                                                 "broken_namespaces",
+                                                "listeners_behind_pooler",
                                                 "notification_queue_usage",
                                                 "reporting_clients",
                                                 "control_clients",
