@@ -34,7 +34,7 @@ if [ -z "$build" ]; then
   build=build/bench
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTC_BUILD_TESTS=ON -DTC_BUILD_BENCH=ON >/dev/null
 fi
-cmake --build "$build" --target compare_bench make_cache tenantcache tenantcached >/dev/null
+cmake --build "$build" --target compare_bench pgbouncer_bench make_cache tenantcache tenantcached >/dev/null
 build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build/CMakeCache.txt")
 
 work=$(mktemp -d /tmp/tenantcache-bench-XXXXXX)
@@ -46,6 +46,9 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for pid_file in "$TC_PG_ROOT"/*/data/postmaster.pid; do
     [ -f "$pid_file" ] && kill -QUIT "$(head -n 1 "$pid_file")" 2>/dev/null || true
+  done
+  for pid_file in "$TC_PG_ROOT"/tc-bouncer-*/pgbouncer.pid; do
+    [ -f "$pid_file" ] && kill -TERM "$(head -n 1 "$pid_file")" 2>/dev/null || true
   done
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -86,6 +89,7 @@ seconds=2
 [ ${#quick[@]} -gt 0 ] && seconds=0.2
 /usr/bin/python3 bench/python_bench.py "$build" --seconds "$seconds" --c-p50-ns "${c_p50:-0}" |
   tee "$work/python.md"
+"$build/bench/pgbouncer_bench" "${quick[@]}" | tee "$work/pgbouncer.md"
 
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 {
@@ -103,6 +107,7 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   echo "| PostgreSQL | $("$pg_bin/postgres" --version | awk '{print $3}') (throwaway cluster: unix socket, fsync off) |"
   echo "| Redis | $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') (loopback TCP, no persistence) |"
   echo "| memcached | $(memcached -V | awk '{print $2}') (loopback TCP) |"
+  echo "| PgBouncer | $(/usr/sbin/pgbouncer --version | awk 'NR == 1 {print $2}') (unix socket, pool_mode = transaction) |"
   echo "| compiler | $(c++ --version | head -n 1), CMake build type $build_type |"
   echo "| Python | $(/usr/bin/python3 --version | awk '{print $2}'), cachetools $(/usr/bin/python3 -c 'import cachetools; print(cachetools.__version__)') |"
   echo
@@ -113,6 +118,7 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   cat "$work/python.md"
   echo
   awk '/^## 2\./ { on = 1 } on { print }' "$work/compare.md"
+  cat "$work/pgbouncer.md"
 } >"$output"
 echo
 echo "wrote $output"

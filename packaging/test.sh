@@ -28,6 +28,9 @@ cleanup() {
   for pid_file in "$TC_PG_ROOT"/*/data/postmaster.pid; do
     [ -f "$pid_file" ] && kill -QUIT "$(head -n 1 "$pid_file")" 2>/dev/null || true
   done
+  for pid_file in "$TC_PG_ROOT"/tc-bouncer-*/pgbouncer.pid; do
+    [ -f "$pid_file" ] && kill -TERM "$(head -n 1 "$pid_file")" 2>/dev/null || true
+  done
   rm -rf "$TC_PG_ROOT" "$TC_TEST_DIR"
 }
 trap cleanup EXIT

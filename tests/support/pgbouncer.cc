@@ -75,6 +75,7 @@ PgBouncer::PgBouncer(const PgCluster& cluster, int pool_size) {
                       << "default_pool_size = " << pool_size << "\n"
                       << "max_client_conn = 500\n"
                       << "logfile = " << log_file_ << "\n"
+                      << "pidfile = " << root_ << "/pgbouncer.pid\n"
                       << "admin_users = postgres\n"
                       << "server_login_retry = 1\n";
   if (const passwd* pw = PostgresUser()) {

@@ -3,7 +3,8 @@
 // TC_PGBOUNCER), a generated ini in a private temporary directory (as the
 // "postgres" user when the tests run as root, since pgbouncer refuses root),
 // a private unix socket directory and a free port, no TCP listener,
-// auth_type = trust. It runs in the foreground as a child process; Stop
+// auth_type = trust, its pid in <dir>/pgbouncer.pid (packaging/test.sh and
+// bench.sh stop what a dead test binary left there). It runs in the foreground as a child process; Stop
 // (SIGTERM: immediate shutdown) drops every client and server connection, as
 // an operator's restart does.
 #ifndef TENANTCACHE_TESTS_SUPPORT_PGBOUNCER_H_
