@@ -99,18 +99,28 @@ void LoaderPool::ConnectOne(size_t i) {
 
 void LoaderPool::Connected(size_t i) {
   conns_[i].pg->ServerPid([this, i](int server_pid, const std::string& error) {
-    if (!error.empty() || stopped_) return;  // a lost connection reconnects through on_state
+    if (stopped_) return;
     Conn& c = conns_[i];
+    if (!error.empty()) {
+      // A lost connection reconnects through on_state; one that cannot
+      // answer the query must not stay connected unchecked.
+      if (c.pg->connected()) Reconnect(i, error);
+      return;
+    }
     const int announced = c.pg->backend_pid();
     c.pooled =
         statements_ == Statements::kDetect ? server_pid != announced : statements_ == Statements::kUnnamed;
     if (logged_pooled_ != static_cast<int>(c.pooled)) {
       logged_pooled_ = static_cast<int>(c.pooled);
-      if (c.pooled)
+      if (statements_ != Statements::kDetect)
+        spdlog::info(
+            "source {}: the loaders use {} statements, as TENANTCACHED_LOADER_STATEMENTS says (no pooler "
+            "detection)",
+            source().name, c.pooled ? "unnamed" : "named");
+      else if (c.pooled)
         spdlog::info(
             "source {}: the loaders reach PostgreSQL through a pooler (server pid {}, announced pid {}): "
-            "each "
-            "fill is one round trip of the unnamed statement and no session setting is made, so set "
+            "each fill is one round trip of the unnamed statement and no session setting is made, so set "
             "statement_timeout on the database role if runaway queries must end on the server",
             source().name, server_pid, announced);
       else

@@ -49,14 +49,14 @@ class PgBouncerTest : public FleetTest {
 
   // The fleet config with its loaders behind PgBouncer; the listener direct
   // unless `listener` names another conninfo.
-  std::string Config(const std::string& listener, const std::string& source = "") const {
-    return FleetConfig(
-        dir_.path(), Pooled(), "",
-        "loaders = 4\nquery_timeout = \"3s\"\nlistener_conninfo = \"" + listener + "\"\n" + source);
+  std::string Config(const std::string& listener, int loaders = 4) const {
+    return FleetConfig(dir_.path(), Pooled(), "",
+                       "loaders = " + std::to_string(loaders) +
+                           "\nquery_timeout = \"3s\"\nlistener_conninfo = \"" + listener + "\"\n");
   }
 
-  void StartDaemon(const std::map<std::string, std::string>& env = {}) {
-    daemon_ = std::make_unique<DaemonProcess>(dir_.path(), Config(Conninfo()), env);
+  void StartDaemon(const std::map<std::string, std::string>& env = {}, int loaders = 4) {
+    daemon_ = std::make_unique<DaemonProcess>(dir_.path(), Config(Conninfo(), loaders), env);
     ASSERT_TRUE(daemon_->WaitReady()) << Tail(daemon_->Log());
     ASSERT_EQ(tc_cache_open(daemon_->cache_path().c_str(), &cache_), 0);
   }
@@ -334,7 +334,8 @@ TEST_F(PgBouncerTest, CheckConfigConnectWorksThroughItAndLeavesNothingBehind) {
 // so, switch to unnamed statements, and every lookup is still answered.
 TEST_F(PgBouncerTest, APoolerTheDetectionMissesIsFoundByItsStatements) {
   StartDaemon({{"TENANTCACHED_LOADER_STATEMENTS", "named"}});
-  EXPECT_TRUE(LogHas("the loaders reach PostgreSQL directly")) << daemon_->Log();
+  EXPECT_TRUE(LogHas("the loaders use named statements, as TENANTCACHED_LOADER_STATEMENTS says"))
+      << daemon_->Log();
   const auto wrong = ColdLookupsFromProcesses(1);
   EXPECT_TRUE(wrong.empty()) << Joined(wrong);
   ASSERT_TRUE(WaitFor([&] { return LogHas("use unnamed statements from now on"); })) << daemon_->Log();
@@ -345,6 +346,38 @@ TEST_F(PgBouncerTest, APoolerTheDetectionMissesIsFoundByItsStatements) {
   const auto stats = DaemonStats(*daemon_);
   EXPECT_EQ(stats.at("fill_errors"), "0");
   EXPECT_EQ(stats.at("broken_namespaces"), "0") << "a pooler's doing is not the query's fault";
+}
+
+// A named statement that a server connection lost after the check (played by
+// DEALLOCATE ALL on every server connection, as a pooler's reset or a
+// recycled server connection does): the fill is run again unnamed.
+TEST_F(PgBouncerTest, AStatementTheServerConnectionLostIsRunAgainUnnamed) {
+  // One loader: its named statements are prepared once, on one server
+  // connection, and nothing collides before the first fill.
+  StartDaemon({{"TENANTCACHED_LOADER_STATEMENTS", "named"}}, 1);
+  ASSERT_FALSE(LogHas("a prepared statement was not kept")) << daemon_->Log();
+  {
+    std::vector<std::unique_ptr<PgConn>> clients;
+    for (int i = 0; i < 2; ++i) {
+      clients.push_back(std::make_unique<PgConn>(Pooled()));
+      clients.back()->Exec("BEGIN; DEALLOCATE ALL");
+    }
+    for (auto& c : clients) c->Exec("COMMIT");
+  }
+  const std::string expected = Expected(3);
+  ASSERT_EQ(Lookup("user", UserId(3)), expected == "none" ? TC_NOT_FOUND : TC_FOUND)
+      << tc_last_error_detail() << "\n"
+      << daemon_->Log();
+  if (expected != "none") {
+    EXPECT_EQ(std::string(tc_value_tenant(&v_, nullptr)) + " " + Field("role"), expected);
+  }
+  EXPECT_TRUE(
+      LogHas("ERROR:  prepared statement \"tenantcache_ns0\" does not exist; the loaders of source main "
+             "use unnamed statements from now on"))
+      << daemon_->Log();
+  EXPECT_EQ(DaemonStats(*daemon_).at("fill_errors"), "0");
+  // And from now on without any error.
+  ASSERT_EQ(Lookup("user", UserId(4)), Expected(4) == "none" ? TC_NOT_FOUND : TC_FOUND);
 }
 
 TEST_F(PgBouncerTest, AnUnknownStatementsSettingIsNamedInTheLog) {

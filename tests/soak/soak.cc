@@ -3,7 +3,7 @@
 //
 //   tc_soak [--duration SECONDS] [--seed N] [--readers N] [--writes-per-sec N]
 //           [--reads-per-sec N] [--fault-every SECONDS] [--stale-after-ms N]
-//           [--topology direct] [--faults NAME,...]
+//           [--topology direct|pgbouncer] [--faults NAME,...]
 //
 // It starts a throwaway PostgreSQL cluster and the real tenantcached, with a
 // namespace "member" whose value carries the member row's version and its
@@ -22,6 +22,9 @@
 // The topology says how the daemon reaches PostgreSQL:
 //
 //   direct      loaders and listener connect to the server itself.
+//   pgbouncer   loaders through a PgBouncer in transaction mode (the Debian
+//               package, tests/support/pgbouncer.*, four server
+//               connections), the listener to the server itself.
 //
 // A fault injector, at random times (seeded), injects one of the faults of
 // the topology (kFaults; --faults picks some) and waits for the cache to be
@@ -32,7 +35,10 @@
 //   stop-listener     SIGSTOPs the listener's backend for 0.5-2.5 x stale_after;
 //   kill-daemon       SIGKILLs tenantcached and starts it again;
 //   stop-daemon       SIGSTOPs tenantcached for 0.5-2.5 x stale_after (its
-//                     readers must fail closed on their own).
+//                     readers must fail closed on their own);
+//   restart-pgbouncer (pgbouncer only) stops and starts PgBouncer: every
+//                     loader connection drops; recovered once a fill has
+//                     written the cache again.
 //
 // The run fails (exit 1) when any read was served staler than the fail-closed
 // bound (stale_after), any answer was wrong, a fault was not recovered from
@@ -70,6 +76,7 @@
 #include "stats_format.h"
 #include "support/daemon_process.h"
 #include "support/pg_cluster.h"
+#include "support/pgbouncer.h"
 #include "support/test_cache.h"
 #include "tenantcache/tenantcache.h"
 
@@ -149,10 +156,17 @@ int64_t Staleness(const History& h, uint64_t seen, int64_t read_us) {
   return -1;
 }
 
-enum class Topology { kDirect };
-const char* const kTopologies[] = {"direct"};
+enum class Topology { kDirect, kPgBouncer };
+const char* const kTopologies[] = {"direct", "pgbouncer"};
 
-enum class Fault { kKillListener, kRestartPostgres, kStopListener, kKillDaemon, kStopDaemon };
+enum class Fault {
+  kKillListener,
+  kRestartPostgres,
+  kStopListener,
+  kKillDaemon,
+  kStopDaemon,
+  kRestartPgBouncer
+};
 struct FaultKind {
   Fault fault;
   const char* name;
@@ -168,6 +182,7 @@ const FaultKind kFaults[] = {
     {Fault::kStopListener, "stop-listener", std::nullopt, false},
     {Fault::kKillDaemon, "kill-daemon", std::nullopt, false},
     {Fault::kStopDaemon, "stop-daemon", std::nullopt, false},
+    {Fault::kRestartPgBouncer, "restart-pgbouncer", Topology::kPgBouncer, false},
 };
 
 struct Options {
@@ -397,6 +412,13 @@ uint64_t Reconnects(const test::DaemonProcess& d) {
   return it == stats.end() ? 0 : std::strtoull(it->second.c_str(), nullptr, 10);
 }
 
+// Entries the daemon's fills have written (0 when it does not answer).
+uint64_t Puts(const test::DaemonProcess& d) {
+  const auto stats = ParseFlatJson(test::ControlRequest(d.control_socket(), protocol::kStats));
+  const auto it = stats.find("puts");
+  return it == stats.end() ? 0 : std::strtoull(it->second.c_str(), nullptr, 10);
+}
+
 // The listener's backend pid, waiting (up to `timeout`) for one to exist.
 int ListenerBackend(const std::string& conninfo, std::chrono::milliseconds timeout) {
   int pid = 0;
@@ -465,8 +487,14 @@ int RunDriver(const Options& o, const char* self) {
 
   // How the daemon reaches the server: writers and faults always use it directly.
   std::string loader_conninfo = conninfo, listener_conninfo;
+  std::unique_ptr<test::PgBouncer> bouncer;  // outlives the daemon
   switch (o.topology) {
     case Topology::kDirect:
+      break;
+    case Topology::kPgBouncer:
+      bouncer = std::make_unique<test::PgBouncer>(cluster, 4);
+      loader_conninfo = bouncer->Conninfo(db);
+      listener_conninfo = conninfo;
       break;
   }
   const std::string config = SoakConfig(dir.path(), loader_conninfo, listener_conninfo, o.stale_after_ms);
@@ -561,6 +589,15 @@ int RunDriver(const Options& o, const char* self) {
         std::this_thread::sleep_for(held());  // the fault's duration
         daemon->Signal(SIGCONT);
         return "";
+      case Fault::kRestartPgBouncer: {
+        // The cache stays available (the listener is direct): recovery is
+        // a fill written again, through new loader connections.
+        bouncer->Restart();
+        const uint64_t puts = Puts(*daemon);
+        if (!test::WaitFor([&] { return Puts(*daemon) > puts; }, 60s))
+          return "no fill was written within 60 s after PgBouncer restarted";
+        return "";
+      }
     }
     return "unknown fault";
   };
@@ -684,7 +721,7 @@ int Usage() {
   std::fprintf(stderr,
                "usage: tc_soak [--duration SECONDS] [--seed N] [--readers N] [--writes-per-sec N]\n"
                "               [--reads-per-sec N] [--fault-every SECONDS] [--stale-after-ms N]\n"
-               "               [--topology direct] [--faults NAME,...]\n"
+               "               [--topology direct|pgbouncer] [--faults NAME,...]\n"
                "faults:");
   for (const auto& f : kFaults)
     std::fprintf(
