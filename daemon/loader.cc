@@ -153,7 +153,10 @@ void LoaderPool::PrepareNext(size_t i, size_t k) {
   CheckStatement(conns_[i].pg.get(), Statement(i, ns), daemon_->config().namespaces[ns],
                  [this, i, k, ns](const StatementCheck& check) {
                    switch (check.kind) {
-                     case StatementCheck::kConnectionFailed:  // Reconnect runs
+                     case StatementCheck::kConnectionFailed:
+                       // A lost connection reconnects through on_state; one
+                       // that answered nonsense must not stay unchecked.
+                       if (conns_[i].pg->connected()) Reconnect(i, check.message);
                        return;
                      case StatementCheck::kNotKept:
                        // A statement of that name is already on this server
