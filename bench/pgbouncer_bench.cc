@@ -4,8 +4,8 @@
 //   pgbouncer_bench [--quick]
 //
 // It starts a throwaway PostgreSQL with the fleet example and a PgBouncer in
-// transaction mode in front of it (tests/support), then the real tenantcached
-// three times, one after the other, each with a fresh cache:
+// transaction mode in front of it (tests/support), then three real
+// tenantcached at once, each with its own cache:
 //
 //   1. loaders direct, named prepared statements (what it detects directly);
 //   2. loaders direct, forced to unnamed statements
@@ -13,14 +13,14 @@
 //      cache costs by itself;
 //   3. loaders through PgBouncer (detected: unnamed statements).
 //
-// Each fill (a cold tc_cache_lookup: the miss, the control socket, the
-// loader's query, the answer) is timed beside the same query run by a client
-// for the same kind of key, interleaved key by key so that both see the
-// same machine: directly with PQexecPrepared for 1 and 2, through PgBouncer
-// with PQexecParams (unnamed, as an application behind it must) for 3.
+// and two client connections that run the namespace's query themselves:
+// directly with PQexecPrepared, and through PgBouncer with PQexecParams
+// (unnamed, as an application behind it must). Each round times one fill
+// (a cold tc_cache_lookup: the miss, the control socket, the loader's query,
+// the answer) of each daemon and one query of each client, each on a key
+// nobody has read, in an order that rotates every round, so that all five
+// see the same machine (a shared VM's load moves by the second).
 #include <libpq-fe.h>
-#include <signal.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <chrono>
@@ -46,6 +46,7 @@ constexpr const char* kUserQuery =
     "SELECT r.id::text AS tenant_id, r.yacht_code AS tenant_code, r.tenant_url, u.role "
     "FROM fleet.user_accounts u JOIN fleet.fleet_registry r ON r.id = u.yacht_id "
     "WHERE u.id = $1::uuid AND u.active";
+constexpr int kWays = 5;  // three daemons, two clients
 
 double Us(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
 
@@ -58,67 +59,68 @@ Pct Percentiles(std::vector<double> v) {
   return {v[v.size() / 2], v[std::min(v.size() - 1, v.size() * 99 / 100)]};
 }
 
-struct Row {
-  std::string loaders, statements, reference;
-  Pct fill, query;
-};
-
-// Runs the daemon on `conninfo` (listener direct on `listener`) and times
-// `samples` cold fills of users first.. beside the reference query.
-Row Measure(const std::string& loaders, const std::string& statements, const std::string& conninfo,
-            const std::string& listener, const std::map<std::string, std::string>& env,
-            bool reference_prepared, const std::string& reference_conninfo, int first, int samples) {
-  test::TempDir dir;
-  std::string config =
-      test::FleetConfig(dir.path(), conninfo, "", "loaders = 2\nlistener_conninfo = \"" + listener + "\"\n");
-  config.replace(config.find("log_level = \"debug\""), 19, "log_level = \"warn\"");
-  test::DaemonProcess daemon(dir.path(), config, env);
-  if (!daemon.WaitReady()) {
-    std::fprintf(stderr, "tenantcached did not start:\n%s\n", daemon.Log().c_str());
-    std::exit(1);
-  }
+// One way of answering a miss, and its samples (µs).
+struct Way {
+  std::string what;
+  std::vector<double> us;
+  // A daemon's fills.
+  std::unique_ptr<test::TempDir> dir;
+  std::unique_ptr<test::DaemonProcess> daemon;
   tc_cache* cache = nullptr;
   tc_ns user = 0;
-  if (tc_cache_open(daemon.cache_path().c_str(), &cache) != 0 || tc_namespace(cache, "user", &user) != 0)
-    std::exit(1);
-  PGconn* c = PQconnectdb(reference_conninfo.c_str());
-  if (PQstatus(c) != CONNECTION_OK) {
-    std::fprintf(stderr, "%s", PQerrorMessage(c));
+  // A client's queries.
+  PGconn* conn = nullptr;
+  bool prepared = false;
+};
+
+void StartDaemon(Way* w, const std::string& conninfo, const std::string& listener,
+                 const std::map<std::string, std::string>& env) {
+  w->dir = std::make_unique<test::TempDir>();
+  std::string config = test::FleetConfig(w->dir->path(), conninfo, "",
+                                         "loaders = 2\nlistener_conninfo = \"" + listener + "\"\n");
+  config.replace(config.find("log_level = \"debug\""), 19, "log_level = \"warn\"");
+  w->daemon = std::make_unique<test::DaemonProcess>(w->dir->path(), config, env);
+  if (!w->daemon->WaitReady() || tc_cache_open(w->daemon->cache_path().c_str(), &w->cache) != 0 ||
+      tc_namespace(w->cache, "user", &w->user) != 0) {
+    std::fprintf(stderr, "%s: tenantcached did not start:\n%s\n", w->what.c_str(), w->daemon->Log().c_str());
     std::exit(1);
   }
-  if (reference_prepared) PQclear(PQprepare(c, "direct", kUserQuery, 1, nullptr));
-  std::vector<double> fill, query;
-  tc_value v;
-  for (int i = 0; i < samples; ++i) {
-    const std::string key = test::UserId(first + i);
-    const std::string other = test::UserId(first + samples + i);  // as cold for the reference
-    const char* params[] = {other.c_str()};
-    const auto q0 = Clock::now();
-    PGresult* r = reference_prepared ? PQexecPrepared(c, "direct", 1, params, nullptr, nullptr, 0)
-                                     : PQexecParams(c, kUserQuery, 1, nullptr, params, nullptr, nullptr, 0);
-    query.push_back(Us(Clock::now() - q0));
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-      std::fprintf(stderr, "reference query: %s", PQresultErrorMessage(r));
-      std::exit(1);
-    }
-    PQclear(r);
-    const auto f0 = Clock::now();
-    const int rc = tc_cache_lookup(cache, user, key.data(), key.size(), 5000, &v);
-    fill.push_back(Us(Clock::now() - f0));
-    if (rc != TC_FOUND) {
-      std::fprintf(stderr, "fill of user %d: %s: %s\n%s\n", first + i, tc_strerror(rc),
-                   tc_last_error_detail(), daemon.Log().c_str());
-      std::exit(1);
-    }
+}
+
+void StartClient(Way* w, const std::string& conninfo, bool prepared) {
+  w->conn = PQconnectdb(conninfo.c_str());
+  w->prepared = prepared;
+  if (PQstatus(w->conn) != CONNECTION_OK) {
+    std::fprintf(stderr, "%s: %s", w->what.c_str(), PQerrorMessage(w->conn));
+    std::exit(1);
   }
-  PQfinish(c);
-  tc_cache_close(cache);
-  return Row{loaders, statements, reference_prepared ? "prepared, direct" : "unnamed, through PgBouncer",
-             Percentiles(fill), Percentiles(query)};
+  if (prepared) PQclear(PQprepare(w->conn, "direct", kUserQuery, 1, nullptr));
+}
+
+void Time(Way* w, const std::string& key) {
+  const auto t0 = Clock::now();
+  if (w->cache != nullptr) {
+    tc_value v;
+    const int rc = tc_cache_lookup(w->cache, w->user, key.data(), key.size(), 5000, &v);
+    w->us.push_back(Us(Clock::now() - t0));
+    if (rc == TC_FOUND) return;
+    std::fprintf(stderr, "%s: fill of %s: %s: %s\n%s\n", w->what.c_str(), key.c_str(), tc_strerror(rc),
+                 tc_last_error_detail(), w->daemon->Log().c_str());
+    std::exit(1);
+  }
+  const char* params[] = {key.c_str()};
+  PGresult* r = w->prepared ? PQexecPrepared(w->conn, "direct", 1, params, nullptr, nullptr, 0)
+                            : PQexecParams(w->conn, kUserQuery, 1, nullptr, params, nullptr, nullptr, 0);
+  w->us.push_back(Us(Clock::now() - t0));
+  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+    std::fprintf(stderr, "%s: %s", w->what.c_str(), PQresultErrorMessage(r));
+    std::exit(1);
+  }
+  PQclear(r);
 }
 
 int Run(bool quick) {
-  const int samples = quick ? 200 : 2000;
+  const int rounds = quick ? 200 : 2000;
   test::PgCluster cluster;
   const std::string db = cluster.CreateDatabase();
   const std::string direct = cluster.Conninfo(db);
@@ -126,33 +128,46 @@ int Run(bool quick) {
     test::PgConn admin(direct);
     admin.Exec(test::ReadFile(test::SqlDir() + "/install.sql"));
     admin.Exec(test::ReadFile(test::SqlDir() + "/examples/fleet.sql"));
-    admin.Exec("SELECT fleet.generate(" + std::to_string(6 * samples + 10) + ", 100); ANALYZE");
+    admin.Exec("SELECT fleet.generate(" + std::to_string(kWays * rounds + 10) + ", 100); ANALYZE");
   }
-  test::PgBouncer bouncer(cluster, 2);
+  test::PgBouncer bouncer(cluster, 4);  // two loaders and one client of its own
   const std::string pooled = bouncer.Conninfo(db);
-  std::vector<Row> rows;
-  rows.push_back(Measure("direct", "named (detected)", direct, direct, {}, true, direct, 1, samples));
-  rows.push_back(Measure("direct", "unnamed (forced)", direct, direct,
-                         {{"TENANTCACHED_LOADER_STATEMENTS", "unnamed"}}, true, direct, 1 + 2 * samples,
-                         samples));
-  rows.push_back(Measure("PgBouncer 1.18, transaction mode", "unnamed (detected)", pooled, direct, {}, false,
-                         pooled, 1 + 4 * samples, samples));
+  std::vector<Way> ways(kWays);
+  ways[0].what = "fill, loaders direct, named statements (detected)";
+  ways[1].what = "fill, loaders direct, unnamed statements (forced)";
+  ways[2].what = "fill, loaders through PgBouncer, unnamed statements (detected)";
+  ways[3].what = "the query by a client, direct, prepared";
+  ways[4].what = "the query by a client through PgBouncer, unnamed";
+  StartDaemon(&ways[0], direct, direct, {});
+  StartDaemon(&ways[1], direct, direct, {{"TENANTCACHED_LOADER_STATEMENTS", "unnamed"}});
+  StartDaemon(&ways[2], pooled, direct, {});
+  StartClient(&ways[3], direct, true);
+  StartClient(&ways[4], pooled, false);
+  for (int i = 0; i < rounds; ++i)
+    for (int k = 0; k < kWays; ++k) {
+      const int w = (i + k) % kWays;
+      Time(&ways[w], test::UserId(1 + i * kWays + w));
+    }
+  const Pct base = Percentiles(ways[3].us);
   std::printf("## 8. Fills by loader topology\n\n");
   std::printf(
       "A cold `tc_cache_lookup` of a user (the miss, the control socket, the loader's query, the answer) "
-      "through a fresh daemon in each loader topology, %d keys each, one client thread, each fill "
-      "interleaved "
-      "with the same query run by a client on its own connection for another cold key. PgBouncer keeps two "
-      "server connections for the daemon's two loaders.\n\n",
-      samples);
-  std::printf(
-      "| loaders | statements | fill p50 | fill p99 | the query by a client | query p50 | query p99 | "
-      "fill/query p50 | fill/query p99 |\n|---|---|---:|---:|---|---:|---:|---:|---:|\n");
-  for (const auto& r : rows)
-    std::printf("| %s | %s | %.0f µs | %.0f µs | %s | %.0f µs | %.0f µs | %.2f× | %.2f× |\n",
-                r.loaders.c_str(), r.statements.c_str(), r.fill.p50, r.fill.p99, r.reference.c_str(),
-                r.query.p50, r.query.p99, r.fill.p50 / r.query.p50, r.fill.p99 / r.query.p99);
+      "through three daemons at once, one per loader topology, beside the same query run by a client; "
+      "%d rounds, each timing all five once, on keys nobody has read, in an order that rotates every "
+      "round. One client thread; two loaders per daemon; PgBouncer keeps four server connections.\n\n",
+      rounds);
+  std::printf("| how a miss is answered | p50 | p99 | p50 / direct query | p99 / direct query |\n");
+  std::printf("|---|---:|---:|---:|---:|\n");
+  for (const auto& w : ways) {
+    const Pct p = Percentiles(w.us);
+    std::printf("| %s | %.0f µs | %.0f µs | %.2f× | %.2f× |\n", w.what.c_str(), p.p50, p.p99,
+                p.p50 / base.p50, p.p99 / base.p99);
+  }
   std::printf("\n");
+  for (auto& w : ways) {
+    if (w.cache != nullptr) tc_cache_close(w.cache);
+    if (w.conn != nullptr) PQfinish(w.conn);
+  }
   return 0;
 }
 
