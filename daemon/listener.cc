@@ -206,16 +206,19 @@ void Listener::Lost(const std::string& why) {
       reconnect_timer_, [](uv_timer_t* t) { static_cast<Listener*>(t->data)->Connect(); }, delay, 0);
 }
 
+std::string ListenerBehindPooler(const SourceConfig& s, int server_pid, int announced_pid) {
+  return std::string(s.listener_conninfo.empty() ? "listener_conninfo is not set, so conninfo"
+                                                 : "listener_conninfo") +
+         " reaches PostgreSQL through a connection pooler such as PgBouncer (the server's backend pid " +
+         std::to_string(server_pid) + " is not the pid " + std::to_string(announced_pid) +
+         " the connection announced); LISTEN needs a session of its own: set listener_conninfo in "
+         "[[source]] \"" +
+         s.name + "\" to reach PostgreSQL directly";
+}
+
 void Listener::RefuseBehindPooler(int server_pid) {
   behind_pooler_ = true;
-  const std::string why =
-      std::string(source().listener_conninfo.empty() ? "listener_conninfo is not set, so conninfo"
-                                                     : "listener_conninfo") +
-      " reaches PostgreSQL through a connection pooler such as PgBouncer (the server's backend pid " +
-      std::to_string(server_pid) + " is not the pid " + std::to_string(conn_.backend_pid()) +
-      " the connection announced); LISTEN needs a session of its own: set listener_conninfo in [[source]] "
-      "\"" +
-      source().name + "\" to reach PostgreSQL directly";
+  const std::string why = ListenerBehindPooler(source(), server_pid, conn_.backend_pid());
   spdlog::error("source {}: listener refused: {}", source().name, why);
   Lost(why);
 }

@@ -49,6 +49,12 @@ namespace tenantcache {
 
 class Daemon;
 
+// Why a listener connection of source `s` whose server backend `server_pid`
+// is not the `announced_pid` libpq was given (a pooler answered the startup)
+// is refused: names the setting to change. Shared by the listener and
+// tenantcached --check-config --connect.
+std::string ListenerBehindPooler(const SourceConfig& s, int server_pid, int announced_pid);
+
 class Listener {
  public:
   Listener(Daemon* daemon, size_t source_index);

@@ -35,8 +35,10 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -47,6 +49,8 @@
 #include "control.h"
 #include "daemon.h"
 #include "keys.h"
+#include "listener.h"
+#include "log_limit.h"
 #include "query_check.h"
 #include "stats_format.h"
 #include "systemd.h"
@@ -471,6 +475,37 @@ int Run(const std::string& config_path) {
   return 0;
 }
 
+// --check-config --connect: a listener that reaches PostgreSQL through a
+// pooler is refused at start (and retried until the file is fixed), so the
+// check says so now. Blocking libpq is fine in a command that exits; the
+// connect is bounded like the query check. Appends to `problems`, or to
+// `unreachable` when the listener's own conninfo cannot connect.
+void CheckListener(const SourceConfig& s, std::vector<std::string>* problems,
+                   std::vector<std::string>* unreachable) {
+  const std::string& conninfo = s.listener_conninfo.empty() ? s.conninfo : s.listener_conninfo;
+  // Before dbname, so that a connect_timeout in the conninfo wins.
+  const std::string timeout = std::to_string(std::max<int64_t>(2, kQueryCheckTimeout.count() / 1000));
+  const char* keys[] = {"connect_timeout", "dbname", nullptr};
+  const char* values[] = {timeout.c_str(), conninfo.c_str(), nullptr};
+  PGconn* c = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+  if (PQstatus(c) != CONNECTION_OK) {
+    // The query check already reports a conninfo that cannot connect.
+    std::string error = PQerrorMessage(c);
+    while (!error.empty() && error.back() == '\n') error.pop_back();
+    if (!s.listener_conninfo.empty())
+      unreachable->push_back("source " + s.name + ": listener_conninfo cannot connect: " + Printable(error));
+  } else {
+    PGresult* r = PQexec(c, "SELECT pg_backend_pid()");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+      const int server_pid = std::atoi(PQgetvalue(r, 0, 0));
+      if (server_pid != PQbackendPID(c))
+        problems->push_back("source " + s.name + ": " + ListenerBehindPooler(s, server_pid, PQbackendPID(c)));
+    }
+    PQclear(r);
+  }
+  PQfinish(c);
+}
+
 // --check-config: everything that can be checked without starting, with the
 // daemon's own checks, each problem on its own line.
 int CheckConfig(const std::string& path, bool connect) {
@@ -508,7 +543,11 @@ int CheckConfig(const std::string& path, bool connect) {
     problems.insert(problems.end(), outcome.problems.begin(), outcome.problems.end());
     for (const auto& u : outcome.unreachable)
       std::fprintf(stderr, "tenantcached: cannot check the queries of %s\n", u.c_str());
-    if (!outcome.unreachable.empty()) rc = 3;
+    std::vector<std::string> listeners_unreachable;
+    for (const auto& s : c.sources) CheckListener(s, &problems, &listeners_unreachable);
+    for (const auto& u : listeners_unreachable)
+      std::fprintf(stderr, "tenantcached: cannot check the listener of %s\n", u.c_str());
+    if (!outcome.unreachable.empty() || !listeners_unreachable.empty()) rc = 3;
   }
   for (const auto& problem : problems) std::fprintf(stderr, "tenantcached: %s\n", problem.c_str());
   if (!problems.empty()) return 2;

@@ -306,10 +306,11 @@ TEST_F(PgBouncerTest, AListenerBehindPgBouncerIsRefusedNamingListenerConninfo) {
 
 TEST_F(PgBouncerTest, CheckConfigConnectWorksThroughItAndLeavesNothingBehind) {
   const std::string path = dir_.File("tenantcached.toml");
-  std::ofstream(path) << FleetConfig(dir_.path(), Pooled());
+  const std::string check = "--check-config --connect --config " + path;
+  std::ofstream(path) << Config(Conninfo());
   // Again and again on the same two server connections.
   for (int i = 0; i < 3; ++i) {
-    const CommandResult r = RunDaemonCommand("--check-config --connect --config " + path);
+    const CommandResult r = RunDaemonCommand(check);
     EXPECT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("every query checked against its database"), std::string::npos) << r.output;
   }
@@ -318,15 +319,46 @@ TEST_F(PgBouncerTest, CheckConfigConnectWorksThroughItAndLeavesNothingBehind) {
       "[[namespace]]\nname = \"misspelt\"\nkind = \"slug\"\n"
       "query = \"SELECT id::text AS tenant_id, yacht_code FROM fleet.fleet_registy WHERE slug = $1\"\n"
       "tenant_column = \"tenant_id\"\nfields = [\"yacht_code\"]\n";
-  std::ofstream(path) << FleetConfig(dir_.path(), Pooled(), "", "", extra);
-  const CommandResult r = RunDaemonCommand("--check-config --connect --config " + path);
+  std::ofstream(path) << FleetConfig(dir_.path(), Pooled(), "",
+                                     "listener_conninfo = \"" + Conninfo() + "\"\n", extra);
+  CommandResult r = RunDaemonCommand(check);
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("namespace misspelt: the query cannot be prepared: ERROR:  relation "
                           "\"fleet.fleet_registy\" does not exist"),
             std::string::npos)
       << r.output;
   EXPECT_EQ(r.output.find("namespace user"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("listener_conninfo"), std::string::npos) << r.output;
   for (const auto& s : ServerConnectionState()) EXPECT_NE(s.find(" prepared=0 "), std::string::npos) << s;
+
+  // A listener the start would refuse is named now, with the setting to change.
+  std::ofstream(path) << Config(Pooled());
+  r = RunDaemonCommand(check);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(
+      r.output.find("tenantcached: source main: listener_conninfo reaches PostgreSQL through a connection "
+                    "pooler such as PgBouncer"),
+      std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("set listener_conninfo in [[source]] \"main\" to reach PostgreSQL directly"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("configuration OK"), std::string::npos) << r.output;
+  std::ofstream(path) << FleetConfig(dir_.path(), Pooled());
+  r = RunDaemonCommand(check);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("tenantcached: source main: listener_conninfo is not set, so conninfo reaches "
+                          "PostgreSQL through a connection pooler"),
+            std::string::npos)
+      << r.output;
+  // A listener_conninfo that cannot connect is not a pass.
+  std::ofstream(path) << Config(SharedCluster().Conninfo(db_, "tc_no_such_role"));
+  r = RunDaemonCommand(check);
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_NE(r.output.find("tenantcached: cannot check the listener of source main: listener_conninfo cannot "
+                          "connect: "),
+            std::string::npos)
+      << r.output;
 }
 
 // A pooler that the pid does not reveal (played by forcing named statements
