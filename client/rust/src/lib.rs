@@ -43,7 +43,7 @@
 //!             Ok(Some((entry.tenant().to_owned(), code.to_owned())))
 //!         }
 //!         Ok(Lookup::NotFound) => Ok(None),
-//!         // A miss the daemon did not fill (it was invalidated meanwhile).
+//!         // What the daemon answers when it has nothing better.
 //!         Ok(Lookup::Miss) => query_registry(host),
 //!         Err(e) if e.needs_database() => query_registry(host),
 //!         // An invalid Host header: answer 400, never query the database.
@@ -653,8 +653,7 @@ impl Cache {
     /// Besides `get`'s answers: [`Error::Unavailable`] (the daemon is not
     /// running or refused the connection), [`Error::Busy`] (its fill queue is
     /// full), [`Error::Timeout`], [`Error::Daemon`] (the database query
-    /// failed; `detail` is the message). `Ok(Miss)` when the daemon could not
-    /// cache the answer (it was invalidated meanwhile).
+    /// failed; `detail` is the message).
     ///
     /// ```no_run
     /// use std::time::Duration;
