@@ -328,10 +328,25 @@ mod tests {
                 .unwrap_or_else(|_| panic!("bad probe value in {line:?}"));
             c_side.insert(name.to_string(), value);
         }
-        assert_eq!(
-            rust_side(),
-            c_side,
-            "src/sys.rs (left) differs from tenantcache.h (right)"
+        let rust = rust_side();
+        let differences: Vec<String> = rust
+            .keys()
+            .chain(c_side.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|k| rust.get(*k) != c_side.get(*k))
+            .map(|k| {
+                format!(
+                    "{k}: src/sys.rs {:?}, tenantcache.h {:?}",
+                    rust.get(k),
+                    c_side.get(k)
+                )
+            })
+            .collect();
+        assert!(
+            differences.is_empty(),
+            "the sys module drifted from the header:\n{}",
+            differences.join("\n")
         );
     }
 }
