@@ -204,6 +204,31 @@ impl<E> Lookup<E> {
 /// the entry itself, as the C API's do (nothing more is copied). It cannot
 /// outlive its `Cache` (field names live there). `Send`, not `Sync`: the
 /// header gives a value "to one thread at a time".
+///
+/// The borrow checker enforces both lifetimes. An entry cannot outlive its
+/// cache:
+///
+/// ```compile_fail
+/// # use tenantcache::Cache;
+/// let entry = {
+///     let cache = Cache::open("/run/tenantcache/cache").unwrap();
+///     let users = cache.namespace("user").unwrap();
+///     cache.get(&users, "00000000-0001-4000-8000-000000000001").unwrap().found()
+/// }; // error: `cache` does not live long enough
+/// # drop(entry);
+/// ```
+///
+/// nor be kept across the next read into its buffer:
+///
+/// ```compile_fail
+/// # use tenantcache::{Buffer, Cache};
+/// let cache = Cache::open("/run/tenantcache/cache").unwrap();
+/// let users = cache.namespace("user").unwrap();
+/// let mut buf = Buffer::new();
+/// let first = cache.get_into(&users, "00000000-0001-4000-8000-000000000001", &mut buf).unwrap();
+/// let second = cache.get_into(&users, "00000000-0001-4000-8000-000000000002", &mut buf).unwrap();
+/// drop((first, second)); // error: `buf` is borrowed mutably twice
+/// ```
 #[repr(transparent)]
 pub struct Entry<'c> {
     // Never read from Rust: only the tc_value_* functions look inside, and
@@ -1256,6 +1281,20 @@ impl fmt::Debug for Entry<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Send and Sync as the header promises, and no further (an Entry is
+    // not Sync): a change that breaks this does not compile.
+    #[test]
+    fn thread_safety_is_what_the_header_promises() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<Cache>();
+        send_sync::<Namespace>();
+        send::<Buffer>();
+        send::<Entry<'static>>();
+        send::<Box<Entry<'static>>>();
+        send_sync::<Error>();
+    }
 
     #[test]
     fn timeouts_round_up_to_milliseconds_and_saturate() {
