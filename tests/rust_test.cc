@@ -89,7 +89,7 @@ TEST(Rust, CrateTestsPassAgainstTheRealDaemon) {
   EXPECT_EQ(r.exit_code, 0) << r.output << "\n--- daemon log ---\n" << daemon.Log();
   // Each behaviour ran and passed (a test renamed or filtered out fails here).
   for (const char* name :
-       {"sys::tests::sys_module_matches_the_c_header",
+       {"sys::tests::sys_module_matches_the_c_header", "tests::thread_safety_is_what_the_header_promises",
         "tests::timeouts_round_up_to_milliseconds_and_saturate",
         "tests::short_and_long_names_reach_c_intact_and_nul_is_refused", "fill_then_hit",
         "host_header_resolves_its_tenant", "role_update_is_seen_by_the_next_read",
