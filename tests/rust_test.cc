@@ -21,10 +21,12 @@ namespace {
 
 const std::string kCrate = TC_SOURCE_DIR "/client/rust";
 
-// $TC_CARGO, else cargo on PATH, rustup's, Debian's. "" when there is none:
-// the tests then fail (packaging/test.sh installs Debian's cargo first).
+// $TC_CARGO, else cargo on PATH, rustup's, Debian's. "" when there is none
+// (or TC_CARGO names no executable): the tests then fail, they never skip
+// (packaging/test.sh installs Debian's cargo when there is no toolchain).
 std::string FindCargo() {
-  if (const char* c = std::getenv("TC_CARGO"); c != nullptr && *c != '\0') return c;
+  if (const char* c = std::getenv("TC_CARGO"); c != nullptr && *c != '\0')
+    return access(c, X_OK) == 0 ? c : "";
   const CommandResult on_path = RunCommand("command -v cargo");
   if (on_path.exit_code == 0 && !on_path.output.empty())
     return on_path.output.substr(0, on_path.output.find('\n'));
