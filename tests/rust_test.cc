@@ -86,7 +86,7 @@ TEST(Rust, CrateTestsPassAgainstTheRealDaemon) {
                           " TC_ABI_PROBE=" + Quote(TC_ABI_PROBE) +
                           " TC_CACHE_PATH=" + Quote(daemon.cache_path()) + " TC_PSQL=psql" +
                           " TC_CONNINFO=" + Quote(SharedCluster().Conninfo(fleet.db)) + " " + Quote(cargo) +
-                          " test --offline --locked";
+                          " test --offline --locked --no-fail-fast";
   const CommandResult r = RunCommand(cmd);
   EXPECT_EQ(r.exit_code, 0) << r.output << "\n--- daemon log ---\n" << daemon.Log();
   // Each behaviour ran and passed (a test renamed or filtered out fails here).
