@@ -27,10 +27,11 @@ use crate::sys;
 #[non_exhaustive]
 pub enum Error {
     /// The cache cannot be trusted now (daemon stopped or not synced with
-    /// the database, or its file was replaced): query the database.
-    /// `detail` is the library's reason when it asked the daemon, else "".
+    /// the database, or its file was replaced), or the daemon's socket
+    /// refused a request: query the database.
     Unavailable {
-        /// The library's reason, or "".
+        /// Why: the heartbeat's age against the bound, "not synced", a
+        /// replaced file, or why the daemon's socket could not be reached.
         detail: String,
     },
     /// The key fails its namespace's key kind (or a tenant id is malformed);

@@ -811,13 +811,12 @@ impl Cache {
             )
         };
         if rc == sys::TC_E_INVALID_KEY {
-            let detail = last_detail();
+            // Refused before any request: tc_last_error_detail does not
+            // describe this call.
             return Err(Error::InvalidKey {
-                reason: if detail.is_empty() {
-                    format!("tenant id {tenant:?}")
-                } else {
-                    detail
-                },
+                reason: format!(
+                    "tenant id {tenant:?}: empty, with a control character, or longer than an entry can hold"
+                ),
             });
         }
         self.done(rc, 0, tenant.as_bytes())
@@ -992,7 +991,9 @@ impl Cache {
     }
 
     // An error for a failing status of a call about namespace `id` and `key`.
-    // Only calls that asked the daemon have a detail to read.
+    // tc_last_error_detail describes the last request this thread sent, so
+    // it is read only when this call may have sent one (`asked_daemon`) and
+    // the status is not one the library decides before sending.
     #[cold]
     #[inline(never)]
     fn error(&self, status: c_int, id: sys::tc_ns, key: &[u8], asked_daemon: bool) -> Error {
@@ -1002,7 +1003,9 @@ impl Cache {
             String::new()
         };
         match status {
-            sys::TC_E_UNAVAILABLE => Error::Unavailable { detail },
+            sys::TC_E_UNAVAILABLE => Error::Unavailable {
+                detail: self.unavailable_reason().unwrap_or(detail),
+            },
             sys::TC_E_BUSY => Error::Busy { detail },
             sys::TC_E_TIMEOUT => Error::Timeout { detail },
             sys::TC_E_DAEMON => Error::Daemon { detail },
@@ -1024,12 +1027,42 @@ impl Cache {
                 // Ask the normaliser why: it fails the same way the read did.
                 let reason = match self.normalize_key(&Namespace { id, cache: self.id }, key) {
                     Err(Error::InvalidKey { reason }) => reason,
-                    _ if !detail.is_empty() => detail,
                     _ => "the key fails its namespace's key kind".to_string(),
                 };
                 Error::InvalidKey { reason }
             }
             status => Error::Other { status },
+        }
+    }
+}
+
+impl Cache {
+    // Why the file itself is unavailable, from its header; None when it is
+    // available (then an Unavailable came from the daemon's socket, which
+    // tc_last_error_detail describes).
+    fn unavailable_reason(&self) -> Option<String> {
+        let info = self.info();
+        if info.available {
+            None
+        } else if info.retired {
+            Some(format!(
+                "{} was replaced by a file this handle cannot follow yet",
+                self.path.display()
+            ))
+        } else if info.heartbeat_age > info.stale_after {
+            Some(format!(
+                "the daemon's heartbeat (pid {}) is {} ms old, past the {} ms bound: it is stopped, hung or gone",
+                info.daemon_pid,
+                info.heartbeat_age.as_millis(),
+                info.stale_after.as_millis()
+            ))
+        } else if !info.synced {
+            Some(format!(
+                "the daemon (pid {}) is not synced with the database (its listener is reconnecting or catching up)",
+                info.daemon_pid
+            ))
+        } else {
+            Some("the cache file is not available".to_string())
         }
     }
 }

@@ -74,6 +74,16 @@ fn daemon_stopped_is_unavailable_within_the_bound() {
         "a hit at {last_hit:?}, past the bound {bound:?}"
     );
     assert!(err_needs_database(cache.get(&users, &key)));
+    // The error says why, in the words an operator needs.
+    match cache.get(&users, &key) {
+        Err(Error::Unavailable { detail }) => {
+            assert!(
+                detail.contains("heartbeat") && detail.contains(&info.daemon_pid.to_string()),
+                "{detail}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
 
     // lookup() does not wait for a daemon that cannot answer, and says so.
     let asked = Instant::now();
