@@ -59,6 +59,40 @@
 //! # Ok::<(), tenantcache::Error>(())
 //! ```
 //!
+//! # Replacing a per-process `moka` cache
+//!
+//! Where a service kept `moka::sync::Cache<Uuid, Arc<UserRow>>` with a TTL
+//! and called `try_get_with(id, || query_user(id))`, it keeps one [`Cache`]
+//! for the process and falls back to the same query only when tenantcache
+//! says so. What changes for the service: one copy per host instead of one
+//! per process, misses coalesced across processes, and a revoked role gone
+//! at commit instead of after the TTL.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tenantcache::{Cache, Lookup, Namespace};
+//!
+//! struct UserRow { tenant: String, role: Option<String> }
+//! # fn query_user(_: &str) -> Result<Option<UserRow>, tenantcache::Error> { Ok(None) }
+//!
+//! fn user_row(cache: &Cache, users: &Namespace, id: &str) -> Result<Option<UserRow>, tenantcache::Error> {
+//!     match cache.lookup(users, id, Duration::from_millis(50)) {
+//!         Ok(Lookup::Found(e)) => Ok(Some(UserRow {
+//!             tenant: e.tenant().to_owned(),
+//!             role: e.field("role").map(str::to_owned),
+//!         })),
+//!         Ok(Lookup::NotFound) => Ok(None),
+//!         Ok(Lookup::Miss) => query_user(id),
+//!         Err(e) if e.needs_database() => query_user(id),
+//!         Err(e) => Err(e), // ErrorKind::InvalidKey: not a user id at all
+//!     }
+//! }
+//! # let cache = Cache::open(tenantcache::default_path())?;
+//! # let users = cache.namespace("user")?;
+//! # let _ = user_row(&cache, &users, "00000000-0001-4000-8000-000000000001")?;
+//! # Ok::<(), tenantcache::Error>(())
+//! ```
+//!
 //! # Linking
 //!
 //! `build.rs` links the library in `TENANTCACHE_LIB_DIR` when set, else the
