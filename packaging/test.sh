@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command. Installs what the build and the tests need
 # (idempotently), checks formatting, builds with warnings as errors, checks
-# the Rust crate (rustfmt, clippy, Debian's rustc 1.63), runs the whole suite and a two-minute consistency soak under injected faults, then
+# the Rust crate (rustfmt, clippy, Debian's rustc 1.63), runs the whole suite
+# and a two-minute consistency soak under injected faults, then
 # the concurrency tests again under ThreadSanitizer, the whole suite under
 # AddressSanitizer + UndefinedBehaviorSanitizer, and each libFuzzer target for
 # 30 s. Exits non-zero on the first failure.
