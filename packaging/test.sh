@@ -64,6 +64,11 @@ rust_checks() {  # CARGO TARGET_DIR [PATH]: fmt and clippy where that toolchain 
       echo "no clippy in this toolchain"; fi &&
     "$1" build --offline --locked --all-targets && "$1" test --offline --locked --doc)
 }
+# rustfmt and clippy must run with at least one toolchain: never skipped.
+for tool in fmt clippy; do
+  "$TC_CARGO" "$tool" --version >/dev/null 2>&1 || { [ -x /usr/bin/cargo ] && PATH=/usr/bin:/bin /usr/bin/cargo "$tool" --version >/dev/null 2>&1; } ||
+    { echo "no cargo $tool in any Rust toolchain: apt-get install rustfmt rust-clippy (or rustup component add rustfmt clippy)"; exit 1; }
+done
 rust_checks "$TC_CARGO" rust-target
 # Debian bookworm's rustc is the crate's rust-version: check it whenever it is
 # installed (its own PATH, so that rustup's cargo-clippy/rustfmt are not used).
