@@ -3,7 +3,8 @@
 # (packaging/bootstrap.sh --bench), builds a Release tree in build/bench,
 # starts Redis and memcached on loopback (free ports, private directories)
 # and a throwaway PostgreSQL with the real tenantcached (bench/compare_bench
-# does that), runs bench/compare_bench and bench/python_bench.py, writes the
+# does that), runs bench/compare_bench, bench/python_bench.py and
+# bench/rust_bench.sh, writes the
 # results with a description of the machine to bench/RESULTS.md, and stops
 # everything it started.
 #
@@ -91,6 +92,8 @@ seconds=2
   tee "$work/python.md"
 "$build/bench/pgbouncer_bench" "${quick[@]}" | tee "$work/pgbouncer.md"
 
+bash bench/rust_bench.sh "$build" "${quick[@]}" --c-p50-ns "${c_p50:-0}" | tee "$work/rust.md"
+
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 {
   echo "# tenantcache benchmark results"
@@ -116,6 +119,10 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   echo "### The same lookup from Python"
   echo
   cat "$work/python.md"
+  echo
+  echo "### The same lookup from Rust"
+  echo
+  cat "$work/rust.md"
   echo
   awk '/^## 2\./ { on = 1 } on { print }' "$work/compare.md"
   cat "$work/pgbouncer.md"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command. Installs what the build and the tests need
-# (idempotently), checks formatting, builds with warnings as errors, runs the
-# whole suite and a two-minute consistency soak under injected faults, then
+# (idempotently), checks formatting, builds with warnings as errors, checks
+# the Rust crate (rustfmt, clippy, Debian's rustc 1.63), runs the whole suite
+# and a two-minute consistency soak under injected faults, then
 # the concurrency tests again under ThreadSanitizer, the whole suite under
 # AddressSanitizer + UndefinedBehaviorSanitizer, and each libFuzzer target for
 # 30 s. Exits non-zero on the first failure.
@@ -51,6 +52,32 @@ configure() {  # configure DIR [cmake options...]
 step "build (RelWithDebInfo, -Werror)"
 configure build/ci -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build build/ci
+
+step "Rust crate (client/rust): rustfmt, clippy -D warnings, and rust-version 1.63 with Debian's toolchain"
+# packaging/cargo.sh installs Debian's toolchain when there is none; ctest's
+# rust_test (cargo test against the real daemon) uses the same cargo.
+TC_CARGO=$(bash packaging/cargo.sh)
+export TC_CARGO
+rust_checks() {  # CARGO TARGET_DIR [PATH]: fmt and clippy where that toolchain has them, then every target
+  (cd client/rust && export PATH=${3:-$PATH} CARGO_NET_OFFLINE=true CARGO_TARGET_DIR="$root/build/ci/$2" \
+    TENANTCACHE_LIB_DIR="$root/build/ci" LD_LIBRARY_PATH="$root/build/ci" RUSTFLAGS=-Dwarnings RUSTDOCFLAGS=-Dwarnings &&
+    echo "toolchain: $("$1" --version)" &&
+    if "$1" fmt --version >/dev/null 2>&1; then "$1" fmt --check; else echo "no rustfmt in this toolchain"; fi &&
+    if "$1" clippy --version >/dev/null 2>&1; then "$1" clippy --offline --locked --all-targets -- -D warnings; else
+      echo "no clippy in this toolchain"; fi &&
+    "$1" build --offline --locked --all-targets && "$1" test --offline --locked --doc)
+}
+# rustfmt and clippy must run with at least one toolchain: never skipped.
+for tool in fmt clippy; do
+  "$TC_CARGO" "$tool" --version >/dev/null 2>&1 || { [ -x /usr/bin/cargo ] && PATH=/usr/bin:/bin /usr/bin/cargo "$tool" --version >/dev/null 2>&1; } ||
+    { echo "no cargo $tool in any Rust toolchain: apt-get install rustfmt rust-clippy (or rustup component add rustfmt clippy)"; exit 1; }
+done
+rust_checks "$TC_CARGO" rust-target
+# Debian bookworm's rustc is the crate's rust-version: check it whenever it is
+# installed (its own PATH, so that rustup's cargo-clippy/rustfmt are not used).
+if [ -x /usr/bin/cargo ] && [ "$(readlink -f "$TC_CARGO")" != /usr/bin/cargo ]; then
+  rust_checks /usr/bin/cargo rust-target-debian /usr/bin:/bin
+fi
 
 step "clang-tidy"
 ls client/src/*.cc client/ctl/*.cc daemon/*.cc | xargs -P "$(nproc)" -n 2 clang-tidy --quiet -p build/ci 2>/dev/null
