@@ -269,7 +269,14 @@ CacheWriter::~CacheWriter() {
 }
 
 void CacheWriter::Map(int fd, size_t size) {
-  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  // MAP_POPULATE: every page of the file is allocated and mapped here, once,
+  // before the first fill. Left to fault in on first touch, each fill into a
+  // fresh page and each sweep step over fresh buckets (a few hundred pages)
+  // paid for page allocation inside the event loop, in front of the fills
+  // and answers waiting on it: the tail of a miss's latency while the file
+  // was young. The daemon's memory is then the file's size from the start,
+  // as it would be anyway once the cache has filled.
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (p == MAP_FAILED) Fail(options_.path, "cannot map", errno);
   base_ = static_cast<unsigned char*>(p);
   size_ = size;
