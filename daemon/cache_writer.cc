@@ -729,10 +729,13 @@ void CacheWriter::SetPolicy(uint64_t stale_after_ns, uint64_t idle_timeout_ns) {
 
 void CacheWriter::Retire() { header_->retired.store(1, std::memory_order_release); }
 
-size_t CacheWriter::Sweep(size_t max_buckets) {
+size_t CacheWriter::Sweep(size_t max_buckets, uint64_t budget_ns) {
   const uint64_t now = MonotonicNowNs();
   size_t emptied = 0;
   for (size_t n = 0; n < max_buckets && n < bucket_count_; ++n) {
+    // The clock is read once per stride, so each call makes progress and a
+    // budget costs a few clock reads.
+    if (n != 0 && n % kSweepStride == 0 && MonotonicNowNs() - now >= budget_ns) break;
     const uint64_t b = sweep_cursor_;
     sweep_cursor_ = (sweep_cursor_ + 1) % bucket_count_;
     for (uint32_t i = 0; i < layout::kSlotsPerBucket; ++i) {
