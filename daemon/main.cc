@@ -220,8 +220,14 @@ void RequestShortSlices() {
   if (syscall(SYS_sched_getattr, 0, &attr, sizeof attr, 0) != 0 || attr.policy != SCHED_OTHER) return;
   attr.size = sizeof attr;
   attr.runtime = kSliceNs;
+  // Refused only by a system call filter (systemd's @resources group holds
+  // sched_setattr): the daemon works as before, its misses may just wait
+  // behind busy neighbours, so this is information, not a warning.
   if (syscall(SYS_sched_setattr, 0, &attr, 0) != 0)
-    spdlog::debug("cannot ask for {} µs scheduler slices: {}", kSliceNs / 1000, strerror(errno));
+    spdlog::info(
+        "cannot ask for {} µs scheduler slices ({}): on a busy host misses may wait behind other processes; "
+        "allow sched_setattr (systemd: SystemCallFilter=sched_setattr)",
+        kSliceNs / 1000, strerror(errno));
 }
 
 // Raises the soft RLIMIT_NOFILE to the hard limit (systemd's default soft
