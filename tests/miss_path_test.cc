@@ -32,8 +32,9 @@ class SweepBudget : public ::testing::Test {
 
   // `n` entries that are dead as soon as they are written (a TTL of 1 ns).
   void PutExpired(uint64_t n) {
+    const std::string tenant = Uuid(1000);  // EntryData holds views
     for (uint64_t i = 0; i < n; ++i) {
-      EntryData e{Uuid(1000), {"ACME", "https://acme.example.com", "crew"}};
+      const EntryData e{tenant, {"ACME", "https://acme.example.com", "crew"}};
       ASSERT_EQ(writer_->Put(0, Uuid(i + 1), e, 1, writer_->BeginFill()), PutResult::kStored);
     }
   }
