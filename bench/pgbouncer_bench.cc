@@ -149,7 +149,7 @@ int Run(bool quick) {
       Time(&ways[w], test::UserId(1 + i * kWays + w));
     }
   const Pct base = Percentiles(ways[3].us);
-  std::printf("## 8. Fills by loader topology\n\n");
+  std::printf("## 9. Fills by loader topology\n\n");
   std::printf(
       "A cold `tc_cache_lookup` of a user (the miss, the control socket, the loader's query, the answer) "
       "through three daemons at once, one per loader topology, beside the same query run by a client; "

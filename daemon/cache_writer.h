@@ -144,8 +144,10 @@ class CacheWriter {
   void Retire();
 
   // Empties dead slots in up to `max_buckets` buckets, continuing where the
-  // previous call stopped. Returns the number of slots emptied.
-  size_t Sweep(size_t max_buckets);
+  // previous call stopped; stops early, after a multiple of kSweepStride
+  // buckets, once `budget_ns` has passed. Returns the number of slots emptied.
+  static constexpr size_t kSweepStride = 16;
+  size_t Sweep(size_t max_buckets, uint64_t budget_ns = UINT64_MAX);
 
   uint64_t epoch() const;
   WriterStats stats() const;

@@ -45,8 +45,14 @@ void PgConn::Watch(int events) {
     }
     poll_->data = this;
     poll_fd_ = fd;
+    poll_events_ = 0;
   }
+  // libuv re-registers the descriptor with epoll on every uv_poll_start (a
+  // DEL and an ADD): two system calls per query on the miss path when the
+  // interest has not changed, which is the usual case.
+  if (events == poll_events_ && uv_is_active(reinterpret_cast<uv_handle_t*>(poll_)) != 0) return;
   uv_poll_start(poll_, events, &PgConn::OnPoll);
+  poll_events_ = events;
 }
 
 void PgConn::Connect(const std::string& conninfo) {

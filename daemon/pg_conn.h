@@ -109,6 +109,7 @@ class PgConn {
   State state_ = State::kDisconnected;
   uv_poll_t* poll_ = nullptr;
   int poll_fd_ = -1;
+  int poll_events_ = 0;  // the events poll_ was last started with
   ResultCallback pending_;
   std::vector<PgResult> results_;
   bool pipeline_ = false;  // a PrepareAndDescribe is in flight (pipeline mode)

@@ -3,8 +3,9 @@
 # (packaging/bootstrap.sh --bench), builds a Release tree in build/bench,
 # starts Redis and memcached on loopback (free ports, private directories)
 # and a throwaway PostgreSQL with the real tenantcached (bench/compare_bench
-# does that), runs bench/compare_bench, bench/python_bench.py and
-# bench/rust_bench.sh, writes the
+# and bench/miss_bench do that), runs bench/compare_bench,
+# bench/python_bench.py, bench/rust_bench.sh, bench/miss_bench and
+# bench/pgbouncer_bench, writes the
 # results with a description of the machine to bench/RESULTS.md, and stops
 # everything it started.
 #
@@ -35,7 +36,7 @@ if [ -z "$build" ]; then
   build=build/bench
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTC_BUILD_TESTS=ON -DTC_BUILD_BENCH=ON >/dev/null
 fi
-cmake --build "$build" --target compare_bench pgbouncer_bench make_cache tenantcache tenantcached >/dev/null
+cmake --build "$build" --target compare_bench miss_bench pgbouncer_bench make_cache tenantcache tenantcached >/dev/null
 build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build/CMakeCache.txt")
 
 work=$(mktemp -d /tmp/tenantcache-bench-XXXXXX)
@@ -94,6 +95,8 @@ seconds=2
 
 bash bench/rust_bench.sh "$build" "${quick[@]}" --c-p50-ns "${c_p50:-0}" | tee "$work/rust.md"
 
+"$build/bench/miss_bench" "${quick[@]}" | tee "$work/miss.md"
+
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 {
   echo "# tenantcache benchmark results"
@@ -125,6 +128,7 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   cat "$work/rust.md"
   echo
   awk '/^## 2\./ { on = 1 } on { print }' "$work/compare.md"
+  cat "$work/miss.md"
   cat "$work/pgbouncer.md"
 } >"$output"
 echo
