@@ -168,7 +168,7 @@ void Listener::Connect() {
       source().listener_conninfo.empty() ? source().conninfo : source().listener_conninfo;
   spdlog::info("source {}: connecting listener ({})", source().name, RedactConninfo(conninfo));
   conn_.Connect(conninfo);
-  if (!heartbeat_.connected()) heartbeat_.Connect(source().conninfo);
+  if (!heartbeat_.connected() && !heartbeat_.resolving()) heartbeat_.Connect(source().conninfo);
 }
 
 void Listener::Lost(const std::string& why) {
@@ -427,7 +427,9 @@ void Listener::Tick() {
     return;
   }
   if (!heartbeat_.connected()) {
-    heartbeat_.Connect(source().conninfo);
+    // A slow name lookup is let finish (it is bounded by the resolver's own
+    // timeouts), not restarted at every tick.
+    if (!heartbeat_.resolving()) heartbeat_.Connect(source().conninfo);
     return;
   }
   if (!heartbeat_.idle() || !conn_.connected()) return;

@@ -62,6 +62,8 @@ class PgConn {
 
   bool connected() const { return state_ == State::kReady || state_ == State::kBusy; }
   bool idle() const { return state_ == State::kReady; }
+  // Resolving host names (see resolver.h): Connect again would start over.
+  bool resolving() const { return state_ == State::kResolving; }
   const std::string& name() const { return name_; }
   int backend_pid() const { return conn_ != nullptr ? PQbackendPID(conn_) : 0; }
   // The database role it logged in as ("" before connecting).

@@ -44,9 +44,10 @@ bool Contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
-// A DNS server for the test's names: every query is answered NXDOMAIN
-// ("no such name") after delay(); outstanding() counts the queries not yet
-// answered.
+// A DNS server for the test's names, answering every query after delay():
+// names that begin with "found-" have the address 127.0.0.1 (A) and no IPv6
+// address; any other is NXDOMAIN ("no such name"). outstanding() counts the
+// queries not yet answered.
 class SlowDns {
  public:
   explicit SlowDns(const std::string& address) {
@@ -66,7 +67,6 @@ class SlowDns {
   }
   void set_delay(std::chrono::milliseconds d) { delay_ = d.count(); }
   int outstanding() const { return outstanding_.load(); }
-  int received() const { return received_.load(); }
 
  private:
   struct Query {
@@ -86,29 +86,43 @@ class SlowDns {
         if (n >= 12) {
           queue.push_back(
               {Clock::now() + std::chrono::milliseconds(delay_.load()), std::string(buf, n), from});
-          ++received_;
           ++outstanding_;
         }
       }
       while (!queue.empty() && queue.front().due <= Clock::now()) {
-        std::string r = queue.front().packet;
-        // Same id and question; QR, RD, RA set; rcode 3 (NXDOMAIN); no
-        // answers.
-        r[2] = static_cast<char>(0x81);
-        r[3] = static_cast<char>(0x83);
-        r[6] = r[7] = r[8] = r[9] = r[10] = r[11] = 0;
-        sendto(fd_, r.data(), r.size(), 0, reinterpret_cast<const sockaddr*>(&queue.front().from),
-               sizeof queue.front().from);
+        const std::string r = Answer(queue.front().packet);
+        if (!r.empty())
+          sendto(fd_, r.data(), r.size(), 0, reinterpret_cast<const sockaddr*>(&queue.front().from),
+                 sizeof queue.front().from);
         queue.pop_front();
         --outstanding_;
       }
     }
   }
+  // The same id and question, QR, RD and RA set, then the answer.
+  static std::string Answer(const std::string& query) {
+    size_t end = 12;  // the question's name: labels up to a zero length
+    while (end < query.size() && query[end] != 0) end += 1 + static_cast<unsigned char>(query[end]);
+    if (end + 5 > query.size()) return {};
+    const std::string name = query.substr(13, std::min<size_t>(6, end - 13));
+    const bool a = query[end + 1] == 0 && query[end + 2] == 1;
+    std::string r = query.substr(0, end + 5);  // header and question (no EDNS record)
+    r[2] = static_cast<char>(0x81);
+    r[3] = static_cast<char>(name == "found-" ? 0x80 : 0x83);
+    r[6] = r[7] = r[8] = r[9] = r[10] = r[11] = 0;
+    if (name == "found-" && a) {
+      r[7] = 1;
+      // Name (pointer to the question's), A, IN, TTL 0, 4 bytes: 127.0.0.1.
+      r += std::string("\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x00\x00\x04\x7f\x00\x00\x01", 16);
+    }
+    return r;
+  }
+
   int fd_ = -1;
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> delay_{0};
-  std::atomic<int> outstanding_{0}, received_{0};
+  std::atomic<int> outstanding_{0};
 };
 
 constexpr const char* kWrongName = "wrong-name.tenantcache.test";
@@ -274,6 +288,28 @@ TEST_F(ResolveTest, TheLoopStaysResponsiveWhileAResolutionHangs) {
                             << " ms";
   EXPECT_TRUE(LogShows("cannot resolve host name \"slow.tenantcache.test\": unknown node or service", 20s))
       << daemon_->Log();
+}
+
+// Every lookup takes 1 s, longer than a heartbeat tick (200 ms), and then
+// succeeds: the connections come up all the same (a lookup under way is let
+// finish, not started over at every tick), and lookups are served.
+TEST_F(ResolveTest, ALookupSlowerThanAHeartbeatTickStillConnects) {
+  dns_->set_delay(1s);
+  Start(TcpConninfo("found-slowly.tenantcache.test", "sslmode=disable"));
+  ASSERT_TRUE(daemon_->WaitReady()) << daemon_->Log();
+  EXPECT_TRUE(Contains(daemon_->Log(), "resolved host name \"found-slowly.tenantcache.test\" to 127.0.0.1"))
+      << daemon_->Log();
+  ASSERT_EQ(LookupUser(1), TC_FOUND);
+  // The heartbeat connection is up and its heartbeats come back: the cache
+  // stays available well past stale_after (2 s).
+  const uint64_t start = std::stoull(DaemonStats(*daemon_).at("heartbeats_received"));
+  ASSERT_TRUE(WaitFor([&] {
+    const auto stats = DaemonStats(*daemon_);
+    return std::stoull(stats.at("heartbeats_received")) >= start + 15;
+  })) << daemon_->Log();
+  tc_info info;
+  tc_cache_info(cache_, &info);
+  EXPECT_EQ(info.available, 1);
 }
 
 }  // namespace
