@@ -55,6 +55,12 @@ std::string AddressText(const sockaddr* sa) {
   return text;
 }
 
+// Appends "cannot resolve host name "NAME": WHY" to a "; "-separated list.
+void AddFailure(std::string* list, const std::string& name, const std::string& why) {
+  if (!list->empty()) list->append("; ");
+  list->append("cannot resolve host name \"").append(name).append("\": ").append(why);
+}
+
 struct Lookup {
   uv_getaddrinfo_t req{};
   Resolution* owner = nullptr;
@@ -97,8 +103,7 @@ class Resolution {
       lookups_[h] = std::move(lookup);
     }
     if (outstanding_ > 0) return true;
-    for (const auto& [name, why] : failures_)
-      *error += std::string(error->empty() ? "" : "; ") + "cannot resolve host name \"" + name + "\": " + why;
+    for (const auto& [name, why] : failures_) AddFailure(error, name, why);
     return false;
   }
 
@@ -148,9 +153,7 @@ class Resolution {
       }
       const auto f = failures_.find(h);
       if (f != failures_.end()) {
-        if (failed.find("\"" + h + "\"") == std::string::npos)
-          failed += std::string(failed.empty() ? "" : "; ") + "cannot resolve host name \"" + h +
-                    "\": " + f->second;
+        if (failed.find("\"" + h + "\"") == std::string::npos) AddFailure(&failed, h, f->second);
         continue;
       }
       for (const auto& a : addresses_[h]) {

@@ -105,7 +105,7 @@ class LogRetentionTest : public FleetTest {
   // A login role for one daemon's listener, with the daemon grants; it is
   // held out (and let back in) by the tests.
   std::string ListenerRole(const std::string& name) {
-    const std::string role = name + "_" + db_;
+    std::string role = name + "_" + db_;
     admin_->Exec("CREATE ROLE " + role + " LOGIN; SELECT tenantcache.grant_daemon('" + role + "')");
     return role;
   }
