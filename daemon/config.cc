@@ -80,6 +80,11 @@ const std::vector<ConfigKey> kConfigKeys = {
    "first reconnect delay; it doubles (with jitter) up to reconnect_max"},
   {"source", "reconnect_max", KeyType::kDuration, "\"10s\"", true,
    "longest reconnect delay"},
+  {"source", "log_retention", KeyType::kDuration, "\"6h\"", true,
+   "invalidation log rows are pruned once older than this (the longest of the database's daemons "
+   "wins; schema version 4): a shorter disconnect is replayed, a longer one flushes; at most 1d, "
+   "at least 2 x (cache.stale_after + reconnect_max); \"0s\": never (prune by cron with "
+   "tenantcache.prune_log)"},
 
   {"namespace", "name", KeyType::kString, nullptr, false,
    "name clients look up, 1-63 of [a-z0-9_]; triggers send it in key messages"},
@@ -449,6 +454,20 @@ Config ParseConfig(std::istream& text, const std::string& path) {
         Fail(r.Get("query_timeout"), r.Label("query_timeout"), "must be positive");
       if (s.reconnect_min < Millis(1) || s.reconnect_max < s.reconnect_min)
         Fail(r.Get("reconnect_max"), r.Label("reconnect_max"), "must be at least reconnect_min (> 0)");
+      s.log_retention = r.Duration("log_retention");
+      // A retention shorter than a reconnect (the sync point is up to
+      // stale_after old when the listener is found lost, and the next try
+      // comes up to reconnect_max later) would flush at every reconnect; the
+      // database keeps a daemon's claim for a day at most.
+      if (s.log_retention != Millis(0)) {
+        const Millis least = 2 * (c.stale_after + s.reconnect_max);
+        if (s.log_retention < least)
+          Fail(r.Get("log_retention"), r.Label("log_retention"),
+               "must be \"0s\" (never prune) or at least " + std::to_string(least.count()) +
+                   " ms, 2 x (cache.stale_after + reconnect_max): a shorter log cannot replay a reconnect");
+        if (s.log_retention > std::chrono::hours(24))
+          Fail(r.Get("log_retention"), r.Label("log_retention"), "must be at most 1d (the database's limit)");
+      }
       c.sources.push_back(std::move(s));
     }
 
@@ -616,6 +635,7 @@ std::vector<std::string> ConfigChanges(const Config& a, const Config& b) {
     millis(s + "query_timeout", x.query_timeout, y.query_timeout);
     millis(s + "reconnect_min", x.reconnect_min, y.reconnect_min);
     millis(s + "reconnect_max", x.reconnect_max, y.reconnect_max);
+    millis(s + "log_retention", x.log_retention, y.log_retention);
   }
   number("source (count)", a.sources.size(), b.sources.size());
   for (const auto& y : b.namespaces) {

@@ -57,6 +57,9 @@ struct SourceConfig {
   Millis query_timeout{2000};
   Millis reconnect_min{100};
   Millis reconnect_max{10000};
+  // Invalidation log rows this daemon asks the database to keep (0: it does
+  // not prune); see tenantcache.daemon_prune_log in sql/install.sql.
+  Millis log_retention{std::chrono::hours(6)};
 };
 
 struct NamespaceConfig {

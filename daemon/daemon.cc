@@ -123,6 +123,7 @@ void Daemon::Reload(const Config& config) {
     s.query_timeout = n.query_timeout;
     s.reconnect_min = n.reconnect_min;
     s.reconnect_max = n.reconnect_max;
+    s.log_retention = n.log_retention;
     listeners_[i]->Reload();
   }
   writer_->SetPolicy(static_cast<uint64_t>(config_.stale_after.count()) * 1'000'000,
@@ -348,6 +349,11 @@ std::string Daemon::StatsJson() const {
     << ",\"control_clients\":" << stats_.control_clients
     << ",\"control_max_clients\":" << stats_.control_max_clients
     << ",\"notification_queue_usage\":" << stats_.notification_queue_usage
+    << ",\"log_prune_runs\":" << stats_.log_prune_runs << ",\"log_pruned_rows\":" << stats_.log_pruned_rows
+    << ",\"log_prune_errors\":" << stats_.log_prune_errors << ",\"log_prune_age_seconds\":"
+    << (stats_.last_log_prune == std::chrono::steady_clock::time_point{}
+            ? -1.0
+            : std::chrono::duration<double>(std::chrono::steady_clock::now() - stats_.last_log_prune).count())
     << ",\"unsynced_seconds\":" << std::chrono::duration<double>(stats_.unsynced_time).count() << "}";
   return o.str();
 }

@@ -56,6 +56,11 @@ struct Stats {
   uint64_t control_log_suppressed = 0;
   uint64_t control_clients = 0, control_max_clients = 0;  // gauges
   double notification_queue_usage = 0;
+  // Invalidation log pruning (daemon/log_pruner.h): calls that succeeded,
+  // rows they deleted, calls that failed, and when the last one succeeded
+  // (the clock's epoch: never).
+  uint64_t log_prune_runs = 0, log_pruned_rows = 0, log_prune_errors = 0;
+  std::chrono::steady_clock::time_point last_log_prune{};
   std::chrono::steady_clock::duration unsynced_time{};
 };
 

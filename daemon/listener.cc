@@ -99,6 +99,7 @@ Listener::Listener(Daemon* daemon, size_t index)
       index_(index),
       conn_(daemon->loop(), "listener " + daemon->config().sources[index].name),
       heartbeat_(daemon->loop(), "heartbeat " + daemon->config().sources[index].name),
+      pruner_(daemon, index, static_cast<uint64_t>(getpid()) * 104729 + index),
       rng_(static_cast<uint64_t>(getpid()) * 7919 + index) {
   conn_.set_on_state([this](const std::string& error) {
     if (!error.empty()) {
@@ -163,6 +164,7 @@ void Listener::Stop() {
 
 void Listener::Reload() {
   record_due_ = Clock::time_point{};  // say it again at the next tick
+  pruner_.Reschedule();               // at the new log_retention's pace
   if (tick_timer_ != nullptr) {
     const auto interval = static_cast<uint64_t>(daemon_->config().heartbeat_interval.count());
     uv_timer_start(
@@ -177,7 +179,7 @@ void Listener::Connect() {
       source().listener_conninfo.empty() ? source().conninfo : source().listener_conninfo;
   spdlog::info("source {}: connecting listener ({})", source().name, RedactConninfo(conninfo));
   conn_.Connect(conninfo);
-  if (!heartbeat_.connected()) heartbeat_.Connect(source().conninfo);
+  if (!heartbeat_.connected() && !heartbeat_.resolving()) heartbeat_.Connect(source().conninfo);
 }
 
 void Listener::Lost(const std::string& why) {
@@ -244,15 +246,17 @@ void Listener::CatchUp() {
     const bool log_enabled = Value(results, 0, 1) == "true";
     const std::string version = Value(results, 0, 2);
     daemon_->stats().notification_queue_usage = std::atof(Value(results, 0, 3).c_str());
-    // Versions 1 to 3 send the same messages; version 1 let any role run
+    // Versions 1 to 4 send the same messages; version 1 let any role run
     // code with the installer's rights, so it is served with a warning.
-    // From version 3 on the daemon records the namespaces it serves.
-    if (version != "1" && version != "2" && version != "3") {
+    // From version 3 on the daemon records the namespaces it serves, from 4
+    // on it prunes the log.
+    if (version != "1" && version != "2" && version != "3" && version != "4") {
       Lost("tenantcache schema version " + (version.empty() ? std::string("missing") : version) +
-           " is not one this daemon speaks (1, 2 or 3)");
+           " is not one this daemon speaks (1 to 4)");
       return;
     }
     records_namespaces_ = version != "1" && version != "2";
+    pruner_.SetSchemaVersion(std::stoi(version));
     if (version == "1")
       spdlog::warn(
           "source {}: tenantcache schema version 1 lets any database role run code with the installer's "
@@ -421,12 +425,15 @@ void Listener::UnknownNamespace(std::string_view ns) {
 
 // Who serves what is advisory (watch_table and watched_tables report keys no
 // daemon serves), so a failure is logged, rate-limited, and never unsyncs.
-void Listener::RecordNamespaces() {
-  record_due_ = Clock::now() + kRecordEvery;
+std::string Listener::DaemonId() const {
   char host[256] = {};
   if (gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "unknown-host");
-  const std::string id = Printable(std::string(host) + ":" + daemon_->config().cache_path);
-  heartbeat_.Query("SELECT tenantcache.daemon_seen($1, $2::text[])", {id, "{" + Served(",") + "}"},
+  return Printable(std::string(host) + ":" + daemon_->config().cache_path);
+}
+
+void Listener::RecordNamespaces() {
+  record_due_ = Clock::now() + kRecordEvery;
+  heartbeat_.Query("SELECT tenantcache.daemon_seen($1, $2::text[])", {DaemonId(), "{" + Served(",") + "}"},
                    [this](const std::vector<PgResult>& results, const std::string& err) {
                      // A lost connection is the listener's to report.
                      if (!err.empty() || ResultError(results, err).empty() || !record_log_.Admit()) return;
@@ -448,7 +455,9 @@ void Listener::Tick() {
     return;
   }
   if (!heartbeat_.connected()) {
-    heartbeat_.Connect(source().conninfo);
+    // A slow name lookup is let finish (it is bounded by the resolver's own
+    // timeouts), not restarted at every tick.
+    if (!heartbeat_.resolving()) heartbeat_.Connect(source().conninfo);
     return;
   }
   if (!heartbeat_.idle() || !conn_.connected()) return;
@@ -472,7 +481,12 @@ void Listener::Tick() {
                      // backend running a query holds back notifications. After
                      // the heartbeat, never instead of one: a skipped tick
                      // could exceed the deaf bound (stale_after - interval).
-                     if (synced_ && records_namespaces_ && Clock::now() >= record_due_) RecordNamespaces();
+                     // Pruning needs the row daemon_seen writes, so it
+                     // waits for a tick with no record due.
+                     if (synced_ && records_namespaces_ && Clock::now() >= record_due_)
+                       RecordNamespaces();
+                     else if (synced_ && pruner_.Due())
+                       pruner_.Run(&heartbeat_, DaemonId());
                      // The notification may have overtaken this result.
                      for (auto it = heartbeats_.begin(); it != heartbeats_.end(); ++it) {
                        if (it->token != token) continue;

@@ -25,6 +25,10 @@
 //  * A listener connection that reaches PostgreSQL through a pooler
 //    (PgConn::ServerPid) is refused before LISTEN: notifications reach only
 //    the server session that listens, which a pooler shares with others.
+//  * Log retention: from schema version 4 on, the heartbeat connection also
+//    prunes the invalidation log by the rule of daemon/log_pruner.h (rows
+//    older than the longest log_retention among the database's daemons), in
+//    place of a heartbeat tick's namespace record, never of a heartbeat.
 //  * Liveness: a synced listener that has not received its own heartbeat for
 //    stale_after - heartbeat_interval is deaf (a proxy, a stopped backend):
 //    it is treated as disconnected.
@@ -43,6 +47,7 @@
 
 #include "config.h"
 #include "log_limit.h"
+#include "log_pruner.h"
 #include "pg_conn.h"
 
 namespace tenantcache {
@@ -94,6 +99,8 @@ class Listener {
   void UnknownNamespace(std::string_view ns);
   // tenantcache.daemon_seen(): the namespaces this source serves.
   void RecordNamespaces();
+  // This daemon's id in tenantcache.daemons: host name and cache path.
+  std::string DaemonId() const;
   std::string Served(const char* separator) const;
 
   // How often the namespaces are recorded again while synced (the database
@@ -124,6 +131,7 @@ class Listener {
   LogLimiter unknown_ns_log_{std::chrono::seconds(10), "notifications for unknown namespaces"};
   LogLimiter record_log_{std::chrono::minutes(10), "failures to record the namespaces"};
   bool records_namespaces_ = false;  // schema version 3 or later
+  LogPruner pruner_;
   std::chrono::steady_clock::time_point record_due_{};
   std::mt19937_64 rng_;
 };

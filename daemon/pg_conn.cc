@@ -11,6 +11,7 @@ PgConn::PgConn(uv_loop_t* loop, std::string name) : loop_(loop), name_(std::move
 
 PgConn::~PgConn() {
   *alive_ = false;
+  CancelResolution(resolving_);
   ClosePoll();  // rule 1: before PQfinish
   if (conn_ != nullptr) PQfinish(conn_);
 }
@@ -57,11 +58,35 @@ void PgConn::Watch(int events) {
 
 void PgConn::Connect(const std::string& conninfo) {
   Disconnect("reconnecting");
+  // Host names first, off the loop (resolver.h); then libpq, given the
+  // addresses, never blocks in a lookup.
+  state_ = State::kResolving;
+  // Done at once (nothing to resolve) the callback may already have started
+  // another attempt: only a pending resolution is recorded.
+  Resolution* pending =
+      ResolveConninfo(loop_, conninfo, name_, [this](ConnParams params, const std::string& error) {
+        resolving_ = nullptr;
+        if (!error.empty()) {
+          Fail(error);
+          return;
+        }
+        Start(std::move(params));
+      });
+  if (pending != nullptr) resolving_ = pending;
+}
+
+void PgConn::Start(ConnParams params) {
   // fallback_application_name shows who this is in pg_stat_activity.
-  const char* keys[] = {"dbname", "fallback_application_name", nullptr};
-  const std::string app = "tenantcached " + name_;
-  const char* values[] = {conninfo.c_str(), app.c_str(), nullptr};
-  conn_ = PQconnectStartParams(keys, values, /*expand_dbname=*/1);
+  params.keys.emplace_back("fallback_application_name");
+  params.values.push_back("tenantcached " + name_);
+  std::vector<const char*> keys, values;
+  for (size_t i = 0; i < params.keys.size(); ++i) {
+    keys.push_back(params.keys[i].c_str());
+    values.push_back(params.values[i].c_str());
+  }
+  keys.push_back(nullptr);
+  values.push_back(nullptr);
+  conn_ = PQconnectStartParams(keys.data(), values.data(), params.expand_dbname ? 1 : 0);
   if (conn_ == nullptr) {
     Fail("out of memory");
     return;
@@ -99,6 +124,7 @@ void PgConn::ContinueConnect() {
 }
 
 void PgConn::Disconnect(const std::string& why) {
+  CancelResolution(std::exchange(resolving_, nullptr));
   ClosePoll();
   if (conn_ != nullptr) {
     PQfinish(conn_);

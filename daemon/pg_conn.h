@@ -33,6 +33,8 @@
 #include <string_view>
 #include <vector>
 
+#include "resolver.h"
+
 namespace tenantcache {
 
 struct PgResultDeleter {
@@ -56,7 +58,8 @@ class PgConn {
   void set_on_state(StateCallback cb) { on_state_ = std::move(cb); }
   void set_on_notify(NotifyCallback cb) { on_notify_ = std::move(cb); }
 
-  // Starts connecting (dropping any current connection). on_state reports the
+  // Starts connecting (dropping any current connection): resolves the host
+  // names off the loop (resolver.h), then connects. on_state reports the
   // outcome. fallback_application_name is set to "tenantcached <name>".
   void Connect(const std::string& conninfo);
   // Drops the connection; a query in flight gets `why` as its error.
@@ -64,6 +67,8 @@ class PgConn {
 
   bool connected() const { return state_ == State::kReady || state_ == State::kBusy; }
   bool idle() const { return state_ == State::kReady; }
+  // Resolving host names (see resolver.h): Connect again would start over.
+  bool resolving() const { return state_ == State::kResolving; }
   const std::string& name() const { return name_; }
   int backend_pid() const { return conn_ != nullptr ? PQbackendPID(conn_) : 0; }
   // The database role it logged in as ("" before connecting).
@@ -89,12 +94,13 @@ class PgConn {
                      ResultCallback cb);
 
  private:
-  enum class State { kDisconnected, kConnecting, kReady, kBusy };
+  enum class State { kDisconnected, kResolving, kConnecting, kReady, kBusy };
 
   static void OnPoll(uv_poll_t* handle, int status, int events);
   void Watch(int events);  // (re)arms the poll handle on the current socket
   void StopPoll();
   void ClosePoll();
+  void Start(ConnParams params);  // libpq's part of Connect
   void ContinueConnect();
   void Flush();
   void ReadInput();
@@ -107,6 +113,7 @@ class PgConn {
   std::string name_;
   PGconn* conn_ = nullptr;
   State state_ = State::kDisconnected;
+  Resolution* resolving_ = nullptr;  // while kResolving
   uv_poll_t* poll_ = nullptr;
   int poll_fd_ = -1;
   int poll_events_ = 0;  // the events poll_ was last started with

@@ -125,6 +125,18 @@ BEGIN
 END
 $install$;
 
+-- Version 4's columns (the version row is added at the end): each daemon's
+-- log_retention, recorded by daemon_prune_log() when the daemon prunes, and
+-- when it last did. See daemon_prune_log() for the rule they serve.
+DO $install$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 4) THEN
+    ALTER TABLE tenantcache.daemons ADD COLUMN IF NOT EXISTS log_retention interval,
+      ADD COLUMN IF NOT EXISTS retention_seen timestamptz;
+  END IF;
+END
+$install$;
+
 -- Functions are (re)defined on every run: CREATE OR REPLACE keeps their
 -- identity, so triggers already attached keep working across upgrades.
 
@@ -573,6 +585,85 @@ END
 $$;
 REVOKE ALL ON FUNCTION tenantcache.daemon_seen(text, text[]) FROM PUBLIC;
 
+-- Log retention: the daemons prune the invalidation log themselves, by one
+-- rule that is safe however many daemons share the database.
+--
+-- A daemon needs log rows only to replay what it missed while disconnected,
+-- and one that cannot replay flushes its cache instead (safe, only colder:
+-- log_horizon tells it). A daemon configured with log_retention R promises
+-- to replay a disconnect shorter than R (less the age of its sync point, a
+-- few heartbeats). So, at each call, the calling daemon records R and the
+-- time in its own row of tenantcache.daemons, and a log row is deleted only
+-- when it is older than the LONGEST retention among the daemons that
+-- recorded theirs within twice that retention:
+--  - a daemon with a short retention never deletes what one with a longer
+--    retention still needs (the longest one decides for all);
+--  - a daemon that stopped (or was decommissioned) keeps its claim for twice
+--    its retention, time enough to come back and replay, then stops holding
+--    the log; its row goes after a day (daemon_seen), so a retention is at
+--    most a day;
+--  - a daemon with log_retention = 0 never calls this and claims nothing
+--    (prune by cron with prune_log() then, with a keep of your choosing).
+-- Several daemons pruning at once do not fight: one DELETE at a time (an
+-- advisory lock; the others skip their turn), at most 10000 rows per call
+-- (a backlog is worked off over several calls, never in one long lock or
+-- one huge transaction).
+--
+-- Who may call it: the daemon roles of grant_daemon(), keyed by
+-- session_user (the login role) and `daemon` (its id, as for daemon_seen),
+-- after daemon_seen() recorded that daemon. Any other role is refused, so it
+-- can neither prune the log nor plant a retention. A daemon role can set only
+-- its own rows' retention, at most a day: the worst it can do to the other
+-- daemons is to hold the log for a day (it can never shorten what they
+-- keep), and a daemon role is trusted with the data it caches anyway.
+-- Returns the number of rows deleted.
+CREATE OR REPLACE FUNCTION tenantcache.daemon_prune_log(daemon text, retention interval)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  keep interval;
+  deleted bigint;
+  max_seq bigint;
+  max_xid bigint;
+BEGIN
+  IF retention IS NULL OR retention <= interval '0' OR retention > interval '1 day' THEN
+    RAISE EXCEPTION 'tenantcache.daemon_prune_log: the retention must be more than 0 and at most 1 day, not %',
+      coalesce(retention::text, 'NULL');
+  END IF;
+  UPDATE tenantcache.daemons d SET log_retention = retention, retention_seen = now()
+   WHERE d.daemon_role = session_user AND d.daemon_id = daemon;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'tenantcache.daemon_prune_log: no daemon % of role % is recorded',
+      quote_literal(coalesce(daemon, 'NULL')), quote_ident(session_user)
+      USING HINT = 'The daemon records itself with tenantcache.daemon_seen() first.';
+  END IF;
+  -- One pruner at a time (the same lock as prune_log); the others skip.
+  IF NOT pg_try_advisory_xact_lock('tenantcache.invalidation_log'::regclass::oid::bigint) THEN
+    RETURN 0;
+  END IF;
+  SELECT max(d.log_retention) INTO keep FROM tenantcache.daemons d
+   WHERE d.log_retention IS NOT NULL AND d.retention_seen > now() - 2 * d.log_retention;
+  WITH victims AS (
+    SELECT l.seq FROM tenantcache.invalidation_log l
+     WHERE l.created_at < now() - keep ORDER BY l.created_at LIMIT 10000
+  ), d AS (
+    DELETE FROM tenantcache.invalidation_log l USING victims v WHERE l.seq = v.seq RETURNING l.seq, l.xid
+  )
+  SELECT count(*), max(d.seq), max(d.xid) INTO deleted, max_seq, max_xid FROM d;
+  IF deleted > 0 THEN
+    UPDATE tenantcache.log_horizon
+       SET pruned_through_seq = greatest(pruned_through_seq, max_seq),
+           pruned_max_xid = greatest(pruned_max_xid, max_xid),
+           pruned_at = now();
+  END IF;
+  RETURN deleted;
+END
+$$;
+REVOKE ALL ON FUNCTION tenantcache.daemon_prune_log(text, interval) FROM PUBLIC;
+
 -- The tables being watched and their specs (what the daemon checks after
 -- each connect): the tenant column, the triggers, the keys (namespace ->
 -- column) and, of those namespaces, the ones no daemon seen in the last 5
@@ -595,7 +686,7 @@ SELECT w.table_name, w.tenant_column, w.triggers, w.keys,
 -- What a daemon's database role lacks of what the daemon does in this
 -- schema (read the version, the settings, the watched tables and the
 -- invalidation log, which it replays after a reconnect; record its
--- namespaces), as the privileges to GRANT ("SELECT ON tenantcache.version",
+-- namespaces; prune the log), as the privileges to GRANT ("SELECT ON tenantcache.version",
 -- ...), in that order; empty when nothing is missing. The daemon asks it
 -- about itself when it is refused, to name what is missing; grant_daemon()
 -- grants exactly these. Invoker's rights: any role may ask.
@@ -615,7 +706,9 @@ AS $$
        has_table_privilege(daemon_role, 'tenantcache.invalidation_log', 'SELECT')),
       (5, 'SELECT ON tenantcache.log_horizon', has_table_privilege(daemon_role, 'tenantcache.log_horizon', 'SELECT')),
       (6, 'EXECUTE ON FUNCTION tenantcache.daemon_seen(text, text[])',
-       has_function_privilege(daemon_role, 'tenantcache.daemon_seen(text, text[])', 'EXECUTE'))
+       has_function_privilege(daemon_role, 'tenantcache.daemon_seen(text, text[])', 'EXECUTE')),
+      (7, 'EXECUTE ON FUNCTION tenantcache.daemon_prune_log(text, interval)',
+       has_function_privilege(daemon_role, 'tenantcache.daemon_prune_log(text, interval)', 'EXECUTE'))
     ) AS g(n, privilege, held)
    WHERE NOT g.held
 $$;
@@ -653,7 +746,10 @@ $$;
 REVOKE ALL ON FUNCTION tenantcache.grant_daemon(regrole) FROM PUBLIC;
 
 -- Deletes log rows older than `keep` and records how far the log was cut.
--- Returns the number of rows deleted. Run it periodically (the daemon can).
+-- Returns the number of rows deleted. For those who prune by cron: the
+-- daemons prune by themselves (log_retention, see daemon_prune_log()), and
+-- this ignores what they still need, so give a keep longer than the longest
+-- log_retention of the daemons on this database.
 CREATE OR REPLACE FUNCTION tenantcache.prune_log(keep interval)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -668,6 +764,8 @@ BEGIN
   IF keep IS NULL OR keep < interval '0' THEN
     RAISE EXCEPTION 'tenantcache.prune_log: keep must be a non-negative interval';
   END IF;
+  -- The daemons' pruning waits for this one (daemon_prune_log).
+  PERFORM pg_advisory_xact_lock('tenantcache.invalidation_log'::regclass::oid::bigint);
   WITH d AS (
     DELETE FROM tenantcache.invalidation_log WHERE created_at < now() - keep RETURNING seq, xid
   )
@@ -741,6 +839,31 @@ DO $install$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 3) THEN
     INSERT INTO tenantcache.version (version) VALUES (3);
+  END IF;
+END
+$install$;
+
+-- Version 4: daemons prune the log themselves (daemon_prune_log(), the
+-- log_retention columns of tenantcache.daemons). The roles that could record
+-- a daemon (EXECUTE on daemon_seen) are the daemon roles: they get the new
+-- grant, so that their daemons prune after the upgrade; the installer is
+-- told who. The daemon still accepts versions 1 to 3 (and then says that
+-- pruning by itself needs this upgrade).
+DO $install$
+DECLARE
+  r record;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 4) THEN
+    FOR r IN SELECT DISTINCT a.grantee::regrole AS grantee
+               FROM pg_proc p, aclexplode(p.proacl) a
+              WHERE p.oid = 'tenantcache.daemon_seen(text, text[])'::regprocedure
+                AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+              ORDER BY 1 LOOP
+      EXECUTE format('GRANT EXECUTE ON FUNCTION tenantcache.daemon_prune_log(text, interval) TO %s', r.grantee);
+      RAISE NOTICE 'tenantcache: granted EXECUTE on tenantcache.daemon_prune_log(text, interval) to daemon role %',
+        r.grantee;
+    END LOOP;
+    INSERT INTO tenantcache.version (version) VALUES (4);
   END IF;
 END
 $install$;

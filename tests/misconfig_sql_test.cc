@@ -90,7 +90,8 @@ TEST_F(MisconfigSqlTest, ADaemonRoleWithoutTheTenantcacheGrantsIsToldTheFixAndRe
                         "\" lacks SELECT ON tenantcache.version, SELECT ON tenantcache.settings, SELECT ON "
                         "tenantcache.watched_tables, SELECT ON tenantcache.invalidation_log, SELECT ON "
                         "tenantcache.log_horizon, EXECUTE ON FUNCTION tenantcache.daemon_seen(text, "
-                        "text[]) in schema tenantcache (ERROR:  permission denied for "))
+                        "text[]), EXECUTE ON FUNCTION tenantcache.daemon_prune_log(text, interval) in schema "
+                        "tenantcache (ERROR:  permission denied for "))
       << log;
   EXPECT_TRUE(Contains(log, "); as the role that ran sql/install.sql, run: " + fix + ")")) << log;
   EXPECT_FALSE(Contains(log, "is sql/install.sql installed?")) << log;
@@ -107,7 +108,8 @@ TEST_F(MisconfigSqlTest, ADaemonRoleWithoutTheTenantcacheGrantsIsToldTheFixAndRe
                             ": SELECT ON tenantcache.version, SELECT ON tenantcache.settings, SELECT ON "
                             "tenantcache.watched_tables, "
                             "SELECT ON tenantcache.invalidation_log, SELECT ON tenantcache.log_horizon, "
-                            "EXECUTE ON FUNCTION tenantcache.daemon_seen(text, text[])"))
+                            "EXECUTE ON FUNCTION tenantcache.daemon_seen(text, text[]), "
+                            "EXECUTE ON FUNCTION tenantcache.daemon_prune_log(text, interval)"))
       << notices;
 
   ASSERT_TRUE(daemon_->WaitReady()) << daemon_->Log();
@@ -347,7 +349,7 @@ TEST_F(MisconfigSqlTest, WatchedTablesShowTheKeysAndOnlyRecentDaemonsCount) {
 }
 
 // Upgrading an installation of version 2 (tests/data/install-v2.sql) keeps
-// its triggers, shows their keys and adds what version 3 brings; installing
+// its triggers, shows their keys and adds what versions 3 and 4 bring; installing
 // again changes nothing.
 TEST_F(MisconfigSqlTest, UpgradingFromVersion2ShowsTheKeysOfTablesWatchedBefore) {
   const std::string db = SharedCluster().CreateDatabase();
@@ -360,7 +362,7 @@ TEST_F(MisconfigSqlTest, UpgradingFromVersion2ShowsTheKeysOfTablesWatchedBefore)
       "SELECT (SELECT string_agg(version::text, ',' ORDER BY version) FROM tenantcache.version) || ' ' || "
       "(SELECT string_agg(keys::text, ' ' ORDER BY table_name::text) FROM tenantcache.watched_tables)";
   const std::string expected =
-      R"(1,2,3 {"tenant": "id", "tenant_by_host": "host", "tenant_by_slug": "slug"} {"user": "id"})";
+      R"(1,2,3,4 {"tenant": "id", "tenant_by_host": "host", "tenant_by_slug": "slug"} {"user": "id"})";
   EXPECT_EQ(admin.Scalar(state), expected);
   admin.Exec(ReadFile(SqlDir() + "/install.sql"));
   EXPECT_EQ(admin.Scalar(state), expected);

@@ -290,6 +290,15 @@ int Status(const Options& o) {
     std::printf("notify queue    %s (reconnects %s, unsynced %s s)\n",
                 get("notification_queue_usage").c_str(), get("reconnects").c_str(),
                 get("unsynced_seconds").c_str());
+    // The daemon prunes the invalidation log itself (log_retention); a
+    // daemon that never managed to says why in its log.
+    const std::string age = get("log_prune_age_seconds");
+    const std::string when = age == "-1" || age == "?"
+                                 ? "none yet: see the daemon log if log_retention is set"
+                                 : "last " + age + " s ago";
+    std::printf("log pruning     %s row(s) pruned in %s call(s), %s (errors %s)\n",
+                get("log_pruned_rows").c_str(), get("log_prune_runs").c_str(), when.c_str(),
+                get("log_prune_errors").c_str());
     // Messages for a namespace the daemon lacks invalidate nothing: the
     // cache keeps what they meant to remove until its TTL.
     const std::string unknown = get("unknown_namespace_messages");
