@@ -1,5 +1,7 @@
 // A source's listener: the dedicated LISTEN connection, never inside a
-// transaction, and its heartbeat connection.
+// transaction, and its heartbeat connection. Both reach the primary
+// (listener_conninfo, else conninfo): NOTIFY and every write the daemon
+// makes fail on a hot standby, where loaders may be (daemon/replica.h).
 //
 // Synchronisation protocol (see DESIGN "Invalidation"):
 //  * On connection loss the source is marked unsynced at once (the cache
@@ -22,6 +24,9 @@
 //    heartbeat connection) once synced, on reload and every minute, so the database can report watched keys
 //    that no daemon serves. A key message for a namespace the daemon does not have is counted
 //    (unknown_namespace_messages) and logged, rate-limited.
+//  * Remote marker: once synced, the LISTEN connection also carries the
+//    probes of the primary's WAL position that fills from a standby wait
+//    for (WalMarker, daemon/replica.h); it is idle between them.
 //  * Liveness: a synced listener that has not received its own heartbeat for
 //    stale_after - heartbeat_interval is deaf (a proxy, a stopped backend):
 //    it is treated as disconnected.
@@ -41,6 +46,7 @@
 #include "config.h"
 #include "log_limit.h"
 #include "pg_conn.h"
+#include "replica.h"
 
 namespace tenantcache {
 
@@ -63,9 +69,12 @@ class Listener {
   // readers check is this proof's time, not the daemon's clock.
   uint64_t proven_ns() const { return proven_ns_; }
   int backend_pid() const { return conn_.backend_pid(); }
+  WalMarker& marker() { return marker_; }
 
  private:
   const SourceConfig& source() const;
+  // The primary: listener_conninfo, else conninfo.
+  const std::string& PrimaryConninfo() const;
   void Connect();
   void Lost(const std::string& why);
   void CatchUp();
@@ -90,6 +99,7 @@ class Listener {
   size_t index_;
   PgConn conn_;
   PgConn heartbeat_;
+  WalMarker marker_;  // after conn_: it may hold a pointer to it
   uv_timer_t* reconnect_timer_ = nullptr;
   uv_timer_t* tick_timer_ = nullptr;
   bool stopped_ = false;

@@ -18,6 +18,10 @@
 //  * Fill errors are logged, at most one line a second with a count of the
 //    rest, with the namespace and the database's message, which also goes
 //    back to the client.
+//  * Standby gate: a connection to a hot standby runs a fill's statement
+//    only once the standby has replayed past every invalidation applied
+//    before the fill began, or answers timeout at query_timeout
+//    (daemon/replica.h has the protocol).
 //  * The pending queue is bounded (queue_bound Fills); beyond it lookups are
 //    answered busy. Each query has a deadline; on expiry its waiters are told
 //    timeout and the connection is replaced (the server's statement_timeout
@@ -39,6 +43,7 @@
 #include "daemon.h"
 #include "log_limit.h"
 #include "pg_conn.h"
+#include "replica.h"
 
 namespace tenantcache {
 
@@ -57,6 +62,11 @@ class LoaderPool {
   size_t pending() const { return fills_.size(); }
   // Namespaces whose query a loader found broken (their lookups fail).
   size_t broken() const { return broken_.size(); }
+  // Loader connections on a hot standby now, and that standby's lag
+  // (daemon/replica.h), 0 without any.
+  size_t standby_loaders() const;
+  uint64_t replica_lag_bytes() const;
+  double replica_lag_seconds() const;
 
  private:
   static constexpr int kMaxAttempts = 3;
@@ -71,6 +81,11 @@ class LoaderPool {
     uv_timer_t* deadline = nullptr;  // data: this Fill (alive while running)
     LoaderPool* pool = nullptr;
     size_t conn = 0;  // the connection running it
+    // Standby gate: waiting for the primary's position or the standby's
+    // replay; the position required (0 until known); replay reads so far.
+    bool gated = false;
+    uint64_t required = 0;
+    int polls = 0;
   };
   struct Conn {
     LoaderPool* pool = nullptr;
@@ -80,6 +95,8 @@ class LoaderPool {
     std::shared_ptr<Fill> running;
     uv_timer_t* retry = nullptr;  // data: this Conn
     int attempts = 0;
+    ReplayState replay;                  // what kReplayStateQuery last said
+    uv_timer_t* replay_timer = nullptr;  // data: this Conn; the gate's next read
   };
 
   const SourceConfig& source() const;
@@ -88,6 +105,19 @@ class LoaderPool {
   void PrepareNext(size_t i, size_t k);
   void Dispatch();
   void Run(size_t conn, const std::shared_ptr<Fill>& fill);
+  // The standby gate (daemon/replica.h), then Send.
+  void Gate(size_t conn, const std::shared_ptr<Fill>& fill);
+  void AwaitReplay(size_t conn, const std::shared_ptr<Fill>& fill);
+  void ReadReplay(size_t conn);
+  // The deadline passed while the fill was gated.
+  void ReplicaTimeout(size_t conn, const std::shared_ptr<Fill>& fill);
+  // Records a connection's kReplayStateQuery result; false when it is not one.
+  bool SetReplay(size_t conn, const std::vector<PgResult>& results, std::string* error);
+  void MonitorLag();
+  // The newest replay position read on a connected standby connection;
+  // false when there is none.
+  bool NewestReplay(uint64_t* replayed) const;
+  void Send(size_t conn, const std::shared_ptr<Fill>& fill);
   void Done(size_t conn, const std::shared_ptr<Fill>& fill, const std::vector<PgResult>& results,
             const std::string& error);
   void Answer(const std::shared_ptr<Fill>& fill, const LookupAnswer& answer);
@@ -109,6 +139,8 @@ class LoaderPool {
   LogLimiter fill_error_log_{std::chrono::seconds(1), "fill errors"};
   uint64_t recheck_after_ = 0;  // uv_now() before which Recheck does nothing
   LogLimiter not_kept_log_{std::chrono::seconds(60), "prepared-statement warnings"};
+  LogLimiter replica_log_{std::chrono::seconds(10), "standby timeouts"};
+  uv_timer_t* lag_timer_ = nullptr;  // refreshes the lag while loaders are on a standby
   bool stopped_ = false;
 };
 
