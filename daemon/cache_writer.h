@@ -149,6 +149,10 @@ class CacheWriter {
 
   uint64_t epoch() const;
   WriterStats stats() const;
+  // The tenant-generation counter a tenant's entries use. Tenants that share
+  // one (a seeded hash picks it) invalidate each other: an extra miss, never a
+  // stale read.
+  uint32_t TenantIndex(std::string_view tenant) const;
 
  private:
   CacheWriter() = default;
@@ -158,7 +162,6 @@ class CacheWriter {
   unsigned char* Slot(uint64_t bucket, uint32_t i) const;
   layout::BucketTags* Tags(uint64_t bucket) const;
   uint64_t KeyHash(uint32_t ns, std::string_view key) const;
-  uint32_t TenantIndex(std::string_view tenant) const;
   bool Dead(const layout::SlotMeta& m, uint64_t bucket, uint32_t i, uint64_t now) const;
   int FindSlot(uint64_t bucket, uint64_t hash, uint32_t ns, std::string_view key) const;
   uint32_t ChooseVictim(uint64_t bucket, uint64_t now);

@@ -10,7 +10,7 @@ packages=(
   clang clang-format clang-tidy libclang-rt-14-dev
   libxxhash-dev libuv1-dev libpq-dev libspdlog-dev libfmt-dev libtoml11-dev
   libsystemd-dev libgtest-dev libgmock-dev libbenchmark-dev
-  postgresql-15 postgresql-client-15
+  postgresql-15 postgresql-client-15 pgbouncer
   python3 python3-cachetools
 )
 # packaging/bench.sh also compares with Redis and memcached.

@@ -3,7 +3,7 @@
 //
 //   tc_soak [--duration SECONDS] [--seed N] [--readers N] [--writes-per-sec N]
 //           [--reads-per-sec N] [--fault-every SECONDS] [--stale-after-ms N]
-//           [--faults kill-listener,restart-postgres,stop-listener,kill-daemon]
+//           [--topology direct] [--faults NAME,...]
 //
 // It starts a throwaway PostgreSQL cluster and the real tenantcached, with a
 // namespace "member" whose value carries the member row's version and its
@@ -19,10 +19,20 @@
 //             staleness, by the commit's round trip);
 //   wrong     the value names another tenant, or a member reads as absent.
 //
-// A fault injector, at random times (seeded), kills the listener's backend,
-// restarts PostgreSQL (fast), SIGSTOPs the listener's backend for up to
-// 2.5 x stale_after, or SIGKILLs the daemon and starts it again, and waits for
-// the cache to be available again after each.
+// The topology says how the daemon reaches PostgreSQL:
+//
+//   direct      loaders and listener connect to the server itself.
+//
+// A fault injector, at random times (seeded), injects one of the faults of
+// the topology (kFaults; --faults picks some) and waits for the cache to be
+// available again after each:
+//
+//   kill-listener     terminates the listener's backend;
+//   restart-postgres  restarts PostgreSQL (fast);
+//   stop-listener     SIGSTOPs the listener's backend for 0.5-2.5 x stale_after;
+//   kill-daemon       SIGKILLs tenantcached and starts it again;
+//   stop-daemon       SIGSTOPs tenantcached for 0.5-2.5 x stale_after (its
+//                     readers must fail closed on their own).
 //
 // The run fails (exit 1) when any read was served staler than the fail-closed
 // bound (stale_after), any answer was wrong, a fault was not recovered from
@@ -48,8 +58,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -137,7 +149,26 @@ int64_t Staleness(const History& h, uint64_t seen, int64_t read_us) {
   return -1;
 }
 
-const char* const kFaults[] = {"kill-listener", "restart-postgres", "stop-listener", "kill-daemon"};
+enum class Topology { kDirect };
+const char* const kTopologies[] = {"direct"};
+
+enum class Fault { kKillListener, kRestartPostgres, kStopListener, kKillDaemon, kStopDaemon };
+struct FaultKind {
+  Fault fault;
+  const char* name;
+  // Injected only in this topology (nullopt: in every one).
+  std::optional<Topology> only_in;
+  // The listener loses its connection: recovery counts only once the daemon
+  // has noticed (a reconnect), or "available" could be the state from before.
+  bool listener_reconnects;
+};
+const FaultKind kFaults[] = {
+    {Fault::kKillListener, "kill-listener", std::nullopt, true},
+    {Fault::kRestartPostgres, "restart-postgres", std::nullopt, true},
+    {Fault::kStopListener, "stop-listener", std::nullopt, false},
+    {Fault::kKillDaemon, "kill-daemon", std::nullopt, false},
+    {Fault::kStopDaemon, "stop-daemon", std::nullopt, false},
+};
 
 struct Options {
   int duration_s = 120;
@@ -148,7 +179,8 @@ struct Options {
   double fault_every_s = 12;
   int stale_after_ms = 1000;
   uint32_t members = 2000, tenants = 20;
-  std::vector<int> faults = {0, 1, 2, 3};  // indexes into kFaults
+  Topology topology = Topology::kDirect;
+  std::vector<size_t> faults;  // indexes into kFaults; empty: every fault of the topology
   // Reader mode.
   std::string shared_path, cache_path;
   int reader_index = -1;
@@ -341,12 +373,15 @@ class Writer {
   PGconn* conn_ = nullptr;
 };
 
-std::string SoakConfig(const std::string& dir, const std::string& conninfo, int stale_after_ms) {
+// `conninfo` is the loaders'; `listener_conninfo` the listener's ("" = the same).
+std::string SoakConfig(const std::string& dir, const std::string& conninfo,
+                       const std::string& listener_conninfo, int stale_after_ms) {
   return "[daemon]\nlog_level = \"info\"\n\n[cache]\npath = \"" + dir +
          "/cache\"\ncapacity = 10000\nstale_after = \"" + std::to_string(stale_after_ms) +
          "ms\"\nheartbeat_interval = \"" + std::to_string(std::max(10, stale_after_ms / 10)) +
          "ms\"\n\n[control]\nsocket = \"" + dir +
          "/ctl.sock\"\n\n[[source]]\nname = \"main\"\nconninfo = \"" + conninfo +
+         "\"\nlistener_conninfo = \"" + listener_conninfo +
          "\"\nreconnect_min = \"20ms\"\nreconnect_max = \"500ms\"\nquery_timeout = \"2s\"\n\n"
          "[[namespace]]\nname = \"member\"\nkind = \"uuid\"\n"
          "query = \"\"\"SELECT t.id::text AS tenant_id, m.version::text AS version, t.version::text AS "
@@ -383,11 +418,14 @@ int ListenerBackend(const std::string& conninfo, std::chrono::milliseconds timeo
 }
 
 int RunDriver(const Options& o, const char* self) {
+  std::vector<size_t> fault_set = o.faults;
+  for (size_t f = 0; f < std::size(kFaults) && o.faults.empty(); ++f)
+    if (!kFaults[f].only_in || *kFaults[f].only_in == o.topology) fault_set.push_back(f);
   std::printf("soak: %d s, seed %" PRIu64
-              ", %d reader processes at %d reads/s each, %d writes/s, "
+              ", topology %s, %d reader processes at %d reads/s each, %d writes/s, "
               "a fault every ~%.0f s, stale_after %d ms\n",
-              o.duration_s, o.seed, o.readers, o.reads_per_sec, o.writes_per_sec, o.fault_every_s,
-              o.stale_after_ms);
+              o.duration_s, o.seed, kTopologies[static_cast<int>(o.topology)], o.readers, o.reads_per_sec,
+              o.writes_per_sec, o.fault_every_s, o.stale_after_ms);
   std::fflush(stdout);
   test::TempDir dir;
   test::PgCluster cluster;
@@ -425,7 +463,13 @@ int RunDriver(const Options& o, const char* self) {
   s->bound_us = int64_t{o.stale_after_ms} * 1000;
   s->base_us = NowUs();
 
-  const std::string config = SoakConfig(dir.path(), conninfo, o.stale_after_ms);
+  // How the daemon reaches the server: writers and faults always use it directly.
+  std::string loader_conninfo = conninfo, listener_conninfo;
+  switch (o.topology) {
+    case Topology::kDirect:
+      break;
+  }
+  const std::string config = SoakConfig(dir.path(), loader_conninfo, listener_conninfo, o.stale_after_ms);
   auto daemon = std::make_unique<test::DaemonProcess>(dir.path(), config);
   if (!daemon->WaitReady(30s)) {
     std::fprintf(stderr, "soak: the daemon did not become ready:\n%s\n", daemon->Log().c_str());
@@ -480,8 +524,46 @@ int RunDriver(const Options& o, const char* self) {
   // The fault injector.
   std::mt19937_64 rng(o.seed);
   std::uniform_real_distribution<double> gap(0.5 * o.fault_every_s, 1.5 * o.fault_every_s);
-  std::uniform_int_distribution<size_t> which(0, o.faults.size() - 1);
+  std::uniform_int_distribution<size_t> which(0, fault_set.size() - 1);
   std::uniform_real_distribution<double> hold(0.5, 2.5);
+  // How long a stopped process stays stopped: around the bound, so that
+  // both sides of it are exercised.
+  auto held = [&] { return std::chrono::milliseconds(static_cast<int64_t>(hold(rng) * o.stale_after_ms)); };
+  // Injects one fault; returns what went wrong doing it ("" when it was done).
+  auto inject = [&](Fault f) -> std::string {
+    switch (f) {
+      case Fault::kKillListener: {
+        const int pid = ListenerBackend(cluster.Conninfo(), 30s);
+        test::PgConn c(cluster.Conninfo());
+        if (pid == 0 || c.Scalar("SELECT pg_terminate_backend(" + std::to_string(pid) + ")") != "t")
+          return "could not find the listener's backend to kill";
+        return "";
+      }
+      case Fault::kRestartPostgres:
+        cluster.Restart();
+        return "";
+      case Fault::kStopListener: {
+        const int pid = ListenerBackend(cluster.Conninfo(), 30s);
+        if (pid == 0) return "could not find the listener's backend to stop";
+        kill(pid, SIGSTOP);
+        std::this_thread::sleep_for(held());  // the fault's duration
+        kill(pid, SIGCONT);
+        return "";
+      }
+      case Fault::kKillDaemon:
+        daemon->Signal(SIGKILL);
+        daemon->Wait(10s);
+        daemon = std::make_unique<test::DaemonProcess>(dir.path(), config);
+        if (!daemon->WaitReady(30s)) return "the daemon did not start again after SIGKILL";
+        return "";
+      case Fault::kStopDaemon:
+        daemon->Signal(SIGSTOP);
+        std::this_thread::sleep_for(held());  // the fault's duration
+        daemon->Signal(SIGCONT);
+        return "";
+    }
+    return "unknown fault";
+  };
   std::vector<int> faults(std::size(kFaults), 0);
   double max_recovery_s = 0;
   std::string failure;
@@ -491,55 +573,24 @@ int RunDriver(const Options& o, const char* self) {
     const auto at = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(gap(rng) * 1000));
     if (at + 5s > end) break;
     std::this_thread::sleep_until(at);  // a random time for the next fault
-    const int f = o.faults[which(rng)];
+    const size_t f = fault_set[which(rng)];
+    const FaultKind& kind = kFaults[f];
     const auto injected = Clock::now();
     const uint64_t reconnects_before = Reconnects(*daemon);
     try {
-      switch (f) {
-        case 0: {
-          const int pid = ListenerBackend(cluster.Conninfo(), 30s);
-          test::PgConn c(cluster.Conninfo());
-          if (pid == 0 || c.Scalar("SELECT pg_terminate_backend(" + std::to_string(pid) + ")") != "t")
-            failure = "could not find the listener's backend to kill";
-          break;
-        }
-        case 1:
-          cluster.Restart();
-          break;
-        case 2: {
-          const int pid = ListenerBackend(cluster.Conninfo(), 30s);
-          if (pid == 0) {
-            failure = "could not find the listener's backend to stop";
-            break;
-          }
-          kill(pid, SIGSTOP);
-          std::this_thread::sleep_for(std::chrono::milliseconds(
-              static_cast<int64_t>(hold(rng) * o.stale_after_ms)));  // the fault's duration
-          kill(pid, SIGCONT);
-          break;
-        }
-        case 3: {
-          daemon->Signal(SIGKILL);
-          daemon->Wait(10s);
-          daemon = std::make_unique<test::DaemonProcess>(dir.path(), config);
-          if (!daemon->WaitReady(30s)) failure = "the daemon did not start again after SIGKILL";
-          break;
-        }
-      }
+      failure = inject(kind.fault);
     } catch (const std::exception& e) {
-      failure = std::string(kFaults[f]) + ": " + e.what();
+      failure = std::string(kind.name) + ": " + e.what();
     }
     ++faults[f];
     if (!failure.empty()) break;
-    // A killed listener or a restarted server is noticed (a reconnect) before
-    // the cache counts as recovered; otherwise "available" could be the state
-    // from before the daemon noticed.
-    if ((f == 0 || f == 1) && !test::WaitFor([&] { return Reconnects(*daemon) > reconnects_before; }, 30s)) {
-      failure = std::string("the daemon did not notice ") + kFaults[f];
+    if (kind.listener_reconnects &&
+        !test::WaitFor([&] { return Reconnects(*daemon) > reconnects_before; }, 30s)) {
+      failure = std::string("the daemon did not notice ") + kind.name;
       break;
     }
     if (!test::WaitFor(available, 60s)) {
-      failure = std::string("the cache was not available again within 60 s after ") + kFaults[f];
+      failure = std::string("the cache was not available again within 60 s after ") + kind.name;
       std::printf("daemon %d: %s", daemon->pid(),
                   test::ReadFile("/proc/" + std::to_string(daemon->pid()) + "/stat").c_str());
       // Where it is stuck, when gdb is at hand.
@@ -593,7 +644,14 @@ int RunDriver(const Options& o, const char* self) {
     tenant_writes += w->tenant_writes;
     write_errors += w->errors;
   }
-  const int total_faults = faults[0] + faults[1] + faults[2] + faults[3];
+  int total_faults = 0;
+  std::string fault_counts;
+  for (size_t f = 0; f < std::size(kFaults); ++f) {
+    if (std::find(fault_set.begin(), fault_set.end(), f) == fault_set.end()) continue;
+    total_faults += faults[f];
+    fault_counts +=
+        std::string(fault_counts.empty() ? "" : ", ") + kFaults[f].name + " " + std::to_string(faults[f]);
+  }
   std::printf("reads checked      %" PRIu64 " (served %" PRIu64 ", unavailable %" PRIu64 ", busy %" PRIu64
               ", timeout %" PRIu64 ", daemon error %" PRIu64 ", other %" PRIu64 ")\n",
               sum.reads.load(), sum.found.load(), sum.unavailable.load(), sum.busy.load(), sum.timeout.load(),
@@ -601,10 +659,8 @@ int RunDriver(const Options& o, const char* self) {
   std::printf("writes committed   %" PRIu64 " member, %" PRIu64 " tenant (%" PRIu64
               " failed during faults)\n",
               member_writes, tenant_writes, write_errors);
-  std::printf(
-      "faults injected    %d (kill-listener %d, restart-postgres %d, stop-listener %d, kill-daemon %d);"
-      " slowest recovery %.2f s\n",
-      total_faults, faults[0], faults[1], faults[2], faults[3], max_recovery_s);
+  std::printf("faults injected    %d (%s); slowest recovery %.2f s\n", total_faults, fault_counts.c_str(),
+              max_recovery_s);
   std::printf("stale > 10 ms      %" PRIu64 " reads served while trusted (max staleness %.1f ms)\n",
               sum.stale_fresh.load(), static_cast<double>(max_stale) / 1000.0);
   std::printf("stale > bound      %" PRIu64 " (bound: stale_after = %d ms; must be 0)\n",
@@ -628,7 +684,13 @@ int Usage() {
   std::fprintf(stderr,
                "usage: tc_soak [--duration SECONDS] [--seed N] [--readers N] [--writes-per-sec N]\n"
                "               [--reads-per-sec N] [--fault-every SECONDS] [--stale-after-ms N]\n"
-               "               [--faults kill-listener,restart-postgres,stop-listener,kill-daemon]\n");
+               "               [--topology direct] [--faults NAME,...]\n"
+               "faults:");
+  for (const auto& f : kFaults)
+    std::fprintf(
+        stderr, " %s%s", f.name,
+        f.only_in ? (std::string(" (") + kTopologies[static_cast<int>(*f.only_in)] + " only)").c_str() : "");
+  std::fprintf(stderr, "\n");
   return 2;
 }
 
@@ -660,11 +722,16 @@ int main(int argc, char** argv) {
       for (size_t at = 0; at <= list.size();) {
         const size_t comma = std::min(list.find(',', at), list.size());
         const std::string name = list.substr(at, comma - at);
-        const auto* it = std::find(std::begin(kFaults), std::end(kFaults), name);
+        const auto* it = std::find_if(std::begin(kFaults), std::end(kFaults),
+                                      [&](const FaultKind& f) { return f.name == name; });
         if (it == std::end(kFaults)) return Usage();
-        o.faults.push_back(static_cast<int>(it - std::begin(kFaults)));
+        o.faults.push_back(static_cast<size_t>(it - std::begin(kFaults)));
         at = comma + 1;
       }
+    } else if (a == "--topology") {
+      const auto* it = std::find(std::begin(kTopologies), std::end(kTopologies), std::string_view(v));
+      if (it == std::end(kTopologies)) return Usage();
+      o.topology = static_cast<Topology>(it - std::begin(kTopologies));
     } else if (a == "--stale-after-ms") {
       o.stale_after_ms = std::atoi(v);
     } else if (a == "--reader") {
@@ -686,6 +753,13 @@ int main(int argc, char** argv) {
       o.tenants < 1) {
     std::fprintf(stderr, "tc_soak: an option is out of range\n");
     return Usage();
+  }
+  for (size_t f : o.faults) {
+    if (kFaults[f].only_in && *kFaults[f].only_in != o.topology) {
+      std::fprintf(stderr, "tc_soak: fault %s needs --topology %s\n", kFaults[f].name,
+                   kTopologies[static_cast<int>(*kFaults[f].only_in)]);
+      return 2;
+    }
   }
   if (o.reader_index >= 0) return RunReader(o);
   try {
