@@ -238,6 +238,7 @@ void LoaderPool::Lookup(uint32_t ns, const std::string& key, LookupCallback cb) 
   auto fill = std::make_shared<Fill>();
   fill->ns = ns;
   fill->key = key;
+  Begin(*fill);
   fill->waiters.push_back(std::move(cb));
   fills_.emplace(k, fill);
   queue_.push_back(std::move(fill));
@@ -291,9 +292,10 @@ void LoaderPool::Dispatch() {
 void LoaderPool::Run(size_t i, const std::shared_ptr<Fill>& fill) {
   Conn& c = conns_[i];
   c.running = fill;
-  // The lease is taken before the query is sent.
-  fill->lease = daemon_->writer().BeginFill();
-  fill->revoked = false;
+  // The lease is taken before the query is sent: on a primary now; on a
+  // standby it was taken when the fill was queued, with its generation
+  // (daemon/replica.h), unless it was revoked meanwhile.
+  if (!c.replay.standby || fill->revoked) Begin(*fill);
   ++daemon_->stats().fills;
   fill->pool = this;
   fill->conn = i;
@@ -319,6 +321,12 @@ void LoaderPool::Run(size_t i, const std::shared_ptr<Fill>& fill) {
   Gate(i, fill);
 }
 
+void LoaderPool::Begin(Fill& fill) {
+  fill.lease = daemon_->writer().BeginFill();
+  fill.generation = daemon_->wal_marker(index_).generation();
+  fill.revoked = false;
+}
+
 void LoaderPool::Send(size_t i, const std::shared_ptr<Fill>& fill) {
   conns_[i].pg->QueryPrepared(StatementName(fill->ns), {fill->key},
                               [this, i, fill](const std::vector<PgResult>& results,
@@ -335,7 +343,7 @@ void LoaderPool::Gate(size_t i, const std::shared_ptr<Fill>& fill) {
   fill->gated = true;
   fill->required = 0;
   fill->polls = 0;
-  daemon_->wal_marker(index_).Required([this, i, fill](uint64_t lsn) {
+  daemon_->wal_marker(index_).Required(fill->generation, [this, i, fill](uint64_t lsn) {
     if (conns_[i].running != fill) return;  // answered meanwhile (deadline, stop)
     fill->required = lsn;
     AwaitReplay(i, fill);
@@ -582,7 +590,22 @@ void LoaderPool::Done(size_t i, const std::shared_ptr<Fill>& fill, const std::ve
     // A change committed while the query ran: what it read may be stale.
     ++daemon_->stats().leases_revoked;
     if (++fill->attempts < kMaxAttempts) {
+      Begin(*fill);
       queue_.push_front(fill);
+      Dispatch();
+      return;
+    }
+    // On a primary the change that revoked it committed while the query
+    // ran, so the row read is older than it by the query's time at most. On
+    // a standby the fill's lease also spans its wait for the replay, up to
+    // query_timeout: its row may be older than the change by more than the
+    // bound, so it is not answered at all.
+    if (conns_[i].replay.standby) {
+      ++daemon_->stats().replica_timeouts;
+      Answer(fill, Error(TC_E_TIMEOUT, "namespace " + nc.name + ": the key changed during each of " +
+                                           std::to_string(kMaxAttempts) +
+                                           " fills from the hot standby; not answered from it, since its "
+                                           "row could be older than the change"));
       Dispatch();
       return;
     }

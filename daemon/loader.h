@@ -81,8 +81,11 @@ class LoaderPool {
     uv_timer_t* deadline = nullptr;  // data: this Fill (alive while running)
     LoaderPool* pool = nullptr;
     size_t conn = 0;  // the connection running it
-    // Standby gate: waiting for the primary's position or the standby's
-    // replay; the position required (0 until known); replay reads so far.
+    // Standby gate: the invalidations applied when the lease was taken
+    // (WalMarker::generation); waiting for the primary's position or the
+    // standby's replay; the position required (0 until known); replay reads
+    // so far.
+    uint64_t generation = 0;
     bool gated = false;
     uint64_t required = 0;
     int polls = 0;
@@ -105,6 +108,8 @@ class LoaderPool {
   void PrepareNext(size_t i, size_t k);
   void Dispatch();
   void Run(size_t conn, const std::shared_ptr<Fill>& fill);
+  // Takes the lease and records the generation with it (daemon/replica.h).
+  void Begin(Fill& fill);
   // The standby gate (daemon/replica.h), then Send.
   void Gate(size_t conn, const std::shared_ptr<Fill>& fill);
   void AwaitReplay(size_t conn, const std::shared_ptr<Fill>& fill);

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include "daemon.h"
@@ -76,7 +77,7 @@ void WalMarker::Detach() { conn_ = nullptr; }
 
 void WalMarker::set_wanted(bool wanted) {
   wanted_ = wanted;
-  if (wanted_ && applied_ > probed_gen_) Schedule();
+  if (wanted_ && Unprobed()) Schedule();
 }
 
 void WalMarker::Applied() {
@@ -84,14 +85,19 @@ void WalMarker::Applied() {
   if (wanted_) Schedule();
 }
 
-void WalMarker::Required(Ready ready) {
+bool WalMarker::Unprobed() const { return probed_.empty() || probed_.back().first < applied_; }
+
+void WalMarker::Required(uint64_t generation, Ready ready) {
   // While the listener is not synced, invalidations may be missing (they are
   // replayed or flushed at reconnect): no position proves anything then.
-  if (conn_ != nullptr && probed_gen_ >= applied_) {
-    ready(probed_lsn_);
+  if (conn_ != nullptr && !probed_.empty() && probed_.back().first >= generation) {
+    // The first probe sent at or after `generation`; the oldest kept is one.
+    const auto it = std::lower_bound(probed_.begin(), probed_.end(), generation,
+                                     [](const auto& p, uint64_t g) { return p.first < g; });
+    ready(it->second);
     return;
   }
-  waiters_.emplace_back(applied_, std::move(ready));
+  waiters_.emplace_back(generation, std::move(ready));
   Schedule();
 }
 
@@ -108,7 +114,7 @@ void WalMarker::Schedule() {
 
 void WalMarker::Send() {
   if (in_flight_ || conn_ == nullptr || !conn_->idle()) return;
-  const bool needed = !waiters_.empty() || (wanted_ && applied_ > probed_gen_);
+  const bool needed = !waiters_.empty() || (wanted_ && Unprobed());
   if (!needed && !refresh_) return;
   refresh_ = false;
   in_flight_ = true;
@@ -156,9 +162,9 @@ void WalMarker::Answered(uint64_t generation, uint64_t lsn) {
     history_.emplace_back(now, lsn);
     if (history_.size() > kHistory) history_.pop_front();
   }
-  if (generation > probed_gen_) {
-    probed_gen_ = generation;
-    probed_lsn_ = lsn;
+  if (probed_.empty() || generation > probed_.back().first) {
+    probed_.emplace_back(generation, lsn);
+    if (probed_.size() > kProbes) probed_.pop_front();
   }
   // Probes answer in the order they were sent: this is the first one sent
   // after every invalidation a waiter of generation <= `generation` needs.

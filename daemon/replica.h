@@ -20,11 +20,22 @@
 //    insert position, not pg_current_wal_lsn(): with asynchronous commit the
 //    write position may still lie before a commit whose notification has
 //    been delivered.
-//  * The position required of a fill is the result of the first probe sent
-//    after the last invalidation applied before the fill began (a later one
-//    would be correct too, only stricter). While that probe is in flight,
-//    or the listener is not synced (invalidations may be missing then, to
-//    be replayed or flushed at reconnect), the fill waits.
+//  * A fill begins when it takes its lease, and records the generation then,
+//    in the same step (an invalidation between the two would be covered by
+//    neither). The position required of it is the result of the first probe
+//    sent once that generation was applied (a later one would be correct
+//    too, only stricter: the marker keeps the last kProbes answers, and
+//    answers an older generation with the oldest it kept). While no such
+//    probe has answered, or the listener is not synced (invalidations may
+//    be missing then, to be replayed or flushed at reconnect), the fill
+//    waits.
+//  * On a standby a fill begins when it is queued, not when a connection
+//    takes it: the fills queued behind a waiting one then need positions the
+//    standby has mostly replayed by the time their turn comes, instead of
+//    each waiting the standby's whole delay again on its connection. The
+//    price is a longer lease: an invalidation applied while a fill is
+//    queued revokes it (it is run again). On a primary the lease is taken
+//    again when the query is sent, as before.
 //  * Probes coalesce: one in flight at a time, sent from the loop's next
 //    turn (never inside the listener's notification callback), so a burst
 //    of invalidations costs one round trip to the primary. They are sent
@@ -128,11 +139,13 @@ class WalMarker {
 
   // An invalidation (key, tenant, epoch) was applied to the cache.
   void Applied();
-  // Calls `ready(lsn)` with the primary position a fill beginning now must
-  // see replayed: at once when the listener is synced and the last
-  // invalidation has been probed, else when a probe sent after it answers
-  // (the fill's own deadline bounds the wait).
-  void Required(Ready ready);
+  // The generation a fill beginning now records with its lease.
+  uint64_t generation() const { return applied_; }
+  // Calls `ready(lsn)` with the primary position a fill that began at
+  // `generation` must see replayed: at once when the listener is synced and
+  // a probe sent at or after that generation has answered, else when one
+  // does (the fill's own deadline bounds the wait).
+  void Required(uint64_t generation, Ready ready);
   // Asks for a fresh position for the lag gauges (no-op while one is in
   // flight).
   void Refresh();
@@ -144,11 +157,13 @@ class WalMarker {
   uint64_t probes() const { return probes_; }
 
  private:
-  void Schedule();  // sends from the loop's next turn
+  bool Unprobed() const;  // no probe answered since the last invalidation
+  void Schedule();        // sends from the loop's next turn
   void Send();
   void Answered(uint64_t generation, uint64_t lsn);
 
   static constexpr size_t kHistory = 4096;
+  static constexpr size_t kProbes = 1024;
   static constexpr uint64_t kHistorySpacingMs = 250;
 
   uv_loop_t* loop_;
@@ -158,11 +173,12 @@ class WalMarker {
   bool wanted_ = false;
   bool refresh_ = false;
   bool in_flight_ = false;
-  uint64_t applied_ = 0;     // invalidations applied (the generation)
-  uint64_t probed_gen_ = 0;  // generation of the first probe sent after the last one answered
-  uint64_t probed_lsn_ = 0;  // its result
-  uint64_t latest_ = 0;      // newest result of any probe
-  uint64_t probes_ = 0;      // probes answered
+  uint64_t applied_ = 0;  // invalidations applied (the generation)
+  // Answered probes, oldest first, one per generation (the first sent at
+  // it): (generation at sending, position).
+  std::deque<std::pair<uint64_t, uint64_t>> probed_;
+  uint64_t latest_ = 0;  // newest result of any probe
+  uint64_t probes_ = 0;  // probes answered
   LogLimiter error_log_{std::chrono::seconds(10), "probe failures"};
   std::vector<std::pair<uint64_t, Ready>> waiters_;    // (generation needed, callback)
   std::deque<std::pair<uint64_t, uint64_t>> history_;  // (uv_now() ms, position), oldest first

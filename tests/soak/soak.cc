@@ -3,7 +3,8 @@
 //
 //   tc_soak [--duration SECONDS] [--seed N] [--readers N] [--writes-per-sec N]
 //           [--reads-per-sec N] [--fault-every SECONDS] [--stale-after-ms N]
-//           [--topology direct] [--faults NAME,...]
+//           [--topology direct|standby] [--apply-delay-ms N] [--faults NAME,...]
+//           [--lookup-timeout-ms N]
 //
 // It starts a throwaway PostgreSQL cluster and the real tenantcached, with a
 // namespace "member" whose value carries the member row's version and its
@@ -22,6 +23,13 @@
 // The topology says how the daemon reaches PostgreSQL:
 //
 //   direct      loaders and listener connect to the server itself.
+//   standby     loaders on a streaming hot standby of the server (made with
+//               pg_basebackup -R) that applies each commit --apply-delay-ms
+//               late (default 0.3 x stale_after: most fills wait for it,
+//               and readers still get answers; above stale_after a fill
+//               answered from it unchecked would also fail the run as
+//               stale > bound, but then every miss waits that long);
+//               listener and writers on the primary.
 //
 // A fault injector, at random times (seeded), injects one of the faults of
 // the topology (kFaults; --faults picks some) and waits for the cache to be
@@ -32,7 +40,10 @@
 //   stop-listener     SIGSTOPs the listener's backend for 0.5-2.5 x stale_after;
 //   kill-daemon       SIGKILLs tenantcached and starts it again;
 //   stop-daemon       SIGSTOPs tenantcached for 0.5-2.5 x stale_after (its
-//                     readers must fail closed on their own).
+//                     readers must fail closed on their own);
+//   pause-replay      (standby) pauses the standby's replay for 0.5-2.5 x
+//                     stale_after: fills must wait or time out, never serve
+//                     what it has not replayed.
 //
 // The run fails (exit 1) when any read was served staler than the fail-closed
 // bound (stale_after), any answer was wrong, a fault was not recovered from
@@ -70,6 +81,7 @@
 #include "stats_format.h"
 #include "support/daemon_process.h"
 #include "support/pg_cluster.h"
+#include "support/standby.h"
 #include "support/test_cache.h"
 #include "tenantcache/tenantcache.h"
 
@@ -149,10 +161,10 @@ int64_t Staleness(const History& h, uint64_t seen, int64_t read_us) {
   return -1;
 }
 
-enum class Topology { kDirect };
-const char* const kTopologies[] = {"direct"};
+enum class Topology { kDirect, kStandby };
+const char* const kTopologies[] = {"direct", "standby"};
 
-enum class Fault { kKillListener, kRestartPostgres, kStopListener, kKillDaemon, kStopDaemon };
+enum class Fault { kKillListener, kRestartPostgres, kStopListener, kKillDaemon, kStopDaemon, kPauseReplay };
 struct FaultKind {
   Fault fault;
   const char* name;
@@ -168,6 +180,7 @@ const FaultKind kFaults[] = {
     {Fault::kStopListener, "stop-listener", std::nullopt, false},
     {Fault::kKillDaemon, "kill-daemon", std::nullopt, false},
     {Fault::kStopDaemon, "stop-daemon", std::nullopt, false},
+    {Fault::kPauseReplay, "pause-replay", Topology::kStandby, false},
 };
 
 struct Options {
@@ -180,6 +193,11 @@ struct Options {
   int stale_after_ms = 1000;
   uint32_t members = 2000, tenants = 20;
   Topology topology = Topology::kDirect;
+  int apply_delay_ms = -1;  // standby: -1 = 0.3 x stale_after
+  // A reader's tc_cache_lookup timeout; -1: 1 s, or 2.5 s on a standby,
+  // where a fill waits for the replay for up to query_timeout (2 s) and a
+  // shorter wait would end every miss in the reader's own timeout.
+  int lookup_timeout_ms = -1;
   std::vector<size_t> faults;  // indexes into kFaults; empty: every fault of the topology
   // Reader mode.
   std::string shared_path, cache_path;
@@ -257,7 +275,8 @@ int RunReader(const Options& o) {
       const uint32_t m = pick(rng);
       const uint32_t t = m % o.tenants;
       const int64_t t0 = NowUs() - s->base_us;
-      const int st = tc_cache_lookup(cache, ns, member_keys[m].data(), member_keys[m].size(), 1000, &v);
+      const int st =
+          tc_cache_lookup(cache, ns, member_keys[m].data(), member_keys[m].size(), o.lookup_timeout_ms, &v);
       ++c.reads;
       switch (st) {
         case TC_FOUND: {
@@ -465,11 +484,22 @@ int RunDriver(const Options& o, const char* self) {
 
   // How the daemon reaches the server: writers and faults always use it directly.
   std::string loader_conninfo = conninfo, listener_conninfo;
+  std::unique_ptr<test::Standby> standby;  // made after the data: the base backup holds it
   switch (o.topology) {
     case Topology::kDirect:
       break;
+    case Topology::kStandby: {
+      const int delay = o.apply_delay_ms >= 0 ? o.apply_delay_ms : o.stale_after_ms * 3 / 10;
+      std::printf("standby: recovery_min_apply_delay %d ms\n", delay);
+      std::fflush(stdout);
+      standby = std::make_unique<test::Standby>(cluster, std::chrono::milliseconds(delay));
+      loader_conninfo = standby->Conninfo(db);
+      listener_conninfo = conninfo;
+      break;
+    }
   }
   const std::string config = SoakConfig(dir.path(), loader_conninfo, listener_conninfo, o.stale_after_ms);
+  const int lookup_timeout_ms = o.lookup_timeout_ms >= 0 ? o.lookup_timeout_ms : standby ? 2500 : 1000;
   auto daemon = std::make_unique<test::DaemonProcess>(dir.path(), config);
   if (!daemon->WaitReady(30s)) {
     std::fprintf(stderr, "soak: the daemon did not become ready:\n%s\n", daemon->Log().c_str());
@@ -509,7 +539,9 @@ int RunDriver(const Options& o, const char* self) {
                                            "--tenants",
                                            std::to_string(o.tenants),
                                            "--reads-per-sec",
-                                           std::to_string(o.reads_per_sec)};
+                                           std::to_string(o.reads_per_sec),
+                                           "--lookup-timeout-ms",
+                                           std::to_string(lookup_timeout_ms)};
     std::vector<char*> argv;
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -561,6 +593,12 @@ int RunDriver(const Options& o, const char* self) {
         std::this_thread::sleep_for(held());  // the fault's duration
         daemon->Signal(SIGCONT);
         return "";
+      case Fault::kPauseReplay:
+        if (!standby) return "no standby to pause";
+        standby->PauseReplay();
+        std::this_thread::sleep_for(held());  // the fault's duration
+        standby->ResumeReplay();
+        return "";
     }
     return "unknown fault";
   };
@@ -605,6 +643,11 @@ int RunDriver(const Options& o, const char* self) {
 
   s->stop.store(1, std::memory_order_release);
   for (auto& t : writer_threads) t.join();
+  // What the standby cost the fills, from the daemon itself.
+  const auto daemon_stats = ParseFlatJson(test::ControlRequest(daemon->control_socket(), protocol::kStats));
+  auto stat = [&](const char* k) {
+    return daemon_stats.count(k) != 0 ? daemon_stats.at(k) : std::string("?");
+  };
   int readers_failed = 0;
   for (pid_t pid : readers) {
     int status = 0;
@@ -661,6 +704,9 @@ int RunDriver(const Options& o, const char* self) {
               member_writes, tenant_writes, write_errors);
   std::printf("faults injected    %d (%s); slowest recovery %.2f s\n", total_faults, fault_counts.c_str(),
               max_recovery_s);
+  if (standby)
+    std::printf("standby fills      %s waited for replay, %s answered timeout (standby behind); %s fills\n",
+                stat("replica_waits").c_str(), stat("replica_timeouts").c_str(), stat("fills").c_str());
   std::printf("stale > 10 ms      %" PRIu64 " reads served while trusted (max staleness %.1f ms)\n",
               sum.stale_fresh.load(), static_cast<double>(max_stale) / 1000.0);
   std::printf("stale > bound      %" PRIu64 " (bound: stale_after = %d ms; must be 0)\n",
@@ -684,7 +730,8 @@ int Usage() {
   std::fprintf(stderr,
                "usage: tc_soak [--duration SECONDS] [--seed N] [--readers N] [--writes-per-sec N]\n"
                "               [--reads-per-sec N] [--fault-every SECONDS] [--stale-after-ms N]\n"
-               "               [--topology direct] [--faults NAME,...]\n"
+               "               [--topology direct|standby] [--apply-delay-ms N] [--faults NAME,...]\n"
+               "               [--lookup-timeout-ms N]\n"
                "faults:");
   for (const auto& f : kFaults)
     std::fprintf(
@@ -732,6 +779,10 @@ int main(int argc, char** argv) {
       const auto* it = std::find(std::begin(kTopologies), std::end(kTopologies), std::string_view(v));
       if (it == std::end(kTopologies)) return Usage();
       o.topology = static_cast<Topology>(it - std::begin(kTopologies));
+    } else if (a == "--lookup-timeout-ms") {
+      o.lookup_timeout_ms = std::atoi(v);
+    } else if (a == "--apply-delay-ms") {
+      o.apply_delay_ms = std::atoi(v);
     } else if (a == "--stale-after-ms") {
       o.stale_after_ms = std::atoi(v);
     } else if (a == "--reader") {
@@ -753,6 +804,10 @@ int main(int argc, char** argv) {
       o.tenants < 1) {
     std::fprintf(stderr, "tc_soak: an option is out of range\n");
     return Usage();
+  }
+  if (o.apply_delay_ms >= 0 && o.topology != Topology::kStandby) {
+    std::fprintf(stderr, "tc_soak: --apply-delay-ms needs --topology standby\n");
+    return 2;
   }
   for (size_t f : o.faults) {
     if (kFaults[f].only_in && *kFaults[f].only_in != o.topology) {
