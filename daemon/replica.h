@@ -49,11 +49,11 @@
 // The standby side (LoaderPool, loader.cc). Each loader connection learns at
 // connect, in the statement that sets statement_timeout (no extra round
 // trip on a primary), whether its server is in recovery and how far it has
-// replayed (kReplayStateQuery). On a standby a fill first takes its lease,
-// then asks the WalMarker for the required position, then compares it with
-// the replay position the connection last read; if that is behind it reads
-// it again (backoff 0, 1, 2, 4, 8, then every 10 ms) until it is not, then
-// sends the fill's own statement.
+// replayed (kReplayStateQuery). When a standby connection takes a fill, it
+// asks the WalMarker for the position of the fill's generation, then
+// compares it with the replay position the connection last read; if that
+// is behind it reads it again (backoff 0, 1, 2, 4, 8, then every 10 ms)
+// until it is not, then sends the fill's own statement.
 //  * The replay position must come from a statement that completed before
 //    the fill's statement started. In the same statement it proves nothing:
 //    the statement's snapshot is taken before its functions run, so
@@ -70,6 +70,15 @@
 //    replay, a long query conflict) would otherwise send every fill to the
 //    primary at once with nothing in the status to say so. The client's
 //    fallback (its own query) decides where to go.
+//  * Revocation: a fill revoked on each of its attempts is answered
+//    TC_E_TIMEOUT (replica_timeouts), not from its last row as on a primary:
+//    its lease spans the wait for the replay, so that row may be older than
+//    the change that revoked it by more than the bound.
+//  * Cost: the marker is one WAL position for the whole source, not one per
+//    key (memcache's markers are per key). After any invalidation every fill
+//    waits until the standby has replayed what the primary had written by
+//    then, so under a steady write load a miss costs about the standby's
+//    replay delay, whichever key it is for.
 //  * Promotion: a connection whose server says it is no longer in recovery
 //    is treated as a primary from then on (fills run at once). Changes the
 //    old primary committed but never shipped are lost to the cache as they
