@@ -285,12 +285,15 @@ TEST_F(ReplicaTest, ContinuousChangesOverALaggingStandbyNeverAnswerBeyondTheBoun
         std::lock_guard<std::mutex> lock(mu);
         history[u].push_back({role, Clock::now(), Clock::time_point::max()});
       }
-      c.Exec("UPDATE fleet.user_accounts SET role = '" + role + "' WHERE id = '" + u + "'");
+      std::string sql = "UPDATE fleet.user_accounts SET role = '";
+      sql.append(role).append("' WHERE id = '").append(u).append("'");
+      c.Exec(sql);
       const auto end = Clock::now();
       std::lock_guard<std::mutex> lock(mu);
       history[u].back().end = end;
-      // Paced so that each user changes every ~0.5 s.
-      std::this_thread::sleep_for(25ms);
+      // Paced so that each user changes every ~2 s: longer than a fill's
+      // wait for the standby (1.5 s), or few fills would outlive their key.
+      std::this_thread::sleep_for(100ms);
     }
   });
   // Direct reads of the standby, to show that it really serves rows older
@@ -310,6 +313,7 @@ TEST_F(ReplicaTest, ContinuousChangesOverALaggingStandbyNeverAnswerBeyondTheBoun
     }
   });
   std::vector<std::thread> readers;
+  readers.reserve(3);
   for (int r = 0; r < 3; ++r) {
     readers.emplace_back([&, r] {
       tc_cache* cache = nullptr;
@@ -350,11 +354,16 @@ TEST_F(ReplicaTest, ContinuousChangesOverALaggingStandbyNeverAnswerBeyondTheBoun
         // began: this answer is too old.
         if (j + 1 < h.size() && h[j + 1].end < started - kBound) {
           if (violations++ == 0)
-            first_violation =
-                "user " + u + " answered " + role + ", replaced by " + h[j + 1].role + " " +
-                std::to_string(
-                    std::chrono::duration_cast<std::chrono::milliseconds>(started - h[j + 1].end).count()) +
-                " ms before the lookup began";
+            first_violation.append("user ")
+                .append(u)
+                .append(" answered ")
+                .append(role)
+                .append(", replaced by ")
+                .append(h[j + 1].role)
+                .append(" ")
+                .append(std::to_string(
+                    std::chrono::duration_cast<std::chrono::milliseconds>(started - h[j + 1].end).count()))
+                .append(" ms before the lookup began");
         }
       }
       tc_cache_close(cache);
@@ -375,7 +384,7 @@ TEST_F(ReplicaTest, ContinuousChangesOverALaggingStandbyNeverAnswerBeyondTheBoun
                static_cast<unsigned long long>(behind.load()));
   EXPECT_EQ(violations, 0u) << first_violation;
   EXPECT_EQ(unknown, 0u) << "answers that are no role the user ever had, or errors";
-  EXPECT_GT(answers, 100u);
+  EXPECT_GT(answers, 50u);
   EXPECT_GT(behind, 0u) << "the standby never served a row older than the bound: the check proves nothing";
   EXPECT_GT(std::stoull(Stat("replica_waits")), 0u);
 }
