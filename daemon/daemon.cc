@@ -130,6 +130,9 @@ void Daemon::Reload(const Config& config) {
                      static_cast<uint64_t>(config_.idle_timeout.count()) * 1'000'000);
 }
 
+WalMarker& Daemon::wal_marker(size_t source) { return listeners_[source]->marker(); }
+const WalMarker& Daemon::wal_marker(size_t source) const { return listeners_[source]->marker(); }
+
 uint64_t Daemon::ProvenNs() const {
   uint64_t proven = UINT64_MAX;
   for (const auto& l : listeners_) proven = std::min(proven, l->proven_ns());
@@ -192,18 +195,24 @@ bool Daemon::InvalidateKey(std::string_view ns, std::string_view key) {
   ++stats_.invalidations_key;
   const std::string k(norm, r.len);
   writer_->Invalidate(static_cast<uint32_t>(id), k);
-  loaders_[config_.namespaces[static_cast<size_t>(id)].source_index]->Revoke(static_cast<uint32_t>(id), k);
+  const size_t source = config_.namespaces[static_cast<size_t>(id)].source_index;
+  loaders_[source]->Revoke(static_cast<uint32_t>(id), k);
+  // Fills from a standby beginning from now on wait for this change.
+  listeners_[source]->marker().Applied();
   return true;
 }
 
 void Daemon::InvalidateTenant(std::string_view tenant) {
   ++stats_.invalidations_tenant;
   writer_->InvalidateTenant(tenant);
+  // A tenant id is not tied to a source: any source's change may be it.
+  for (auto& l : listeners_) l->marker().Applied();
 }
 
 void Daemon::Flush(const std::string& why) {
   ++stats_.flushes;
   const uint64_t epoch = writer_->Flush();
+  for (auto& l : listeners_) l->marker().Applied();
   // Any role can NOTIFY a flush: one line a second at most, with a count.
   if (flush_log_.Admit()) spdlog::info("cache flushed (epoch {}): {}{}", epoch, why, flush_log_.suffix());
 }
@@ -309,9 +318,18 @@ std::string Daemon::StatsJson() const {
   const uint64_t reads = clients.hits + clients.negative_hits + clients.misses;
   size_t pending = 0;
   size_t broken = 0;
-  for (const auto& l : loaders_) {
+  size_t standby_loaders = 0;
+  uint64_t lag_bytes = 0, probes = 0;
+  double lag_seconds = 0;
+  for (size_t i = 0; i < loaders_.size(); ++i) {
+    const auto& l = loaders_[i];
     pending += l->pending();
     broken += l->broken();
+    // The worst source's lag: the daemon log names the source of a timeout.
+    standby_loaders += l->standby_loaders();
+    lag_bytes = std::max(lag_bytes, l->replica_lag_bytes());
+    lag_seconds = std::max(lag_seconds, l->replica_lag_seconds());
+    probes += listeners_[i]->marker().probes();
   }
   size_t behind_pooler = 0;
   for (const auto& l : listeners_) behind_pooler += l->behind_pooler() ? 1 : 0;
@@ -337,8 +355,10 @@ std::string Daemon::StatsJson() const {
     << ",\"evictions\":" << w.evictions << ",\"reclaimed\":" << w.reclaimed << ",\"puts\":" << w.puts
     << ",\"negative_puts\":" << w.negative_puts << ",\"too_large\":" << w.too_large
     << ",\"reconnects\":" << stats_.reconnects << ",\"heartbeats_sent\":" << stats_.heartbeats_sent
-    << ",\"heartbeats_received\":" << stats_.heartbeats_received
-    << ",\"control_connections\":" << stats_.control_connections
+    << ",\"heartbeats_received\":" << stats_.heartbeats_received << ",\"standby_loaders\":" << standby_loaders
+    << ",\"replica_lag_bytes\":" << lag_bytes << ",\"replica_lag_seconds\":" << lag_seconds
+    << ",\"replica_waits\":" << stats_.replica_waits << ",\"replica_timeouts\":" << stats_.replica_timeouts
+    << ",\"wal_position_probes\":" << probes << ",\"control_connections\":" << stats_.control_connections
     << ",\"control_errors\":" << stats_.control_errors << ",\"control_refused\":" << stats_.control_refused
     << ",\"control_full\":" << stats_.control_full
     << ",\"control_accept_errors\":" << stats_.control_accept_errors

@@ -27,6 +27,7 @@ namespace tenantcache {
 
 class Listener;
 class LoaderPool;
+class WalMarker;
 
 struct Stats {
   uint64_t lookups = 0;      // miss requests from clients
@@ -46,6 +47,9 @@ struct Stats {
   uint64_t invalidations_key = 0, invalidations_tenant = 0, flushes = 0;
   uint64_t reconnects = 0;
   uint64_t heartbeats_sent = 0, heartbeats_received = 0;
+  // Fills from a hot standby (daemon/replica.h): those that waited for its
+  // replay, and those answered timeout because it stayed behind.
+  uint64_t replica_waits = 0, replica_timeouts = 0;
   uint64_t control_connections = 0, control_errors = 0;
   // Control-socket limits (daemon/control.h): peers refused for their
   // credentials, connections refused at max_clients or failed to accept,
@@ -113,6 +117,10 @@ class Daemon {
   // it sent been read, so none can arrive after the fold and be counted twice.
   // Reports whose sender the kernel could not name are kept (bounded).
   void ForgetExitedClients(const std::set<uint32_t>& connected);
+
+  // The primary's WAL position for fills of source `source` from a standby.
+  WalMarker& wal_marker(size_t source);
+  const WalMarker& wal_marker(size_t source) const;
 
   CacheWriter& writer() { return *writer_; }
   const Config& config() const { return config_; }

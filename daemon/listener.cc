@@ -100,6 +100,7 @@ Listener::Listener(Daemon* daemon, size_t index)
       conn_(daemon->loop(), "listener " + daemon->config().sources[index].name),
       heartbeat_(daemon->loop(), "heartbeat " + daemon->config().sources[index].name),
       pruner_(daemon, index, static_cast<uint64_t>(getpid()) * 104729 + index),
+      marker_(daemon->loop(), daemon->config().sources[index].name),
       rng_(static_cast<uint64_t>(getpid()) * 7919 + index) {
   conn_.set_on_state([this](const std::string& error) {
     if (!error.empty()) {
@@ -120,6 +121,15 @@ Listener::Listener(Daemon* daemon, size_t index)
       conn_.Query("LISTEN " + source().channel, {},
                   [this](const std::vector<PgResult>& results, const std::string& err) {
                     const std::string e = ResultError(results, err);
+                    // read_only_sql_transaction: "cannot execute LISTEN during
+                    // recovery". Loaders may use a standby; the listener may not.
+                    if (!e.empty() && ResultSqlState(results) == "25006") {
+                      Lost("LISTEN failed: " + e +
+                           ": the listener's server is a hot standby, which sends no notifications; set "
+                           "listener_conninfo of [[source]] " +
+                           source().name + " to the primary");
+                      return;
+                    }
                     if (!e.empty()) {
                       Lost("LISTEN failed: " + e);
                       return;
@@ -144,6 +154,10 @@ Listener::~Listener() {
 // reloadable values in force.
 const SourceConfig& Listener::source() const { return daemon_->config().sources[index_]; }
 
+const std::string& Listener::PrimaryConninfo() const {
+  return source().listener_conninfo.empty() ? source().conninfo : source().listener_conninfo;
+}
+
 void Listener::Start() {
   stopped_ = false;
   tick_timer_ = NewTimer(daemon_->loop(), this);
@@ -155,6 +169,7 @@ void Listener::Start() {
 
 void Listener::Stop() {
   stopped_ = true;
+  marker_.Detach();
   CloseTimer(reconnect_timer_);
   CloseTimer(tick_timer_);
   conn_.Disconnect("stopping");
@@ -175,17 +190,16 @@ void Listener::Reload() {
 void Listener::Connect() {
   if (stopped_) return;
   heartbeats_.clear();  // tokens of an earlier connection prove nothing
-  const std::string& conninfo =
-      source().listener_conninfo.empty() ? source().conninfo : source().listener_conninfo;
-  spdlog::info("source {}: connecting listener ({})", source().name, RedactConninfo(conninfo));
-  conn_.Connect(conninfo);
-  if (!heartbeat_.connected() && !heartbeat_.resolving()) heartbeat_.Connect(source().conninfo);
+  spdlog::info("source {}: connecting listener ({})", source().name, RedactConninfo(PrimaryConninfo()));
+  conn_.Connect(PrimaryConninfo());
+  if (!heartbeat_.connected() && !heartbeat_.resolving()) heartbeat_.Connect(PrimaryConninfo());
 }
 
 void Listener::Lost(const std::string& why) {
   if (stopped_) return;
   const bool was_synced = synced_;
   synced_ = false;
+  marker_.Detach();
   conn_.Disconnect(why);
   // A heartbeat still in flight is stuck too (its backend may be the stopped
   // one, or blocked at commit): start its connection afresh as well.
@@ -359,6 +373,7 @@ void Listener::MarkSynced(const std::string& snapshot) {
   spdlog::info("source {}: listening on channel {} (backend pid {}), synced", source().name, source().channel,
                conn_.backend_pid());
   daemon_->SourceSynced(index_, true);
+  marker_.Attach(&conn_);
 }
 
 void Listener::OnNotify(std::string_view payload) {
@@ -457,7 +472,7 @@ void Listener::Tick() {
   if (!heartbeat_.connected()) {
     // A slow name lookup is let finish (it is bounded by the resolver's own
     // timeouts), not restarted at every tick.
-    if (!heartbeat_.resolving()) heartbeat_.Connect(source().conninfo);
+    if (!heartbeat_.resolving()) heartbeat_.Connect(PrimaryConninfo());
     return;
   }
   if (!heartbeat_.idle() || !conn_.connected()) return;

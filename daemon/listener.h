@@ -1,5 +1,7 @@
 // A source's listener: the dedicated LISTEN connection, never inside a
-// transaction, and its heartbeat connection.
+// transaction, and its heartbeat connection. Both reach the primary
+// (listener_conninfo, else conninfo): NOTIFY and every write the daemon
+// makes fail on a hot standby, where loaders may be (daemon/replica.h).
 //
 // Synchronisation protocol (see DESIGN "Invalidation"):
 //  * On connection loss the source is marked unsynced at once (the cache
@@ -29,6 +31,9 @@
 //    prunes the invalidation log by the rule of daemon/log_pruner.h (rows
 //    older than the longest log_retention among the database's daemons), in
 //    place of a heartbeat tick's namespace record, never of a heartbeat.
+//  * Remote marker: once synced, the LISTEN connection also carries the
+//    probes of the primary's WAL position that fills from a standby wait
+//    for (WalMarker, daemon/replica.h); it is idle between them.
 //  * Liveness: a synced listener that has not received its own heartbeat for
 //    stale_after - heartbeat_interval is deaf (a proxy, a stopped backend):
 //    it is treated as disconnected.
@@ -49,6 +54,7 @@
 #include "log_limit.h"
 #include "log_pruner.h"
 #include "pg_conn.h"
+#include "replica.h"
 
 namespace tenantcache {
 
@@ -79,9 +85,12 @@ class Listener {
   int backend_pid() const { return conn_.backend_pid(); }
   // The listener's connection goes through a pooler and is refused.
   bool behind_pooler() const { return behind_pooler_; }
+  WalMarker& marker() { return marker_; }
 
  private:
   const SourceConfig& source() const;
+  // The primary: listener_conninfo, else conninfo.
+  const std::string& PrimaryConninfo() const;
   void Connect();
   void Lost(const std::string& why);
   // LISTEN needs a session of its own, which a transaction pooler does not
@@ -111,6 +120,7 @@ class Listener {
   size_t index_;
   PgConn conn_;
   PgConn heartbeat_;
+  WalMarker marker_;  // after conn_: it may hold a pointer to it
   uv_timer_t* reconnect_timer_ = nullptr;
   uv_timer_t* tick_timer_ = nullptr;
   bool stopped_ = false;

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <string_view>
 
@@ -51,7 +53,11 @@ LoaderPool::LoaderPool(Daemon* daemon, size_t index) : daemon_(daemon), index_(i
 }
 
 LoaderPool::~LoaderPool() {
-  for (auto& c : conns_) CloseTimer(c.retry);
+  for (auto& c : conns_) {
+    CloseTimer(c.retry);
+    CloseTimer(c.replay_timer);
+  }
+  CloseTimer(lag_timer_);
 }
 
 void LoaderPool::Start() {
@@ -62,8 +68,10 @@ void LoaderPool::Start() {
 
 void LoaderPool::Stop() {
   stopped_ = true;
+  CloseTimer(lag_timer_);
   for (auto& c : conns_) {
     CloseTimer(c.retry);
+    CloseTimer(c.replay_timer);
     c.running.reset();
     if (c.pg) c.pg->Disconnect("stopping");
   }
@@ -127,13 +135,24 @@ void LoaderPool::Connected(size_t i) {
         spdlog::info("source {}: the loaders reach PostgreSQL directly: named prepared statements",
                      source().name);
     }
-    if (c.pooled || not_kept_) {  // nothing that outlives a transaction
-      PrepareNext(i, 0);
-      return;
-    }
-    // The server ends a runaway query too, not only our deadline.
-    c.pg->Query("SET statement_timeout = " + std::to_string(source().query_timeout.count()), {},
-                [this, i](const std::vector<PgResult>&, const std::string&) { PrepareNext(i, 0); });
+    // Whether the server is a standby (daemon/replica.h). On a direct
+    // connection the same round trip sets statement_timeout, so the server
+    // ends a runaway query too, not only our deadline; behind a pooler
+    // nothing may outlive a transaction.
+    const std::string timeout =
+        c.pooled || not_kept_
+            ? ""
+            : "SET statement_timeout = " + std::to_string(source().query_timeout.count()) + "; ";
+    c.pg->Query(timeout + kReplayStateQuery, {},
+                [this, i](const std::vector<PgResult>& results, const std::string& err) {
+                  if (!err.empty()) return;  // the connection failed: Reconnect runs
+                  std::string why;
+                  if (!SetReplay(i, results, &why)) {
+                    Reconnect(i, "cannot tell whether the server is a standby: " + why);
+                    return;
+                  }
+                  PrepareNext(i, 0);
+                });
   });
 }
 
@@ -214,6 +233,7 @@ void LoaderPool::Reconnect(size_t i, const std::string& why) {
   if (stopped_) return;
   Conn& c = conns_[i];
   c.prepared = false;
+  CloseTimer(c.replay_timer);
   if (auto fill = std::exchange(c.running, nullptr)) {
     CloseTimer(fill->deadline);
     if (++fill->attempts < kMaxAttempts) {
@@ -259,6 +279,7 @@ void LoaderPool::Lookup(uint32_t ns, const std::string& key, LookupCallback cb) 
   auto fill = std::make_shared<Fill>();
   fill->ns = ns;
   fill->key = key;
+  Begin(*fill);
   fill->waiters.push_back(std::move(cb));
   fills_.emplace(k, fill);
   queue_.push_back(std::move(fill));
@@ -312,9 +333,10 @@ void LoaderPool::Dispatch() {
 void LoaderPool::Run(size_t i, const std::shared_ptr<Fill>& fill) {
   Conn& c = conns_[i];
   c.running = fill;
-  // The lease is taken before the query is sent.
-  fill->lease = daemon_->writer().BeginFill();
-  fill->revoked = false;
+  // The lease is taken before the query is sent: on a primary now; on a
+  // standby it was taken when the fill was queued, with its generation
+  // (daemon/replica.h), unless it was revoked meanwhile.
+  if (!c.replay.standby || fill->revoked) Begin(*fill);
   ++daemon_->stats().fills;
   fill->pool = this;
   fill->conn = i;
@@ -328,18 +350,200 @@ void LoaderPool::Run(size_t i, const std::shared_ptr<Fill>& fill) {
         auto running = std::exchange(self->conns_[idx].running, nullptr);
         if (!running) return;
         CloseTimer(running->deadline);
+        if (running->gated) {
+          self->ReplicaTimeout(idx, running);
+          return;
+        }
         ++self->daemon_->stats().fill_timeouts;
         self->Answer(running, Error(TC_E_TIMEOUT, "query timed out"));
         self->Reconnect(idx, "query timed out");
       },
       static_cast<uint64_t>(source().query_timeout.count()), 0);
+  Gate(i, fill);
+}
+
+void LoaderPool::Begin(Fill& fill) {
+  fill.lease = daemon_->writer().BeginFill();
+  fill.generation = daemon_->wal_marker(index_).generation();
+  fill.revoked = false;
+}
+
+void LoaderPool::Send(size_t i, const std::shared_ptr<Fill>& fill) {
   auto done = [this, i, fill](const std::vector<PgResult>& results, const std::string& error) {
     Done(i, fill, results, error);
   };
   if (const std::string stmt = Statement(i, fill->ns); stmt.empty())
-    c.pg->Query(daemon_->config().namespaces[fill->ns].query, {fill->key}, std::move(done));
+    conns_[i].pg->Query(daemon_->config().namespaces[fill->ns].query, {fill->key}, std::move(done));
   else
-    c.pg->QueryPrepared(stmt, {fill->key}, std::move(done));
+    conns_[i].pg->QueryPrepared(stmt, {fill->key}, std::move(done));
+}
+
+// The standby gate (daemon/replica.h): after the lease, the position the
+// fill must see replayed; on a primary nothing happens here.
+void LoaderPool::Gate(size_t i, const std::shared_ptr<Fill>& fill) {
+  if (!conns_[i].replay.standby) {
+    Send(i, fill);
+    return;
+  }
+  fill->gated = true;
+  fill->required = 0;
+  fill->polls = 0;
+  daemon_->wal_marker(index_).Required(fill->generation, [this, i, fill](uint64_t lsn) {
+    if (conns_[i].running != fill) return;  // answered meanwhile (deadline, stop)
+    fill->required = lsn;
+    AwaitReplay(i, fill);
+  });
+}
+
+void LoaderPool::AwaitReplay(size_t i, const std::shared_ptr<Fill>& fill) {
+  Conn& c = conns_[i];
+  // A promoted server is no longer in recovery: it has all it will have.
+  if (!c.replay.standby || c.replay.replayed >= fill->required) {
+    fill->gated = false;
+    Send(i, fill);
+    return;
+  }
+  if (fill->polls == 0) ++daemon_->stats().replica_waits;
+  // At once, then 1, 2, 4, 8 ms, then every 10 ms: a standby keeping up
+  // answers the first read; one that lags costs a small query per 10 ms.
+  const uint64_t delay =
+      fill->polls == 0 ? 0 : std::min<uint64_t>(uint64_t{1} << std::min(fill->polls - 1, 4), 10);
+  ++fill->polls;
+  if (c.replay_timer == nullptr) c.replay_timer = NewTimer(daemon_->loop(), &c);
+  uv_timer_start(
+      c.replay_timer,
+      [](uv_timer_t* t) {
+        auto* conn = static_cast<Conn*>(t->data);
+        conn->pool->ReadReplay(conn->index);
+      },
+      delay, 0);
+}
+
+// A statement of its own, completed before the fill's starts: its replay
+// position holds for the fill's snapshot (daemon/replica.h).
+void LoaderPool::ReadReplay(size_t i) {
+  Conn& c = conns_[i];
+  auto fill = c.running;
+  if (!fill || !fill->gated || !c.pg || !c.pg->idle()) return;
+  c.pg->Query(kReplayStateQuery, {},
+              [this, i, fill](const std::vector<PgResult>& results, const std::string& error) {
+                if (!error.empty()) {  // the connection failed: run the fill elsewhere
+                  Done(i, fill, results, error);
+                  return;
+                }
+                std::string why;
+                const bool read = SetReplay(i, results, &why);
+                if (conns_[i].running != fill) {  // answered meanwhile: the connection is free again
+                  Dispatch();
+                  return;
+                }
+                if (!read) {
+                  conns_[i].running.reset();
+                  CloseTimer(fill->deadline);
+                  FillError(fill, "namespace " + daemon_->config().namespaces[fill->ns].name +
+                                      ": cannot read the standby's replay position: " + why);
+                  Dispatch();
+                  return;
+                }
+                AwaitReplay(i, fill);
+              });
+}
+
+void LoaderPool::ReplicaTimeout(size_t i, const std::shared_ptr<Fill>& fill) {
+  Conn& c = conns_[i];
+  if (c.replay_timer != nullptr) uv_timer_stop(c.replay_timer);
+  ++daemon_->stats().fill_timeouts;
+  ++daemon_->stats().replica_timeouts;
+  std::string why;
+  if (fill->required == 0) {
+    why =
+        "the primary's WAL position after the last invalidation is not known (the listener is not synced, "
+        "or its probe failed: see the log)";
+  } else {
+    char lag[32];
+    std::snprintf(lag, sizeof lag, "%.1f", daemon_->wal_marker(index_).LagSeconds(c.replay.replayed));
+    why = "the standby has not replayed past the last invalidation: it is " +
+          std::to_string(fill->required - std::min(fill->required, c.replay.replayed)) +
+          " bytes of WAL behind it, and at least " + lag + " s behind the primary";
+  }
+  const std::string message =
+      "namespace " + daemon_->config().namespaces[fill->ns].name + ": no answer within query_timeout (" +
+      std::to_string(source().query_timeout.count()) + " ms) from loader " + source().name + "#" +
+      std::to_string(i) + ", on a hot standby: " + why + "; its rows could be older than a committed change";
+  if (replica_log_.Admit()) spdlog::warn("source {}: {}{}", source().name, message, replica_log_.suffix());
+  Answer(fill, Error(TC_E_TIMEOUT, message));
+  Dispatch();
+}
+
+bool LoaderPool::SetReplay(size_t i, const std::vector<PgResult>& results, std::string* error) {
+  ReplayState state;
+  if (!ReadReplayState(results, &state, error)) return false;
+  Conn& c = conns_[i];
+  const bool was = c.replay.standby;
+  c.replay = state;
+  if (state.standby && !was)
+    spdlog::info(
+        "source {}: loader {} is on a hot standby: each fill waits until it has replayed past the last "
+        "invalidation, at most query_timeout ({} ms)",
+        source().name, i, source().query_timeout.count());
+  else if (!state.standby && was)
+    spdlog::info("source {}: loader {} is on a server no longer in recovery (promoted): fills run at once",
+                 source().name, i);
+  const bool any = standby_loaders() > 0;
+  daemon_->wal_marker(index_).set_wanted(any);
+  if (any && lag_timer_ == nullptr && !stopped_) {
+    lag_timer_ = NewTimer(daemon_->loop(), this);
+    uv_timer_start(
+        lag_timer_, [](uv_timer_t* t) { static_cast<LoaderPool*>(t->data)->MonitorLag(); }, 1000, 1000);
+  }
+  return true;
+}
+
+// The gauges must follow a standby that lags while no fill waits on it:
+// once a second, a fresh primary position and one idle connection's replay.
+void LoaderPool::MonitorLag() {
+  if (stopped_ || standby_loaders() == 0) return;
+  daemon_->wal_marker(index_).Refresh();
+  for (size_t i = 0; i < conns_.size(); ++i) {
+    Conn& c = conns_[i];
+    if (!c.pg || !c.prepared || c.running || !c.pg->idle() || !c.replay.standby) continue;
+    c.pg->Query(kReplayStateQuery, {},
+                [this, i](const std::vector<PgResult>& results, const std::string& err) {
+                  std::string why;
+                  if (err.empty()) SetReplay(i, results, &why);
+                  Dispatch();
+                });
+    return;
+  }
+}
+
+size_t LoaderPool::standby_loaders() const {
+  size_t n = 0;
+  for (const auto& c : conns_)
+    if (c.pg && c.pg->connected() && c.replay.standby) ++n;
+  return n;
+}
+
+bool LoaderPool::NewestReplay(uint64_t* replayed) const {
+  bool any = false;
+  *replayed = 0;
+  for (const auto& c : conns_) {
+    if (!c.pg || !c.pg->connected() || !c.replay.standby) continue;
+    any = true;
+    *replayed = std::max(*replayed, c.replay.replayed);
+  }
+  return any;
+}
+
+uint64_t LoaderPool::replica_lag_bytes() const {
+  uint64_t replayed = 0;
+  const uint64_t primary = daemon_->wal_marker(index_).latest();
+  return NewestReplay(&replayed) && primary > replayed ? primary - replayed : 0;
+}
+
+double LoaderPool::replica_lag_seconds() const {
+  uint64_t replayed = 0;
+  return NewestReplay(&replayed) ? daemon_->wal_marker(index_).LagSeconds(replayed) : 0;
 }
 
 void LoaderPool::Done(size_t i, const std::shared_ptr<Fill>& fill, const std::vector<PgResult>& results,
@@ -443,7 +647,22 @@ void LoaderPool::Done(size_t i, const std::shared_ptr<Fill>& fill, const std::ve
     // A change committed while the query ran: what it read may be stale.
     ++daemon_->stats().leases_revoked;
     if (++fill->attempts < kMaxAttempts) {
+      Begin(*fill);
       queue_.push_front(fill);
+      Dispatch();
+      return;
+    }
+    // On a primary the change that revoked it committed while the query
+    // ran, so the row read is older than it by the query's time at most. On
+    // a standby the fill's lease also spans its wait for the replay, up to
+    // query_timeout: its row may be older than the change by more than the
+    // bound, so it is not answered at all.
+    if (conns_[i].replay.standby) {
+      ++daemon_->stats().replica_timeouts;
+      Answer(fill, Error(TC_E_TIMEOUT, "namespace " + nc.name + ": the key changed during each of " +
+                                           std::to_string(kMaxAttempts) +
+                                           " fills from the hot standby; not answered from it, since its "
+                                           "row could be older than the change"));
       Dispatch();
       return;
     }

@@ -36,6 +36,10 @@
 //  * Fill errors are logged, at most one line a second with a count of the
 //    rest, with the namespace and the database's message, which also goes
 //    back to the client.
+//  * Standby gate: a connection to a hot standby runs a fill's statement
+//    only once the standby has replayed past every invalidation applied
+//    before the fill began, or answers timeout at query_timeout
+//    (daemon/replica.h has the protocol).
 //  * The pending queue is bounded (queue_bound Fills); beyond it lookups are
 //    answered busy. Each query has a deadline; on expiry its waiters are told
 //    timeout and the connection is replaced (the server's statement_timeout
@@ -57,6 +61,7 @@
 #include "daemon.h"
 #include "log_limit.h"
 #include "pg_conn.h"
+#include "replica.h"
 
 namespace tenantcache {
 
@@ -75,6 +80,11 @@ class LoaderPool {
   size_t pending() const { return fills_.size(); }
   // Namespaces whose query a loader found broken (their lookups fail).
   size_t broken() const { return broken_.size(); }
+  // Loader connections on a hot standby now, and that standby's lag
+  // (daemon/replica.h), 0 without any.
+  size_t standby_loaders() const;
+  uint64_t replica_lag_bytes() const;
+  double replica_lag_seconds() const;
 
  private:
   static constexpr int kMaxAttempts = 3;
@@ -89,6 +99,14 @@ class LoaderPool {
     uv_timer_t* deadline = nullptr;  // data: this Fill (alive while running)
     LoaderPool* pool = nullptr;
     size_t conn = 0;  // the connection running it
+    // Standby gate: the invalidations applied when the lease was taken
+    // (WalMarker::generation); waiting for the primary's position or the
+    // standby's replay; the position required (0 until known); replay reads
+    // so far.
+    uint64_t generation = 0;
+    bool gated = false;
+    uint64_t required = 0;
+    int polls = 0;
   };
   struct Conn {
     LoaderPool* pool = nullptr;
@@ -99,6 +117,8 @@ class LoaderPool {
     std::shared_ptr<Fill> running;
     uv_timer_t* retry = nullptr;  // data: this Conn
     int attempts = 0;
+    ReplayState replay;                  // what kReplayStateQuery last said
+    uv_timer_t* replay_timer = nullptr;  // data: this Conn; the gate's next read
   };
 
   const SourceConfig& source() const;
@@ -112,6 +132,21 @@ class LoaderPool {
   void StatementsNotKept(const NamespaceConfig& ns, const std::string& message);
   void Dispatch();
   void Run(size_t conn, const std::shared_ptr<Fill>& fill);
+  // Takes the lease and records the generation with it (daemon/replica.h).
+  void Begin(Fill& fill);
+  // The standby gate (daemon/replica.h), then Send.
+  void Gate(size_t conn, const std::shared_ptr<Fill>& fill);
+  void AwaitReplay(size_t conn, const std::shared_ptr<Fill>& fill);
+  void ReadReplay(size_t conn);
+  // The deadline passed while the fill was gated.
+  void ReplicaTimeout(size_t conn, const std::shared_ptr<Fill>& fill);
+  // Records a connection's kReplayStateQuery result; false when it is not one.
+  bool SetReplay(size_t conn, const std::vector<PgResult>& results, std::string* error);
+  void MonitorLag();
+  // The newest replay position read on a connected standby connection;
+  // false when there is none.
+  bool NewestReplay(uint64_t* replayed) const;
+  void Send(size_t conn, const std::shared_ptr<Fill>& fill);
   void Done(size_t conn, const std::shared_ptr<Fill>& fill, const std::vector<PgResult>& results,
             const std::string& error);
   void Answer(const std::shared_ptr<Fill>& fill, const LookupAnswer& answer);
@@ -136,6 +171,8 @@ class LoaderPool {
   Statements statements_ = Statements::kDetect;  // TENANTCACHED_LOADER_STATEMENTS
   bool not_kept_ = false;                        // a named statement was not kept
   int logged_pooled_ = -1;                       // what the log said last: 1 pooled, 0 direct
+  LogLimiter replica_log_{std::chrono::seconds(10), "standby timeouts"};
+  uv_timer_t* lag_timer_ = nullptr;  // refreshes the lag while loaders are on a standby
   bool stopped_ = false;
 };
 

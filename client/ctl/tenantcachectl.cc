@@ -287,6 +287,13 @@ int Status(const Options& o) {
           "(PgBouncer); LISTEN needs a direct connection: set listener_conninfo to reach PostgreSQL itself "
           "(the daemon log names the source)\n",
           pooled.c_str());
+    // Loaders on a hot standby: how far behind it is, and what that cost.
+    if (const std::string standby = get("standby_loaders"); standby != "0" && standby != "?")
+      std::printf(
+          "standby         %s loader(s) on a hot standby, lag %s bytes, %s s (fills waited %s, timed out "
+          "%s)\n",
+          standby.c_str(), get("replica_lag_bytes").c_str(), get("replica_lag_seconds").c_str(),
+          get("replica_waits").c_str(), get("replica_timeouts").c_str());
     std::printf("notify queue    %s (reconnects %s, unsynced %s s)\n",
                 get("notification_queue_usage").c_str(), get("reconnects").c_str(),
                 get("unsynced_seconds").c_str());

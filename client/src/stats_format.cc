@@ -37,7 +37,10 @@ std::string PrometheusText(const std::string& json) {
                                                 "reporting_clients",
                                                 "control_clients",
                                                 "control_max_clients",
-                                                "log_prune_age_seconds"};
+                                                "log_prune_age_seconds",
+                                                "standby_loaders",
+                                                "replica_lag_bytes",
+                                                "replica_lag_seconds"};
   std::string out;
   for (const auto& [k, v] : ParseFlatJson(json)) {
     const std::string value = v == "true" ? "1" : v == "false" ? "0" : v;

@@ -3,7 +3,8 @@
 //
 //   tc_soak [--duration SECONDS] [--seed N] [--readers N] [--writes-per-sec N]
 //           [--reads-per-sec N] [--fault-every SECONDS] [--stale-after-ms N]
-//           [--topology direct|pgbouncer] [--faults NAME,...]
+//           [--topology direct|pgbouncer|standby] [--apply-delay-ms N] [--faults NAME,...]
+//           [--lookup-timeout-ms N]
 //
 // It starts a throwaway PostgreSQL cluster and the real tenantcached, with a
 // namespace "member" whose value carries the member row's version and its
@@ -25,6 +26,13 @@
 //   pgbouncer   loaders through a PgBouncer in transaction mode (the Debian
 //               package, tests/support/pgbouncer.*, four server
 //               connections), the listener to the server itself.
+//   standby     loaders on a streaming hot standby of the server (made with
+//               pg_basebackup -R) that applies each commit --apply-delay-ms
+//               late (default 0.3 x stale_after: most fills wait for it,
+//               and readers still get answers; above stale_after a fill
+//               answered from it unchecked would also fail the run as
+//               stale > bound, but then every miss waits that long);
+//               listener and writers on the primary.
 //
 // A fault injector, at random times (seeded), injects one of the faults of
 // the topology (kFaults; --faults picks some) and waits for the cache to be
@@ -39,6 +47,9 @@
 //   restart-pgbouncer (pgbouncer only) stops and starts PgBouncer: every
 //                     loader connection drops; recovered once a fill has
 //                     written the cache again.
+//   pause-replay      (standby) pauses the standby's replay for 0.5-2.5 x
+//                     stale_after: fills must wait or time out, never serve
+//                     what it has not replayed.
 //
 // The run fails (exit 1) when any read was served staler than the fail-closed
 // bound (stale_after), any answer was wrong, a fault was not recovered from
@@ -77,6 +88,7 @@
 #include "support/daemon_process.h"
 #include "support/pg_cluster.h"
 #include "support/pgbouncer.h"
+#include "support/standby.h"
 #include "support/test_cache.h"
 #include "tenantcache/tenantcache.h"
 
@@ -156,8 +168,8 @@ int64_t Staleness(const History& h, uint64_t seen, int64_t read_us) {
   return -1;
 }
 
-enum class Topology { kDirect, kPgBouncer };
-const char* const kTopologies[] = {"direct", "pgbouncer"};
+enum class Topology { kDirect, kPgBouncer, kStandby };
+const char* const kTopologies[] = {"direct", "pgbouncer", "standby"};
 
 enum class Fault {
   kKillListener,
@@ -165,7 +177,8 @@ enum class Fault {
   kStopListener,
   kKillDaemon,
   kStopDaemon,
-  kRestartPgBouncer
+  kRestartPgBouncer,
+  kPauseReplay
 };
 struct FaultKind {
   Fault fault;
@@ -183,6 +196,7 @@ const FaultKind kFaults[] = {
     {Fault::kKillDaemon, "kill-daemon", std::nullopt, false},
     {Fault::kStopDaemon, "stop-daemon", std::nullopt, false},
     {Fault::kRestartPgBouncer, "restart-pgbouncer", Topology::kPgBouncer, false},
+    {Fault::kPauseReplay, "pause-replay", Topology::kStandby, false},
 };
 
 struct Options {
@@ -195,6 +209,11 @@ struct Options {
   int stale_after_ms = 1000;
   uint32_t members = 2000, tenants = 20;
   Topology topology = Topology::kDirect;
+  int apply_delay_ms = -1;  // standby: -1 = 0.3 x stale_after
+  // A reader's tc_cache_lookup timeout; -1: 1 s, or 2.5 s on a standby,
+  // where a fill waits for the replay for up to query_timeout (2 s) and a
+  // shorter wait would end every miss in the reader's own timeout.
+  int lookup_timeout_ms = -1;
   std::vector<size_t> faults;  // indexes into kFaults; empty: every fault of the topology
   // Reader mode.
   std::string shared_path, cache_path;
@@ -272,7 +291,8 @@ int RunReader(const Options& o) {
       const uint32_t m = pick(rng);
       const uint32_t t = m % o.tenants;
       const int64_t t0 = NowUs() - s->base_us;
-      const int st = tc_cache_lookup(cache, ns, member_keys[m].data(), member_keys[m].size(), 1000, &v);
+      const int st =
+          tc_cache_lookup(cache, ns, member_keys[m].data(), member_keys[m].size(), o.lookup_timeout_ms, &v);
       ++c.reads;
       switch (st) {
         case TC_FOUND: {
@@ -488,6 +508,7 @@ int RunDriver(const Options& o, const char* self) {
   // How the daemon reaches the server: writers and faults always use it directly.
   std::string loader_conninfo = conninfo, listener_conninfo;
   std::unique_ptr<test::PgBouncer> bouncer;  // outlives the daemon
+  std::unique_ptr<test::Standby> standby;    // made after the data: the base backup holds it
   switch (o.topology) {
     case Topology::kDirect:
       break;
@@ -496,8 +517,18 @@ int RunDriver(const Options& o, const char* self) {
       loader_conninfo = bouncer->Conninfo(db);
       listener_conninfo = conninfo;
       break;
+    case Topology::kStandby: {
+      const int delay = o.apply_delay_ms >= 0 ? o.apply_delay_ms : o.stale_after_ms * 3 / 10;
+      std::printf("standby: recovery_min_apply_delay %d ms\n", delay);
+      std::fflush(stdout);
+      standby = std::make_unique<test::Standby>(cluster, std::chrono::milliseconds(delay));
+      loader_conninfo = standby->Conninfo(db);
+      listener_conninfo = conninfo;
+      break;
+    }
   }
   const std::string config = SoakConfig(dir.path(), loader_conninfo, listener_conninfo, o.stale_after_ms);
+  const int lookup_timeout_ms = o.lookup_timeout_ms >= 0 ? o.lookup_timeout_ms : standby ? 2500 : 1000;
   auto daemon = std::make_unique<test::DaemonProcess>(dir.path(), config);
   if (!daemon->WaitReady(30s)) {
     std::fprintf(stderr, "soak: the daemon did not become ready:\n%s\n", daemon->Log().c_str());
@@ -537,7 +568,9 @@ int RunDriver(const Options& o, const char* self) {
                                            "--tenants",
                                            std::to_string(o.tenants),
                                            "--reads-per-sec",
-                                           std::to_string(o.reads_per_sec)};
+                                           std::to_string(o.reads_per_sec),
+                                           "--lookup-timeout-ms",
+                                           std::to_string(lookup_timeout_ms)};
     std::vector<char*> argv;
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -598,6 +631,12 @@ int RunDriver(const Options& o, const char* self) {
           return "no fill was written within 60 s after PgBouncer restarted";
         return "";
       }
+      case Fault::kPauseReplay:
+        if (!standby) return "no standby to pause";
+        standby->PauseReplay();
+        std::this_thread::sleep_for(held());  // the fault's duration
+        standby->ResumeReplay();
+        return "";
     }
     return "unknown fault";
   };
@@ -642,6 +681,11 @@ int RunDriver(const Options& o, const char* self) {
 
   s->stop.store(1, std::memory_order_release);
   for (auto& t : writer_threads) t.join();
+  // What the standby cost the fills, from the daemon itself.
+  const auto daemon_stats = ParseFlatJson(test::ControlRequest(daemon->control_socket(), protocol::kStats));
+  auto stat = [&](const char* k) {
+    return daemon_stats.count(k) != 0 ? daemon_stats.at(k) : std::string("?");
+  };
   int readers_failed = 0;
   for (pid_t pid : readers) {
     int status = 0;
@@ -698,6 +742,9 @@ int RunDriver(const Options& o, const char* self) {
               member_writes, tenant_writes, write_errors);
   std::printf("faults injected    %d (%s); slowest recovery %.2f s\n", total_faults, fault_counts.c_str(),
               max_recovery_s);
+  if (standby)
+    std::printf("standby fills      %s waited for replay, %s answered timeout (standby behind); %s fills\n",
+                stat("replica_waits").c_str(), stat("replica_timeouts").c_str(), stat("fills").c_str());
   std::printf("stale > 10 ms      %" PRIu64 " reads served while trusted (max staleness %.1f ms)\n",
               sum.stale_fresh.load(), static_cast<double>(max_stale) / 1000.0);
   std::printf("stale > bound      %" PRIu64 " (bound: stale_after = %d ms; must be 0)\n",
@@ -718,11 +765,13 @@ int RunDriver(const Options& o, const char* self) {
 }
 
 int Usage() {
-  std::fprintf(stderr,
-               "usage: tc_soak [--duration SECONDS] [--seed N] [--readers N] [--writes-per-sec N]\n"
-               "               [--reads-per-sec N] [--fault-every SECONDS] [--stale-after-ms N]\n"
-               "               [--topology direct|pgbouncer] [--faults NAME,...]\n"
-               "faults:");
+  std::fprintf(
+      stderr,
+      "usage: tc_soak [--duration SECONDS] [--seed N] [--readers N] [--writes-per-sec N]\n"
+      "               [--reads-per-sec N] [--fault-every SECONDS] [--stale-after-ms N]\n"
+      "               [--topology direct|pgbouncer|standby] [--apply-delay-ms N] [--faults NAME,...]\n"
+      "               [--lookup-timeout-ms N]\n"
+      "faults:");
   for (const auto& f : kFaults)
     std::fprintf(
         stderr, " %s%s", f.name,
@@ -769,6 +818,10 @@ int main(int argc, char** argv) {
       const auto* it = std::find(std::begin(kTopologies), std::end(kTopologies), std::string_view(v));
       if (it == std::end(kTopologies)) return Usage();
       o.topology = static_cast<Topology>(it - std::begin(kTopologies));
+    } else if (a == "--lookup-timeout-ms") {
+      o.lookup_timeout_ms = std::atoi(v);
+    } else if (a == "--apply-delay-ms") {
+      o.apply_delay_ms = std::atoi(v);
     } else if (a == "--stale-after-ms") {
       o.stale_after_ms = std::atoi(v);
     } else if (a == "--reader") {
@@ -790,6 +843,10 @@ int main(int argc, char** argv) {
       o.tenants < 1) {
     std::fprintf(stderr, "tc_soak: an option is out of range\n");
     return Usage();
+  }
+  if (o.apply_delay_ms >= 0 && o.topology != Topology::kStandby) {
+    std::fprintf(stderr, "tc_soak: --apply-delay-ms needs --topology standby\n");
+    return 2;
   }
   for (size_t f : o.faults) {
     if (kFaults[f].only_in && *kFaults[f].only_in != o.topology) {

@@ -35,6 +35,8 @@ class PgCluster {
   std::string Conninfo(const std::string& dbname = "postgres", const std::string& user = "postgres") const;
   const std::string& socket_dir() const { return socket_dir_; }
   int port() const { return port_; }
+  // The server's binaries (pg_ctl, pg_basebackup, ...).
+  const std::string& bin_dir() const { return bin_dir_; }
   // A fresh, empty database; its name.
   std::string CreateDatabase();
   // The last `bytes` of the server log, from offset `since` on.
