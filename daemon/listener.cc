@@ -99,8 +99,8 @@ Listener::Listener(Daemon* daemon, size_t index)
       index_(index),
       conn_(daemon->loop(), "listener " + daemon->config().sources[index].name),
       heartbeat_(daemon->loop(), "heartbeat " + daemon->config().sources[index].name),
-      pruner_(daemon, index, static_cast<uint64_t>(getpid()) * 104729 + index),
       marker_(daemon->loop(), daemon->config().sources[index].name),
+      pruner_(daemon, index, static_cast<uint64_t>(getpid()) * 104729 + index),
       rng_(static_cast<uint64_t>(getpid()) * 7919 + index) {
   conn_.set_on_state([this](const std::string& error) {
     if (!error.empty()) {
