@@ -63,11 +63,12 @@ const std::vector<ConfigKey> kConfigKeys = {
   {"source", "name", KeyType::kString, nullptr, false,
    "name namespaces refer to this database by"},
   {"source", "conninfo", KeyType::kString, "\"\"", false,
-   "libpq conninfo for the loaders (and the listener); PG* variables, the service file "
-   "and .pgpass apply as usual"},
+   "libpq conninfo for the loaders (and the listener unless listener_conninfo is set); it may be a "
+   "transaction-pooling PgBouncer or a hot standby; PG* variables, the service file and .pgpass apply "
+   "as usual"},
   {"source", "listener_conninfo", KeyType::kString, "\"\"", false,
-   "conninfo of the LISTEN connection when it must differ (it must reach the primary "
-   "directly, never through a transaction-pooling PgBouncer); \"\": conninfo"},
+   "conninfo of the LISTEN, heartbeat and log-pruning connections when they must differ: the primary, "
+   "directly (a connection through a pooler or to a standby is refused); \"\": conninfo"},
   {"source", "channel", KeyType::kString, "\"tenantcache\"", false,
    "NOTIFY channel, as in tenantcache.settings.channel"},
   {"source", "loaders", KeyType::kInteger, "2", false,

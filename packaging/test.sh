@@ -2,7 +2,8 @@
 # The README's test command. Installs what the build and the tests need
 # (idempotently), checks formatting, builds with warnings as errors, checks
 # the Rust crate (rustfmt, clippy, Debian's rustc 1.63), runs the whole suite
-# and a two-minute consistency soak under injected faults, then
+# and a two-minute consistency soak under injected faults (and one minute in
+# each other topology: PgBouncer, a standby), then
 # the concurrency tests again under ThreadSanitizer, the whole suite under
 # AddressSanitizer + UndefinedBehaviorSanitizer, and each libFuzzer target for
 # 30 s. Exits non-zero on the first failure.
@@ -90,6 +91,13 @@ step "consistency soak (tests/soak: faults injected, every read checked against 
 # TC_SOAK_SEED; tests/soak/run.sh runs it for as long as asked.
 soak_seed=${TC_SOAK_SEED:-$RANDOM}
 build/ci/tests/tc_soak --duration "${TC_SOAK_SECONDS:-120}" --seed "$soak_seed" --fault-every 8
+# The same in the other topologies, shorter: loaders through a real PgBouncer
+# in transaction mode (which the injector also restarts), and loaders on a
+# streaming standby that applies commits late (whose replay it also pauses).
+build/ci/tests/tc_soak --duration "${TC_SOAK_TOPOLOGY_SECONDS:-60}" --seed "$soak_seed" --fault-every 8 \
+  --topology pgbouncer
+build/ci/tests/tc_soak --duration "${TC_SOAK_TOPOLOGY_SECONDS:-60}" --seed "$soak_seed" --fault-every 8 \
+  --topology standby
 
 step "systemd unit hardening (systemd-analyze security --offline=yes)"
 if command -v systemd-analyze >/dev/null; then
