@@ -39,6 +39,8 @@ std::string FindBinDir() {
   return best;
 }
 
+}  // namespace
+
 int FreePort() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -54,7 +56,26 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
-}  // namespace
+std::string ServerRoot(const std::string& prefix, unsigned socket_mode) {
+  // Under TC_PG_ROOT (set by packaging/test.sh, which stops anything left
+  // there if a test binary dies) or /tmp.
+  const char* base = std::getenv("TC_PG_ROOT");
+  std::string root = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/" + prefix + "-XXXXXX";
+  if (mkdtemp(root.data()) == nullptr) throw PgError("mkdtemp: " + std::string(std::strerror(errno)));
+  const std::string socket_dir = root + "/sock";
+  mkdir(socket_dir.c_str(), socket_mode);
+  chmod(root.c_str(), 0755);
+  if (geteuid() == 0) {
+    const passwd* pw = getpwnam("postgres");
+    if (pw == nullptr) throw PgError("running as root but there is no 'postgres' user to run servers as");
+    if (chown(root.c_str(), pw->pw_uid, pw->pw_gid) != 0 ||
+        chown(socket_dir.c_str(), pw->pw_uid, pw->pw_gid) != 0)
+      throw PgError("chown " + root + ": " + std::strerror(errno));
+  }
+  return root;
+}
+
+namespace {}  // namespace
 
 std::string ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -64,25 +85,10 @@ std::string ReadFile(const std::string& path) {
 
 std::string SqlDir() { return TC_SOURCE_DIR "/sql"; }
 
-PgCluster::PgCluster() : bin_dir_(FindBinDir()) {
-  // Under TC_PG_ROOT (set by packaging/test.sh, which stops anything left
-  // there if a test binary dies) or /tmp.
-  const char* base = std::getenv("TC_PG_ROOT");
-  std::string tmpl = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/tc-pg-XXXXXX";
-  if (mkdtemp(tmpl.data()) == nullptr) throw PgError("mkdtemp: " + std::string(std::strerror(errno)));
-  root_ = tmpl;
+PgCluster::PgCluster() : bin_dir_(FindBinDir()), root_(ServerRoot("tc-pg", 0700)) {
   data_dir_ = root_ + "/data";
   socket_dir_ = root_ + "/sock";
   log_file_ = root_ + "/server.log";
-  mkdir(socket_dir_.c_str(), 0700);
-  if (geteuid() == 0) {
-    const passwd* pw = getpwnam("postgres");
-    if (pw == nullptr) throw PgError("running as root but there is no 'postgres' user to run initdb as");
-    chmod(root_.c_str(), 0755);
-    if (chown(root_.c_str(), pw->pw_uid, pw->pw_gid) != 0 ||
-        chown(socket_dir_.c_str(), pw->pw_uid, pw->pw_gid) != 0)
-      throw PgError("chown " + root_ + ": " + std::strerror(errno));
-  }
   Run({bin_dir_ + "/initdb", "-D", data_dir_, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C",
        "-N"},
       "initdb");

@@ -100,6 +100,13 @@ class PgListener {
 
 // The repository's sql/ directory.
 std::string SqlDir();
+// A free TCP port on the loopback interface.
+int FreePort();
+// A private directory for a throwaway server (a cluster, a standby, a
+// PgBouncer): TC_PG_ROOT (or /tmp)/<prefix>-XXXXXX, mode 0755, with a sock/
+// directory of mode `socket_mode`, both owned by the postgres user when the
+// tests run as root (servers refuse to run as root).
+std::string ServerRoot(const std::string& prefix, unsigned socket_mode);
 // The text of a file.
 std::string ReadFile(const std::string& path);
 

@@ -1,12 +1,9 @@
 #include "support/pgbouncer.h"
 
-#include <arpa/inet.h>
 #include <grp.h>
 #include <libpq-fe.h>
-#include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,21 +18,6 @@
 
 namespace tenantcache::test {
 namespace {
-
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    if (fd >= 0) close(fd);
-    throw PgError("cannot find a free port");
-  }
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // The unprivileged user it runs as when the tests run as root.
 const passwd* PostgresUser() {
@@ -52,15 +34,10 @@ PgBouncer::PgBouncer(const PgCluster& cluster, int pool_size) {
   binary_ = bin != nullptr && *bin != '\0' ? bin : "/usr/sbin/pgbouncer";
   if (access(binary_.c_str(), X_OK) != 0)
     throw PgError(binary_ + " is not installed (apt-get install pgbouncer, or set TC_PGBOUNCER)");
-  const char* base = std::getenv("TC_PG_ROOT");
-  std::string tmpl = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/tc-bouncer-XXXXXX";
-  if (mkdtemp(tmpl.data()) == nullptr) throw PgError("mkdtemp: " + std::string(std::strerror(errno)));
-  root_ = tmpl;
+  root_ = ServerRoot("tc-bouncer", 0755);
   socket_dir_ = root_ + "/sock";
   ini_ = root_ + "/pgbouncer.ini";
   log_file_ = root_ + "/pgbouncer.log";
-  mkdir(socket_dir_.c_str(), 0755);
-  chmod(root_.c_str(), 0755);
   port_ = FreePort();
   // trust still wants each user named in auth_file.
   std::ofstream(root_ + "/userlist.txt") << "\"postgres\" \"\"\n";
@@ -79,7 +56,7 @@ PgBouncer::PgBouncer(const PgCluster& cluster, int pool_size) {
                       << "admin_users = postgres\n"
                       << "server_login_retry = 1\n";
   if (const passwd* pw = PostgresUser()) {
-    for (const auto& p : {root_, socket_dir_, ini_, root_ + "/userlist.txt"})
+    for (const auto& p : {ini_, root_ + "/userlist.txt"})
       if (chown(p.c_str(), pw->pw_uid, pw->pw_gid) != 0)
         throw PgError("chown " + p + ": " + std::strerror(errno));
   }

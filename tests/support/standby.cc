@@ -23,22 +23,10 @@ std::string AsOwner(const std::string& command) {
 }  // namespace
 
 Standby::Standby(const PgCluster& primary, std::chrono::milliseconds apply_delay) : primary_(primary) {
-  const char* base = std::getenv("TC_PG_ROOT");
-  std::string tmpl = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/tc-standby-XXXXXX";
-  if (mkdtemp(tmpl.data()) == nullptr) throw PgError("mkdtemp: " + std::string(std::strerror(errno)));
-  root_ = tmpl;
+  root_ = ServerRoot("tc-standby", 0700);
   data_dir_ = root_ + "/data";
   socket_dir_ = root_ + "/sock";
   log_file_ = root_ + "/server.log";
-  mkdir(socket_dir_.c_str(), 0700);
-  if (geteuid() == 0) {
-    const passwd* pw = getpwnam("postgres");
-    if (pw == nullptr) throw PgError("running as root but there is no 'postgres' user");
-    chmod(root_.c_str(), 0755);
-    if (chown(root_.c_str(), pw->pw_uid, pw->pw_gid) != 0 ||
-        chown(socket_dir_.c_str(), pw->pw_uid, pw->pw_gid) != 0)
-      throw PgError("chown " + root_ + ": " + std::strerror(errno));
-  }
   // The primary's own socket directory is private (0700): the base backup
   // and the WAL receiver connect there as postgres. A fast checkpoint, or
   // the backup waits for a spread one; no fsync of a throwaway copy.
