@@ -388,7 +388,10 @@ TEST_F(ReplicaTest, ContinuousChangesOverALaggingStandbyNeverAnswerBeyondTheBoun
   EXPECT_EQ(violations, 0u) << first_violation;
   EXPECT_EQ(unknown, 0u) << "answers that are no role the user ever had, or errors; the first: "
                          << first_unknown;
-  EXPECT_GT(answers, 50u);
+  // Each miss waits about the standby's delay (1.5 s) and keys change every
+  // 2 s, so a loaded machine answers few lookups in 10 s: enough that some
+  // fills were checked is what counts.
+  EXPECT_GE(answers, 10u);
   EXPECT_GT(behind, 0u) << "the standby never served a row older than the bound: the check proves nothing";
   EXPECT_GT(std::stoull(Stat("replica_waits")), 0u);
 }
