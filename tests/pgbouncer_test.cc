@@ -185,7 +185,8 @@ std::string Joined(const std::vector<std::string>& lines) {
 
 TEST_F(PgBouncerTest, ColdLookupsFromFourProcessesAllSucceedAndAreRight) {
   StartDaemon();
-  EXPECT_TRUE(LogHas("the loaders reach PostgreSQL through a pooler")) << daemon_->Log();
+  EXPECT_TRUE(WaitFor([&] { return LogHas("the loaders reach PostgreSQL through a pooler"); }))
+      << daemon_->Log();
   const auto wrong = ColdLookupsFromProcesses(1);
   EXPECT_TRUE(wrong.empty()) << Joined(wrong);
   const auto stats = DaemonStats(*daemon_);
@@ -418,7 +419,8 @@ TEST_F(PgBouncerTest, AnUnknownStatementsSettingIsNamedInTheLog) {
       LogHas("[error] TENANTCACHED_LOADER_STATEMENTS=\"nammed\" is neither \"named\" nor \"unnamed\": "
              "ignored, the loaders detect a pooler themselves"))
       << daemon_->Log();
-  EXPECT_TRUE(LogHas("the loaders reach PostgreSQL through a pooler")) << daemon_->Log();
+  EXPECT_TRUE(WaitFor([&] { return LogHas("the loaders reach PostgreSQL through a pooler"); }))
+      << daemon_->Log();
   ASSERT_EQ(Lookup("user", UserId(1)), Expected(1) == "none" ? TC_NOT_FOUND : TC_FOUND);
 }
 

@@ -108,7 +108,9 @@ TEST_F(ReplicaTest, ALookupAfterACommittedChangeWaitsUntilTheStandbyReplayedIt) 
   const std::string u = UserId(1);
   ASSERT_EQ(Lookup("user", u, 10000), TC_FOUND) << tc_last_error_detail();
   EXPECT_EQ(Field("role"), "captain");
-  EXPECT_EQ(Stat("standby_loaders"), "2");
+  // Each loader finds the standby when it connects, which may be after the
+  // first fill.
+  EXPECT_TRUE(WaitFor([&] { return Stat("standby_loaders") == "2"; })) << Stat("standby_loaders");
 
   admin_->Exec("UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + u + "'");
   const auto committed = Clock::now();
@@ -162,6 +164,7 @@ TEST_F(ReplicaTest, HeartbeatsAndWritesRunOnThePrimaryNotOnTheStandby) {
   ASSERT_TRUE(WaitFor([&] { return admin_->Scalar("SELECT count(*) FROM tenantcache.daemons") == "1"; }))
       << "the daemon did not record its namespaces on the primary";
   ASSERT_EQ(Lookup("user", UserId(3), 5000), TC_FOUND) << tc_last_error_detail();
+  ASSERT_TRUE(WaitFor([&] { return Stat("standby_loaders") == "2"; })) << Stat("standby_loaders");
   const std::string log = daemon_->Log();
   EXPECT_EQ(log.find("heartbeat failed"), std::string::npos) << Tail(log);
   EXPECT_EQ(log.find("during recovery"), std::string::npos) << Tail(log);
@@ -225,6 +228,7 @@ TEST_F(ReplicaTest, APausedStandbyNeverServesAChangedKeyStaleAndShowsItsLag) {
   ASSERT_TRUE(WaitFor([&] { return std::stoull(Stat("replica_lag_bytes")) > 0; }));
   ASSERT_TRUE(WaitFor([&] { return std::stod(Stat("replica_lag_seconds")) >= 1.0; }))
       << "lag " << Stat("replica_lag_seconds") << " s";
+  ASSERT_TRUE(WaitFor([&] { return Stat("standby_loaders") == "2"; })) << Stat("standby_loaders");
   const CommandResult status = RunCtl("--cache " + daemon_->cache_path() + " status");
   EXPECT_NE(status.output.find("standby         2 loader(s) on a hot standby, lag "), std::string::npos)
       << status.output;
