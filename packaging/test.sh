@@ -16,7 +16,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== %s (%s, %d s in)\n' "$*" "$(date +%T)" "$SECONDS"; }
 
 # The integration tests start PostgreSQL clusters under TC_PG_ROOT and keep
 # their cache files and daemons under TC_TEST_DIR; whatever a crashed test
