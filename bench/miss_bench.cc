@@ -16,7 +16,13 @@
 //     process and run with PQexecPrepared (text parameter and results, as the
 //     loaders run it), on another such key;
 //   * the control socket's round trip alone: a lookup of a key the daemon has
-//     cached, sent on a raw connection (the daemon answers it from the cache).
+//     cached, sent on a raw connection (the daemon answers it from the cache);
+//   * the machine's floor for one more process on the path: a byte sent to a
+//     child process over a socketpair and echoed back (two wake-ups, nothing
+//     else). A miss through the daemon crosses two more processes' wake-ups
+//     than the direct query (client → daemon → PostgreSQL → daemon → client,
+//     against client → PostgreSQL → client), so no design with a daemon in
+//     the path answers faster than the direct query plus this round trip.
 //
 // The comparison is made fair on purpose:
 //   - every sample uses its own keys on both paths, each used once: a query
@@ -128,6 +134,44 @@ class RawControl {
  private:
   int fd_ = -1;
   uint32_t id_ = 0;
+};
+
+// A child process that echoes each byte it reads: the round trip of two
+// wake-ups between processes, with no work in between.
+class Echo {
+ public:
+  Echo() {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) Die("socketpair failed");
+    pid_ = fork();
+    if (pid_ < 0) Die("fork failed");
+    if (pid_ == 0) {
+      close(sv[0]);
+      char b = 0;
+      while (read(sv[1], &b, 1) == 1)
+        if (write(sv[1], &b, 1) != 1) break;
+      _exit(0);
+    }
+    close(sv[1]);
+    fd_ = sv[0];
+  }
+  ~Echo() {
+    close(fd_);
+    waitpid(pid_, nullptr, 0);
+  }
+  Echo(const Echo&) = delete;
+  Echo& operator=(const Echo&) = delete;
+
+  double Trip() {
+    char b = 'x';
+    const auto t0 = Clock::now();
+    if (write(fd_, &b, 1) != 1 || read(fd_, &b, 1) != 1) Die("the echo process is gone");
+    return Us(Clock::now() - t0);
+  }
+
+ private:
+  int fd_ = -1;
+  pid_t pid_ = -1;
 };
 
 class Bench {
@@ -248,7 +292,8 @@ int Bench::Run() {
   if (raw.Lookup("user", cached) != TC_FOUND) Die("cannot fill " + cached);
 
   const int samples = args_.quick ? std::max(50, args_.samples / 10) : args_.samples;
-  std::vector<double> all_fill, all_direct, all_trip;
+  Echo echo;
+  std::vector<double> all_fill, all_direct, all_trip, all_echo;
   std::printf("## 8. A miss: a fill through the daemon\n\n");
   std::printf(
       "A key the cache does not hold, from one thread: through the daemon (`tc_cache_lookup`: the local "
@@ -258,21 +303,28 @@ int Bench::Run() {
       "the daemon and the cache flushed (a running daemon's file, every page already touched; the loader "
       "connections warm), and the direct connection ran the query %d times. Each key is used once, and the "
       "two paths take turns going first. The control socket's round trip alone: a lookup of a key the "
-      "daemon has cached, sent on a raw connection. %d rounds of %d samples per path; the issue's targets "
+      "daemon has cached, sent on a raw connection. The floor: one byte echoed by a child process over a "
+      "socketpair, two wake-ups and nothing else; a miss through the daemon wakes two processes more than "
+      "the direct query, so (directly + echo) / directly is the lowest p50 ratio any design with a daemon "
+      "in the path can reach on this machine. %d rounds of %d samples per path; the issue's targets "
       "are a p50 ratio ≤ 1.5× and a p99 ratio ≤ 2×.\n\n",
       users_, kWarmup, args_.rounds, samples);
   std::printf(
       "| round | through the daemon p50 | p99 | directly p50 | p99 | p50 ratio | p99 ratio | control socket "
-      "round trip p50 | p99 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+      "round trip p50 | p99 | echo p50 | floor p50 ratio |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   auto row = [](const std::string& name, const std::vector<double>& fill, const std::vector<double>& direct,
-                const std::vector<double>& trip) {
-    const Pct f = Percentiles(fill), d = Percentiles(direct), t = Percentiles(trip);
-    std::printf("| %s | %.0f µs | %.0f µs | %.0f µs | %.0f µs | %.2f× | %.2f× | %.0f µs | %.0f µs |\n",
-                name.c_str(), f.p50, f.p99, d.p50, d.p99, f.p50 / d.p50, f.p99 / d.p99, t.p50, t.p99);
+                const std::vector<double>& trip, const std::vector<double>& echoes) {
+    const Pct f = Percentiles(fill), d = Percentiles(direct), t = Percentiles(trip), e = Percentiles(echoes);
+    std::printf(
+        "| %s | %.0f µs | %.0f µs | %.0f µs | %.0f µs | %.2f× | %.2f× | %.0f µs | %.0f µs | %.0f µs | %.2f× "
+        "|\n",
+        name.c_str(), f.p50, f.p99, d.p50, d.p99, f.p50 / d.p50, f.p99 / d.p99, t.p50, t.p99, e.p50,
+        (d.p50 + e.p50) / d.p50);
     std::fflush(stdout);
   };
   for (int round = 1; round <= args_.rounds; ++round) {
-    std::vector<double> fill, direct, trip;
+    std::vector<double> fill, direct, trip, echoed;
     for (int i = 0; i < samples; ++i) {
       const std::string& a = ColdKey();
       const std::string& b = ColdKey();
@@ -286,13 +338,15 @@ int Bench::Run() {
       const auto t0 = Clock::now();
       if (raw.Lookup("user", cached) != TC_FOUND) Die("the cached key is no longer cached");
       trip.push_back(Us(Clock::now() - t0));
+      echoed.push_back(echo.Trip());
     }
-    row(std::to_string(round), fill, direct, trip);
+    row(std::to_string(round), fill, direct, trip, echoed);
     all_fill.insert(all_fill.end(), fill.begin(), fill.end());
     all_direct.insert(all_direct.end(), direct.begin(), direct.end());
     all_trip.insert(all_trip.end(), trip.begin(), trip.end());
+    all_echo.insert(all_echo.end(), echoed.begin(), echoed.end());
   }
-  row("all " + std::to_string(all_fill.size()), all_fill, all_direct, all_trip);
+  row("all " + std::to_string(all_fill.size()), all_fill, all_direct, all_trip, all_echo);
   std::printf("\n");
   PQfinish(direct_);
   tc_cache_close(cache_);
