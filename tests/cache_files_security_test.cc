@@ -128,7 +128,6 @@ class CacheFilesSecurityTest : public FleetTest {
   }
 
   std::map<std::string, std::string> roles_;  // user id -> role, as committed
-  tc_value v_;
 };
 
 // What the attacker saw, one line per attempt, sent back through a pipe.

@@ -38,30 +38,9 @@ class DaemonTest : public FleetTest {
   void StartDaemon(const std::string& cache = "", const std::string& source = "",
                    const std::string& extra = "") {
     config_ = FleetConfig(dir_.path(), Conninfo(), cache, source, extra);
-    daemon_ = std::make_unique<DaemonProcess>(dir_.path(), config_);
-    ASSERT_TRUE(daemon_->WaitReady()) << Tail(daemon_->Log());
-    if (cache_ == nullptr) {
-      ASSERT_EQ(tc_cache_open(daemon_->cache_path().c_str(), &cache_), 0);
-    }
+    StartDaemonOn(config_);
   }
 
-  tc_ns Ns(const char* name) {
-    tc_ns ns = 0;
-    EXPECT_EQ(tc_namespace(cache_, name, &ns), 0) << name;
-    return ns;
-  }
-  int Get(const char* ns, const std::string& key) {
-    return tc_cache_get(cache_, Ns(ns), key.data(), key.size(), &v_);
-  }
-  int Lookup(const char* ns, const std::string& key, int timeout_ms = 5000) {
-    return tc_cache_lookup(cache_, Ns(ns), key.data(), key.size(), timeout_ms, &v_);
-  }
-  std::string Field(const char* name) {
-    const char* text = nullptr;
-    size_t len = 0;
-    if (tc_value_get(&v_, name, &text, &len) != 0) return "<no field>";
-    return text == nullptr ? "<null>" : std::string(text, len);
-  }
   bool Available() {
     tc_info info;
     tc_cache_info(cache_, &info);
@@ -69,7 +48,6 @@ class DaemonTest : public FleetTest {
   }
 
   std::string config_;
-  tc_value v_;
 };
 
 TEST_F(DaemonTest, LookupFillsThenHitsAndAnUpdateIsSeenOnTheNextRead) {

@@ -55,14 +55,6 @@ class MisconfigQueryTest : public FleetTest {
            ": namespace user: the query returns no column \"rol\" (it returns: tenant_id, tenant_code, "
            "tenant_url, role)";
   }
-  int Lookup(const char* ns, const std::string& key) {
-    tc_ns id = 0;
-    EXPECT_EQ(tc_namespace(cache_, ns, &id), 0) << ns;
-    return tc_cache_lookup(cache_, id, key.data(), key.size(), 5000, &v_);
-  }
-  bool LogHas(const std::string& text) const { return daemon_->Log().find(text) != std::string::npos; }
-
-  tc_value v_;
 };
 
 TEST_F(MisconfigQueryTest, CheckConfigConnectNamesTheLineAndTheColumnOfAFieldsTypo) {

@@ -65,10 +65,6 @@ class MisconfigSqlTest : public FleetTest {
     }
     return st;
   }
-  std::string Stat(const std::string& name) {
-    const auto stats = DaemonStats(*daemon_);
-    return stats.count(name) != 0 ? stats.at(name) : "<missing>";
-  }
 };
 
 // The daemon's role may read the user's tables but nothing of schema
@@ -297,7 +293,7 @@ TEST_F(MisconfigSqlTest, AWatchedNamespaceNoDaemonServesIsWarnedShownCountedAndL
           {"fleet.user_accounts", R"({"user": "id"})", "{}"}}));
 
   admin_->Exec("INSERT INTO fleet.members VALUES ('" + UserId(1) + "', '" + TenantId(1) + "')");
-  ASSERT_TRUE(WaitFor([&] { return Stat("unknown_namespace_messages") == "1"; })) << daemon_->Log();
+  ASSERT_TRUE(WaitFor([&] { return DaemonStat("unknown_namespace_messages") == "1"; })) << daemon_->Log();
   ASSERT_TRUE(
       LogShows("a notification names namespace \"memberz\", which this daemon does not serve (it "
                "serves: user, tenant, tenant_by_slug, tenant_by_host)"))
@@ -314,7 +310,7 @@ TEST_F(MisconfigSqlTest, AWatchedNamespaceNoDaemonServesIsWarnedShownCountedAndL
 
   // A flood of them is counted whole but logged once per 10 s.
   admin_->Exec("SELECT pg_notify('tenantcache', '1 k - memberz k' || g) FROM generate_series(1, 50) g");
-  ASSERT_TRUE(WaitFor([&] { return Stat("unknown_namespace_messages") == "51"; })) << daemon_->Log();
+  ASSERT_TRUE(WaitFor([&] { return DaemonStat("unknown_namespace_messages") == "51"; })) << daemon_->Log();
   EXPECT_LE(Count(daemon_->Log(), "a notification names namespace"), 2u) << daemon_->Log();
 }
 

@@ -56,29 +56,8 @@ class PgBouncerTest : public FleetTest {
   }
 
   void StartDaemon(const std::map<std::string, std::string>& env = {}, int loaders = 4) {
-    daemon_ = std::make_unique<DaemonProcess>(dir_.path(), Config(Conninfo(), loaders), env);
-    ASSERT_TRUE(daemon_->WaitReady()) << Tail(daemon_->Log());
-    ASSERT_EQ(tc_cache_open(daemon_->cache_path().c_str(), &cache_), 0);
+    StartDaemonOn(Config(Conninfo(), loaders), env);
   }
-
-  tc_ns Ns(const char* name) {
-    tc_ns ns = 0;
-    EXPECT_EQ(tc_namespace(cache_, name, &ns), 0) << name;
-    return ns;
-  }
-  int Get(const char* ns, const std::string& key) {
-    return tc_cache_get(cache_, Ns(ns), key.data(), key.size(), &v_);
-  }
-  int Lookup(const char* ns, const std::string& key) {
-    return tc_cache_lookup(cache_, Ns(ns), key.data(), key.size(), 5000, &v_);
-  }
-  std::string Field(const char* name) {
-    const char* text = nullptr;
-    size_t len = 0;
-    if (tc_value_get(&v_, name, &text, &len) != 0) return "<no field>";
-    return text == nullptr ? "<null>" : std::string(text, len);
-  }
-  bool LogHas(const std::string& text) const { return daemon_->Log().find(text) != std::string::npos; }
 
   // What PostgreSQL itself says user n resolves to: "<tenant id> <role>",
   // or "none" when the user namespace's query finds no row.
@@ -120,10 +99,7 @@ class PgBouncerTest : public FleetTest {
           if (rc == TC_NOT_FOUND) {
             got = "none";
           } else if (rc == TC_FOUND) {
-            const char* role = nullptr;
-            size_t len = 0;
-            tc_value_get(&v, "role", &role, &len);
-            got = std::string(tc_value_tenant(&v, nullptr)) + " " + std::string(role, len);
+            got = std::string(tc_value_tenant(&v, nullptr)) + " " + FieldOf(v, "role");
           } else {
             got = std::string(tc_strerror(rc)) + ": " + tc_last_error_detail();
           }
@@ -174,7 +150,6 @@ class PgBouncerTest : public FleetTest {
   }
 
   std::unique_ptr<PgBouncer> bouncer_;
-  tc_value v_;
 };
 
 std::string Joined(const std::vector<std::string>& lines) {

@@ -99,13 +99,6 @@ int MappingsOf(const std::string& path, bool retired = false) {
   return n;
 }
 
-std::string Field(const tc_value& v, const char* name) {
-  const char* text = nullptr;
-  size_t len = 0;
-  if (tc_value_get(&v, name, &text, &len) != 0) return "<no field>";
-  return text == nullptr ? "<null>" : std::string(text, len);
-}
-
 // ---------------------------------------------------------------------------
 // Without the daemon: the writer library replaces the file as the daemon does.
 // ---------------------------------------------------------------------------
@@ -167,10 +160,10 @@ TEST_F(ReplacedFileTest, NamespaceIdsKeepTheirNameWhenTheNewFileReordersOrDropsN
             PutResult::kStored);
 
   ASSERT_EQ(Get(user, Uuid(1)), TC_FOUND) << "the id obtained before the switch still means \"user\"";
-  EXPECT_EQ(Field(v_, "role"), "new-role");
+  EXPECT_EQ(FieldOf(v_, "role"), "new-role");
   EXPECT_EQ(Capacity(), 2000u);
   ASSERT_EQ(Get(label, "x"), TC_FOUND);
-  EXPECT_EQ(Field(v_, "value"), "lbl");
+  EXPECT_EQ(FieldOf(v_, "value"), "lbl");
   EXPECT_EQ(Get(tenant, Uuid(2)), TC_E_NO_NAMESPACE) << "a namespace the new file lacks fails clearly";
   EXPECT_EQ(tc_namespace_key_kind(cache_, tenant), TC_E_NO_NAMESPACE);
   tc_ns probe = 0;
@@ -243,7 +236,7 @@ TEST_F(ReplacedFileTest, AHandleOpenedBeforeForkFollowsInTheChildWhileAParentThr
     tc_value v;
     if (!WaitFor([&] { return tc_cache_get(cache_, user, Uuid(1).data(), 36, &v) == TC_FOUND; }, 5s))
       _exit(11);
-    if (Field(v, "role") != "second") _exit(12);
+    if (FieldOf(v, "role") != "second") _exit(12);
     // Released although the parent's reader thread was copied mid-read.
     if (!WaitFor([&] { return MappingsOf(options_.path, true) == 0; }, 5s)) _exit(13);
     _exit(0);
@@ -304,7 +297,7 @@ TEST_F(SlipTest, AnIdWhoseNamespaceAFileLackedWorksAgainOnTheNextFile) {
   int rc = 0;
   EXPECT_TRUE(WaitFor([&] { return (rc = Get(user_, Uuid(1))) == TC_FOUND; }, 2s))
       << "stuck on the file without \"user\": " << tc_strerror(rc);
-  EXPECT_EQ(Field(v_, "role"), "on-c");
+  EXPECT_EQ(FieldOf(v_, "role"), "on-c");
   ExpectOnC();
 }
 
@@ -410,7 +403,7 @@ TEST_F(ReplacedFileTest, ChildrenThatStartThreadsAfterForkFollowASwitch) {
       const std::string key = Uuid(1);
       auto on_next = [&](tc_value* v) {
         return tc_cache_get(cache_, user, key.data(), key.size(), v) == TC_FOUND &&
-               Field(*v, "role") == next_role;
+               FieldOf(*v, "role") == next_role;
       };
       std::atomic<int> reached{0};
       std::vector<std::thread> pool;
@@ -523,7 +516,7 @@ TEST_F(NoMembarrierTest, ReadersFenceAndTheOldFileIsStillReleased) {
   next.capacity = 2000;
   Replace(next);
   PutUser(Uuid(1), "second");
-  EXPECT_TRUE(WaitFor([&] { return Get(user, Uuid(1)) == TC_FOUND && Field(v_, "role") == "second"; }, 5s));
+  EXPECT_TRUE(WaitFor([&] { return Get(user, Uuid(1)) == TC_FOUND && FieldOf(v_, "role") == "second"; }, 5s));
   const uint64_t before = found.load();
   EXPECT_TRUE(WaitFor([&] { return found.load() > before + 1000; }, 5s))
       << "the reader threads stopped finding";
@@ -607,7 +600,7 @@ class ReattachTest : public FleetTest {
         me.other.fetch_add(1);
         continue;
       }
-      const std::string role = Field(v, "role");
+      const std::string role = FieldOf(v, "role");
       char* end = nullptr;
       const uint64_t g = role.size() > 1 && role[0] == 'v' ? std::strtoull(role.c_str() + 1, &end, 10) : 0;
       // An older generation is allowed only while the change that replaced

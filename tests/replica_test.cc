@@ -55,40 +55,13 @@ class ReplicaTest : public FleetTest {
         dir_.path(), StandbyConninfo(), "",
         (with_listener ? "listener_conninfo = \"" + Conninfo() + "\"\n" : std::string()) + source);
   }
-  void StartDaemon(const std::string& config) {
-    daemon_ = std::make_unique<DaemonProcess>(dir_.path(), config);
-    ASSERT_TRUE(daemon_->WaitReady()) << Tail(daemon_->Log());
-    ASSERT_EQ(tc_cache_open(daemon_->cache_path().c_str(), &cache_), 0);
-  }
-
-  tc_ns Ns(const char* name) {
-    tc_ns ns = 0;
-    EXPECT_EQ(tc_namespace(cache_, name, &ns), 0) << name;
-    return ns;
-  }
-  int Get(const char* ns, const std::string& key) {
-    return tc_cache_get(cache_, Ns(ns), key.data(), key.size(), &v_);
-  }
-  int Lookup(const char* ns, const std::string& key, int timeout_ms) {
-    return tc_cache_lookup(cache_, Ns(ns), key.data(), key.size(), timeout_ms, &v_);
-  }
-  std::string Field(const char* name) {
-    const char* text = nullptr;
-    size_t len = 0;
-    if (tc_value_get(&v_, name, &text, &len) != 0) return "<no field>";
-    return text == nullptr ? "<null>" : std::string(text, len);
-  }
-  std::string Stat(const char* key) {
-    const auto stats = DaemonStats(*daemon_);
-    return stats.count(key) != 0 ? stats.at(key) : "<absent>";
-  }
+  void StartDaemon(const std::string& config) { StartDaemonOn(config); }
   std::string RoleOnStandby(const std::string& user) {
     PgConn c(StandbyConninfo());
     return c.Scalar("SELECT role FROM fleet.user_accounts WHERE id = '" + user + "'");
   }
 
   std::unique_ptr<Standby> standby_;
-  tc_value v_;
 };
 
 TEST(ReplicaLsn, ParsesPostgresNotationAndRejectsTheRest) {
@@ -110,7 +83,7 @@ TEST_F(ReplicaTest, ALookupAfterACommittedChangeWaitsUntilTheStandbyReplayedIt) 
   EXPECT_EQ(Field("role"), "captain");
   // Each loader finds the standby when it connects, which may be after the
   // first fill.
-  EXPECT_TRUE(WaitFor([&] { return Stat("standby_loaders") == "2"; })) << Stat("standby_loaders");
+  EXPECT_TRUE(WaitFor([&] { return DaemonStat("standby_loaders") == "2"; })) << DaemonStat("standby_loaders");
 
   admin_->Exec("UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + u + "'");
   const auto committed = Clock::now();
@@ -118,11 +91,11 @@ TEST_F(ReplicaTest, ALookupAfterACommittedChangeWaitsUntilTheStandbyReplayedIt) 
       << "the commit did not invalidate the entry";
   // The attack is real: the standby still has the old role.
   ASSERT_EQ(RoleOnStandby(u), "captain") << "the standby is not behind; this test would prove nothing";
-  const uint64_t waits_before = std::stoull(Stat("replica_waits"));
+  const uint64_t waits_before = std::stoull(DaemonStat("replica_waits"));
   ASSERT_EQ(Lookup("user", u, 10000), TC_FOUND) << tc_last_error_detail();
   EXPECT_EQ(Field("role"), "guest") << "a fill from the lagging standby returned the old role";
   EXPECT_GE(Clock::now() - committed, 2s) << "answered before the standby can have replayed the change";
-  EXPECT_GT(std::stoull(Stat("replica_waits")), waits_before);
+  EXPECT_GT(std::stoull(DaemonStat("replica_waits")), waits_before);
   EXPECT_EQ(RoleOnStandby(u), "guest");
 }
 
@@ -143,7 +116,7 @@ TEST_F(ReplicaTest, AStandbyBehindForLongerThanQueryTimeoutIsAnsweredTimeoutNami
   EXPECT_NE(detail.find("on a hot standby"), std::string::npos) << detail;
   EXPECT_NE(detail.find("bytes of WAL behind"), std::string::npos) << detail;
   EXPECT_NE(detail.find("query_timeout (1000 ms)"), std::string::npos) << detail;
-  EXPECT_GE(std::stoull(Stat("replica_timeouts")), 1u);
+  EXPECT_GE(std::stoull(DaemonStat("replica_timeouts")), 1u);
   EXPECT_NE(daemon_->Log().find("on a hot standby: the standby has not replayed past the last invalidation"),
             std::string::npos)
       << "the daemon log does not say why";
@@ -159,12 +132,12 @@ TEST_F(ReplicaTest, HeartbeatsAndWritesRunOnThePrimaryNotOnTheStandby) {
   StartStandby();
   const size_t primary_log = SharedCluster().LogSize();
   StartDaemon(Config(""));
-  ASSERT_TRUE(WaitFor([&] { return std::stoull(Stat("heartbeats_received")) >= 5; }))
-      << "no heartbeat came back: " << Stat("heartbeats_received");
+  ASSERT_TRUE(WaitFor([&] { return std::stoull(DaemonStat("heartbeats_received")) >= 5; }))
+      << "no heartbeat came back: " << DaemonStat("heartbeats_received");
   ASSERT_TRUE(WaitFor([&] { return admin_->Scalar("SELECT count(*) FROM tenantcache.daemons") == "1"; }))
       << "the daemon did not record its namespaces on the primary";
   ASSERT_EQ(Lookup("user", UserId(3), 5000), TC_FOUND) << tc_last_error_detail();
-  ASSERT_TRUE(WaitFor([&] { return Stat("standby_loaders") == "2"; })) << Stat("standby_loaders");
+  ASSERT_TRUE(WaitFor([&] { return DaemonStat("standby_loaders") == "2"; })) << DaemonStat("standby_loaders");
   const std::string log = daemon_->Log();
   EXPECT_EQ(log.find("heartbeat failed"), std::string::npos) << Tail(log);
   EXPECT_EQ(log.find("during recovery"), std::string::npos) << Tail(log);
@@ -223,12 +196,12 @@ TEST_F(ReplicaTest, APausedStandbyNeverServesAChangedKeyStaleAndShowsItsLag) {
   }
   for (int u = 6; u <= 10; ++u)
     EXPECT_EQ(Get("user", UserId(u)), TC_FOUND) << "unchanged entries stay cached";
-  EXPECT_GE(std::stoull(Stat("replica_timeouts")), 5u);
+  EXPECT_GE(std::stoull(DaemonStat("replica_timeouts")), 5u);
 
-  ASSERT_TRUE(WaitFor([&] { return std::stoull(Stat("replica_lag_bytes")) > 0; }));
-  ASSERT_TRUE(WaitFor([&] { return std::stod(Stat("replica_lag_seconds")) >= 1.0; }))
-      << "lag " << Stat("replica_lag_seconds") << " s";
-  ASSERT_TRUE(WaitFor([&] { return Stat("standby_loaders") == "2"; })) << Stat("standby_loaders");
+  ASSERT_TRUE(WaitFor([&] { return std::stoull(DaemonStat("replica_lag_bytes")) > 0; }));
+  ASSERT_TRUE(WaitFor([&] { return std::stod(DaemonStat("replica_lag_seconds")) >= 1.0; }))
+      << "lag " << DaemonStat("replica_lag_seconds") << " s";
+  ASSERT_TRUE(WaitFor([&] { return DaemonStat("standby_loaders") == "2"; })) << DaemonStat("standby_loaders");
   const CommandResult status = RunCtl("--cache " + daemon_->cache_path() + " status");
   EXPECT_NE(status.output.find("standby         2 loader(s) on a hot standby, lag "), std::string::npos)
       << status.output;
@@ -344,10 +317,7 @@ TEST_F(ReplicaTest, ContinuousChangesOverALaggingStandbyNeverAnswerBeyondTheBoun
             first_unknown = std::string(tc_strerror(rc)) + ": " + (detail != nullptr ? detail : "");
           continue;
         }
-        const char* text = nullptr;
-        size_t len = 0;
-        tc_value_get(&v, "role", &text, &len);
-        const std::string role = text != nullptr ? std::string(text, len) : "<null>";
+        const std::string role = FieldOf(v, "role");
         ++answers;
         std::lock_guard<std::mutex> lock(mu);
         const auto& h = history[u];
@@ -397,7 +367,7 @@ TEST_F(ReplicaTest, ContinuousChangesOverALaggingStandbyNeverAnswerBeyondTheBoun
   // fills were checked is what counts.
   EXPECT_GE(answers, 10u);
   EXPECT_GT(behind, 0u) << "the standby never served a row older than the bound: the check proves nothing";
-  EXPECT_GT(std::stoull(Stat("replica_waits")), 0u);
+  EXPECT_GT(std::stoull(DaemonStat("replica_waits")), 0u);
 }
 
 }  // namespace

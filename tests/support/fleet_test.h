@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -46,6 +47,37 @@ class FleetTest : public ::testing::Test {
   static std::string Tail(const std::string& s) { return s.size() > 12000 ? s.substr(s.size() - 12000) : s; }
   std::string Conninfo() const { return SharedCluster().Conninfo(db_); }
 
+  // The daemon on `config` (with `env` added to its environment), ready,
+  // and the cache opened, unless a test opened it already.
+  void StartDaemonOn(const std::string& config, const std::map<std::string, std::string>& env = {}) {
+    daemon_ = std::make_unique<DaemonProcess>(dir_.path(), config, env);
+    ASSERT_TRUE(daemon_->WaitReady()) << Tail(daemon_->Log());
+    if (cache_ == nullptr) {
+      ASSERT_EQ(tc_cache_open(daemon_->cache_path().c_str(), &cache_), 0);
+    }
+  }
+
+  tc_ns Ns(const char* name) {
+    tc_ns ns = 0;
+    EXPECT_EQ(tc_namespace(cache_, name, &ns), 0) << name;
+    return ns;
+  }
+  // tc_cache_get / tc_cache_lookup of namespace `ns`, the answer in v_.
+  int Get(const char* ns, const std::string& key) {
+    return tc_cache_get(cache_, Ns(ns), key.data(), key.size(), &v_);
+  }
+  int Lookup(const char* ns, const std::string& key, int timeout_ms = 5000) {
+    return tc_cache_lookup(cache_, Ns(ns), key.data(), key.size(), timeout_ms, &v_);
+  }
+  // A field of the last answer (FieldOf).
+  std::string Field(const char* name) const { return FieldOf(v_, name); }
+  // A statistic of the running daemon, "<absent>" when it has none so named.
+  std::string DaemonStat(const char* key) const {
+    const auto stats = DaemonStats(*daemon_);
+    return stats.count(key) != 0 ? stats.at(key) : "<absent>";
+  }
+  bool LogHas(const std::string& text) const { return daemon_->Log().find(text) != std::string::npos; }
+
   int users_, tenants_;
   size_t log_start_ = 0;
   std::string db_;
@@ -53,6 +85,7 @@ class FleetTest : public ::testing::Test {
   TempDir dir_;
   std::unique_ptr<DaemonProcess> daemon_;
   tc_cache* cache_ = nullptr;
+  tc_value v_;
 };
 
 }  // namespace tenantcache::test

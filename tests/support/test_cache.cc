@@ -67,6 +67,13 @@ CommandResult RunCommand(const std::string& command_line) {
   return r;
 }
 
+std::string FieldOf(const tc_value& v, const char* name) {
+  const char* text = nullptr;
+  size_t len = 0;
+  if (tc_value_get(&v, name, &text, &len) != 0) return "<no field>";
+  return text == nullptr ? "<null>" : std::string(text, len);
+}
+
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!cond()) {

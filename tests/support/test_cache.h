@@ -11,6 +11,7 @@
 #include <string>
 
 #include "cache_writer.h"
+#include "tenantcache/tenantcache.h"
 
 namespace tenantcache::test {
 
@@ -47,6 +48,10 @@ CommandResult RunCommand(const std::string& command_line);
 
 // The resident memory of process `pid` in KiB (VmRSS), 0 if unknown.
 size_t ResidentKb(pid_t pid);
+
+// Field `name` of an answer: "<null>" for SQL NULL, "<no field>" when the
+// namespace has no such field.
+std::string FieldOf(const tc_value& v, const char* name);
 
 // Polls `cond` until it holds or `timeout` passes; returns its last result.
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout = std::chrono::seconds(10));
