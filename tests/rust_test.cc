@@ -97,7 +97,8 @@ TEST(Rust, CrateTestsPassAgainstTheRealDaemon) {
         "host_header_resolves_its_tenant", "role_update_is_seen_by_the_next_read",
         "tenant_invalidation_drops_every_entry_of_the_tenant", "negative_entry_then_insert",
         "invalidate_key_and_flush", "threads_share_one_cache", "invalid_keys_are_errors_that_say_why",
-        "a_cache_file_that_is_not_one_is_refused", "daemon_stopped_is_unavailable_within_the_bound"}) {
+        "a_cache_file_that_is_not_one_is_refused", "daemon_stopped_is_unavailable_within_the_bound",
+        "a_loop_of_gets_allocates_nothing", "entries_alive_together_keep_their_own_values"}) {
     EXPECT_NE(r.output.find("test " + std::string(name) + " ... ok"), std::string::npos) << name << "\n"
                                                                                          << r.output;
   }
