@@ -17,8 +17,10 @@
 //!   the database yourself" is an [`Error`] ([`Error::needs_database`]): the
 //!   cache fails closed, it never answers with a value older than the
 //!   daemon's `stale_after` bound.
-//! - [`Cache::get_into`] / [`Cache::lookup_into`] read into a reusable
-//!   [`Buffer`]: a hot loop allocates nothing.
+//! - `get` and `lookup` return an [`OwnedEntry`], whose place the thread
+//!   reuses for its next read once it is dropped; [`Cache::get_into`] /
+//!   [`Cache::lookup_into`] read into a caller-owned [`Buffer`]. Either way
+//!   a hot loop allocates nothing.
 //!
 //! # Resolving a request's `Host` header
 //!
