@@ -93,11 +93,13 @@ TEST(Rust, CrateTestsPassAgainstTheRealDaemon) {
   for (const char* name :
        {"sys::tests::sys_module_matches_the_c_header", "tests::thread_safety_is_what_the_header_promises",
         "tests::timeouts_round_up_to_milliseconds_and_saturate",
-        "tests::short_and_long_names_reach_c_intact_and_nul_is_refused", "fill_then_hit",
+        "tests::short_and_long_names_reach_c_intact_and_nul_is_refused",
+        "tests::text_is_checked_as_utf8_whether_ascii_or_not", "fill_then_hit",
         "host_header_resolves_its_tenant", "role_update_is_seen_by_the_next_read",
         "tenant_invalidation_drops_every_entry_of_the_tenant", "negative_entry_then_insert",
         "invalidate_key_and_flush", "threads_share_one_cache", "invalid_keys_are_errors_that_say_why",
-        "a_cache_file_that_is_not_one_is_refused", "daemon_stopped_is_unavailable_within_the_bound"}) {
+        "a_cache_file_that_is_not_one_is_refused", "daemon_stopped_is_unavailable_within_the_bound",
+        "a_loop_of_gets_allocates_nothing", "entries_alive_together_keep_their_own_values"}) {
     EXPECT_NE(r.output.find("test " + std::string(name) + " ... ok"), std::string::npos) << name << "\n"
                                                                                          << r.output;
   }

@@ -17,8 +17,10 @@
 //!   the database yourself" is an [`Error`] ([`Error::needs_database`]): the
 //!   cache fails closed, it never answers with a value older than the
 //!   daemon's `stale_after` bound.
-//! - [`Cache::get_into`] / [`Cache::lookup_into`] read into a reusable
-//!   [`Buffer`]: a hot loop allocates nothing.
+//! - `get` and `lookup` return an [`OwnedEntry`], whose place the thread
+//!   reuses for its next read once it is dropped; [`Cache::get_into`] /
+//!   [`Cache::lookup_into`] read into a caller-owned [`Buffer`]. Either way
+//!   a hot loop allocates nothing.
 //!
 //! # Resolving a request's `Host` header
 //!
@@ -105,11 +107,12 @@ mod sys;
 
 pub use error::{Error, ErrorKind};
 
+use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::mem::MaybeUninit;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::os::raw::{c_char, c_int};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -170,8 +173,8 @@ pub enum KeyKind {
     Text,
 }
 
-/// The answer of a read: `E` is the entry ([`Entry`] boxed, or borrowed from
-/// a [`Buffer`]).
+/// The answer of a read: `E` is the entry ([`OwnedEntry`], or an [`Entry`]
+/// borrowed from a [`Buffer`]).
 #[derive(Debug)]
 pub enum Lookup<E> {
     /// The key has a value.
@@ -231,13 +234,26 @@ impl<E> Lookup<E> {
     }
 }
 
+impl Lookup<()> {
+    // The answer of a read with `entry` in Found: the tc_value the read
+    // filled (it holds a value only after TC_FOUND).
+    #[inline(always)]
+    fn holding<E>(self, entry: E) -> Lookup<E> {
+        match self {
+            Lookup::Found(()) => Lookup::Found(entry),
+            Lookup::NotFound => Lookup::NotFound,
+            Lookup::Miss => Lookup::Miss,
+        }
+    }
+}
+
 /// A found value: the tenant id and the namespace's named text fields.
 ///
-/// Only ever seen as `Box<Entry>` (from [`Cache::get`] / [`Cache::lookup`])
-/// or `&Entry` (borrowed from a [`Buffer`]). The strings it yields point into
-/// the entry itself, as the C API's do (nothing more is copied). It cannot
-/// outlive its `Cache` (field names live there). `Send`, not `Sync`: the
-/// header gives a value "to one thread at a time".
+/// Only ever seen through an [`OwnedEntry`] (from [`Cache::get`] /
+/// [`Cache::lookup`]) or as `&Entry` (borrowed from a [`Buffer`]). The
+/// strings it yields point into the entry itself, as the C API's do (nothing
+/// more is copied). It cannot outlive its `Cache` (field names live there).
+/// `Send`, not `Sync`: the header gives a value "to one thread at a time".
 ///
 /// The borrow checker enforces both lifetimes. An entry cannot outlive its
 /// cache:
@@ -277,6 +293,85 @@ pub struct Entry<'c> {
 // ensures. Not Sync: the header does not allow two threads to read one value
 // at once.
 unsafe impl Send for Entry<'_> {}
+
+/// The entry [`Cache::get`] and [`Cache::lookup`] return: an [`Entry`] in a
+/// heap place of its own (a pointer to move, not 4 KiB), which it derefs to.
+///
+/// No allocation per read: dropping it keeps its place for the thread's
+/// next `get` / `lookup` (one place per thread; a thread holding several
+/// entries at once allocates the others). `Send`, not `Sync`, as [`Entry`].
+///
+/// ```no_run
+/// use tenantcache::{Cache, OwnedEntry};
+/// let cache = Cache::open(tenantcache::default_path())?;
+/// let users = cache.namespace("user")?;
+/// let kept: Vec<OwnedEntry<'_>> = ["00000000-0001-4000-8000-000000000001", "00000000-0001-4000-8000-000000000002"]
+///     .iter()
+///     .filter_map(|key| cache.get(&users, key).ok()?.found())
+///     .collect();
+/// for entry in &kept {
+///     println!("{} {:?}", entry.tenant(), entry.field("role"));
+/// }
+/// # Ok::<(), tenantcache::Error>(())
+/// ```
+pub struct OwnedEntry<'c> {
+    // Given back to SPARE by Drop, which is why it is ManuallyDrop.
+    raw: ManuallyDrop<Box<MaybeUninit<sys::tc_value>>>,
+    _cache: PhantomData<&'c Cache>,
+}
+
+// SAFETY: as for Entry: the tc_value moves to another thread with its owner;
+// Drop there gives the place to that thread's SPARE.
+unsafe impl Send for OwnedEntry<'_> {}
+
+thread_local! {
+    // The place of the last OwnedEntry dropped on this thread, for its next
+    // read: a loop of get() allocates once, not per read (a 4 KiB malloc and
+    // free cost about as much as the read itself).
+    static SPARE: Cell<Option<Box<MaybeUninit<sys::tc_value>>>> = const { Cell::new(None) };
+}
+
+impl OwnedEntry<'_> {
+    // A place for a read: the thread's spare one if it has it.
+    #[inline]
+    fn new() -> Self {
+        let raw = SPARE
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Box::new(MaybeUninit::uninit()));
+        OwnedEntry {
+            raw: ManuallyDrop::new(raw),
+            _cache: PhantomData,
+        }
+    }
+}
+
+impl Drop for OwnedEntry<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: Drop runs once and nothing uses self.raw after it.
+        let raw = unsafe { ManuallyDrop::take(&mut self.raw) };
+        // The place replaced (a thread dropping several entries) is freed,
+        // and so is this one if the thread's locals are already gone.
+        let _ = SPARE.try_with(move |spare| spare.replace(Some(raw)));
+    }
+}
+
+impl<'c> std::ops::Deref for OwnedEntry<'c> {
+    type Target = Entry<'c>;
+
+    #[inline]
+    fn deref(&self) -> &Entry<'c> {
+        view(&self.raw)
+    }
+}
+
+impl fmt::Debug for OwnedEntry<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Entry::fmt(self, f)
+    }
+}
 
 /// A caller-owned, reusable place for one entry (about 4 KiB, allocated once
 /// by `new`). Reads with [`Cache::get_into`] and [`Cache::lookup_into`]
@@ -425,20 +520,43 @@ fn last_detail() -> String {
 }
 
 // Runs `f` with `s` as a NUL-terminated C string, on the stack when it is
-// short (field names are): no allocation on the hot path. None if `s`
-// contains a NUL byte.
+// short (field names are): no allocation, and only the name and its NUL are
+// written, not the whole buffer. None if `s` contains a NUL byte.
+#[inline]
 fn with_c_str<R>(s: &str, f: impl FnOnce(*const c_char) -> R) -> Option<R> {
+    const STACK: usize = 64;
     let bytes = s.as_bytes();
     if bytes.contains(&0) {
         return None;
     }
-    let mut stack = [0u8; 64];
-    if bytes.len() < stack.len() {
-        stack[..bytes.len()].copy_from_slice(bytes);
-        Some(f(stack.as_ptr().cast()))
+    if bytes.len() < STACK {
+        let mut stack = MaybeUninit::<[u8; STACK]>::uninit();
+        let p = stack.as_mut_ptr().cast::<u8>();
+        // SAFETY: bytes.len() + 1 <= STACK, so the bytes and the NUL after
+        // them fit; the C side reads up to the NUL only, never the
+        // uninitialised rest.
+        unsafe {
+            ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+            p.add(bytes.len()).write(0);
+        }
+        Some(f(p.cast()))
     } else {
         let owned = CString::new(bytes).ok()?;
         Some(f(owned.as_ptr()))
+    }
+}
+
+// An entry's text as &str. ASCII (ids, codes, roles, host names: nearly
+// every field) is checked inline; std::str::from_utf8's general loop costs
+// about 75 instructions even for a 5-byte role, as much as the rest of the
+// wrapper (callgrind, bench/rust_bench.sh's hot set).
+#[inline]
+fn utf8(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    if bytes.is_ascii() {
+        // SAFETY: every ASCII byte sequence is valid UTF-8.
+        Ok(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes)
     }
 }
 
@@ -625,8 +743,10 @@ impl Cache {
     }
 
     /// Looks `key` up in shared memory only (`tc_cache_get`): no lock, no
-    /// system call, never blocks. The entry is boxed (one allocation per
-    /// call); [`Cache::get_into`] reuses a [`Buffer`] instead.
+    /// system call, never blocks. The entry comes in an [`OwnedEntry`]
+    /// (which reuses the thread's place of the last one dropped: no
+    /// allocation in a loop); [`Cache::get_into`] reads into a [`Buffer`]
+    /// instead.
     ///
     /// `Ok(Found | NotFound | Miss)`, or [`Error::Unavailable`] (query the
     /// database), [`Error::InvalidKey`], [`Error::NoNamespace`] (the daemon's
@@ -641,33 +761,17 @@ impl Cache {
     /// }
     /// # Ok::<(), tenantcache::Error>(())
     /// ```
+    #[inline]
     pub fn get(
         &self,
         ns: &Namespace,
         key: impl AsRef<[u8]>,
-    ) -> Result<Lookup<Box<Entry<'_>>>, Error> {
-        let mut entry = Box::new(Entry {
-            raw: MaybeUninit::uninit(),
-            _cache: PhantomData,
-        });
-        let key = key.as_ref();
-        let id = self.ns_id(ns)?;
-        // SAFETY: the handle is open; key is key.len() readable bytes; the
-        // entry is a writable tc_value owned by this thread.
-        let rc = unsafe {
-            sys::tc_cache_get(
-                self.raw.as_ptr(),
-                id,
-                key.as_ptr().cast(),
-                key.len(),
-                entry.raw.as_mut_ptr(),
-            )
-        };
-        self.answer(rc, id, key, false, entry)
+    ) -> Result<Lookup<OwnedEntry<'_>>, Error> {
+        self.read_owned(ns, key.as_ref(), None)
     }
 
-    /// [`Cache::get`] into a reusable [`Buffer`]: no allocation. The entry
-    /// borrows the buffer until its next use.
+    /// [`Cache::get`] into a reusable [`Buffer`]. The entry borrows the
+    /// buffer until its next use.
     ///
     /// ```no_run
     /// use tenantcache::{Buffer, Cache, Lookup};
@@ -688,20 +792,7 @@ impl Cache {
         key: impl AsRef<[u8]>,
         buf: &'b mut Buffer,
     ) -> Result<Lookup<&'b Entry<'c>>, Error> {
-        let key = key.as_ref();
-        let id = self.ns_id(ns)?;
-        // SAFETY: as in get(); the buffer is a writable tc_value the caller
-        // lends exclusively.
-        let rc = unsafe {
-            sys::tc_cache_get(
-                self.raw.as_ptr(),
-                id,
-                key.as_ptr().cast(),
-                key.len(),
-                buf.raw.as_mut_ptr(),
-            )
-        };
-        self.answer(rc, id, key, false, lend(buf))
+        self.read_into(ns, key.as_ref(), None, buf)
     }
 
     /// Like [`Cache::get`], and on a miss asks the daemon, waiting at most
@@ -726,30 +817,14 @@ impl Cache {
     /// }
     /// # Ok::<(), tenantcache::Error>(())
     /// ```
+    #[inline]
     pub fn lookup(
         &self,
         ns: &Namespace,
         key: impl AsRef<[u8]>,
         timeout: Duration,
-    ) -> Result<Lookup<Box<Entry<'_>>>, Error> {
-        let mut entry = Box::new(Entry {
-            raw: MaybeUninit::uninit(),
-            _cache: PhantomData,
-        });
-        let key = key.as_ref();
-        let id = self.ns_id(ns)?;
-        // SAFETY: as in get(); the call never blocks past the timeout.
-        let rc = unsafe {
-            sys::tc_cache_lookup(
-                self.raw.as_ptr(),
-                id,
-                key.as_ptr().cast(),
-                key.len(),
-                timeout_ms(timeout),
-                entry.raw.as_mut_ptr(),
-            )
-        };
-        self.answer(rc, id, key, true, entry)
+    ) -> Result<Lookup<OwnedEntry<'_>>, Error> {
+        self.read_owned(ns, key.as_ref(), Some(timeout))
     }
 
     /// [`Cache::lookup`] into a reusable [`Buffer`].
@@ -766,6 +841,7 @@ impl Cache {
     /// println!("{:?}", found.map(|e| e.tenant()));
     /// # Ok::<(), tenantcache::Error>(())
     /// ```
+    #[inline]
     pub fn lookup_into<'c, 'b>(
         &'c self,
         ns: &Namespace,
@@ -773,20 +849,7 @@ impl Cache {
         timeout: Duration,
         buf: &'b mut Buffer,
     ) -> Result<Lookup<&'b Entry<'c>>, Error> {
-        let key = key.as_ref();
-        let id = self.ns_id(ns)?;
-        // SAFETY: as in get_into(); the call never blocks past the timeout.
-        let rc = unsafe {
-            sys::tc_cache_lookup(
-                self.raw.as_ptr(),
-                id,
-                key.as_ptr().cast(),
-                key.len(),
-                timeout_ms(timeout),
-                buf.raw.as_mut_ptr(),
-            )
-        };
-        self.answer(rc, id, key, true, lend(buf))
+        self.read_into(ns, key.as_ref(), Some(timeout), buf)
     }
 
     /// Asks the daemon to invalidate one key now, as the SQL function
@@ -999,21 +1062,71 @@ impl Cache {
         }
     }
 
-    #[inline]
-    fn answer<E>(
+    // The one read path of get, get_into, lookup and lookup_into:
+    // tc_cache_get, or tc_cache_lookup when a timeout is given (a miss asks
+    // the daemon), into `out`. Found carries `()`; the callers put their
+    // entry in. Inlined so that each caller is one C call and a compare, as
+    // in C.
+    #[inline(always)]
+    fn read(
         &self,
-        rc: c_int,
-        id: sys::tc_ns,
+        ns: &Namespace,
         key: &[u8],
-        asked_daemon: bool,
-        entry: E,
-    ) -> Result<Lookup<E>, Error> {
+        timeout: Option<Duration>,
+        out: *mut sys::tc_value,
+    ) -> Result<Lookup<()>, Error> {
+        let id = self.ns_id(ns)?;
+        // SAFETY: the handle is open; key is key.len() readable bytes; `out`
+        // is a writable tc_value that the caller owns for this thread (an
+        // Entry on its stack or a Buffer it lends exclusively); a lookup
+        // never blocks past its timeout.
+        let rc = unsafe {
+            match timeout {
+                None => {
+                    sys::tc_cache_get(self.raw.as_ptr(), id, key.as_ptr().cast(), key.len(), out)
+                }
+                Some(t) => sys::tc_cache_lookup(
+                    self.raw.as_ptr(),
+                    id,
+                    key.as_ptr().cast(),
+                    key.len(),
+                    timeout_ms(t),
+                    out,
+                ),
+            }
+        };
         match rc {
-            sys::TC_FOUND => Ok(Lookup::Found(entry)),
+            sys::TC_FOUND => Ok(Lookup::Found(())),
             sys::TC_NOT_FOUND => Ok(Lookup::NotFound),
             sys::TC_MISS => Ok(Lookup::Miss),
-            status => Err(self.error(status, id, key, asked_daemon)),
+            status => Err(self.error(status, id, key, timeout.is_some())),
         }
+    }
+
+    #[inline(always)]
+    fn read_owned(
+        &self,
+        ns: &Namespace,
+        key: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Lookup<OwnedEntry<'_>>, Error> {
+        // Made before the read so that its Drop keeps the place for the next
+        // read whatever the answer.
+        let mut entry = OwnedEntry::new();
+        let answer = self.read(ns, key, timeout, entry.raw.as_mut_ptr())?;
+        Ok(answer.holding(entry))
+    }
+
+    #[inline(always)]
+    fn read_into<'c, 'b>(
+        &'c self,
+        ns: &Namespace,
+        key: &[u8],
+        timeout: Option<Duration>,
+        buf: &'b mut Buffer,
+    ) -> Result<Lookup<&'b Entry<'c>>, Error> {
+        let answer = self.read(ns, key, timeout, buf.raw.as_mut_ptr())?;
+        Ok(answer.holding(view(&buf.raw)))
     }
 
     fn done(&self, rc: c_int, id: sys::tc_ns, key: &[u8]) -> Result<(), Error> {
@@ -1112,14 +1225,15 @@ fn static_reason(why: *const c_char) -> String {
         .into_owned()
 }
 
-// The buffer's tc_value as an Entry, for a read that answered TC_FOUND (the
-// Lookup holds it only then).
-fn lend<'b, 'c>(buf: &'b mut Buffer) -> &'b Entry<'c> {
-    let p: *const MaybeUninit<sys::tc_value> = &*buf.raw;
+// A tc_value as an Entry, for a read that answered TC_FOUND (a Lookup holds
+// it only then).
+#[inline(always)]
+fn view<'b, 'c>(raw: &'b MaybeUninit<sys::tc_value>) -> &'b Entry<'c> {
+    let p: *const MaybeUninit<sys::tc_value> = raw;
     // SAFETY: Entry is repr(transparent) over MaybeUninit<tc_value> (its other
     // field is a zero-sized PhantomData), so the cast keeps size, alignment
-    // and validity; the shared borrow lasts as long as the exclusive borrow
-    // of the buffer it came from.
+    // and validity; the borrow is the one of the place it came from (a
+    // Buffer's, borrowed exclusively by the read, or an OwnedEntry's).
     unsafe { &*p.cast::<Entry<'c>>() }
 }
 
@@ -1138,6 +1252,7 @@ impl fmt::Debug for Cache {
 }
 
 impl<'c> Entry<'c> {
+    #[inline]
     fn raw(&self) -> *const sys::tc_value {
         self.raw.as_ptr()
     }
@@ -1151,6 +1266,7 @@ impl<'c> Entry<'c> {
     /// assert_eq!(entry.tenant_bytes().len(), 36);
     /// # Ok::<(), tenantcache::Error>(())
     /// ```
+    #[inline]
     pub fn tenant_bytes(&self) -> &[u8] {
         let mut len = 0usize;
         // SAFETY: the value holds TC_FOUND (an Entry exists only then); the
@@ -1174,8 +1290,9 @@ impl<'c> Entry<'c> {
     /// }
     /// # Ok::<(), tenantcache::Error>(())
     /// ```
+    #[inline]
     pub fn tenant(&self) -> &str {
-        std::str::from_utf8(self.tenant_bytes())
+        utf8(self.tenant_bytes())
             .expect("tenantcache: the tenant id is not UTF-8; use tenant_bytes()")
     }
 
@@ -1196,7 +1313,7 @@ impl<'c> Entry<'c> {
         // SAFETY: p points to len bytes inside the value.
         let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) };
         // Normalised keys are validated UTF-8 (text) or ASCII (other kinds).
-        std::str::from_utf8(bytes).expect("tenantcache: a normalised key is not UTF-8")
+        utf8(bytes).expect("tenantcache: a normalised key is not UTF-8")
     }
 
     /// A field's text by name, `Ok(None)` for SQL NULL; [`Error::NoField`]
@@ -1209,14 +1326,13 @@ impl<'c> Entry<'c> {
     /// assert_eq!(entry.try_field("no_such_field").unwrap_err().kind(), tenantcache::ErrorKind::NoField);
     /// # Ok::<(), tenantcache::Error>(())
     /// ```
+    #[inline]
     pub fn try_field(&self, name: &str) -> Result<Option<&str>, Error> {
         match self.field_bytes(name)? {
             None => Ok(None),
-            Some(b) => std::str::from_utf8(b)
-                .map(Some)
-                .map_err(|_| Error::NotUtf8 {
-                    what: format!("field {name:?}"),
-                }),
+            Some(b) => utf8(b).map(Some).map_err(|_| Error::NotUtf8 {
+                what: format!("field {name:?}"),
+            }),
         }
     }
 
@@ -1231,6 +1347,7 @@ impl<'c> Entry<'c> {
     /// # let _ = role;
     /// # Ok::<(), tenantcache::Error>(())
     /// ```
+    #[inline]
     pub fn field_bytes(&self, name: &str) -> Result<Option<&[u8]>, Error> {
         let mut text: *const c_char = ptr::null();
         let mut len = 0usize;
@@ -1268,14 +1385,22 @@ impl<'c> Entry<'c> {
     /// }
     /// # Ok::<(), tenantcache::Error>(())
     /// ```
+    #[inline]
     pub fn field(&self, name: &str) -> Option<&str> {
         match self.try_field(name) {
             Ok(v) => v,
-            Err(e) => panic!(
-                "{e} (fields: {:?})",
-                self.fields().map(|(n, _)| n).collect::<Vec<_>>()
-            ),
+            Err(e) => self.no_such_field(e),
         }
+    }
+
+    // field()'s panic, out of line: it formats, and the hot path does not.
+    #[cold]
+    #[inline(never)]
+    fn no_such_field(&self, e: Error) -> ! {
+        panic!(
+            "{e} (fields: {:?})",
+            self.fields().map(|(n, _)| n).collect::<Vec<_>>()
+        )
     }
 
     /// The number of fields.
@@ -1325,8 +1450,7 @@ impl<'c> Entry<'c> {
                 None
             } else {
                 // SAFETY: text points to len bytes inside the value.
-                std::str::from_utf8(unsafe { std::slice::from_raw_parts(text.cast::<u8>(), len) })
-                    .ok()
+                utf8(unsafe { std::slice::from_raw_parts(text.cast::<u8>(), len) }).ok()
             };
             (name, text)
         })
@@ -1359,7 +1483,7 @@ mod tests {
         send_sync::<Namespace>();
         send::<Buffer>();
         send::<Entry<'static>>();
-        send::<Box<Entry<'static>>>();
+        send::<OwnedEntry<'static>>();
         send_sync::<Error>();
     }
 
@@ -1369,6 +1493,32 @@ mod tests {
         assert_eq!(timeout_ms(Duration::from_nanos(1)), 1);
         assert_eq!(timeout_ms(Duration::from_millis(250)), 250);
         assert_eq!(timeout_ms(Duration::from_secs(u64::MAX)), c_int::MAX);
+    }
+
+    // The inline ASCII check must not let anything through that from_utf8
+    // refuses, nor refuse what it accepts.
+    #[test]
+    fn text_is_checked_as_utf8_whether_ascii_or_not() {
+        for ok in [
+            "",
+            "crew",
+            "https://yacht-1.fleet.example.com",
+            "Zürich",
+            "船长",
+            "\u{7f}",
+        ] {
+            assert_eq!(utf8(ok.as_bytes()), Ok(ok));
+        }
+        for bad in [
+            &b"\xff"[..],
+            b"crew\x80",
+            b"\xc3",
+            b"ab\xed\xa0\x80",
+            b"\xf8\x88\x80\x80\x80",
+        ] {
+            assert!(utf8(bad).is_err(), "{bad:?} passed as UTF-8");
+            assert!(std::str::from_utf8(bad).is_err());
+        }
     }
 
     #[test]

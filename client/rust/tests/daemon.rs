@@ -260,8 +260,8 @@ fn threads_share_one_cache() {
             });
         }
     });
-    // An Arc<Cache> moves into 'static threads (Send), and a boxed entry
-    // moves back out of one.
+    // An Arc<Cache> moves into 'static threads (Send); each reads an
+    // OwnedEntry there and returns its tenant.
     let shared = Arc::new(open());
     let handles: Vec<_> = (0..4u32)
         .map(|t| {
