@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <fstream>
 #include <set>
 
 #define XXH_INLINE_ALL
@@ -250,6 +251,16 @@ int CreateFile(int dir, const std::string& name, const std::string& path, mode_t
 // for the file's group when the group may read the cache. Never others:
 // anyone allowed to stamp could only disturb eviction, but a world-writable
 // segment would let every local user do that.
+// Asks the kernel to back `size` bytes at `p` with 2 MiB pages where the
+// file's filesystem allows it (a tmpfs mounted with huge=advise or
+// huge=within_size, or any tmpfs while .../transparent_hugepage/shmem_enabled
+// is "force"). Called before the pages are first touched: a page allocated
+// small stays small. A hit touches a tag row and a slot, both random over the
+// file, and with 4 KiB pages each costs a TLB miss and a page walk besides
+// the cache miss. Failure (no THP in the kernel) only leaves 4 KiB pages, so
+// it is not an error: HugePageBytes reports what the mapping got.
+void AdviseHugePages(void* p, size_t size) { (void)madvise(p, size, MADV_HUGEPAGE); }
+
 mode_t RecencyMode(mode_t file_mode) { return 0600 | ((file_mode & S_IRGRP) != 0 ? 0060 : 0); }
 
 void SetRecencyPermissions(int id, const std::string& path, mode_t file_mode, gid_t gid) {
@@ -261,6 +272,29 @@ void SetRecencyPermissions(int id, const std::string& path, mode_t file_mode, gi
 }
 
 }  // namespace
+
+uint64_t HugePageBytes(const void* base) {
+  std::ifstream in("/proc/self/smaps");
+  char start[32];
+  std::snprintf(start, sizeof start, "%lx-", reinterpret_cast<unsigned long>(base));
+  std::string line;
+  bool inside = false;
+  uint64_t kib = 0;
+  while (std::getline(in, line)) {
+    // A mapping's first line is "start-end perms ...": the only lines whose
+    // first word contains '-' and no ':'.
+    const size_t space = line.find(' ');
+    const std::string word = line.substr(0, space);
+    if (word.find('-') != std::string::npos && word.find(':') == std::string::npos) {
+      if (inside) break;
+      inside = line.rfind(start, 0) == 0;
+      continue;
+    }
+    if (inside && (word == "ShmemPmdMapped:" || word == "FilePmdMapped:"))
+      kib += std::strtoull(line.c_str() + space, nullptr, 10);
+  }
+  return kib * 1024;
+}
 
 CacheWriter::~CacheWriter() {
   if (lock_fd_ >= 0) close(lock_fd_);
@@ -276,8 +310,17 @@ void CacheWriter::Map(int fd, size_t size) {
   // and answers waiting on it: the tail of a miss's latency while the file
   // was young. The daemon's memory is then the file's size from the start,
   // as it would be anyway once the cache has filled.
-  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  // Populated after the huge-page advice, which MAP_POPULATE would precede.
+  // MADV_POPULATE_WRITE (Linux 5.14) allocates without writing; older
+  // kernels fault each page in with a read, which allocates a tmpfs page too.
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) Fail(options_.path, "cannot map", errno);
+  AdviseHugePages(p, size);
+  if (madvise(p, size, MADV_POPULATE_WRITE) != 0) {
+    const auto* bytes = static_cast<const unsigned char*>(p);
+    const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    for (size_t off = 0; off < size; off += page) (void)__atomic_load_n(bytes + off, __ATOMIC_RELAXED);
+  }
   base_ = static_cast<unsigned char*>(p);
   size_ = size;
   header_ = reinterpret_cast<FileHeader*>(base_);
@@ -285,6 +328,7 @@ void CacheWriter::Map(int fd, size_t size) {
   bucket_count_ = header_->bucket_count;
   tenant_bumped_at_.assign(header_->tenant_gen_count, 0);
   scratch_.assign((options_.slot_size - layout::kSlotHeaderSize) / 8, 0);
+  huge_page_bytes_ = HugePageBytes(p);
 }
 
 // Attaches the segment a previous daemon published if it is still there and
@@ -459,6 +503,9 @@ std::unique_ptr<CacheWriter> CacheWriter::Open(const CacheOptions& options) {
   try {
     void* p = mmap(nullptr, g.file_size, PROT_READ | PROT_WRITE, MAP_SHARED, nfd, 0);
     if (p == MAP_FAILED) Fail(tmp, "cannot map", errno);
+    // The header's writes allocate the file's first pages, which also hold
+    // the tag table: advised first, so they are huge too.
+    AdviseHugePages(p, g.file_size);
     auto* h = static_cast<FileHeader*>(p);
     std::memcpy(h->magic, layout::kMagic, sizeof h->magic);
     h->layout_version = layout::kLayoutVersion;

@@ -82,6 +82,11 @@ struct WriterStats {
   uint64_t flushes = 0;
 };
 
+// Bytes of this process's mapping that starts at `base` mapped by 2 MiB
+// page-table entries, from /proc/self/smaps (ShmemPmdMapped for tmpfs,
+// FilePmdMapped for other filesystems); 0 when the kernel does not say.
+uint64_t HugePageBytes(const void* base);
+
 // The check CacheWriter::Open makes of the directory that will hold `path`
 // (it exists, is owned by `owner` or root, and no one else can write it), for
 // --check-config; `owner` unset accepts any owner. Throws CacheError.
@@ -111,6 +116,10 @@ class CacheWriter {
   const std::string& path() const { return options_.path; }
   uint64_t file_bytes() const { return size_; }
   uint64_t recency_bytes() const { return recency_size_; }
+  // Bytes of the entries file the daemon's mapping got in 2 MiB pages when it
+  // mapped the file (0: 4 KiB pages only). Readers mapping the file later get
+  // the same pages: the kernel aligns their mappings to them.
+  uint64_t huge_page_bytes() const { return huge_page_bytes_; }
   uint32_t namespace_count() const { return static_cast<uint32_t>(options_.namespaces.size()); }
   const NamespaceSpec& namespace_spec(uint32_t ns) const { return options_.namespaces[ns]; }
   // The namespace id of `name`, or -1.
@@ -178,6 +187,7 @@ class CacheWriter {
   std::vector<std::string> notes_;
   unsigned char* base_ = nullptr;
   size_t size_ = 0;
+  uint64_t huge_page_bytes_ = 0;
   unsigned char* recency_base_ = nullptr;  // the recency segment (shmat)
   size_t recency_size_ = 0;
   layout::FileHeader* header_ = nullptr;

@@ -336,6 +336,7 @@ std::string Daemon::StatsJson() const {
   std::ostringstream o;
   o << "{\"synced\":" << (synced() ? "true" : "false") << ",\"epoch\":" << writer_->epoch()
     << ",\"entries\":" << w.entries << ",\"slots\":" << w.slots << ",\"capacity\":" << config_.capacity
+    << ",\"file_bytes\":" << writer_->file_bytes() << ",\"huge_page_bytes\":" << writer_->huge_page_bytes()
     << ",\"hits\":" << clients.hits << ",\"negative_hits\":" << clients.negative_hits
     << ",\"misses\":" << clients.misses << ",\"unavailable_reads\":" << clients.unavailable
     << ",\"hit_rate\":"

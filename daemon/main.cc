@@ -462,6 +462,19 @@ int Run(const std::string& config_path) {
                FormatBytes(writer->file_bytes() + writer->recency_bytes()), config.capacity,
                config.namespaces.size());
   for (const auto& note : writer->notes()) spdlog::info("cache file {}: {}", config.cache_path, note);
+  if (writer->huge_page_bytes() > 0) {
+    spdlog::info("cache file {}: {} of {} in 2 MiB pages (a hit walks no 4 KiB page tables there)",
+                 config.cache_path, FormatBytes(writer->huge_page_bytes()),
+                 FormatBytes(writer->file_bytes()));
+  } else {
+    spdlog::info(
+        "cache file {}: in 4 KiB pages (no huge pages: each random hit also pays TLB misses); to get 2 MiB "
+        "pages, put it on a tmpfs mounted with huge=advise (mount -o remount,huge=advise /dev/shm) on a "
+        "kernel with transparent huge pages, stop the daemon, remove the file (a reused file keeps its "
+        "pages) and "
+        "start it again",
+        config.cache_path);
+  }
 
   p.daemon = std::make_unique<Daemon>(&p.loop, config, std::move(writer));
   p.control = std::make_unique<ControlServer>(p.daemon.get());

@@ -271,6 +271,16 @@ int Status(const Options& o) {
   if (n >= 0) {
     const auto stats = tenantcache::ParseFlatJson(buf);
     auto get = [&](const char* k) { return stats.count(k) != 0 ? stats.at(k) : std::string("?"); };
+    // Huge pages as the daemon's mapping got them (its log says how to get
+    // them when it did not).
+    const std::string huge = get("huge_page_bytes");
+    if (huge == "0")
+      std::printf(
+          "huge pages      no: 4 KiB pages (a random hit also pays TLB misses; see the daemon log)\n");
+    else if (huge != "?")
+      std::printf("huge pages      yes: %s of %s in 2 MiB pages\n",
+                  tenantcache::FormatBytes(std::strtoull(huge.c_str(), nullptr, 10)).c_str(),
+                  tenantcache::FormatBytes(std::strtoull(get("file_bytes").c_str(), nullptr, 10)).c_str());
     std::printf("hit rate        %s (hits %s, negative hits %s, misses %s)\n", get("hit_rate").c_str(),
                 get("hits").c_str(), get("negative_hits").c_str(), get("misses").c_str());
     std::printf("fills           %s (coalesced %s, pending %s, errors %s, busy %s)\n", get("fills").c_str(),

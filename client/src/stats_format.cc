@@ -29,6 +29,8 @@ std::string PrometheusText(const std::string& json) {
                                                 "entries",
                                                 "slots",
                                                 "capacity",
+                                                "file_bytes",
+                                                "huge_page_bytes",
                                                 "hit_rate",
                                                 "pending_fills",
                                                 "broken_namespaces",
