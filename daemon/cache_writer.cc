@@ -247,10 +247,6 @@ int CreateFile(int dir, const std::string& name, const std::string& path, mode_t
   return fd;
 }
 
-// The recency segment's permissions: the daemon's user, plus read and write
-// for the file's group when the group may read the cache. Never others:
-// anyone allowed to stamp could only disturb eviction, but a world-writable
-// segment would let every local user do that.
 // Asks the kernel to back `size` bytes at `p` with 2 MiB pages where the
 // file's filesystem allows it (a tmpfs mounted with huge=advise or
 // huge=within_size, or any tmpfs while .../transparent_hugepage/shmem_enabled
@@ -261,6 +257,10 @@ int CreateFile(int dir, const std::string& name, const std::string& path, mode_t
 // it is not an error: HugePageBytes reports what the mapping got.
 void AdviseHugePages(void* p, size_t size) { (void)madvise(p, size, MADV_HUGEPAGE); }
 
+// The recency segment's permissions: the daemon's user, plus read and write
+// for the file's group when the group may read the cache. Never others:
+// anyone allowed to stamp could only disturb eviction, but a world-writable
+// segment would let every local user do that.
 mode_t RecencyMode(mode_t file_mode) { return 0600 | ((file_mode & S_IRGRP) != 0 ? 0060 : 0); }
 
 void SetRecencyPermissions(int id, const std::string& path, mode_t file_mode, gid_t gid) {
