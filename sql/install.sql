@@ -151,6 +151,7 @@ AS $$
 DECLARE
   s tenantcache.settings;
   seq bigint;
+  sent boolean;
 BEGIN
   IF kind = 'k' THEN
     IF namespace IS NULL OR key IS NULL THEN
@@ -189,11 +190,13 @@ BEGIN
     VALUES (kind, namespace, key)
     RETURNING invalidation_log.seq INTO seq;
   END IF;
-  PERFORM pg_notify(s.channel,
+  -- An assignment, not PERFORM (which would run a query); pg_notify returns
+  -- void, which is never NULL.
+  sent := pg_notify(s.channel,
     '1 ' || kind::text || ' ' || coalesce(seq::text, '-') ||
     CASE kind WHEN 'k' THEN ' ' || namespace || ' ' || key
               WHEN 't' THEN ' ' || key
-              ELSE '' END);
+              ELSE '' END) IS NOT NULL;
 END
 $$;
 REVOKE ALL ON FUNCTION tenantcache._emit("char", text, text) FROM PUBLIC;
@@ -284,7 +287,9 @@ RETURNS boolean
 LANGUAGE plpgsql
 AS $$
 DECLARE
-  mode text := pg_catalog.current_setting('tenantcache.mode', true);
+  -- Every statement below is an assignment of an expression: PL/pgSQL
+  -- evaluates those directly, where PERFORM or SELECT would run a query.
+  mode text := coalesce(pg_catalog.current_setting('tenantcache.mode', true), '');
   m text;
   olds text[] := '{}';
   adds text[] := '{}';
@@ -293,10 +298,11 @@ DECLARE
   count integer;
   cap integer;
   msg_list text;
+  done text;
 BEGIN
-  IF mode = 'f' THEN
-    RETURN false;
-  END IF;
+  -- Lists of messages are kept as the bodies of text[] literals (btrim of
+  -- "{...}": array_out quotes an element that contains a brace), so that
+  -- they can be joined with a comma and read back whatever the keys contain.
   FOREACH m IN ARRAY msgs LOOP
     IF m IS NOT NULL AND pg_catalog.left(m, 1) = '-' THEN
       olds := olds || pg_catalog.substr(m, 2);
@@ -323,27 +329,30 @@ BEGIN
     RETURN false;
   END IF;
 
-  cap := nullif(pg_catalog.current_setting('tenantcache.cap', true), '')::integer;
-  IF cap IS NULL THEN
-    cap := tenantcache._bulk_threshold();
-    PERFORM pg_catalog.set_config('tenantcache.cap', cap::text, true);
-  END IF;
   IF new_key THEN
-    PERFORM pg_catalog.set_config('tenantcache.new', 'y', true);
+    done := pg_catalog.set_config('tenantcache.new', 'y', true);
   END IF;
   IF pg_catalog.cardinality(tenants) = 0 THEN
-    PERFORM pg_catalog.set_config('tenantcache.bare', 'y', true);
+    done := pg_catalog.set_config('tenantcache.bare', 'y', true);
   END IF;
-  PERFORM pg_catalog.set_config('tenantcache.pending', 'y', true);
-  count := coalesce(nullif(pg_catalog.current_setting('tenantcache.count', true), ''),
-                               '0')::integer;
-  msg_list := pg_catalog.current_setting('tenantcache.msgs', true);
+  done := pg_catalog.set_config('tenantcache.pending', 'y', true);
+  count := coalesce(nullif(pg_catalog.current_setting('tenantcache.count', true), ''), '0')::integer;
+  msg_list := coalesce(pg_catalog.current_setting('tenantcache.msgs', true), '');
+  -- bulk_threshold is at least 1: a statement's first message needs no
+  -- look-up (the common single-row write).
+  IF count + pg_catalog.cardinality(adds) > 1 THEN
+    cap := nullif(pg_catalog.current_setting('tenantcache.cap', true), '')::integer;
+    IF cap IS NULL THEN
+      cap := tenantcache._bulk_threshold();
+      done := pg_catalog.set_config('tenantcache.cap', cap::text, true);
+    END IF;
+  END IF;
 
-  IF coalesce(mode, '') = '' THEN
-    IF count + pg_catalog.cardinality(adds) <= cap THEN
-      PERFORM pg_catalog.set_config('tenantcache.msgs',
-        pg_catalog.concat_ws(',', nullif(msg_list, ''), tenantcache._list_body(adds)), true);
-      PERFORM pg_catalog.set_config('tenantcache.count', (count + pg_catalog.cardinality(adds))::text, true);
+  IF mode = '' THEN
+    IF count + pg_catalog.cardinality(adds) <= coalesce(cap, 1) THEN
+      done := pg_catalog.set_config('tenantcache.msgs',
+        pg_catalog.concat_ws(',', nullif(msg_list, ''), pg_catalog.btrim(adds::text, '{}')), true);
+      done := pg_catalog.set_config('tenantcache.count', (count + pg_catalog.cardinality(adds))::text, true);
       RETURN false;
     END IF;
     -- Past the threshold: tenant messages cover every change only when every
@@ -351,58 +360,46 @@ BEGIN
     -- absent, which no tenant message reaches).
     IF pg_catalog.current_setting('tenantcache.new', true) = 'y'
        OR pg_catalog.current_setting('tenantcache.bare', true) = 'y' THEN
-      PERFORM tenantcache._pend_flush();
+      done := tenantcache._pend_flush();
       RETURN false;
     END IF;
-    SELECT pg_catalog.array_agg(DISTINCT e) INTO tenants
-      FROM pg_catalog.unnest(('{' || msg_list || '}')::text[] || tenants) e
-     WHERE pg_catalog.left(e, 1) = 't';
-    PERFORM pg_catalog.set_config('tenantcache.mode', 'T', true);
+    tenants := ARRAY(SELECT DISTINCT e FROM pg_catalog.unnest(('{' || msg_list || '}')::text[] || tenants) e
+                      WHERE pg_catalog.left(e, 1) = 't');
+    done := pg_catalog.set_config('tenantcache.mode', 'T', true);
   ELSE
     IF pg_catalog.current_setting('tenantcache.new', true) = 'y'
        OR pg_catalog.current_setting('tenantcache.bare', true) = 'y' THEN
-      PERFORM tenantcache._pend_flush();
+      done := tenantcache._pend_flush();
       RETURN false;
     END IF;
     -- Tenant mode: append, and drop the repeats once there are twice as many
     -- as the threshold allows.
     IF count + pg_catalog.cardinality(tenants) <= 2 * cap THEN
-      PERFORM pg_catalog.set_config('tenantcache.msgs',
-        pg_catalog.concat_ws(',', nullif(msg_list, ''), tenantcache._list_body(tenants)), true);
-      PERFORM pg_catalog.set_config('tenantcache.count', (count + pg_catalog.cardinality(tenants))::text, true);
+      done := pg_catalog.set_config('tenantcache.msgs',
+        pg_catalog.concat_ws(',', nullif(msg_list, ''), pg_catalog.btrim(tenants::text, '{}')), true);
+      done := pg_catalog.set_config('tenantcache.count', (count + pg_catalog.cardinality(tenants))::text, true);
       RETURN false;
     END IF;
-    SELECT pg_catalog.array_agg(DISTINCT e) INTO tenants
-      FROM pg_catalog.unnest(('{' || msg_list || '}')::text[] || tenants) e;
+    tenants := ARRAY(SELECT DISTINCT e FROM pg_catalog.unnest(('{' || msg_list || '}')::text[] || tenants) e);
   END IF;
   IF pg_catalog.cardinality(tenants) > cap THEN
-    PERFORM tenantcache._pend_flush();
+    done := tenantcache._pend_flush();
   ELSE
-    PERFORM pg_catalog.set_config('tenantcache.msgs', tenantcache._list_body(tenants), true);
-    PERFORM pg_catalog.set_config('tenantcache.count', pg_catalog.cardinality(tenants)::text, true);
+    done := pg_catalog.set_config('tenantcache.msgs', pg_catalog.btrim(tenants::text, '{}'), true);
+    done := pg_catalog.set_config('tenantcache.count', pg_catalog.cardinality(tenants)::text, true);
   END IF;
   RETURN false;
 END
 $$;
 
--- The body of a text[] literal holding `items` ("{a,b}" without the braces),
--- so that lists can be joined with a comma and read back whatever the items
--- contain.
-CREATE OR REPLACE FUNCTION tenantcache._list_body(items text[])
-RETURNS text
-LANGUAGE sql
-IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT substr(items::text, 2, length(items::text) - 2) $$;
-
 -- Switches the pending statement to one flush (see pend).
 CREATE OR REPLACE FUNCTION tenantcache._pend_flush()
-RETURNS void
+RETURNS text
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT set_config('tenantcache.mode', 'f', true), set_config('tenantcache.msgs', '', true),
-         set_config('tenantcache.count', '0', true)
+  SELECT set_config('tenantcache.mode', 'f', true) || set_config('tenantcache.msgs', '', true)
+         || set_config('tenantcache.count', '0', true)
 $$;
 
 -- The statement-level trigger function (see above): sends what the rows of
@@ -437,6 +434,7 @@ DECLARE
   msgs text[];
   m text;
   ns text;
+  done boolean;
 BEGIN
   SELECT has_function_privilege(c.relowner, 'tenantcache.on_change()'::regprocedure, 'EXECUTE'),
          pg_get_userbyid(c.relowner)
@@ -453,24 +451,30 @@ BEGIN
       TG_RELID::regclass
       USING HINT = format('Attach the triggers with SELECT tenantcache.watch_table(%L, ...).', TG_RELID::regclass);
   END IF;
+  -- Assignments rather than PERFORM where possible: PL/pgSQL evaluates an
+  -- expression directly, where PERFORM runs a query.
   IF TG_OP = 'TRUNCATE' OR TG_NARGS < 4 THEN
-    PERFORM tenantcache._emit('f', NULL, NULL);
+    done := tenantcache._emit('f', NULL, NULL) IS NULL;
     RETURN NULL;
   END IF;
   mode := current_setting('tenantcache.mode', true);
-  msgs := ('{' || current_setting('tenantcache.msgs', true) || '}')::text[];
-  PERFORM set_config('tenantcache.' || s, '', true)
-     FROM unnest(ARRAY['pending', 'mode', 'msgs', 'count', 'new', 'bare']) s;
+  msgs := ('{' || coalesce(current_setting('tenantcache.msgs', true), '') || '}')::text[];
+  done := set_config('tenantcache.pending', '', true) || set_config('tenantcache.mode', '', true)
+          || set_config('tenantcache.msgs', '', true) || set_config('tenantcache.count', '', true)
+          || set_config('tenantcache.new', '', true) || set_config('tenantcache.bare', '', true) = '';
   IF mode = 'f' THEN
-    PERFORM tenantcache._emit('f', NULL, NULL);
+    done := tenantcache._emit('f', NULL, NULL) IS NULL;
     RETURN NULL;
   END IF;
-  FOR m IN SELECT DISTINCT e FROM unnest(msgs) e ORDER BY 1 LOOP
+  IF cardinality(msgs) > 1 THEN
+    msgs := ARRAY(SELECT DISTINCT e FROM unnest(msgs) e ORDER BY 1);
+  END IF;
+  FOREACH m IN ARRAY msgs LOOP
     IF left(m, 2) = 'k ' THEN
       ns := split_part(m, ' ', 2);
-      PERFORM tenantcache._emit('k', ns, substr(m, length(ns) + 4));
+      done := tenantcache._emit('k', ns, substr(m, length(ns) + 4)) IS NULL;
     ELSIF left(m, 2) = 't ' THEN
-      PERFORM tenantcache._emit('t', NULL, substr(m, 3));
+      done := tenantcache._emit('t', NULL, substr(m, 3)) IS NULL;
     ELSE
       RAISE EXCEPTION 'tenantcache: malformed pending message %', quote_literal(m);
     END IF;
@@ -480,6 +484,59 @@ END
 $$;
 -- Watching tables is for the roles the installer allows (see Privileges).
 REVOKE ALL ON FUNCTION tenantcache.on_change() FROM PUBLIC;
+
+-- The types whose built-in equality holds exactly when their text is the
+-- same (text and varchar compared byte for byte, whatever their collation),
+-- so that the triggers compare them without converting them to text. Any
+-- other type (numeric 1.0 = 1.00, intervals, floats, and every type a role
+-- created, whose operators and casts are its own code) is compared as text.
+-- The type of column `col` of `tbl`, when it is one of those.
+CREATE OR REPLACE FUNCTION tenantcache._plain_type(tbl regclass, col text)
+RETURNS regtype
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT a.atttypid::regtype FROM pg_attribute a
+   WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped
+     AND a.atttypid IN ('bool'::regtype, 'int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'oid'::regtype,
+                        'text'::regtype, 'varchar'::regtype, 'uuid'::regtype, 'date'::regtype,
+                        'timestamp'::regtype, 'timestamptz'::regtype, 'bytea'::regtype)
+$$;
+
+-- A WHEN-clause expression for column `col` of row `side` (OLD or NEW) as
+-- the text of its type's output function, NULL for NULL (num_nulls, because
+-- "v IS NULL" is also true of a composite whose fields are all NULL).
+-- format('%s', v) calls the output function, which only a superuser can
+-- define, but looks it up at every call; an I/O cast (v::text) keeps it, and
+-- is what PostgreSQL uses for the plain types but bool (whose cast to text
+-- says "true", not "t").
+CREATE OR REPLACE FUNCTION tenantcache._text_expr(tbl regclass, side text, col text)
+RETURNS text
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE WHEN coalesce(tenantcache._plain_type(tbl, col) <> 'bool'::regtype, false)
+              THEN format('%s.%I::text', side, col)
+              ELSE format('CASE WHEN num_nulls(%1$s.%2$I) = 0 THEN format(''%%s'', %1$s.%2$I) END', side, col) END
+$$;
+
+-- A WHEN-clause expression that is true when column `col` differs between
+-- OLD and NEW (as text; see _plain_type).
+CREATE OR REPLACE FUNCTION tenantcache._changed_expr(tbl regclass, col text)
+RETURNS text
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE WHEN tenantcache._plain_type(tbl, col) IN ('text'::regtype, 'varchar'::regtype)
+              THEN format('OLD.%1$I COLLATE "C" IS DISTINCT FROM NEW.%1$I COLLATE "C"', col)
+              WHEN tenantcache._plain_type(tbl, col) IS NOT NULL
+              THEN format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', col)
+              ELSE format('num_nulls(OLD.%1$I) <> num_nulls(NEW.%1$I) OR format(''%%s'', OLD.%1$I) <> '
+                          'format(''%%s'', NEW.%1$I)', col) END
+$$;
 
 -- Attaches the triggers described above to `tbl` for a spec watch_table
 -- checked (or an older version's triggers carried: see version 5), replacing
@@ -494,41 +551,37 @@ DECLARE
   changed text;
   old_msgs text[] := '{}';
   new_msgs text[] := '{}';
-  ns text;
+  prefix text;
   col text;
 BEGIN
-  -- A value as text (NULL for NULL: num_nulls, because "v IS NULL" is also
-  -- true of a composite whose fields are all NULL).
-  FOR ns, col IN SELECT k.key, k.value FROM jsonb_each_text(keys) k ORDER BY 1 LOOP
-    old_msgs := old_msgs || format('%L || CASE WHEN num_nulls(OLD.%2$I) = 0 THEN format(''%%s'', OLD.%2$I) END',
-                                   '-k ' || ns || ' ', col);
-    new_msgs := new_msgs || format('%L || CASE WHEN num_nulls(NEW.%2$I) = 0 THEN format(''%%s'', NEW.%2$I) END',
-                                   '+k ' || ns || ' ', col);
+  -- Each message: its prefix and the value as text, NULL for NULL.
+  FOR prefix, col IN SELECT 'k ' || k.key || ' ', k.value FROM jsonb_each_text(keys) k
+                     UNION ALL SELECT 't ', tenant_col WHERE tenant_col IS NOT NULL ORDER BY 1 LOOP
+    old_msgs := old_msgs || format('%L || %s', '-' || prefix, tenantcache._text_expr(tbl, 'OLD', col));
+    new_msgs := new_msgs || format('%L || %s', '+' || prefix, tenantcache._text_expr(tbl, 'NEW', col));
   END LOOP;
-  IF tenant_col IS NOT NULL THEN
-    old_msgs := old_msgs || format('''-t '' || CASE WHEN num_nulls(OLD.%1$I) = 0 THEN format(''%%s'', OLD.%1$I) END',
-                                   tenant_col);
-    new_msgs := new_msgs || format('''+t '' || CASE WHEN num_nulls(NEW.%1$I) = 0 THEN format(''%%s'', NEW.%1$I) END',
-                                   tenant_col);
-  END IF;
   -- What counts as a change: the whole row's text (every column, including
-  -- those added later), or each watched column's text and NULL-ness.
+  -- those added later), or any watched column's.
   IF watched IS NULL THEN
     changed := 'format(''%s'', OLD) <> format(''%s'', NEW)';
   ELSE
-    SELECT string_agg(format('num_nulls(OLD.%1$I) <> num_nulls(NEW.%1$I) OR format(''%%s'', OLD.%1$I) <> '
-                             'format(''%%s'', NEW.%1$I)', c), ' OR ' ORDER BY c)
-      INTO changed FROM unnest(watched) c;
+    SELECT string_agg(tenantcache._changed_expr(tbl, c), ' OR ' ORDER BY c) INTO changed FROM unnest(watched) c;
   END IF;
+  -- Past bulk_threshold a statement sends one flush (pend's mode f): its
+  -- remaining rows skip pend and the building of its argument.
+  changed := format('(%s) AND pg_catalog.current_setting(''tenantcache.mode'', true) IS DISTINCT FROM ''f''',
+                    changed);
   PERFORM tenantcache.unwatch_table(tbl);
   EXECUTE format('CREATE TRIGGER tenantcache_ins AFTER INSERT ON %s FOR EACH ROW '
-                 'WHEN (tenantcache.pend(ARRAY[%s]::text[])) EXECUTE FUNCTION tenantcache.on_change(%s)',
+                 'WHEN (pg_catalog.current_setting(''tenantcache.mode'', true) IS DISTINCT FROM ''f'' '
+                 'AND tenantcache.pend(ARRAY[%s]::text[])) EXECUTE FUNCTION tenantcache.on_change(%s)',
                  tbl, array_to_string(new_msgs, ', '), args);
   EXECUTE format('CREATE TRIGGER tenantcache_upd AFTER UPDATE ON %s FOR EACH ROW '
-                 'WHEN ((%s) AND tenantcache.pend(ARRAY[%s]::text[])) EXECUTE FUNCTION tenantcache.on_change(%s)',
+                 'WHEN (%s AND tenantcache.pend(ARRAY[%s]::text[])) EXECUTE FUNCTION tenantcache.on_change(%s)',
                  tbl, changed, array_to_string(old_msgs || new_msgs, ', '), args);
   EXECUTE format('CREATE TRIGGER tenantcache_del AFTER DELETE ON %s FOR EACH ROW '
-                 'WHEN (tenantcache.pend(ARRAY[%s]::text[])) EXECUTE FUNCTION tenantcache.on_change(%s)',
+                 'WHEN (pg_catalog.current_setting(''tenantcache.mode'', true) IS DISTINCT FROM ''f'' '
+                 'AND tenantcache.pend(ARRAY[%s]::text[])) EXECUTE FUNCTION tenantcache.on_change(%s)',
                  tbl, array_to_string(old_msgs, ', '), args);
   EXECUTE format('CREATE TRIGGER tenantcache_ins_sent AFTER INSERT ON %s FOR EACH STATEMENT '
                  'WHEN (pg_catalog.current_setting(''tenantcache.pending'', true) = ''y'') '
