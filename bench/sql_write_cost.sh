@@ -9,7 +9,7 @@
 # triggers without the NOTIFY (the notifying commit's lock is PostgreSQL's)
 # and without the log.
 #
-#   bench/sql_write_cost.sh [seconds per pgbench run, default 5] [reps, default 2]
+#   bench/sql_write_cost.sh [seconds per pgbench run, default 5] [repetitions, default 2]
 set -euo pipefail
 secs=${1:-5}
 reps=${2:-2}
@@ -115,7 +115,7 @@ cell() {  # key config
   range "${xs[@]}"
 }
 
-echo "## What the triggers cost the application's writes"
+echo "## 10. What the triggers cost the application's writes"
 echo
 echo "\`bench/sql_write_cost.sh $secs $reps\`: PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), a throwaway"
 echo "cluster (fsync off, synchronous_commit off, autovacuum off), 100k users of \`sql/examples/fleet.sql\`"
