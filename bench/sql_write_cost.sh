@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# What the triggers cost the application's writes: pgbench runs the same
-# single-row UPDATE of a watched column (and, for contrast, of an unwatched
-# one) on a throwaway local cluster, without triggers, with triggers and the
-# invalidation log, and with triggers but no log. Prints transactions per
-# second and mean latency for each.
+# What the triggers cost the application's writes. On a throwaway local
+# cluster (fsync off) with 100k users of sql/examples/fleet.sql, it runs each
+# write with the tenantcache triggers (log on) and then without any trigger,
+# interleaved, `reps` times, and prints a markdown section: each write's
+# throughput (pgbench, single-row statements) or time (one 100k-row
+# statement) both ways and their ratio, as the range over the repetitions.
+# A second table splits the cost of a watched single-row UPDATE: the same
+# triggers without the NOTIFY (the notifying commit's lock is PostgreSQL's)
+# and without the log.
 #
-#   bench/sql_write_cost.sh [seconds per run, default 10] [clients, default 1]
+#   bench/sql_write_cost.sh [seconds per pgbench run, default 5] [repetitions, default 2]
 set -euo pipefail
-secs=${1:-10}
-clients=${2:-1}
+secs=${1:-5}
+reps=${2:-2}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 pgbin=${TC_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)}
 
@@ -21,35 +25,125 @@ trap cleanup EXIT
 
 as_pg "$pgbin/initdb" -D "$work/data" -U postgres --auth=trust -E UTF8 --locale=C -N >/dev/null
 port=$((20000 + RANDOM % 20000))
-as_pg "$pgbin/pg_ctl" -D "$work/data" -l "$work/log" -w -o "-p $port -c listen_addresses='' -c unix_socket_directories='$work' -c fsync=off -c synchronous_commit=off" start >/dev/null
+as_pg "$pgbin/pg_ctl" -D "$work/data" -l "$work/log" -w -o "-p $port -c listen_addresses='' -c unix_socket_directories='$work' -c fsync=off -c synchronous_commit=off -c autovacuum=off" start >/dev/null
 psql=(psql -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres -d postgres)
-"${psql[@]}" -f "$root/sql/install.sql" -f "$root/sql/examples/fleet.sql" -c "SELECT fleet.generate(100000, 1000)" >/dev/null
+"${psql[@]}" -f "$root/sql/install.sql" -f "$root/sql/examples/fleet.sql" \
+  -c "SELECT fleet.generate(100000, 1000); CREATE SEQUENCE fleet.bench_ids START 1000000" >/dev/null
 
-cat > "$work/watched.sql" <<'SQL'
+watch() { "${psql[@]}" -c "SELECT tenantcache.watch_table('fleet.user_accounts', NULL, '{\"user\": \"id\"}', ARRAY['yacht_id', 'role', 'active'])" >/dev/null; }
+unwatch() { "${psql[@]}" -c "SELECT tenantcache.unwatch_table('fleet.user_accounts')" >/dev/null; }
+set_log() { "${psql[@]}" -c "UPDATE tenantcache.settings SET log_enabled = $1" >/dev/null; }
+# The message function as installed, and a copy that builds the same payload
+# but does not NOTIFY.
+"${psql[@]}" -At -c "SELECT pg_get_functiondef('tenantcache._emit(\"char\", text, text)'::regprocedure)" >"$work/emit.sql"
+sed 's/sent := pg_notify(/sent := concat(/' "$work/emit.sql" >"$work/emit-silent.sql"
+grep -q 'sent := concat(' "$work/emit-silent.sql" || { echo "sql_write_cost.sh: _emit no longer calls pg_notify as expected" >&2; exit 1; }
+set_notify() { "${psql[@]}" -f "$work/$([ "$1" = on ] && echo emit.sql || echo emit-silent.sql)" >/dev/null; }
+
+cat >"$work/watched.sql" <<'SQL'
 \set u random(1, 100000)
 \set r random(1, 4)
 UPDATE fleet.user_accounts SET role = (ARRAY['owner','captain','crew','guest'])[:r] WHERE id = fleet.user_id(:u);
 SQL
-cat > "$work/unwatched.sql" <<'SQL'
+cat >"$work/unwatched.sql" <<'SQL'
 \set u random(1, 100000)
 UPDATE fleet.user_accounts SET last_login_at = now() WHERE id = fleet.user_id(:u);
 SQL
+cat >"$work/insert.sql" <<'SQL'
+\set t random(1, 1000)
+INSERT INTO fleet.user_accounts (id, yacht_id, email, role)
+VALUES (fleet.user_id(nextval('fleet.bench_ids')::integer), fleet.tenant_id(:t), 'bench', 'crew');
+SQL
 
-run() {  # label script
+tps() {  # script clients -> transactions per second
   local out
-  if ! out=$(pgbench -n -h "$work" -p "$port" -U postgres -c "$clients" -j "$clients" -T "$secs" -f "$work/$2" postgres 2>&1); then
+  if ! out=$(pgbench -n -h "$work" -p "$port" -U postgres -c "$2" -j "$2" -T "$secs" -f "$work/$1" postgres 2>&1); then
     echo "$out" >&2
     exit 1
   fi
-  printf '%-42s %10s tps  %8s ms\n' "$1" "$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -n1)" \
-    "$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")"
-  "${psql[@]}" -c "SELECT tenantcache.prune_log('0')" >/dev/null
+  sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -n 1
+}
+ms() {  # SQL -> milliseconds of one run of it (after a VACUUM, not timed)
+  "${psql[@]}" -c "VACUUM fleet.user_accounts" >/dev/null
+  "${psql[@]}" -c '\timing on' -c "$1" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n 1
+}
+prune() { "${psql[@]}" -c "SELECT tenantcache.prune_log('0')" >/dev/null; }
+
+declare -A v  # v[row,config,rep]
+rows_tps=("watched 1" "unwatched 1" "watched 8" "unwatched 8" "insert 1")
+for rep in $(seq 1 "$reps"); do
+  for row in "${rows_tps[@]}"; do
+    read -r what clients <<<"$row"
+    watch
+    v[$row,on,$rep]=$(tps "$what.sql" "$clients")
+    prune
+    if [ "$what" = watched ]; then
+      set_notify off
+      v[$row,silent,$rep]=$(tps "$what.sql" "$clients")
+      set_notify on
+      prune
+      set_log false
+      v[$row,nolog,$rep]=$(tps "$what.sql" "$clients")
+      set_log true
+    fi
+    unwatch
+    v[$row,off,$rep]=$(tps "$what.sql" "$clients")
+  done
+  for cfg in on off; do
+    [ "$cfg" = on ] && watch || unwatch
+    v[update100k,$cfg,$rep]=$(ms "UPDATE fleet.user_accounts SET role = CASE role WHEN 'crew' THEN 'guest' ELSE 'crew' END")
+    v[unwatched100k,$cfg,$rep]=$(ms "UPDATE fleet.user_accounts SET last_login_at = now()")
+    v[insert100k,$cfg,$rep]=$(ms "INSERT INTO fleet.user_accounts (id, yacht_id, email, role) SELECT fleet.user_id(2000000 + g), fleet.tenant_id(1 + g % 1000), 'bulk', 'crew' FROM generate_series(1, 100000) g")
+    v[delete100k,$cfg,$rep]=$(ms "DELETE FROM fleet.user_accounts WHERE email = 'bulk'")
+    prune
+  done
+done
+watch
+
+range() {  # values... -> "min–max" (or the one value), rounded
+  printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { f = (a[1] >= 100) ? "%.0f" : "%.2f";
+    if (NR == 1 || sprintf(f, a[1]) == sprintf(f, a[NR])) printf f, a[1]; else printf f "–" f, a[1], a[NR] }'
+}
+ratios() {  # key numerator-config denominator-config [invert] -> per-rep ratios
+  for rep in $(seq 1 "$reps"); do
+    awk -v a="${v[$1,$2,$rep]}" -v b="${v[$1,$3,$rep]}" 'BEGIN { printf "%.4f\n", a / b }'
+  done
+}
+cell() {  # key config
+  local xs=()
+  for rep in $(seq 1 "$reps"); do xs+=("${v[$1,$2,$rep]}"); done
+  range "${xs[@]}"
 }
 
-echo "single-row UPDATE, $clients client(s), ${secs}s each, PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}')"
-run "watched column, triggers + log" watched.sql
-run "unwatched column, triggers + log" unwatched.sql
-"${psql[@]}" -c "UPDATE tenantcache.settings SET log_enabled = false" >/dev/null
-run "watched column, triggers, no log" watched.sql
-"${psql[@]}" -c "SELECT tenantcache.unwatch_table('fleet.user_accounts')" >/dev/null
-run "watched column, no triggers" watched.sql
+echo "## 10. What the triggers cost the application's writes"
+echo
+echo "\`bench/sql_write_cost.sh $secs $reps\`: PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), a throwaway"
+echo "cluster (fsync off, synchronous_commit off, autovacuum off), 100k users of \`sql/examples/fleet.sql\`"
+echo "(\`user_accounts\` watched with \`columns => {yacht_id, role, active}\`, the log on). Each write runs"
+echo "with the tenantcache triggers and then without any trigger, interleaved, $reps times: ranges over the"
+echo "runs; the ratio is taken within each run (above 1 = faster without triggers for times, below 1 ="
+echo "slower with triggers for throughput). Single-row writes: pgbench, ${secs}s per run."
+echo
+echo "| write | no triggers | with tenantcache triggers | ratio | target |"
+echo "|---|---:|---:|---:|---|"
+echo "| single-row UPDATE of a watched column (\`role\`), 1 client | $(cell "watched 1" off) tps | $(cell "watched 1" on) tps | $(range $(ratios "watched 1" on off))× | ≥ 0.7× |"
+echo "| single-row UPDATE of an **unwatched** column (\`last_login_at\`), 1 client — sends nothing | $(cell "unwatched 1" off) tps | $(cell "unwatched 1" on) tps | $(range $(ratios "unwatched 1" on off))× | ≥ 0.95× |"
+echo "| single-row UPDATE of a watched column, 8 clients | $(cell "watched 8" off) tps | $(cell "watched 8" on) tps | $(range $(ratios "watched 8" on off))× | ≥ 0.5× |"
+echo "| single-row UPDATE of an unwatched column, 8 clients — sends nothing | $(cell "unwatched 8" off) tps | $(cell "unwatched 8" on) tps | $(range $(ratios "unwatched 8" on off))× | ≥ 0.95× |"
+echo "| single-row INSERT, 1 client | $(cell "insert 1" off) tps | $(cell "insert 1" on) tps | $(range $(ratios "insert 1" on off))× | |"
+echo "| one 100k-row UPDATE of a watched column (one flush) | $(cell update100k off) ms | $(cell update100k on) ms | $(range $(ratios update100k on off))× the time | ≤ 1.5× |"
+echo "| one 100k-row UPDATE of an **unwatched** column — sends nothing | $(cell unwatched100k off) ms | $(cell unwatched100k on) ms | $(range $(ratios unwatched100k on off))× the time | ≤ 1.05× |"
+echo "| one 100k-row INSERT (one flush) | $(cell insert100k off) ms | $(cell insert100k on) ms | $(range $(ratios insert100k on off))× the time | |"
+echo "| one 100k-row DELETE (one flush) | $(cell delete100k off) ms | $(cell delete100k on) ms | $(range $(ratios delete100k on off))× the time | |"
+echo
+echo "Where a watched single-row UPDATE's cost goes (the same triggers, one part switched off; ratio to no"
+echo "triggers in the same run). Without NOTIFY, commits no longer queue for the lock PostgreSQL takes to"
+echo "order notifying transactions (it is taken at every NOTIFY-ing commit, whoever sends it):"
+echo
+echo "| single-row UPDATE of a watched column | 1 client | 8 clients |"
+echo "|---|---:|---:|"
+for cfg in "on:triggers, log, NOTIFY (as installed)" "silent:triggers and log, no NOTIFY" "nolog:triggers and NOTIFY, no log (log_enabled = false)"; do
+  echo "| ${cfg#*:} | $(cell "watched 1" "${cfg%%:*}") tps ($(range $(ratios "watched 1" "${cfg%%:*}" off))×) | $(cell "watched 8" "${cfg%%:*}") tps ($(range $(ratios "watched 8" "${cfg%%:*}" off))×) |"
+done
+echo "| no triggers | $(cell "watched 1" off) tps | $(cell "watched 8" off) tps |"
+echo

@@ -260,13 +260,13 @@ void Listener::CatchUp() {
     const bool log_enabled = Value(results, 0, 1) == "true";
     const std::string version = Value(results, 0, 2);
     daemon_->stats().notification_queue_usage = std::atof(Value(results, 0, 3).c_str());
-    // Versions 1 to 4 send the same messages; version 1 let any role run
-    // code with the installer's rights, so it is served with a warning.
-    // From version 3 on the daemon records the namespaces it serves, from 4
-    // on it prunes the log.
-    if (version != "1" && version != "2" && version != "3" && version != "4") {
+    // Versions 1 to 5 send the same messages (5 only sends them for less);
+    // version 1 let any role run code with the installer's rights, so it is
+    // served with a warning. From version 3 on the daemon records the
+    // namespaces it serves, from 4 on it prunes the log.
+    if (version != "1" && version != "2" && version != "3" && version != "4" && version != "5") {
       Lost("tenantcache schema version " + (version.empty() ? std::string("missing") : version) +
-           " is not one this daemon speaks (1 to 4)");
+           " is not one this daemon speaks (1 to 5)");
       return;
     }
     records_namespaces_ = version != "1" && version != "2";

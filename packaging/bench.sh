@@ -4,8 +4,8 @@
 # starts Redis and memcached on loopback (free ports, private directories)
 # and a throwaway PostgreSQL with the real tenantcached (bench/compare_bench
 # and bench/miss_bench do that), runs bench/compare_bench,
-# bench/python_bench.py, bench/rust_bench.sh, bench/miss_bench and
-# bench/pgbouncer_bench, writes the
+# bench/python_bench.py, bench/rust_bench.sh, bench/miss_bench,
+# bench/pgbouncer_bench and bench/sql_write_cost.sh, writes the
 # results with a description of the machine to bench/RESULTS.md, and stops
 # everything it started.
 #
@@ -97,6 +97,12 @@ bash bench/rust_bench.sh "$build" "${quick[@]}" --c-p50-ns "${c_p50:-0}" | tee "
 
 "$build/bench/miss_bench" "${quick[@]}" | tee "$work/miss.md"
 
+# What the triggers cost the application's writes (issue #14): its own
+# throwaway cluster, pgbench; about 2.5 minutes (15 seconds with --quick).
+sql_write_args=(3 2)
+[ ${#quick[@]} -gt 0 ] && sql_write_args=(1 1)
+bash bench/sql_write_cost.sh "${sql_write_args[@]}" | tee "$work/sql_write_cost.md"
+
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 {
   echo "# tenantcache benchmark results"
@@ -130,6 +136,7 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   awk '/^## 2\./ { on = 1 } on { print }' "$work/compare.md"
   cat "$work/miss.md"
   cat "$work/pgbouncer.md"
+  cat "$work/sql_write_cost.md"
 } >"$output"
 echo
 echo "wrote $output"

@@ -151,6 +151,7 @@ AS $$
 DECLARE
   s tenantcache.settings;
   seq bigint;
+  sent boolean;
 BEGIN
   IF kind = 'k' THEN
     IF namespace IS NULL OR key IS NULL THEN
@@ -189,11 +190,13 @@ BEGIN
     VALUES (kind, namespace, key)
     RETURNING invalidation_log.seq INTO seq;
   END IF;
-  PERFORM pg_notify(s.channel,
+  -- An assignment, not PERFORM (which would run a query); pg_notify returns
+  -- void, which is never NULL.
+  sent := pg_notify(s.channel,
     '1 ' || kind::text || ' ' || coalesce(seq::text, '-') ||
     CASE kind WHEN 'k' THEN ' ' || namespace || ' ' || key
               WHEN 't' THEN ' ' || key
-              ELSE '' END);
+              ELSE '' END) IS NOT NULL;
 END
 $$;
 REVOKE ALL ON FUNCTION tenantcache._emit("char", text, text) FROM PUBLIC;
@@ -221,26 +224,221 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT tenantcache._emit('f', NULL, NULL) $$;
 
--- The trigger function. Statement level, with transition tables, so a bulk
--- statement is seen whole: it sends one message per distinct changed key (and
--- tenant id, for registry tables) or, above settings.bulk_threshold messages,
--- one message per tenant when that covers every change, else one flush.
--- Arguments (set by watch_table): tenant column ('' for none), the keys spec
--- (jsonb: namespace -> column), the watched columns ('' for all).
+-- How a write becomes messages. watch_table attaches, to each watched table:
+--  - row-level AFTER INSERT/UPDATE/DELETE triggers whose WHEN clause does the
+--    per-row work: for UPDATE it first compares the watched columns of OLD
+--    and NEW (as text, see below), so a write that changes nothing watched
+--    costs that comparison and nothing more; for a changed row it calls
+--    pend() with the row's messages, which records them for the statement
+--    and returns false. PostgreSQL evaluates an AFTER row trigger's WHEN as
+--    the row is written, so the row trigger itself is never queued or run
+--    (its function, on_change, would only refuse to run at row level).
+--  - statement-level AFTER INSERT/UPDATE/DELETE triggers whose WHEN lets
+--    them run only when rows are pending, and an AFTER TRUNCATE one: these
+--    run on_change(), which sends the pending messages (the statement seen
+--    whole: bulk_threshold applies to it) with the installer's rights.
+-- Statement-level AFTER triggers run after all row-level events of their
+-- statement, so every pending row is sent by its own statement's trigger (or
+-- by a nested statement's, which sends whatever is pending).
+--
+-- Pending rows live in transaction-local settings (set_config(..., true)):
+-- cheap, and rolled back with the statement or the savepoint that wrote them,
+-- so a rolled-back write sends nothing. They are the writer's own session
+-- state: a writer can put anything there, and so make the next watched write
+-- of its own session send invalidations of its choosing. That is no more than
+-- a writer can do by writing rows (an invalidation only makes the cache read
+-- PostgreSQL again), and on_change validates every message it sends
+-- (_emit: namespace names, key and payload lengths).
+--
+--   tenantcache.pending  'y' while anything is pending in this transaction
+--   tenantcache.mode     ''  messages in tenantcache.msgs
+--                        'T' too many messages, but each changed row is
+--                            covered by its tenant and no key value is new:
+--                            tenantcache.msgs holds the tenant messages only
+--                        'f' too many messages: one flush
+--   tenantcache.msgs     the messages, as the body of a text[] literal
+--   tenantcache.count    how many elements tenantcache.msgs holds
+--   tenantcache.cap      settings.bulk_threshold, read once per transaction
+--   tenantcache.new      'y' once a pending row had a new key value
+--   tenantcache.bare     'y' once a pending row had no tenant message
+
+-- settings.bulk_threshold, for pend(), which runs as the writing role (which
+-- may not read the settings). It reveals nothing secret.
+CREATE OR REPLACE FUNCTION tenantcache._bulk_threshold()
+RETURNS integer
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT bulk_threshold FROM tenantcache.settings $$;
+GRANT EXECUTE ON FUNCTION tenantcache._bulk_threshold() TO PUBLIC;
+
+-- Records one changed row's messages for its statement (see above). Called
+-- only from the WHEN clause of the row triggers watch_table generates, as the
+-- writing role. `msgs` holds "-k <namespace> <key>" and "-t <tenant id>" for
+-- the old row and "+k ..." and "+t ..." for the new row (NULL elements for
+-- NULL values). Returns false, so that the row trigger does not fire.
+--
+-- Invoker's rights, no SET clause (a SET would be paid on every row): it
+-- runs nothing but built-in functions, named with their schema, and only
+-- writes the calling session's own settings.
+CREATE OR REPLACE FUNCTION tenantcache.pend(msgs text[])
+RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  -- Every statement below is an assignment of an expression: PL/pgSQL
+  -- evaluates those directly, where PERFORM or SELECT would run a query.
+  mode text := coalesce(pg_catalog.current_setting('tenantcache.mode', true), '');
+  m text;
+  olds text[] := '{}';
+  adds text[] := '{}';
+  tenants text[] := '{}';
+  new_key boolean := false;
+  count integer;
+  cap integer;
+  msg_list text;
+  done text;
+BEGIN
+  -- The common write, first of its statement: one row whose messages are
+  -- one (a user's key, unchanged by the update, or inserted or deleted).
+  -- Each expression costs its first evaluation in every transaction, so
+  -- this path evaluates few.
+  IF mode = '' AND pg_catalog.cardinality(msgs) <= 2 AND msgs[1] IS NOT NULL
+     AND pg_catalog.substr(msgs[1], 2) = pg_catalog.substr(msgs[pg_catalog.cardinality(msgs)], 2)
+     AND coalesce(pg_catalog.current_setting('tenantcache.pending', true), '') = '' THEN
+    m := pg_catalog.substr(msgs[1], 2);
+    done := pg_catalog.set_config('tenantcache.pending', 'y', true)
+            || pg_catalog.set_config('tenantcache.msgs', pg_catalog.btrim(ARRAY[m]::text, '{}'), true)
+            || pg_catalog.set_config('tenantcache.count', '1', true)
+            || pg_catalog.set_config('tenantcache.bare', CASE WHEN pg_catalog.left(m, 1) = 't' THEN '' ELSE 'y' END,
+                                     true)
+            || pg_catalog.set_config('tenantcache.new',
+                                     CASE WHEN msgs[1] LIKE '+k %' AND msgs[pg_catalog.cardinality(msgs)] LIKE '+k %'
+                                          THEN 'y' ELSE '' END, true);
+    RETURN false;
+  END IF;
+  -- Lists of messages are kept as the bodies of text[] literals (btrim of
+  -- "{...}": array_out quotes an element that contains a brace), so that
+  -- they can be joined with a comma and read back whatever the keys contain.
+  FOREACH m IN ARRAY msgs LOOP
+    IF m IS NOT NULL AND pg_catalog.left(m, 1) = '-' THEN
+      olds := olds || pg_catalog.substr(m, 2);
+    END IF;
+  END LOOP;
+  -- The row's distinct messages: the old row's, and the new row's that
+  -- differ from them (each one a new key value or tenant).
+  FOREACH m IN ARRAY msgs LOOP
+    CONTINUE WHEN m IS NULL;
+    IF pg_catalog.left(m, 1) = '+' THEN
+      m := pg_catalog.substr(m, 2);
+      CONTINUE WHEN m = ANY (olds);
+      new_key := new_key OR pg_catalog.left(m, 1) = 'k';
+    ELSE
+      m := pg_catalog.substr(m, 2);
+    END IF;
+    CONTINUE WHEN m = ANY (adds);
+    adds := adds || m;
+    IF pg_catalog.left(m, 1) = 't' THEN
+      tenants := tenants || m;
+    END IF;
+  END LOOP;
+  IF pg_catalog.cardinality(adds) = 0 THEN
+    RETURN false;
+  END IF;
+
+  IF new_key THEN
+    done := pg_catalog.set_config('tenantcache.new', 'y', true);
+  END IF;
+  IF pg_catalog.cardinality(tenants) = 0 THEN
+    done := pg_catalog.set_config('tenantcache.bare', 'y', true);
+  END IF;
+  done := pg_catalog.set_config('tenantcache.pending', 'y', true);
+  count := coalesce(nullif(pg_catalog.current_setting('tenantcache.count', true), ''), '0')::integer;
+  msg_list := coalesce(pg_catalog.current_setting('tenantcache.msgs', true), '');
+  -- bulk_threshold is at least 1: a statement's first message needs no
+  -- look-up (the common single-row write).
+  IF count + pg_catalog.cardinality(adds) > 1 THEN
+    cap := nullif(pg_catalog.current_setting('tenantcache.cap', true), '')::integer;
+    IF cap IS NULL THEN
+      cap := tenantcache._bulk_threshold();
+      done := pg_catalog.set_config('tenantcache.cap', cap::text, true);
+    END IF;
+  END IF;
+
+  IF mode = '' THEN
+    IF count + pg_catalog.cardinality(adds) <= coalesce(cap, 1) THEN
+      done := pg_catalog.set_config('tenantcache.msgs',
+        pg_catalog.concat_ws(',', nullif(msg_list, ''), pg_catalog.btrim(adds::text, '{}')), true);
+      done := pg_catalog.set_config('tenantcache.count', (count + pg_catalog.cardinality(adds))::text, true);
+      RETURN false;
+    END IF;
+    -- Past the threshold: tenant messages cover every change only when every
+    -- row had one and no key value is new (a new key may be cached as
+    -- absent, which no tenant message reaches).
+    IF pg_catalog.current_setting('tenantcache.new', true) = 'y'
+       OR pg_catalog.current_setting('tenantcache.bare', true) = 'y' THEN
+      done := tenantcache._pend_flush();
+      RETURN false;
+    END IF;
+    tenants := ARRAY(SELECT DISTINCT e FROM pg_catalog.unnest(('{' || msg_list || '}')::text[] || tenants) e
+                      WHERE pg_catalog.left(e, 1) = 't');
+    done := pg_catalog.set_config('tenantcache.mode', 'T', true);
+  ELSE
+    IF pg_catalog.current_setting('tenantcache.new', true) = 'y'
+       OR pg_catalog.current_setting('tenantcache.bare', true) = 'y' THEN
+      done := tenantcache._pend_flush();
+      RETURN false;
+    END IF;
+    -- Tenant mode: append, and drop the repeats once there are twice as many
+    -- as the threshold allows.
+    IF count + pg_catalog.cardinality(tenants) <= 2 * cap THEN
+      done := pg_catalog.set_config('tenantcache.msgs',
+        pg_catalog.concat_ws(',', nullif(msg_list, ''), pg_catalog.btrim(tenants::text, '{}')), true);
+      done := pg_catalog.set_config('tenantcache.count', (count + pg_catalog.cardinality(tenants))::text, true);
+      RETURN false;
+    END IF;
+    tenants := ARRAY(SELECT DISTINCT e FROM pg_catalog.unnest(('{' || msg_list || '}')::text[] || tenants) e);
+  END IF;
+  IF pg_catalog.cardinality(tenants) > cap THEN
+    done := tenantcache._pend_flush();
+  ELSE
+    done := pg_catalog.set_config('tenantcache.msgs', pg_catalog.btrim(tenants::text, '{}'), true);
+    done := pg_catalog.set_config('tenantcache.count', pg_catalog.cardinality(tenants)::text, true);
+  END IF;
+  RETURN false;
+END
+$$;
+
+-- Switches the pending statement to one flush (see pend).
+CREATE OR REPLACE FUNCTION tenantcache._pend_flush()
+RETURNS text
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT set_config('tenantcache.mode', 'f', true) || set_config('tenantcache.msgs', '', true)
+         || set_config('tenantcache.count', '0', true)
+$$;
+
+-- The statement-level trigger function (see above): sends what the rows of
+-- the statement left pending, and a flush for TRUNCATE. Arguments (set by
+-- watch_table, the same on every trigger of a table): tenant column ('' for
+-- none), the keys spec (jsonb: namespace -> column), the watched columns
+-- ('' for all), the trigger spec's version ("5"). Triggers attached by
+-- versions 1 to 4 (statement level with transition tables, three arguments)
+-- are replaced by the upgrade to version 5; one it could not reach (on
+-- another session's temporary table) sends a flush for every write.
 --
 -- It runs with the installer's rights (it writes the log and reads the
--- settings, which the writing roles may not), so two rules keep those rights
--- out of other roles' reach:
---  - Only tables whose owner holds EXECUTE on this function are served: that
---    grant is what allows a role to watch tables (CREATE TRIGGER checks it
---    too, but only when the trigger is created; a trigger attached before the
---    grant was required, or whose owner lost it, must neither log nor notify).
---  - No code the table's owner could have written runs here: a column of a
---    type it created may carry its own casts (CREATE CAST ... AS json) and
---    operators, so rows are never passed to to_jsonb(), casts or comparisons.
---    Each needed column is read as text through its type's output function
---    (format('%s', v)), which only a superuser can define, and old and new
---    rows are compared as those texts.
+-- settings, which the writing roles may not). Only tables whose owner holds
+-- EXECUTE on this function are served: that grant is what allows a role to
+-- watch tables (CREATE TRIGGER checks it too, but only when the trigger is
+-- created; a trigger attached before the grant was required, or whose owner
+-- lost it, must neither log nor notify). No code the table's owner could
+-- have written runs here or in the triggers' WHEN clauses: a column of a
+-- type it created may carry its own casts and operators, so values are only
+-- ever read as text through their type's output function (format('%s', v)),
+-- which only a superuser can define, and compared as those texts.
 CREATE OR REPLACE FUNCTION tenantcache.on_change()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -248,17 +446,13 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  tenant_col text := nullif(TG_ARGV[0], '');
-  keys jsonb := TG_ARGV[1]::jsonb;
-  watched text[] := nullif(TG_ARGV[2], '')::text[];
   owner_allowed boolean;
   owner_name name;
-  names text[];
-  values_sql text;
-  rows jsonb[];
-  news boolean[];
-  old_rows jsonb[];
-  new_rows jsonb[];
+  mode text;
+  msgs text[];
+  m text;
+  ns text;
+  done boolean;
 BEGIN
   SELECT has_function_privilege(c.relowner, 'tenantcache.on_change()'::regprocedure, 'EXECUTE'),
          pg_get_userbyid(c.relowner)
@@ -270,138 +464,156 @@ BEGIN
       USING HINT = format('Allow it (GRANT EXECUTE ON FUNCTION tenantcache.on_change() TO %I) or stop '
                           'watching the table (SELECT tenantcache.unwatch_table(%L)).', owner_name, TG_RELID::regclass);
   END IF;
-  IF TG_OP = 'TRUNCATE' THEN
-    PERFORM tenantcache._emit('f', NULL, NULL);
+  IF TG_LEVEL = 'ROW' THEN
+    RAISE EXCEPTION 'tenantcache: trigger % on table % calls tenantcache.on_change() for each row', TG_NAME,
+      TG_RELID::regclass
+      USING HINT = format('Attach the triggers with SELECT tenantcache.watch_table(%L, ...).', TG_RELID::regclass);
+  END IF;
+  -- Assignments rather than PERFORM where possible: PL/pgSQL evaluates an
+  -- expression directly, where PERFORM runs a query.
+  IF TG_OP = 'TRUNCATE' OR TG_NARGS < 4 THEN
+    done := tenantcache._emit('f', NULL, NULL) IS NULL;
     RETURN NULL;
   END IF;
-  -- The columns that matter (all of them when watched is NULL; the key and
-  -- tenant columns always), each as text, or NULL when the value is NULL
-  -- (num_nulls, because "v IS NULL" is also true of a composite value whose
-  -- fields are all NULL).
-  SELECT array_agg(a.attname::text ORDER BY a.attnum),
-         string_agg(format('CASE WHEN num_nulls(t.%1$I) = 0 THEN format(''%%s'', t.%1$I) END', a.attname),
-                    ', ' ORDER BY a.attnum)
-    INTO names, values_sql
-    FROM pg_attribute a
-   WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
-     AND (watched IS NULL OR a.attname = ANY (watched) OR a.attname = tenant_col
-          OR a.attname IN (SELECT k.value FROM jsonb_each_text(keys) k));
-  IF names IS NULL THEN
+  mode := current_setting('tenantcache.mode', true);
+  msgs := ('{' || coalesce(current_setting('tenantcache.msgs', true), '') || '}')::text[];
+  done := set_config('tenantcache.pending', '', true) || set_config('tenantcache.mode', '', true)
+          || set_config('tenantcache.msgs', '', true) || set_config('tenantcache.count', '', true)
+          || set_config('tenantcache.new', '', true) || set_config('tenantcache.bare', '', true) = '';
+  IF mode = 'f' THEN
+    done := tenantcache._emit('f', NULL, NULL) IS NULL;
     RETURN NULL;
   END IF;
-  -- The changed rows, each as jsonb of those texts: all rows for INSERT and
-  -- DELETE; for UPDATE the old and new versions of the rows whose watched
-  -- columns changed (a row updated to identical values drops out).
-  values_sql := 'jsonb_object($1, ARRAY[' || values_sql || '])';
-  IF TG_OP = 'INSERT' THEN
-    EXECUTE format('SELECT array_agg(%s), array_agg(true) FROM tc_new t', values_sql)
-      INTO rows, news USING names;
-  ELSIF TG_OP = 'DELETE' THEN
-    EXECUTE format('SELECT array_agg(%s), array_agg(false) FROM tc_old t', values_sql)
-      INTO rows, news USING names;
-  ELSE
-    -- Only the projection is dynamic: the comparison is static SQL, whose
-    -- plan PL/pgSQL keeps for the session (planning it at every statement
-    -- cost several times more than the rest of the trigger).
-    EXECUTE format('SELECT (SELECT array_agg(%1$s) FROM tc_old t), (SELECT array_agg(%1$s) FROM tc_new t)',
-                   values_sql)
-      INTO old_rows, new_rows USING names;
-    WITH c AS ((SELECT j, false AS is_new FROM (SELECT unnest(old_rows) EXCEPT ALL SELECT unnest(new_rows)) a(j))
-               UNION ALL
-               (SELECT j, true FROM (SELECT unnest(new_rows) EXCEPT ALL SELECT unnest(old_rows)) b(j)))
-    SELECT array_agg(c.j), array_agg(c.is_new) INTO rows, news FROM c;
+  IF cardinality(msgs) > 1 THEN
+    msgs := ARRAY(SELECT DISTINCT e FROM unnest(msgs) e ORDER BY 1);
   END IF;
-  IF rows IS NOT NULL THEN
-    PERFORM tenantcache._send_changes(rows, news, TG_OP, tenant_col, keys);
-  END IF;
+  FOREACH m IN ARRAY msgs LOOP
+    IF left(m, 2) = 'k ' THEN
+      ns := split_part(m, ' ', 2);
+      done := tenantcache._emit('k', ns, substr(m, length(ns) + 4)) IS NULL;
+    ELSIF left(m, 2) = 't ' THEN
+      done := tenantcache._emit('t', NULL, substr(m, 3)) IS NULL;
+    ELSE
+      RAISE EXCEPTION 'tenantcache: malformed pending message %', quote_literal(m);
+    END IF;
+  END LOOP;
   RETURN NULL;
 END
 $$;
 -- Watching tables is for the roles the installer allows (see Privileges).
 REVOKE ALL ON FUNCTION tenantcache.on_change() FROM PUBLIC;
 
--- Sends the messages for one statement's changed rows (see on_change): one
--- per distinct key and tenant id, or above settings.bulk_threshold one per
--- tenant when that covers every change, else one flush.
-CREATE OR REPLACE FUNCTION tenantcache._send_changes(
-  rows jsonb[], news boolean[], op text, tenant_col text, keys jsonb)
+-- The types whose built-in equality holds exactly when their text is the
+-- same (text and varchar compared byte for byte, whatever their collation),
+-- so that the triggers compare them without converting them to text. Any
+-- other type (numeric 1.0 = 1.00, intervals, floats, and every type a role
+-- created, whose operators and casts are its own code) is compared as text.
+-- The type of column `col` of `tbl`, when it is one of those.
+CREATE OR REPLACE FUNCTION tenantcache._plain_type(tbl regclass, col text)
+RETURNS regtype
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT a.atttypid::regtype FROM pg_attribute a
+   WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped
+     AND a.atttypid IN ('bool'::regtype, 'int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'oid'::regtype,
+                        'text'::regtype, 'varchar'::regtype, 'uuid'::regtype, 'date'::regtype,
+                        'timestamp'::regtype, 'timestamptz'::regtype, 'bytea'::regtype)
+$$;
+
+-- A WHEN-clause expression for column `col` of row `side` (OLD or NEW) as
+-- the text of its type's output function, NULL for NULL (num_nulls, because
+-- "v IS NULL" is also true of a composite whose fields are all NULL).
+-- format('%s', v) calls the output function, which only a superuser can
+-- define, but looks it up at every call; an I/O cast (v::text) keeps it, and
+-- is what PostgreSQL uses for the plain types but bool (whose cast to text
+-- says "true", not "t").
+CREATE OR REPLACE FUNCTION tenantcache._text_expr(tbl regclass, side text, col text)
+RETURNS text
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE WHEN coalesce(tenantcache._plain_type(tbl, col) <> 'bool'::regtype, false)
+              THEN format('%s.%I::text', side, col)
+              ELSE format('CASE WHEN num_nulls(%1$s.%2$I) = 0 THEN format(''%%s'', %1$s.%2$I) END', side, col) END
+$$;
+
+-- A WHEN-clause expression that is true when column `col` differs between
+-- OLD and NEW (as text; see _plain_type).
+CREATE OR REPLACE FUNCTION tenantcache._changed_expr(tbl regclass, col text)
+RETURNS text
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE WHEN tenantcache._plain_type(tbl, col) IN ('text'::regtype, 'varchar'::regtype)
+              THEN format('OLD.%1$I COLLATE "C" IS DISTINCT FROM NEW.%1$I COLLATE "C"', col)
+              WHEN tenantcache._plain_type(tbl, col) IS NOT NULL
+              THEN format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', col)
+              ELSE format('num_nulls(OLD.%1$I) <> num_nulls(NEW.%1$I) OR format(''%%s'', OLD.%1$I) <> '
+                          'format(''%%s'', NEW.%1$I)', col) END
+$$;
+
+-- Attaches the triggers described above to `tbl` for a spec watch_table
+-- checked (or an older version's triggers carried: see version 5), replacing
+-- the ones attached before. `watched` is NULL for all columns.
+CREATE OR REPLACE FUNCTION tenantcache._attach(tbl regclass, tenant_col text, keys jsonb, watched text[])
 RETURNS void
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  threshold integer;
-  kinds "char"[];
-  namespaces text[];
-  msg_keys text[];
-  tenants text[];
-  has_new_keys boolean;
-  ns text;
+  args text := format('%L, %L, %L, ''5''', coalesce(tenant_col, ''), keys::text, coalesce(watched::text, ''));
+  changed text;
+  old_msgs text[] := '{}';
+  new_msgs text[] := '{}';
+  prefix text;
   col text;
-  v1 text;
-  v2 text;
 BEGIN
-  SELECT bulk_threshold INTO threshold FROM tenantcache.settings;
-  -- Fast path: one row inserted or deleted, or one row's old and new version
-  -- (the common single-row write).
-  IF cardinality(rows) <= 2 AND 2 * ((SELECT count(*) FROM jsonb_object_keys(keys)) + 1) <= threshold THEN
-    FOR ns, col IN SELECT k.key, k.value FROM jsonb_each_text(keys) AS k LOOP
-      v1 := rows[1] ->> col;
-      v2 := rows[2] ->> col;
-      PERFORM tenantcache._emit('k', ns, v1);
-      IF v2 IS DISTINCT FROM v1 THEN
-        PERFORM tenantcache._emit('k', ns, v2);
-      END IF;
-    END LOOP;
-    IF tenant_col IS NOT NULL THEN
-      v1 := rows[1] ->> tenant_col;
-      v2 := rows[2] ->> tenant_col;
-      PERFORM tenantcache._emit('t', NULL, v1);
-      IF v2 IS DISTINCT FROM v1 THEN
-        PERFORM tenantcache._emit('t', NULL, v2);
-      END IF;
-    END IF;
-    RETURN;
-  END IF;
-  -- The distinct messages (at most threshold + 1 are collected), and for the
-  -- coarse path the tenants and whether any key value is new (a new key may
-  -- have a negative entry, which no tenant message reaches).
-  WITH c AS (SELECT r.j, r.is_new FROM unnest(rows, news) AS r(j, is_new)),
-  m AS (
-    SELECT DISTINCT 'k'::"char" AS kind, k.namespace, c.j ->> k.col AS key, c.is_new
-      FROM c, jsonb_each_text(keys) AS k(namespace, col)
-     WHERE c.j ->> k.col IS NOT NULL
-    UNION
-    SELECT DISTINCT 't'::"char", NULL, c.j ->> tenant_col, false
-      FROM c
-     WHERE tenant_col IS NOT NULL AND c.j ->> tenant_col IS NOT NULL),
-  d AS (SELECT DISTINCT m.kind, m.namespace, m.key FROM m ORDER BY 1, 2, 3 LIMIT threshold + 1)
-  SELECT (SELECT array_agg(d.kind ORDER BY d.kind, d.namespace, d.key) FROM d),
-         (SELECT array_agg(d.namespace ORDER BY d.kind, d.namespace, d.key) FROM d),
-         (SELECT array_agg(d.key ORDER BY d.kind, d.namespace, d.key) FROM d),
-         (SELECT array_agg(t.key ORDER BY t.key)
-            FROM (SELECT DISTINCT m.key FROM m WHERE m.kind = 't' LIMIT threshold + 1) t),
-         EXISTS (SELECT m.namespace, m.key FROM m WHERE m.kind = 'k' AND m.is_new
-                 EXCEPT SELECT m.namespace, m.key FROM m WHERE m.kind = 'k' AND NOT m.is_new)
-    INTO kinds, namespaces, msg_keys, tenants, has_new_keys;
-
-  IF coalesce(cardinality(kinds), 0) <= threshold THEN
-    FOR i IN 1 .. coalesce(cardinality(kinds), 0) LOOP
-      PERFORM tenantcache._emit(kinds[i], namespaces[i], msg_keys[i]);
-    END LOOP;
-  ELSIF op <> 'INSERT' AND NOT has_new_keys AND cardinality(tenants) BETWEEN 1 AND threshold THEN
-    -- Every changed entry belongs to one of these tenants and no key value is
-    -- new: the tenant messages cover every change.
-    FOR i IN 1 .. cardinality(tenants) LOOP
-      PERFORM tenantcache._emit('t', NULL, tenants[i]);
-    END LOOP;
+  -- Each message: its prefix and the value as text, NULL for NULL.
+  FOR prefix, col IN SELECT 'k ' || k.key || ' ', k.value FROM jsonb_each_text(keys) k
+                     UNION ALL SELECT 't ', tenant_col WHERE tenant_col IS NOT NULL ORDER BY 1 LOOP
+    old_msgs := old_msgs || format('%L || %s', '-' || prefix, tenantcache._text_expr(tbl, 'OLD', col));
+    new_msgs := new_msgs || format('%L || %s', '+' || prefix, tenantcache._text_expr(tbl, 'NEW', col));
+  END LOOP;
+  -- What counts as a change: the whole row's text (every column, including
+  -- those added later), or any watched column's.
+  IF watched IS NULL THEN
+    changed := 'format(''%s'', OLD) <> format(''%s'', NEW)';
   ELSE
-    PERFORM tenantcache._emit('f', NULL, NULL);
+    SELECT string_agg(tenantcache._changed_expr(tbl, c), ' OR ' ORDER BY c) INTO changed FROM unnest(watched) c;
   END IF;
+  -- Past bulk_threshold a statement sends one flush (pend's mode f): its
+  -- remaining rows skip pend and the building of its argument.
+  changed := format('(%s) AND pg_catalog.current_setting(''tenantcache.mode'', true) IS DISTINCT FROM ''f''',
+                    changed);
+  PERFORM tenantcache.unwatch_table(tbl);
+  EXECUTE format('CREATE TRIGGER tenantcache_ins AFTER INSERT ON %s FOR EACH ROW '
+                 'WHEN (pg_catalog.current_setting(''tenantcache.mode'', true) IS DISTINCT FROM ''f'' '
+                 'AND tenantcache.pend(ARRAY[%s]::text[])) EXECUTE FUNCTION tenantcache.on_change(%s)',
+                 tbl, array_to_string(new_msgs, ', '), args);
+  EXECUTE format('CREATE TRIGGER tenantcache_upd AFTER UPDATE ON %s FOR EACH ROW '
+                 'WHEN (%s AND tenantcache.pend(ARRAY[%s]::text[])) EXECUTE FUNCTION tenantcache.on_change(%s)',
+                 tbl, changed, array_to_string(old_msgs || new_msgs, ', '), args);
+  EXECUTE format('CREATE TRIGGER tenantcache_del AFTER DELETE ON %s FOR EACH ROW '
+                 'WHEN (pg_catalog.current_setting(''tenantcache.mode'', true) IS DISTINCT FROM ''f'' '
+                 'AND tenantcache.pend(ARRAY[%s]::text[])) EXECUTE FUNCTION tenantcache.on_change(%s)',
+                 tbl, array_to_string(old_msgs, ', '), args);
+  EXECUTE format('CREATE TRIGGER tenantcache_ins_sent AFTER INSERT ON %s FOR EACH STATEMENT '
+                 'WHEN (pg_catalog.current_setting(''tenantcache.pending'', true) = ''y'') '
+                 'EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
+  EXECUTE format('CREATE TRIGGER tenantcache_upd_sent AFTER UPDATE ON %s FOR EACH STATEMENT '
+                 'WHEN (pg_catalog.current_setting(''tenantcache.pending'', true) = ''y'') '
+                 'EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
+  EXECUTE format('CREATE TRIGGER tenantcache_del_sent AFTER DELETE ON %s FOR EACH STATEMENT '
+                 'WHEN (pg_catalog.current_setting(''tenantcache.pending'', true) = ''y'') '
+                 'EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
+  EXECUTE format('CREATE TRIGGER tenantcache_trunc AFTER TRUNCATE ON %s FOR EACH STATEMENT '
+                 'EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
 END
 $$;
-REVOKE ALL ON FUNCTION tenantcache._send_changes(jsonb[], boolean[], text, text, jsonb) FROM PUBLIC;
 
 -- Attaches the triggers to one of your tables (you must own it). keys maps
 -- each namespace whose key is a column of this table to that column:
@@ -425,7 +637,6 @@ DECLARE
   col text;
   ns text;
   watched text[];
-  args text;
   owner_id oid;
   who text;
   served text[];
@@ -477,17 +688,8 @@ BEGIN
                   || CASE WHEN tenant_column IS NULL THEN ARRAY[]::text[] ELSE ARRAY[tenant_column] END) c;
   END IF;
 
-  PERFORM tenantcache.unwatch_table(tbl);
   served := tenantcache.served_namespaces();
-  args := format('%L, %L, %L', coalesce(tenant_column, ''), keys::text, coalesce(watched::text, ''));
-  EXECUTE format('CREATE TRIGGER tenantcache_ins AFTER INSERT ON %s REFERENCING NEW TABLE AS tc_new
-                  FOR EACH STATEMENT EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
-  EXECUTE format('CREATE TRIGGER tenantcache_upd AFTER UPDATE ON %s REFERENCING OLD TABLE AS tc_old NEW TABLE AS tc_new
-                  FOR EACH STATEMENT EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
-  EXECUTE format('CREATE TRIGGER tenantcache_del AFTER DELETE ON %s REFERENCING OLD TABLE AS tc_old
-                  FOR EACH STATEMENT EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
-  EXECUTE format('CREATE TRIGGER tenantcache_trunc AFTER TRUNCATE ON %s
-                  FOR EACH STATEMENT EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
+  PERFORM tenantcache._attach(tbl, tenant_column, keys, watched);
   -- A namespace name no daemon serves (a typo, or a daemon not yet told about
   -- it) is legal, but its messages would be ignored: say so now rather than
   -- when a stale entry is noticed. Unknown while no daemon reports.
@@ -680,6 +882,7 @@ SELECT w.table_name, w.tenant_column, w.triggers, w.keys,
                convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 2)::bytea, 'UTF8')::jsonb AS keys
           FROM pg_trigger t
          WHERE t.tgfoid = 'tenantcache.on_change()'::regprocedure
+           AND t.tgtype & 1 = 0  -- the statement-level ones (TRIGGER_TYPE_ROW is 1)
          GROUP BY 1, 2, 4) w
  CROSS JOIN (SELECT tenantcache.served_namespaces() AS served) s;
 
@@ -864,6 +1067,50 @@ BEGIN
         r.grantee;
     END LOOP;
     INSERT INTO tenantcache.version (version) VALUES (4);
+  END IF;
+END
+$install$;
+
+-- Version 5: the triggers skip what they do not watch (row-level WHEN
+-- clauses; see on_change). The triggers attached by versions 1 to 4 are
+-- replaced in place, with the spec in their arguments (no watch_table call
+-- needed), which takes the right to create triggers on those tables: run
+-- install.sql as a superuser or as the owner of the watched tables (the
+-- upgrade stops before changing anything and names the tables otherwise). A
+-- trigger on a temporary table is left alone (only its own session can reach
+-- it): it sends a flush for each write until its session ends.
+DO $install$
+DECLARE
+  r record;
+  unreachable text;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 5) THEN
+    SELECT string_agg(DISTINCT format('%s (owner %I)', c.oid::regclass, pg_get_userbyid(c.relowner)), ', ')
+      INTO unreachable
+      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+     WHERE t.tgfoid = 'tenantcache.on_change()'::regprocedure AND c.relpersistence <> 't'
+       AND NOT pg_has_role(current_user, c.relowner, 'USAGE');
+    IF unreachable IS NOT NULL THEN
+      RAISE EXCEPTION 'tenantcache: the upgrade to version 5 replaces the triggers of the watched tables, and role % '
+                      'may not: %', quote_ident(current_user), unreachable
+        USING HINT = 'Run sql/install.sql as a superuser or as a role that is a member of those owners.';
+    END IF;
+    FOR r IN SELECT DISTINCT t.tgrelid::regclass AS tbl,
+                    nullif(convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 1)::bytea, 'UTF8'), '')
+                      AS tenant_col,
+                    convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 2)::bytea, 'UTF8')::jsonb AS keys,
+                    nullif(convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 3)::bytea, 'UTF8'), '')::text[]
+                      AS watched
+               FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+              WHERE t.tgfoid = 'tenantcache.on_change()'::regprocedure AND c.relpersistence <> 't'
+              ORDER BY 1 LOOP
+      PERFORM tenantcache._attach(r.tbl, r.tenant_col, r.keys, r.watched);
+    END LOOP;
+    -- Versions 2 to 4's helper for on_change, which no longer sees sets.
+    IF to_regprocedure('tenantcache._send_changes(jsonb[], boolean[], text, text, jsonb)') IS NOT NULL THEN
+      DROP FUNCTION tenantcache._send_changes(jsonb[], boolean[], text, text, jsonb);
+    END IF;
+    INSERT INTO tenantcache.version (version) VALUES (5);
   END IF;
 END
 $install$;

@@ -342,9 +342,9 @@ TEST_F(LogRetentionTest, UpgradingFromVersion3KeepsTheTriggersAndGrantsTheDaemon
       "(SELECT count(*) FROM tenantcache.watched_tables) || ' ' || "
       "has_function_privilege('" +
       role + "', 'tenantcache.daemon_prune_log(text, interval)', 'EXECUTE')";
-  EXPECT_EQ(admin.Scalar(state), "1,2,3,4 2 true");
+  EXPECT_EQ(admin.Scalar(state), "1,2,3,4,5 2 true");
   admin.Exec(ReadFile(SqlDir() + "/install.sql"));
-  EXPECT_EQ(admin.Scalar(state), "1,2,3,4 2 true");
+  EXPECT_EQ(admin.Scalar(state), "1,2,3,4,5 2 true");
   EXPECT_EQ(
       admin.Scalar("SELECT has_function_privilege('public', 'tenantcache.daemon_prune_log(text, interval)', "
                    "'EXECUTE')"),

@@ -358,7 +358,7 @@ TEST_F(MisconfigSqlTest, UpgradingFromVersion2ShowsTheKeysOfTablesWatchedBefore)
       "SELECT (SELECT string_agg(version::text, ',' ORDER BY version) FROM tenantcache.version) || ' ' || "
       "(SELECT string_agg(keys::text, ' ' ORDER BY table_name::text) FROM tenantcache.watched_tables)";
   const std::string expected =
-      R"(1,2,3,4 {"tenant": "id", "tenant_by_host": "host", "tenant_by_slug": "slug"} {"user": "id"})";
+      R"(1,2,3,4,5 {"tenant": "id", "tenant_by_host": "host", "tenant_by_slug": "slug"} {"user": "id"})";
   EXPECT_EQ(admin.Scalar(state), expected);
   admin.Exec(ReadFile(SqlDir() + "/install.sql"));
   EXPECT_EQ(admin.Scalar(state), expected);

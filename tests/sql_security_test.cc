@@ -171,9 +171,8 @@ TEST_F(SqlSecurityTest, APublicRoleCannotLogFlushNotifyOrChangeSettings) {
   // Every function that runs with the installer's rights, called directly.
   for (const std::string call :
        {"tenantcache._emit('f', NULL, NULL)", "tenantcache._emit('k', 'user', 'x')",
-        "tenantcache._send_changes(ARRAY['{}'::jsonb], ARRAY[true], 'INSERT', NULL, '{}')",
-        "tenantcache.flush()", "tenantcache.invalidate('user', 'x')", "tenantcache.invalidate_tenant('x')",
-        "tenantcache.prune_log('0')"}) {
+        "tenantcache.on_change()", "tenantcache.flush()", "tenantcache.invalidate('user', 'x')",
+        "tenantcache.invalidate_tenant('x')", "tenantcache.prune_log('0')"}) {
     const std::string e = m->ExecError("SELECT " + call);
     EXPECT_TRUE(Contains(e, "permission denied for function")) << call << ": " << e;
   }
@@ -382,7 +381,7 @@ TEST_F(SqlSecurityTest, UpgradingFromVersion1GrantsTheOwnersOfWatchedTablesAndSa
   EXPECT_TRUE(Contains(notices, "WARNING:  tenantcache: role " + mallory + " watches temporary table(s)"))
       << notices;
   EXPECT_FALSE(Contains(notices, "granted EXECUTE on tenantcache.on_change() to role " + mallory)) << notices;
-  EXPECT_EQ(admin_->Scalar("SELECT tenantcache.schema_version()"), "4");
+  EXPECT_EQ(admin_->Scalar("SELECT tenantcache.schema_version()"), "5");
   EXPECT_EQ(
       admin_->Scalar("SELECT has_function_privilege('" + app + "', 'tenantcache.on_change()', 'EXECUTE')"),
       "t");
@@ -413,7 +412,7 @@ TEST_F(SqlSecurityTest, UpgradingFromVersion1GrantsTheOwnersOfWatchedTablesAndSa
       admin_->Scalar("SELECT proacl::text FROM pg_proc WHERE oid = 'tenantcache.on_change()'::regprocedure"),
       acl);
   EXPECT_EQ(admin_->Scalar("SELECT string_agg(version::text, ',' ORDER BY version) FROM tenantcache.version"),
-            "1,2,3,4");
+            "1,2,3,4,5");
 }
 
 TEST_F(SqlSecurityTest, UninstallSucceedsAroundAnotherRolesTrigger) {
@@ -483,7 +482,7 @@ TEST_F(SqlSecurityTest, TenantcachectlInstallSqlShowsWhomTheUpgradeAllowed) {
       Contains(r.output, "NOTICE: tenantcache: granted EXECUTE on tenantcache.on_change() to role " + app))
       << r.output;
   EXPECT_FALSE(Contains(r.output, "already exists")) << r.output;
-  EXPECT_EQ(admin_->Scalar("SELECT tenantcache.schema_version()"), "4");
+  EXPECT_EQ(admin_->Scalar("SELECT tenantcache.schema_version()"), "5");
 }
 
 // The daemon speaks to both versions (they send the same messages) and names

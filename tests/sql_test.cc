@@ -220,7 +220,7 @@ TEST_F(SqlTest, WatchingAgainReplacesTheSpecAndUnwatchStopsMessages) {
   EXPECT_EQ(
       conn_->Scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'fleet.user_accounts'::regclass AND "
                     "tgname LIKE 'tenantcache%'"),
-      "4");
+      "7");
   EXPECT_EQ(After("UPDATE fleet.user_accounts SET email = 'new@x' WHERE id = '" + kU1 + "'", 2),
             Messages({"k user_by_email new@x", "k user_by_email user1@fleet.example.com"}));
   EXPECT_EQ(conn_->Scalar("SELECT tenantcache.unwatch_table('fleet.user_accounts')"), "t");
@@ -263,7 +263,7 @@ TEST_F(SqlTest, InstallingTwiceChangesNothing) {
   EXPECT_GT(before.size(), 15u);
   conn_->Exec(ReadFile(SqlDir() + "/install.sql"));
   EXPECT_EQ(SchemaState(*conn_), before);
-  EXPECT_EQ(conn_->Scalar("SELECT tenantcache.schema_version()"), "4");
+  EXPECT_EQ(conn_->Scalar("SELECT tenantcache.schema_version()"), "5");
   // And the triggers still work.
   EXPECT_EQ(After("UPDATE fleet.user_accounts SET role = 'owner' WHERE id = '" + kU1 + "'", 1),
             Messages({"k user " + kU1}));

@@ -1,0 +1,270 @@
+// Schema version 5's write path against a real PostgreSQL: triggers of
+// versions 1 and 4 attached to three tables are replaced in place by
+// install.sql and then send exactly the messages they sent before; an
+// installer that may not replace them is stopped before anything changes;
+// a write that changes nothing watched runs no tenantcache function; and
+// the row-level WHEN clauses see what BEFORE triggers, savepoints and
+// cascaded statements do.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "support/pg_cluster.h"
+#include "support/sql_messages.h"
+
+namespace tenantcache::test {
+namespace {
+
+const std::string kT1 = "00000000-0000-4000-8000-000000000001";
+const std::string kT2 = "00000000-0000-4000-8000-000000000002";
+const std::string kU1 = "00000000-0001-4000-8000-000000000001";
+const std::string kU2 = "00000000-0001-4000-8000-000000000002";
+
+bool Contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// A third watched table, beside the example's two: badges keyed by code,
+// pointing at a user (a key change of the user cascades to its badges).
+const char* kBadges =
+    "CREATE TABLE fleet.badges (code text PRIMARY KEY, user_id uuid REFERENCES fleet.user_accounts (id) "
+    "ON UPDATE CASCADE, label text);"
+    "INSERT INTO fleet.badges SELECT 'B' || n, fleet.user_id(n), 'badge' FROM generate_series(1, 8) n;"
+    "SELECT tenantcache.watch_table('fleet.badges', NULL, '{\"badge\": \"code\"}', ARRAY['user_id']);";
+
+class SqlWritePathTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    log_start_ = SharedCluster().LogSize();
+    db_ = SharedCluster().CreateDatabase();
+    conn_ = std::make_unique<PgConn>(SharedCluster().Conninfo(db_));
+  }
+  void TearDown() override {
+    if (HasFailure())
+      std::fprintf(stderr, "--- server log ---\n%s\n", SharedCluster().LogTail(8000, log_start_).c_str());
+  }
+  // The example schema, the badges and 20 users of 4 tenants, watched by
+  // the installation of `install` (a file of install.sql's version).
+  void InstallWith(const std::string& install) {
+    conn_->Exec(ReadFile(install));
+    conn_->Exec(ReadFile(SqlDir() + "/examples/fleet.sql"));
+    conn_->Exec("SELECT fleet.generate(20, 4)");
+    conn_->Exec(kBadges);
+    conn_->Exec("DELETE FROM tenantcache.invalidation_log");
+  }
+  void Listen() { listener_ = std::make_unique<PgListener>(SharedCluster().Conninfo(db_), "tenantcache"); }
+  Messages After(const std::string& sql, size_t expected) {
+    return SentBy(*conn_, *listener_, sql, expected);
+  }
+  // "statement-level row-level" trigger counts of a table's tenantcache triggers.
+  std::string TriggerLevels(const std::string& table) {
+    return conn_->Scalar(
+        "SELECT count(*) FILTER (WHERE tgtype & 1 = 0) || ' ' || count(*) FILTER (WHERE tgtype & 1 = 1 AND "
+        "pg_get_triggerdef(oid) LIKE '%WHEN (%tenantcache.pend(%') FROM pg_trigger WHERE tgrelid = '" +
+        table + "'::regclass AND tgfoid = 'tenantcache.on_change()'::regprocedure");
+  }
+
+  size_t log_start_ = 0;
+  std::string db_;
+  std::unique_ptr<PgConn> conn_;
+  std::unique_ptr<PgListener> listener_;
+};
+
+// Every guarantee of the triggers, on tables whose triggers an older
+// version attached and install.sql replaced (no watch_table call).
+void ExpectTheMessagesOfVersion5(SqlWritePathTest& t, PgConn& conn, PgListener& listener) {
+  auto after = [&](const std::string& sql, size_t expected) { return SentBy(conn, listener, sql, expected); };
+  const std::string fresh = "00000000-0001-4000-8000-0000000000aa";
+  EXPECT_EQ(after("INSERT INTO fleet.user_accounts (id, yacht_id, email, role) VALUES ('" + fresh + "', '" +
+                      kT1 + "', 'x@y', 'crew')",
+                  1),
+            Messages({"k user " + fresh}));
+  EXPECT_EQ(after("UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + kU1 + "'", 1),
+            Messages({"k user " + kU1}));
+  EXPECT_EQ(after("UPDATE fleet.user_accounts SET last_login_at = now(), email = 'e@x'", 0), Messages{});
+  EXPECT_EQ(after("UPDATE fleet.user_accounts SET role = role", 0), Messages{});
+  EXPECT_EQ(after("UPDATE fleet.badges SET label = 'renamed'", 0), Messages{});
+  EXPECT_EQ(after("UPDATE fleet.badges SET code = 'B1x' WHERE code = 'B1'", 2),
+            Messages({"k badge B1", "k badge B1x"}));
+  EXPECT_EQ(after("UPDATE fleet.fleet_registry SET slug = 'renamed' WHERE id = '" + kT1 + "'", 5),
+            Messages({"k tenant " + kT1, "k tenant_by_host yacht-1.fleet.example.com",
+                      "k tenant_by_slug renamed", "k tenant_by_slug yacht-1", "t " + kT1}));
+  EXPECT_EQ(after("UPDATE fleet.fleet_registry SET plan = 'premium' WHERE id = '" + kT2 + "'", 4),
+            Messages({"k tenant " + kT2, "k tenant_by_host yacht-2.fleet.example.com",
+                      "k tenant_by_slug yacht-2", "t " + kT2}));
+  EXPECT_EQ(after("DELETE FROM fleet.user_accounts WHERE id = '" + fresh + "'", 1),
+            Messages({"k user " + fresh}));
+  EXPECT_EQ(
+      after("BEGIN; UPDATE fleet.user_accounts SET role = 'owner' WHERE id = '" + kU2 + "'; ROLLBACK", 0),
+      Messages{});
+  // Bulk: every tenant's row changes without a key change: one message per
+  // tenant; every user's role: one flush.
+  conn.Exec("UPDATE tenantcache.settings SET bulk_threshold = 6");
+  EXPECT_EQ(after("UPDATE fleet.fleet_registry SET plan = 'fleet'", 4),
+            Messages({"t 00000000-0000-4000-8000-000000000001", "t 00000000-0000-4000-8000-000000000002",
+                      "t 00000000-0000-4000-8000-000000000003", "t 00000000-0000-4000-8000-000000000004"}));
+  EXPECT_EQ(
+      after("UPDATE fleet.user_accounts SET role = CASE role WHEN 'crew' THEN 'guest' ELSE 'crew' END", 1),
+      Messages({"f"}));
+  conn.Exec("UPDATE tenantcache.settings SET bulk_threshold = 1000");
+  EXPECT_EQ(after("TRUNCATE fleet.badges", 1), Messages({"f"}));
+  // The log holds what was sent: the last flush is its last row.
+  EXPECT_EQ(conn.Scalar("SELECT kind FROM tenantcache.invalidation_log ORDER BY seq DESC LIMIT 1"), "f");
+  (void)t;
+}
+
+class SqlWritePathUpgradeTest : public SqlWritePathTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(SqlWritePathUpgradeTest, OlderTriggersOnThreeTablesAreReplacedInPlaceAndSendTheSameMessages) {
+  InstallWith(std::string(TC_SOURCE_DIR "/tests/data/") + GetParam());
+  for (const char* table : {"fleet.user_accounts", "fleet.fleet_registry", "fleet.badges"})
+    ASSERT_EQ(TriggerLevels(table), "4 0") << table << ": the fixture attaches statement-level triggers";
+  // Each table's spec, as its triggers' first three arguments hold it.
+  const std::string specs =
+      "SELECT string_agg(DISTINCT tgrelid::regclass::text || ' ' || "
+      "array_to_string((string_to_array(encode(tgargs, 'escape'), '\\000'))[1:3], '|'), '; ') FROM "
+      "pg_trigger "
+      "WHERE tgfoid = 'tenantcache.on_change()'::regprocedure";
+  const std::string before = conn_->Scalar(specs);
+  ASSERT_EQ(
+      before,
+      "fleet.badges |{\"badge\": \"code\"}|{code,user_id}; fleet.fleet_registry id|{\"tenant\": \"id\", "
+      "\"tenant_by_host\": \"host\", \"tenant_by_slug\": \"slug\"}|; fleet.user_accounts |{\"user\": "
+      "\"id\"}|{active,id,role,yacht_id}");
+
+  conn_->Exec(ReadFile(SqlDir() + "/install.sql"));
+  EXPECT_EQ(conn_->Scalar("SELECT tenantcache.schema_version()"), "5");
+  for (const char* table : {"fleet.user_accounts", "fleet.fleet_registry", "fleet.badges"})
+    EXPECT_EQ(TriggerLevels(table), "4 3") << table;
+  EXPECT_EQ(conn_->Scalar(specs), before);
+  EXPECT_EQ(conn_->Scalar("SELECT to_regprocedure('tenantcache._send_changes(jsonb[], boolean[], text, text, "
+                          "jsonb)') IS NULL"),
+            "t");
+  Listen();
+  ExpectTheMessagesOfVersion5(*this, *conn_, *listener_);
+
+  // Installing again replaces nothing.
+  const std::string triggers = conn_->Scalar(
+      "SELECT string_agg(oid::text, ',' ORDER BY oid) FROM pg_trigger WHERE tgname LIKE 'tenantcache%'");
+  conn_->Exec(ReadFile(SqlDir() + "/install.sql"));
+  EXPECT_EQ(
+      conn_->Scalar(
+          "SELECT string_agg(oid::text, ',' ORDER BY oid) FROM pg_trigger WHERE tgname LIKE 'tenantcache%'"),
+      triggers);
+}
+
+INSTANTIATE_TEST_SUITE_P(FromVersion, SqlWritePathUpgradeTest,
+                         ::testing::Values("install-v1.sql", "install-v4.sql"));
+
+TEST_F(SqlWritePathTest, AnInstallerThatMayNotReplaceATablesTriggersIsStoppedBeforeAnythingChanges) {
+  const std::string installer = "tc_installer_" + db_;
+  const std::string other = "tc_other_" + db_;
+  conn_->Exec("CREATE ROLE " + installer + " LOGIN; CREATE ROLE " + other +
+              " LOGIN; GRANT CREATE ON DATABASE " + db_ + " TO " + installer);
+  PgConn inst(SharedCluster().Conninfo(db_, installer));
+  inst.Exec(ReadFile(TC_SOURCE_DIR "/tests/data/install-v4.sql"));
+  inst.Exec("GRANT EXECUTE ON FUNCTION tenantcache.on_change() TO " + other);
+  conn_->Exec("CREATE TABLE public.theirs (id text); ALTER TABLE public.theirs OWNER TO " + other);
+  PgConn owner(SharedCluster().Conninfo(db_, other));
+  owner.Exec("SELECT tenantcache.watch_table('public.theirs', NULL, '{\"label\": \"id\"}')");
+
+  const std::string e = inst.ExecError(ReadFile(SqlDir() + "/install.sql"));
+  EXPECT_TRUE(Contains(e, "the upgrade to version 5 replaces the triggers of the watched tables, and role " +
+                              installer + " may not: theirs (owner " + other + ")"))
+      << e;
+  EXPECT_TRUE(Contains(e, "Run sql/install.sql as a superuser or as a role that is a member of those owners"))
+      << e;
+  EXPECT_EQ(conn_->Scalar("SELECT tenantcache.schema_version()"), "4");
+  EXPECT_EQ(TriggerLevels("public.theirs"), "4 0");
+  Listen();
+  EXPECT_EQ(SentBy(owner, *listener_, "INSERT INTO public.theirs VALUES ('a')", 1), Messages({"k label a"}));
+  // As a superuser it goes through, and the table is served the new way.
+  conn_->Exec(ReadFile(SqlDir() + "/install.sql"));
+  EXPECT_EQ(TriggerLevels("public.theirs"), "4 3");
+  EXPECT_EQ(SentBy(owner, *listener_, "UPDATE public.theirs SET id = 'b'", 2),
+            Messages({"k label a", "k label b"}));
+}
+
+// A write that changes no watched column calls neither the function that
+// records rows nor the one that sends: PostgreSQL stops at the WHEN clause.
+TEST_F(SqlWritePathTest, AWriteThatChangesNothingWatchedRunsNoTenantcacheFunction) {
+  InstallWith(SqlDir() + "/install.sql");
+  const std::string calls =
+      "SELECT coalesce(pg_stat_get_xact_function_calls('tenantcache.pend(text[])'::regprocedure), 0) || ' ' "
+      "|| "
+      "coalesce(pg_stat_get_xact_function_calls('tenantcache.on_change()'::regprocedure), 0)";
+  conn_->Exec("SET track_functions = 'all'");
+  conn_->Exec("BEGIN; UPDATE fleet.user_accounts SET last_login_at = now(), email = 'other@x'");
+  EXPECT_EQ(conn_->Scalar(calls), "0 0") << "20 rows, no watched column named";
+  conn_->Exec("UPDATE fleet.user_accounts SET role = role");
+  EXPECT_EQ(conn_->Scalar(calls), "0 0") << "20 rows, watched column named but unchanged";
+  conn_->Exec("UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + kU1 + "'");
+  EXPECT_EQ(conn_->Scalar(calls), "1 1") << "one changed row: recorded, then sent";
+  conn_->Exec("ROLLBACK");
+}
+
+// The WHEN clauses compare the rows as written, so a change a BEFORE
+// trigger makes to a watched column that the UPDATE did not name is seen.
+TEST_F(SqlWritePathTest, AWatchedColumnChangedByABeforeTriggerIsSeen) {
+  InstallWith(SqlDir() + "/install.sql");
+  conn_->Exec(
+      "CREATE FUNCTION fleet.demote() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.role := 'guest'; "
+      "RETURN "
+      "NEW; END $$;"
+      "CREATE TRIGGER a_demote BEFORE UPDATE OF last_login_at ON fleet.user_accounts FOR EACH ROW EXECUTE "
+      "FUNCTION fleet.demote()");
+  conn_->Exec("UPDATE fleet.user_accounts SET role = 'owner' WHERE id = '" + kU1 + "'");
+  Listen();
+  EXPECT_EQ(After("UPDATE fleet.user_accounts SET last_login_at = now() WHERE id = '" + kU1 + "'", 1),
+            Messages({"k user " + kU1}));
+}
+
+// Recorded rows are transaction-local settings: a savepoint rolled back
+// takes its rows with it; the rest of the transaction is sent at commit.
+TEST_F(SqlWritePathTest, ARolledBackSavepointSendsNothingOfItsRows) {
+  InstallWith(SqlDir() + "/install.sql");
+  Listen();
+  EXPECT_EQ(After("BEGIN; UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + kU1 +
+                      "'; SAVEPOINT s; UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + kU2 +
+                      "'; ROLLBACK TO s; COMMIT",
+                  1),
+            Messages({"k user " + kU1}));
+  // An error inside a PL/pgSQL exception block (a subtransaction) too.
+  EXPECT_EQ(After("DO $$ BEGIN UPDATE fleet.user_accounts SET role = 'owner' WHERE id = '" + kU2 +
+                      "'; RAISE EXCEPTION 'undo'; EXCEPTION WHEN raise_exception THEN NULL; END $$",
+                  0),
+            Messages{});
+}
+
+// A key change of a user cascades (ON UPDATE CASCADE) to its badges: the
+// cascaded statement runs while the user's statement sends, and every row
+// of both is sent.
+TEST_F(SqlWritePathTest, ACascadedStatementSendsTheRowsOfBothTables) {
+  InstallWith(SqlDir() + "/install.sql");
+  const std::string new_id = "00000000-0001-4000-8000-0000000000ff";
+  Listen();
+  EXPECT_EQ(After("UPDATE fleet.user_accounts SET id = '" + new_id + "' WHERE id = '" + kU1 + "'", 3),
+            Messages({"k badge B1", "k user " + kU1, "k user " + new_id}));
+  EXPECT_EQ(conn_->Scalar("SELECT user_id FROM fleet.badges WHERE code = 'B1'"), new_id);
+}
+
+// The recorded rows are the writing session's own settings. Planting some
+// sends only what passes the same checks as invalidate() (the writer's own
+// statement fails otherwise), and nothing at all without a watched write.
+TEST_F(SqlWritePathTest, PendingMessagesPlantedByASessionAreCheckedLikeManualOnes) {
+  InstallWith(SqlDir() + "/install.sql");
+  Listen();
+  conn_->Exec(
+      "SELECT set_config('tenantcache.pending', 'y', false), set_config('tenantcache.msgs', '\"k Bad x\"', "
+      "false)");
+  EXPECT_EQ(listener_->Drain(kQuiet), Messages{});
+  const std::string e =
+      conn_->ExecError("UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + kU1 + "'");
+  EXPECT_TRUE(Contains(e, "tenantcache: invalid namespace name 'Bad'")) << e;
+  EXPECT_EQ(listener_->Drain(kQuiet), Messages{});
+  conn_->Exec("RESET tenantcache.pending; RESET tenantcache.msgs");
+  EXPECT_EQ(After("UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + kU1 + "'", 1),
+            Messages({"k user " + kU1}));
+}
+
+}  // namespace
+}  // namespace tenantcache::test
