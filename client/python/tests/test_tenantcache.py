@@ -8,13 +8,11 @@ daemon's cache file) and TC_PSQL (a psql command line for the test database).
 import os
 import shlex
 import subprocess
-import sys
 import threading
 import time
 import unittest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-import tenantcache  # noqa: E402
+import tenantcache
 
 USER = "00000000-0001-4000-8000-%012x"
 TENANT = "00000000-0000-4000-8000-%012x"
