@@ -138,6 +138,15 @@ bool ParseArgs(const char* fname, PyObject* const* args, Py_ssize_t nargs, PyObj
 }
 
 // A timeout in milliseconds: an int in [0, INT_MAX], or `def` when absent.
+bool ParseTimeout(PyObject* obj, int def, int* out);
+
+// ParseArgs for `n` arguments of which the last, timeout_ms, is optional.
+bool ParseWithTimeout(const char* fname, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames,
+                      const char* const* names, int n, int def, PyObject** out, int* timeout) {
+  return ParseArgs(fname, args, nargs, kwnames, names, n, n - 1, out) &&
+         ParseTimeout(out[n - 1], def, timeout);
+}
+
 bool ParseTimeout(PyObject* obj, int def, int* out) {
   if (obj == nullptr) {
     *out = def;
@@ -163,30 +172,44 @@ bool ParseTimeout(PyObject* obj, int def, int* out) {
 
 // A key or tenant id as bytes: a str (UTF-8) or a bytes-like object. The
 // library validates the bytes (embedded NUL, length, syntax) for the
-// namespace's key kind. `view` is released by the caller when `*owned`.
-bool KeyBytes(const char* what, PyObject* key, const char** data, size_t* len, Py_buffer* view, bool* owned) {
-  *owned = false;
-  if (PyUnicode_Check(key)) {
-    Py_ssize_t n;
-    *data = PyUnicode_AsUTF8AndSize(key, &n);  // UnicodeEncodeError (a ValueError) for lone surrogates
-    *len = static_cast<size_t>(n);
-    return *data != nullptr;
+// namespace's key kind. A bytes-like key stays exported (so not resizable)
+// until the KeyBuffer is destroyed, also while the GIL is released.
+struct KeyBuffer {
+  const char* data = nullptr;
+  size_t len = 0;
+  Py_buffer view{};
+  bool owned = false;
+
+  KeyBuffer() = default;
+  KeyBuffer(const KeyBuffer&) = delete;
+  KeyBuffer& operator=(const KeyBuffer&) = delete;
+  ~KeyBuffer() {
+    if (owned) PyBuffer_Release(&view);
   }
-  if (PyBytes_Check(key)) {
-    *data = PyBytes_AS_STRING(key);
-    *len = static_cast<size_t>(PyBytes_GET_SIZE(key));
-    return true;
+
+  bool Set(const char* what, PyObject* key) {
+    if (PyUnicode_Check(key)) {
+      Py_ssize_t n;
+      data = PyUnicode_AsUTF8AndSize(key, &n);  // UnicodeEncodeError (a ValueError) for lone surrogates
+      len = static_cast<size_t>(n);
+      return data != nullptr;
+    }
+    if (PyBytes_Check(key)) {
+      data = PyBytes_AS_STRING(key);
+      len = static_cast<size_t>(PyBytes_GET_SIZE(key));
+      return true;
+    }
+    if (PyObject_CheckBuffer(key) && PyObject_GetBuffer(key, &view, PyBUF_SIMPLE) == 0) {
+      owned = true;
+      data = static_cast<const char*>(view.buf);
+      len = static_cast<size_t>(view.len);
+      return true;
+    }
+    PyErr_Clear();
+    PyErr_Format(PyExc_TypeError, "%s must be str or bytes, not %.100s", what, Py_TYPE(key)->tp_name);
+    return false;
   }
-  if (PyObject_CheckBuffer(key) && PyObject_GetBuffer(key, view, PyBUF_SIMPLE) == 0) {
-    *owned = true;
-    *data = static_cast<const char*>(view->buf);
-    *len = static_cast<size_t>(view->len);
-    return true;
-  }
-  PyErr_Clear();
-  PyErr_Format(PyExc_TypeError, "%s must be str or bytes, not %.100s", what, Py_TYPE(key)->tp_name);
-  return false;
-}
+};
 
 // --- Value ------------------------------------------------------------------------
 
@@ -770,6 +793,20 @@ PyObject* CacheExit(PyObject* self, PyObject* const*, Py_ssize_t) { return Cache
 // Resolves a namespace given as a name (str) or a Namespace of this cache.
 bool ResolveNs(CacheObject* c, PyObject* ns, tc_ns* out);
 
+// The (namespace, key) of a read or an invalidation on an open cache.
+struct KeyArgs {
+  tc_ns id = 0;
+  KeyBuffer key;
+
+  bool Set(CacheObject* c, PyObject* ns, PyObject* key_obj) {
+    if (c->handle == nullptr) {
+      RaiseErrorText(TC_E_INVALID_ARG, "cache is closed", "");
+      return false;
+    }
+    return ResolveNs(c, ns, &id) && key.Set("key", key_obj);
+  }
+};
+
 // The field names tuple for a value just found (borrowed), or nullptr.
 PyObject* FieldNames(CacheObject* c, tc_ns id, const tc_value* v) {
   const auto* desc = static_cast<const layout::NamespaceDesc*>(v->priv_ns);
@@ -851,47 +888,30 @@ PyObject* ReadResult(CacheObject* c, tc_ns id, int rc, const tc_value* v, bool a
 }
 
 PyObject* DoGet(CacheObject* c, PyObject* ns, PyObject* key) {
-  if (c->handle == nullptr) return RaiseErrorText(TC_E_INVALID_ARG, "cache is closed", "");
-  tc_ns id;
-  if (!ResolveNs(c, ns, &id)) return nullptr;
-  const char* data;
-  size_t len;
-  Py_buffer view;
-  bool owned;
-  if (!KeyBytes("key", key, &data, &len, &view, &owned)) return nullptr;
+  KeyArgs k;
+  if (!k.Set(c, ns, key)) return nullptr;
   tc_value v;
-  const int rc = tc_cache_get(c->handle, id, data, len, &v);
-  if (owned) PyBuffer_Release(&view);
-  return ReadResult(c, id, rc, &v, false, ns);
+  const int rc = tc_cache_get(c->handle, k.id, k.key.data, k.key.len, &v);
+  return ReadResult(c, k.id, rc, &v, false, ns);
 }
 
 // lookup(); with `skip_read`, the daemon half only (for lookup_async, whose
 // shared-memory read just missed: reading again would count a second miss).
 PyObject* DoLookup(CacheObject* c, PyObject* ns, PyObject* key, int timeout_ms, bool skip_read) {
-  if (c->handle == nullptr) return RaiseErrorText(TC_E_INVALID_ARG, "cache is closed", "");
-  tc_ns id;
-  if (!ResolveNs(c, ns, &id)) return nullptr;
-  const char* data;
-  size_t len;
-  Py_buffer view;
-  bool owned;
-  if (!KeyBytes("key", key, &data, &len, &view, &owned)) return nullptr;
+  KeyArgs k;
+  if (!k.Set(c, ns, key)) return nullptr;
   tc_value v;
-  int rc = skip_read ? TC_MISS : tc_cache_get(c->handle, id, data, len, &v);
+  int rc = skip_read ? TC_MISS : tc_cache_get(c->handle, k.id, k.key.data, k.key.len, &v);
   const bool asked = rc == TC_MISS;
   if (asked) {
     // A str key's UTF-8 buffer belongs to the str, which the caller's
     // arguments keep alive while the GIL is released.
     tc_cache* h = Enter(c);
-    if (h == nullptr) {
-      if (owned) PyBuffer_Release(&view);
-      return nullptr;
-    }
-    Py_BEGIN_ALLOW_THREADS rc = tenantcache::AskDaemon(h, id, data, len, timeout_ms, &v);
+    if (h == nullptr) return nullptr;
+    Py_BEGIN_ALLOW_THREADS rc = tenantcache::AskDaemon(h, k.id, k.key.data, k.key.len, timeout_ms, &v);
     Py_END_ALLOW_THREADS Leave(c);
   }
-  if (owned) PyBuffer_Release(&view);
-  return ReadResult(c, id, rc, &v, asked, ns);
+  return ReadResult(c, k.id, rc, &v, asked, ns);
 }
 
 // lookup_async: a Ready awaitable unless the shared-memory read missed, in
@@ -930,8 +950,7 @@ PyObject* CacheGet(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
 PyObject* CacheLookup(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   PyObject* a[3];
   int timeout;
-  if (!ParseArgs("lookup", args, nargs, kwnames, kReadNames, 3, 2, a) ||
-      !ParseTimeout(a[2], kDefaultLookupMs, &timeout))
+  if (!ParseWithTimeout("lookup", args, nargs, kwnames, kReadNames, 3, kDefaultLookupMs, a, &timeout))
     return nullptr;
   return DoLookup(reinterpret_cast<CacheObject*>(self), a[0], a[1], timeout, false);
 }
@@ -946,8 +965,7 @@ PyObject* CacheAskDaemon(PyObject* self, PyObject* const* args, Py_ssize_t nargs
 PyObject* CacheLookupAsync(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   PyObject* a[3];
   int timeout;
-  if (!ParseArgs("lookup_async", args, nargs, kwnames, kReadNames, 3, 2, a) ||
-      !ParseTimeout(a[2], kDefaultLookupMs, &timeout))
+  if (!ParseWithTimeout("lookup_async", args, nargs, kwnames, kReadNames, 3, kDefaultLookupMs, a, &timeout))
     return nullptr;
   return DoLookupAsync(reinterpret_cast<CacheObject*>(self), a[0], a[1], timeout);
 }
@@ -965,25 +983,16 @@ PyObject* Command(CacheObject* c, const char* what, F f) {
 }
 
 PyObject* DoInvalidate(CacheObject* c, PyObject* ns, PyObject* key, int timeout) {
-  if (c->handle == nullptr) return RaiseErrorText(TC_E_INVALID_ARG, "cache is closed", "");
-  tc_ns id;
-  if (!ResolveNs(c, ns, &id)) return nullptr;
-  const char* data;
-  size_t len;
-  Py_buffer view;
-  bool owned;
-  if (!KeyBytes("key", key, &data, &len, &view, &owned)) return nullptr;
-  PyObject* r =
-      Command(c, "invalidate", [&](tc_cache* h) { return tc_cache_invalidate(h, id, data, len, timeout); });
-  if (owned) PyBuffer_Release(&view);
-  return r;
+  KeyArgs k;
+  if (!k.Set(c, ns, key)) return nullptr;
+  return Command(c, "invalidate",
+                 [&](tc_cache* h) { return tc_cache_invalidate(h, k.id, k.key.data, k.key.len, timeout); });
 }
 
 PyObject* CacheInvalidate(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   PyObject* a[3];
   int timeout;
-  if (!ParseArgs("invalidate", args, nargs, kwnames, kReadNames, 3, 2, a) ||
-      !ParseTimeout(a[2], kDefaultCommandMs, &timeout))
+  if (!ParseWithTimeout("invalidate", args, nargs, kwnames, kReadNames, 3, kDefaultCommandMs, a, &timeout))
     return nullptr;
   return DoInvalidate(reinterpret_cast<CacheObject*>(self), a[0], a[1], timeout);
 }
@@ -992,27 +1001,21 @@ PyObject* CacheInvalidateTenant(PyObject* self, PyObject* const* args, Py_ssize_
   static const char* const kNames[] = {"tenant_id", "timeout_ms"};
   PyObject* a[2];
   int timeout;
-  if (!ParseArgs("invalidate_tenant", args, nargs, kwnames, kNames, 2, 1, a) ||
-      !ParseTimeout(a[1], kDefaultCommandMs, &timeout))
+  if (!ParseWithTimeout("invalidate_tenant", args, nargs, kwnames, kNames, 2, kDefaultCommandMs, a, &timeout))
     return nullptr;
   auto* c = reinterpret_cast<CacheObject*>(self);
-  const char* data;
-  size_t len;
-  Py_buffer view;
-  bool owned;
-  if (!KeyBytes("tenant_id", a[0], &data, &len, &view, &owned)) return nullptr;
-  PyObject* r = Command(c, "invalidate_tenant",
-                        [&](tc_cache* h) { return tc_cache_invalidate_tenant(h, data, len, timeout); });
-  if (owned) PyBuffer_Release(&view);
-  return r;
+  KeyBuffer tenant;
+  if (!tenant.Set("tenant_id", a[0])) return nullptr;
+  return Command(c, "invalidate_tenant", [&](tc_cache* h) {
+    return tc_cache_invalidate_tenant(h, tenant.data, tenant.len, timeout);
+  });
 }
 
 PyObject* CacheFlush(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   static const char* const kNames[] = {"timeout_ms"};
   PyObject* a[1];
   int timeout;
-  if (!ParseArgs("flush", args, nargs, kwnames, kNames, 1, 0, a) ||
-      !ParseTimeout(a[0], kDefaultCommandMs, &timeout))
+  if (!ParseWithTimeout("flush", args, nargs, kwnames, kNames, 1, kDefaultCommandMs, a, &timeout))
     return nullptr;
   return Command(reinterpret_cast<CacheObject*>(self), "flush",
                  [&](tc_cache* h) { return tc_cache_flush(h, timeout); });
@@ -1022,8 +1025,7 @@ PyObject* CacheDaemonStats(PyObject* self, PyObject* const* args, Py_ssize_t nar
   static const char* const kNames[] = {"timeout_ms"};
   PyObject* a[1];
   int timeout;
-  if (!ParseArgs("daemon_stats", args, nargs, kwnames, kNames, 1, 0, a) ||
-      !ParseTimeout(a[0], kDefaultCommandMs, &timeout))
+  if (!ParseWithTimeout("daemon_stats", args, nargs, kwnames, kNames, 1, kDefaultCommandMs, a, &timeout))
     return nullptr;
   auto* c = reinterpret_cast<CacheObject*>(self);
   tc_cache* h = Enter(c);
@@ -1255,8 +1257,7 @@ PyObject* NamespaceGet(PyObject* self, PyObject* key) {
 PyObject* NamespaceLookup(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   PyObject* a[2];
   int timeout;
-  if (!ParseArgs("lookup", args, nargs, kwnames, kNsReadNames, 2, 1, a) ||
-      !ParseTimeout(a[1], kDefaultLookupMs, &timeout))
+  if (!ParseWithTimeout("lookup", args, nargs, kwnames, kNsReadNames, 2, kDefaultLookupMs, a, &timeout))
     return nullptr;
   return DoLookup(reinterpret_cast<NamespaceObject*>(self)->cache, self, a[0], timeout, false);
 }
@@ -1264,8 +1265,7 @@ PyObject* NamespaceLookup(PyObject* self, PyObject* const* args, Py_ssize_t narg
 PyObject* NamespaceLookupAsync(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   PyObject* a[2];
   int timeout;
-  if (!ParseArgs("lookup_async", args, nargs, kwnames, kNsReadNames, 2, 1, a) ||
-      !ParseTimeout(a[1], kDefaultLookupMs, &timeout))
+  if (!ParseWithTimeout("lookup_async", args, nargs, kwnames, kNsReadNames, 2, kDefaultLookupMs, a, &timeout))
     return nullptr;
   return DoLookupAsync(reinterpret_cast<NamespaceObject*>(self)->cache, self, a[0], timeout);
 }
@@ -1273,8 +1273,7 @@ PyObject* NamespaceLookupAsync(PyObject* self, PyObject* const* args, Py_ssize_t
 PyObject* NamespaceInvalidate(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   PyObject* a[2];
   int timeout;
-  if (!ParseArgs("invalidate", args, nargs, kwnames, kNsReadNames, 2, 1, a) ||
-      !ParseTimeout(a[1], kDefaultCommandMs, &timeout))
+  if (!ParseWithTimeout("invalidate", args, nargs, kwnames, kNsReadNames, 2, kDefaultCommandMs, a, &timeout))
     return nullptr;
   return DoInvalidate(reinterpret_cast<NamespaceObject*>(self)->cache, self, a[0], timeout);
 }

@@ -12,7 +12,6 @@ import ast
 import asyncio
 import gc
 import os
-import shlex
 import subprocess
 import sys
 import threading
@@ -21,26 +20,9 @@ import unittest
 
 import tenantcache
 from tenantcache import Error, Status
+from support import TENANT, USER, psql, wait_for
 
-USER = "00000000-0001-4000-8000-%012x"
-TENANT = "00000000-0000-4000-8000-%012x"
 PATH = os.environ["TC_CACHE_PATH"]
-
-
-def psql(sql, background=False):
-    argv = shlex.split(os.environ["TC_PSQL"]) + ["-c", sql]
-    if background:
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-
-
-def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return cond()
-        time.sleep(0.005)
-    return True
 
 
 def rss_kib():
