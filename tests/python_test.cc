@@ -19,14 +19,40 @@
 namespace tenantcache::test {
 namespace {
 
+// The interpreter with the environment that selects the module under test.
+std::string Interpreter() {
+  const char* installed = std::getenv("TC_TEST_PYTHON");
+  if (installed != nullptr && *installed != '\0') return "'" + std::string(installed) + "'";
+  return "PYTHONPATH='" TC_PYTHON_LIB "' " TC_PYTHON;
+}
+
+// The extension is built by setup.py, without sanitizers (and not at all in
+// a sanitizer build tree): instrumenting this harness adds nothing, and the
+// regular build runs these tests.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TC_SKIP_UNDER_SANITIZERS() GTEST_SKIP() << "not under sanitizers"
+#else
+#define TC_SKIP_UNDER_SANITIZERS() (void)0
+#endif
+
+TEST(PythonModule, TheModuleUnderTestIsTheOneAsked) {
+  TC_SKIP_UNDER_SANITIZERS();
+  const CommandResult r =
+      RunCommand(Interpreter() + " -c 'import tenantcache._native as n; print(n.__file__)' 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const char* installed = std::getenv("TC_TEST_PYTHON");
+  if (installed != nullptr && *installed != '\0') {
+    EXPECT_EQ(r.output.find(TC_SOURCE_DIR), std::string::npos) << "not the installed module: " << r.output;
+    EXPECT_EQ(r.output.find(TC_PYTHON_LIB), std::string::npos) << "not the installed module: " << r.output;
+  } else {
+    EXPECT_EQ(r.output.rfind(TC_PYTHON_LIB, 0), 0U) << r.output;
+  }
+}
+
 class Python : public ::testing::Test {
  protected:
   void SetUp() override {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    // The extension is built by setup.py, without sanitizers: instrumenting
-    // this harness adds nothing, and the regular build runs these tests.
-    GTEST_SKIP() << "not under sanitizers";
-#endif
+    TC_SKIP_UNDER_SANITIZERS();
     db_ = SharedCluster().CreateDatabase();
     PgConn admin(SharedCluster().Conninfo(db_));
     admin.Exec(ReadFile(SqlDir() + "/install.sql"));
@@ -35,13 +61,6 @@ class Python : public ::testing::Test {
     daemon_ =
         std::make_unique<DaemonProcess>(dir_.path(), FleetConfig(dir_.path(), SharedCluster().Conninfo(db_)));
     ASSERT_TRUE(daemon_->WaitReady()) << daemon_->Log();
-  }
-
-  // The interpreter with the environment that selects the module under test.
-  static std::string Interpreter() {
-    const char* installed = std::getenv("TC_TEST_PYTHON");
-    if (installed != nullptr && *installed != '\0') return "'" + std::string(installed) + "'";
-    return "PYTHONPATH='" TC_PYTHON_LIB "' " TC_PYTHON;
   }
 
   // Runs one test file of client/python/tests; expects `tests` tests, all passed.
@@ -59,19 +78,6 @@ class Python : public ::testing::Test {
   TempDir dir_;
   std::unique_ptr<DaemonProcess> daemon_;
 };
-
-TEST_F(Python, TheModuleUnderTestIsTheOneAsked) {
-  const CommandResult r =
-      RunCommand(Interpreter() + " -c 'import tenantcache._native as n; print(n.__file__)' 2>&1");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const char* installed = std::getenv("TC_TEST_PYTHON");
-  if (installed != nullptr && *installed != '\0') {
-    EXPECT_EQ(r.output.find(TC_SOURCE_DIR), std::string::npos) << "not the installed module: " << r.output;
-    EXPECT_EQ(r.output.find(TC_PYTHON_LIB), std::string::npos) << "not the installed module: " << r.output;
-  } else {
-    EXPECT_EQ(r.output.rfind(TC_PYTHON_LIB, 0), 0U) << r.output;
-  }
-}
 
 TEST_F(Python, ModuleTestsPassAgainstTheRealDaemon) { RunFile("test_tenantcache.py", 6); }
 
