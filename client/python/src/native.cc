@@ -1422,7 +1422,8 @@ PyObject* MakeStatus() {
 
 }  // namespace
 
-PyMODINIT_FUNC PyInit__native(void) {
+// CPython finds the init function by the module's name, _native.
+PyMODINIT_FUNC PyInit__native(void) {  // NOLINT(bugprone-reserved-identifier)
   // Single-phase init with static types: refuse sub-interpreters, whose
   // objects must not meet this module's process-wide ones.
   if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
