@@ -37,6 +37,9 @@ if [ -z "$build" ]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTC_BUILD_TESTS=ON -DTC_BUILD_BENCH=ON >/dev/null
 fi
 cmake --build "$build" --target compare_bench miss_bench pgbouncer_bench make_cache tenantcache tenantcached >/dev/null
+# The Python extension bench/python_bench.py reads (BUILD/python/lib, built by
+# setup.py for /usr/bin/python3, the interpreter that runs it below).
+cmake --build "$build" --target python_extension >/dev/null
 build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build/CMakeCache.txt")
 
 work=$(mktemp -d /tmp/tenantcache-bench-XXXXXX)

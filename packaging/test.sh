@@ -86,6 +86,9 @@ ls client/src/*.cc client/ctl/*.cc daemon/*.cc | xargs -P "$(nproc)" -n 2 clang-
 step "tests"
 ctest --test-dir build/ci --output-on-failure --timeout 600
 
+step "Python: a wheel per interpreter, installed in a fresh virtualenv, tested against the real daemon"
+bash packaging/python_wheel_test.sh build/ci
+
 step "consistency soak (tests/soak: faults injected, every read checked against the commits)"
 # A random schedule each run, printed so that a failure can be replayed with
 # TC_SOAK_SEED; tests/soak/run.sh runs it for as long as asked.

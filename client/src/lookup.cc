@@ -224,6 +224,42 @@ void ReportOnClose(tc_cache* c) {
   (void)send(c->idle_fds.back(), out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
+int AskDaemon(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, int timeout_ms,
+              tc_value* out) {
+  int status = 0;
+  std::string answer;
+  const char* name = HandleNsName(cache, ns);
+  const int r = Request(cache, protocol::kLookup, protocol::KeyPayload(name, std::string_view(key, key_len)),
+                        timeout_ms, &status, &answer);
+  if (r != 0) return r;
+  if (status != TC_FOUND) {
+    out->priv_status = static_cast<uint32_t>(status == TC_NOT_FOUND ? TC_NOT_FOUND : TC_MISS);
+    return status;
+  }
+  protocol::ValuePayload v;
+  EntryView e;
+  // The file the handle reads now (it may have followed a replacement
+  // meanwhile): the daemon that answered is that file's.
+  const layout::NamespaceDesc* desc = CurrentDesc(cache, ns);
+  if (desc == nullptr) return TC_E_NO_NAMESPACE;
+  const auto& d = *desc;
+  if (!protocol::ParseValue(answer, &v) || v.data.size() > sizeof out->priv_data ||
+      v.field_count != d.field_count ||
+      !DecodeEntry(reinterpret_cast<const unsigned char*>(v.data.data()), v.data.size(), v.key_len,
+                   v.tenant_len, v.field_count, &e)) {
+    // A daemon of another build, or a namespace changed under a live file.
+    t_detail = "the daemon's value does not match this cache file's namespace " + std::string(d.name);
+    return TC_E_DAEMON;
+  }
+  std::memcpy(out->priv_data, v.data.data(), v.data.size());
+  const ValueMeta vm{v.key_len, v.tenant_len, v.field_count};
+  std::memcpy(&out->priv_reserved[0], &vm, sizeof vm);
+  out->priv_ns = &d;
+  out->priv_len = static_cast<uint32_t>(v.data.size());
+  out->priv_status = static_cast<uint32_t>(TC_FOUND);
+  return TC_FOUND;
+}
+
 }  // namespace tenantcache
 
 extern "C" {
@@ -234,38 +270,7 @@ int tc_cache_lookup(const tc_cache* cache, tc_ns ns, const char* key, size_t key
                     tc_value* out) {
   const int rc = tc_cache_get(cache, ns, key, key_len, out);
   if (rc != TC_MISS) return rc;
-  int status = 0;
-  std::string answer;
-  const char* name = tenantcache::HandleNsName(cache, ns);
-  const int r = Request(cache, protocol::kLookup, protocol::KeyPayload(name, std::string_view(key, key_len)),
-                        timeout_ms, &status, &answer);
-  if (r != 0) return r;
-  if (status != TC_FOUND) {
-    out->priv_status = static_cast<uint32_t>(status == TC_NOT_FOUND ? TC_NOT_FOUND : TC_MISS);
-    return status;
-  }
-  protocol::ValuePayload v;
-  tenantcache::EntryView e;
-  // The file the handle reads now (it may have followed a replacement
-  // meanwhile): the daemon that answered is that file's.
-  const layout::NamespaceDesc* desc = tenantcache::CurrentDesc(cache, ns);
-  if (desc == nullptr) return TC_E_NO_NAMESPACE;
-  const auto& d = *desc;
-  if (!protocol::ParseValue(answer, &v) || v.data.size() > sizeof out->priv_data ||
-      v.field_count != d.field_count ||
-      !tenantcache::DecodeEntry(reinterpret_cast<const unsigned char*>(v.data.data()), v.data.size(),
-                                v.key_len, v.tenant_len, v.field_count, &e)) {
-    // A daemon of another build, or a namespace changed under a live file.
-    t_detail = "the daemon's value does not match this cache file's namespace " + std::string(d.name);
-    return TC_E_DAEMON;
-  }
-  std::memcpy(out->priv_data, v.data.data(), v.data.size());
-  const tenantcache::ValueMeta vm{v.key_len, v.tenant_len, v.field_count};
-  std::memcpy(&out->priv_reserved[0], &vm, sizeof vm);
-  out->priv_ns = &d;
-  out->priv_len = static_cast<uint32_t>(v.data.size());
-  out->priv_status = static_cast<uint32_t>(TC_FOUND);
-  return TC_FOUND;
+  return tenantcache::AskDaemon(cache, ns, key, key_len, timeout_ms, out);
 }
 
 int tc_cache_invalidate(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, int timeout_ms) {

@@ -205,6 +205,14 @@ const layout::NamespaceDesc* CurrentDesc(const tc_cache* cache, tc_ns ns);
 // The name of handle namespace id `ns`, or nullptr for an id never assigned.
 const char* HandleNsName(const tc_cache* cache, tc_ns ns);
 
+// The second half of tc_cache_lookup: asks the daemon for a key that
+// tc_cache_get just reported as TC_MISS, and returns what tc_cache_lookup
+// returns after a miss. For bindings that read shared memory holding their
+// interpreter lock and release it only around this call, without counting
+// the miss twice in tc_stats.
+int AskDaemon(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, int timeout_ms,
+              tc_value* out);
+
 }  // namespace tenantcache
 
 struct tc_cache {

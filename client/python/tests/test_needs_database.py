@@ -2,16 +2,14 @@
 README's example that relies on it, against the real daemon.
 
 Run by tests/misconfig_client_test.cc, which starts PostgreSQL and
-tenantcached and passes TENANTCACHE_LIBRARY and TC_CACHE_PATH.
+tenantcached and passes TC_CACHE_PATH (and PYTHONPATH: the built extension).
 """
 
 import os
-import sys
 import unittest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-import tenantcache  # noqa: E402
-from tenantcache import Status  # noqa: E402
+import tenantcache
+from tenantcache import Status
 
 USER = "00000000-0001-4000-8000-%012x"
 TENANT = "00000000-0000-4000-8000-%012x"
@@ -44,7 +42,8 @@ class NeedsDatabaseTest(unittest.TestCase):
         readable = {Status(s) for s in tenantcache._RESULTS} | {Status.FOUND}
         self.assertEqual(readable, ANSWERS | ASK_THE_DATABASE, "a read status is missing from this test")
         for status in readable:
-            r = tenantcache.Result(status, None)
+            value = tenantcache.Value(TENANT % 1, {"role": "owner"}) if status == Status.FOUND else None
+            r = tenantcache.Result(status, value)
             self.assertEqual(r.needs_database, status in ASK_THE_DATABASE, status)
             self.assertFalse(r.needs_database and (r.found or r.not_found), status)
 
@@ -89,8 +88,7 @@ class NeedsDatabaseTest(unittest.TestCase):
         self.assertEqual(len(asked), len(ASK_THE_DATABASE))
 
     def test_open_defaults_to_the_library_default_path(self):
-        lib = tenantcache.load_library()
-        default = lib.tc_default_cache_path().decode()
+        default = tenantcache.default_cache_path()
         self.assertEqual(default, "/run/tenantcache/cache")
         if os.path.exists(default):
             self.skipTest("a cache file exists at the default path on this machine")

@@ -1,36 +1,16 @@
 """The Python module against the real daemon and database.
 
 Run by tests/python_test.cc, which starts PostgreSQL and tenantcached and
-passes: TENANTCACHE_LIBRARY (the built shared library), TC_CACHE_PATH (the
-daemon's cache file) and TC_PSQL (a psql command line for the test database).
+passes TC_CACHE_PATH (the daemon's cache file) and TC_PSQL (a psql command
+line for the test database), with the module under test importable.
 """
 
 import os
-import shlex
-import subprocess
-import sys
 import threading
-import time
 import unittest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-import tenantcache  # noqa: E402
-
-USER = "00000000-0001-4000-8000-%012x"
-TENANT = "00000000-0000-4000-8000-%012x"
-
-
-def psql(sql):
-    subprocess.run(shlex.split(os.environ["TC_PSQL"]) + ["-c", sql], check=True, capture_output=True)
-
-
-def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return cond()
-        time.sleep(0.005)
-    return True
+import tenantcache
+from support import TENANT, USER, psql, wait_for
 
 
 class CacheTest(unittest.TestCase):
