@@ -314,6 +314,12 @@ int main(int argc, char** argv) {
   using tenantcache::Verdict;
 
   std::printf("\n== tenantcache read path: summary (%u CPUs) ==\n", std::thread::hardware_concurrency());
+  // Whether the file got 2 MiB pages depends on the filesystem under
+  // $TMPDIR (a tmpfs mounted huge=advise gives them; packaging/bench.sh runs
+  // this with and without).
+  std::printf("cache file %.1f MiB, %.1f MiB of it in 2 MiB pages\n",
+              static_cast<double>(fixture->writer->file_bytes()) / (1 << 20),
+              static_cast<double>(fixture->writer->huge_page_bytes()) / (1 << 20));
   std::printf("random-key hit, 100k entries (%.1f%% held), 1 thread:\n", fixture->held_fraction * 100);
   std::printf("  tenantcache %.1f ns | unordered_map %.1f ns | shared_mutex map %.1f ns\n", tc1.ns_per_op,
               um1.ns_per_op, sm1.ns_per_op);

@@ -56,6 +56,7 @@ cleanup() {
     [ -f "$pid_file" ] && kill -TERM "$(head -n 1 "$pid_file")" 2>/dev/null || true
   done
   wait 2>/dev/null || true
+  for m in "$work"/hit-*; do mountpoint -q "$m" && umount "$m" || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -100,11 +101,47 @@ bash bench/rust_bench.sh "$build" "${quick[@]}" --c-p50-ns "${c_p50:-0}" | tee "
 
 "$build/bench/miss_bench" "${quick[@]}" | tee "$work/miss.md"
 
-# What the triggers cost the application's writes (issue #14): its own
+# What the triggers cost the application's writes: its own
 # throwaway cluster, pgbench; about 2.5 minutes (15 seconds with --quick).
 sql_write_args=(3 2)
 [ ${#quick[@]} -gt 0 ] && sql_write_args=(1 1)
 bash bench/sql_write_cost.sh "${sql_write_args[@]}" | tee "$work/sql_write_cost.md"
+
+# The read path with the cache file in 2 MiB pages and in 4 KiB pages:
+# cache_bench with its file on a private tmpfs mounted huge=advise (the
+# writer's MADV_HUGEPAGE then gets 2 MiB pages), then huge=never (what
+# /dev/shm is by default). Mounting needs root; without it the section says so.
+cmake --build "$build" --target cache_bench >/dev/null
+min_time=0.5
+[ ${#quick[@]} -gt 0 ] && min_time=0.05
+{
+  echo "## 11. The read path in 2 MiB and in 4 KiB pages"
+  echo
+  echo "\`build/bench/cache_bench\` (Google Benchmark, each run at least ${min_time} s; then the per-lookup"
+  echo "latency, 1 and 2 reader processes, and the memory figure) with its cache file on a private tmpfs"
+  echo "mounted \`huge=advise\`, where the writer's \`MADV_HUGEPAGE\` gets 2 MiB pages, and again on one mounted"
+  echo "\`huge=never\`, as \`/dev/shm\` is by default. Each run's summary as it printed it:"
+  echo
+} >"$work/pages.md"
+for huge in advise never; do
+  dir=$work/hit-$huge
+  mkdir -m 755 "$dir"
+  if [ "$(id -u)" -ne 0 ] || ! mount -t tmpfs -o "size=1g,mode=0755,huge=$huge" tmpfs "$dir"; then
+    echo "Not measured: mounting a tmpfs needs root." >>"$work/pages.md"
+    break
+  fi
+  TMPDIR=$dir "$build/bench/cache_bench" --benchmark_min_time="$min_time" >"$work/pages-$huge.txt" 2>&1 ||
+    { umount "$dir"; cat "$work/pages-$huge.txt" >&2; exit 1; }
+  umount "$dir"
+  {
+    echo "tmpfs \`huge=$huge\`:"
+    echo
+    echo '```'
+    sed -n '/^== tenantcache read path: summary/,$p' "$work/pages-$huge.txt"
+    echo '```'
+    echo
+  } | tee -a "$work/pages.md"
+done
 
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 {
@@ -140,6 +177,7 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   cat "$work/miss.md"
   cat "$work/pgbouncer.md"
   cat "$work/sql_write_cost.md"
+  cat "$work/pages.md"
 } >"$output"
 echo
 echo "wrote $output"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The README's test command. Installs what the build and the tests need
 # (idempotently), checks formatting, builds with warnings as errors, checks
-# the Rust crate (rustfmt, clippy, Debian's rustc 1.63), runs the whole suite
-# and a two-minute consistency soak under injected faults (and one minute in
-# each other topology: PgBouncer, a standby), then
-# the concurrency tests again under ThreadSanitizer, the whole suite under
-# AddressSanitizer + UndefinedBehaviorSanitizer, and each libFuzzer target for
-# 30 s. Exits non-zero on the first failure.
+# the Rust crate (rustfmt, clippy, Debian's rustc 1.63), runs the whole suite,
+# the Python tests against a wheel installed in a fresh virtualenv, and a
+# 90-second consistency soak under injected faults (and 45 s in each other
+# topology: PgBouncer, a standby), then the concurrency tests again under
+# ThreadSanitizer, the whole suite under AddressSanitizer +
+# UndefinedBehaviorSanitizer, and each libFuzzer target for 20 s. Exits
+# non-zero on the first failure.
 #
 #   packaging/test.sh            everything
 #   TC_TEST_QUICK=1 packaging/test.sh   stop after the first tests and the soak
@@ -93,13 +94,13 @@ step "consistency soak (tests/soak: faults injected, every read checked against 
 # A random schedule each run, printed so that a failure can be replayed with
 # TC_SOAK_SEED; tests/soak/run.sh runs it for as long as asked.
 soak_seed=${TC_SOAK_SEED:-$RANDOM}
-build/ci/tests/tc_soak --duration "${TC_SOAK_SECONDS:-120}" --seed "$soak_seed" --fault-every 8
+build/ci/tests/tc_soak --duration "${TC_SOAK_SECONDS:-90}" --seed "$soak_seed" --fault-every 8
 # The same in the other topologies, shorter: loaders through a real PgBouncer
 # in transaction mode (which the injector also restarts), and loaders on a
 # streaming standby that applies commits late (whose replay it also pauses).
-build/ci/tests/tc_soak --duration "${TC_SOAK_TOPOLOGY_SECONDS:-60}" --seed "$soak_seed" --fault-every 8 \
+build/ci/tests/tc_soak --duration "${TC_SOAK_TOPOLOGY_SECONDS:-45}" --seed "$soak_seed" --fault-every 8 \
   --topology pgbouncer
-build/ci/tests/tc_soak --duration "${TC_SOAK_TOPOLOGY_SECONDS:-60}" --seed "$soak_seed" --fault-every 8 \
+build/ci/tests/tc_soak --duration "${TC_SOAK_TOPOLOGY_SECONDS:-45}" --seed "$soak_seed" --fault-every 8 \
   --topology standby
 
 step "systemd unit hardening (systemd-analyze security --offline=yes)"
@@ -129,8 +130,8 @@ cmake --build build/asan
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
   ctest --test-dir build/asan --output-on-failure --timeout 900
 
-step "fuzzing (libFuzzer, ${TC_FUZZ_SECONDS:-30} s per target, ASan+UBSan+LeakSanitizer)"
-bash packaging/fuzz.sh "${TC_FUZZ_SECONDS:-30}"
+step "fuzzing (libFuzzer, ${TC_FUZZ_SECONDS:-20} s per target, ASan+UBSan+LeakSanitizer)"
+bash packaging/fuzz.sh "${TC_FUZZ_SECONDS:-20}"
 
 step "the comparative benchmark, smoke run (packaging/bench.sh --quick; figures not kept)"
 bash packaging/bench.sh --quick --build-dir build/ci --output "$TC_TEST_DIR/RESULTS.md" >"$TC_TEST_DIR/bench.log" 2>&1 ||
