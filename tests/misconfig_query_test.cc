@@ -344,14 +344,12 @@ TEST_F(MisconfigQueryTest, AFillErrorsDatabaseMessageReachesTenantcachectlLookup
       << tc_last_error_detail();
 
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-  // Python's result carries it too (an instrumented library cannot be
-  // loaded into an uninstrumented interpreter).
-  const CommandResult py =
-      RunCommand("TENANTCACHE_LIBRARY='" + std::string(TC_LIBRARY) +
-                 "' PYTHONPATH='" TC_SOURCE_DIR
-                 "/client/python' python3 -c \"import tenantcache; c = tenantcache.Cache.open('" +
-                 daemon_->cache_path() +
-                 "'); r = c.lookup('failing', 'py-yacht', 5000); print(r.status.name, r.detail)\"");
+  // Python's result carries it too (the extension is built without the
+  // sanitizers, so an instrumented build does not build it).
+  const CommandResult py = RunCommand(
+      "PYTHONPATH='" TC_PYTHON_LIB "' " TC_PYTHON " -c \"import tenantcache; c = tenantcache.Cache.open('" +
+      daemon_->cache_path() +
+      "'); r = c.lookup('failing', 'py-yacht', 5000); print(r.status.name, r.detail)\"");
   EXPECT_EQ(py.exit_code, 0) << py.output;
   EXPECT_NE(py.output.find("DAEMON namespace failing: ERROR:  registry offline for py-yacht"),
             std::string::npos)
