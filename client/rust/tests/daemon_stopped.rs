@@ -102,10 +102,25 @@ fn daemon_stopped_is_unavailable_within_the_bound() {
     assert!(!cache.info().available);
     assert!(cache.stats().unavailable > 0);
 
+    // The daemon comes back, and the test binaries after this one find it
+    // synced: its first heartbeat tick after SIGCONT finds its listener's
+    // last heartbeat older than the bound and reconnects it (the listener is
+    // "deaf" as far as it can tell). A heartbeat stamped after the resume
+    // shows that tick has run; the daemon answers lookups again.
     drop(resume);
+    let resumed = Instant::now();
     assert!(
-        wait_for(Duration::from_secs(10), || cache.get(&users, &key).is_ok()),
-        "the cache did not come back after SIGCONT"
+        wait_for(Duration::from_secs(10), || {
+            let info = cache.info();
+            info.available && info.synced && info.heartbeat_age < resumed.elapsed()
+        }),
+        "the cache did not come back after SIGCONT: {:?}",
+        cache.info()
+    );
+    assert!(cache.get(&users, &key).is_ok());
+    assert!(
+        cache.lookup(&users, user(44), FILL).unwrap().found().is_some(),
+        "user 44 fills after SIGCONT"
     );
 }
 
