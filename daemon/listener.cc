@@ -545,6 +545,15 @@ void Listener::Tick() {
          " ms: the listener is connected but deaf");
     return;
   }
+  // Shared heartbeats keep arriving when this daemon's own probes do not (its
+  // heartbeat connection's backend stopped, say): nothing is proven then, the
+  // readers fail closed at stale_after, and both connections start afresh.
+  const auto unproven = std::chrono::nanoseconds(MonotonicNowNs() - proven_ns_);
+  if (synced_ && shared_.enabled() && unproven > daemon_->config().stale_after) {
+    Lost("nothing proven for " + std::to_string(std::chrono::duration_cast<Millis>(unproven).count()) +
+         " ms although heartbeats arrive: the heartbeat connection's probes do not come back");
+    return;
+  }
   if (!heartbeat_.connected()) {
     // A slow name lookup is let finish (it is bounded by the resolver's own
     // timeouts), not restarted at every tick.

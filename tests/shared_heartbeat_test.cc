@@ -266,6 +266,41 @@ TEST_F(SharedHeartbeatFleetTest, AKilledLeaderIsReplacedAndNoDaemonLosesItsSync)
   }
 }
 
+// A daemon whose own probes stop (its heartbeat connection's backend
+// stopped) while the others' heartbeats keep arriving: nothing proves its
+// cache current, so its readers fail closed within the bound, and it starts
+// its connections afresh and serves again while that backend stays stopped.
+TEST_F(SharedHeartbeatFleetTest, ADaemonWhoseProbesStopFailsClosedAndRecoversWhileHeartbeatsStillArrive) {
+  Member& a = Add();
+  const std::string pid = admin_->Scalar(
+      "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = "
+      "'tenantcached heartbeat main'");
+  Add();
+  Add();
+  tc_cache* c = nullptr;
+  ASSERT_EQ(tc_cache_open(a.daemon->cache_path().c_str(), &c), 0);
+  tc_ns ns = 0;
+  ASSERT_EQ(tc_namespace(c, "user", &ns), 0);
+  const std::string key = UserId(1);
+  tc_value v;
+  ASSERT_EQ(tc_cache_lookup(c, ns, key.data(), key.size(), 5000, &v), TC_FOUND);
+
+  ASSERT_EQ(kill(std::stoi(pid), SIGSTOP), 0);
+  const auto stopped = std::chrono::steady_clock::now();
+  struct Resume {
+    int pid;
+    ~Resume() { kill(pid, SIGCONT); }
+  } resume{std::stoi(pid)};
+  ASSERT_TRUE(WaitFor([&] { return tc_cache_get(c, ns, key.data(), key.size(), &v) == TC_E_UNAVAILABLE; }, 10s));
+  // The last probe proven was at most a few intervals old when the backend stopped.
+  EXPECT_LT(std::chrono::steady_clock::now() - stopped, 2s + 100ms) << "served past the bound";
+  ASSERT_TRUE(WaitFor([&] { return tc_cache_get(c, ns, key.data(), key.size(), &v) == TC_FOUND; }, 15s))
+      << "never served again";
+  EXPECT_NE(a.daemon->Log().find("although heartbeats arrive: the heartbeat connection's probes do not come back"),
+            std::string::npos);
+  tc_cache_close(c);
+}
+
 // The leader slots are session advisory locks any role can take. A role
 // that takes both and never sends leaves the daemons to send by themselves:
 // they stay synced, and still send far fewer than one each an interval.
