@@ -14,6 +14,7 @@
 
 #include "cache_layout.h"
 #include "keys.h"
+#include "redis_link.h"
 #include "tenantcache/tenantcache.h"
 
 namespace tenantcache {
@@ -46,9 +47,11 @@ const std::vector<ConfigKey> kConfigKeys = {
    "drop entries nobody read for this long (0s: never)"},
   {"cache", "stale_after", KeyType::kDuration, "\"5s\"", true,
    "the fail-closed bound: readers refuse the cache when the daemon's heartbeat is older, "
-   "and the daemon declares its listener dead when its own NOTIFY heartbeat is this late"},
+   "and the daemon declares its listener dead when no heartbeat has come back for this long"},
   {"cache", "heartbeat_interval", KeyType::kDuration, "\"1s\"", true,
-   "how often the daemon sends itself a NOTIFY heartbeat through each source"},
+   "how often the daemon probes each source and, when it leads or hears no heartbeat, sends a NOTIFY "
+   "heartbeat (heartbeats are shared with the other daemons on the database when stale_after is at "
+   "least 4 x this)"},
 
   {"control", "socket", KeyType::kString, "\"/run/tenantcache/tenantcached.sock\"", false,
    "unix socket clients send misses and commands to"},
@@ -86,6 +89,15 @@ const std::vector<ConfigKey> kConfigKeys = {
    "wins; schema version 4): a shorter disconnect is replayed, a longer one flushes; at most 1d, "
    "at least 2 x (cache.stale_after + reconnect_max); \"0s\": never (prune by cron with "
    "tenantcache.prune_log)"},
+  {"source", "redis", KeyType::kString, "\"\"", false,
+   "the Redis server that relays this source's notifications to the hosts of a large fleet: IP:PORT or "
+   "unix:PATH (an address, not a host name); \"\": none"},
+  {"source", "redis_role", KeyType::kString, "\"\"", false,
+   "\"relay\": LISTEN on PostgreSQL and publish every notification to redis_channel; \"subscribe\": read "
+   "redis_channel instead of LISTENing (loaders, probes and the log replay still use PostgreSQL); \"\": "
+   "neither (needs schema version 6)"},
+  {"source", "redis_channel", KeyType::kString, "\"tenantcache\"", false,
+   "the Redis pub/sub channel the relays publish on and the subscribers read"},
 
   {"namespace", "name", KeyType::kString, nullptr, false,
    "name clients look up, 1-63 of [a-z0-9_]; triggers send it in key messages"},
@@ -469,6 +481,27 @@ Config ParseConfig(std::istream& text, const std::string& path) {
         if (s.log_retention > std::chrono::hours(24))
           Fail(r.Get("log_retention"), r.Label("log_retention"), "must be at most 1d (the database's limit)");
       }
+      s.redis = r.String("redis");
+      s.redis_role = r.String("redis_role");
+      s.redis_channel = r.String("redis_channel");
+      if (s.redis_role != "" && s.redis_role != "relay" && s.redis_role != "subscribe")
+        Fail(r.Get("redis_role"), r.Label("redis_role"), "must be \"relay\", \"subscribe\" or \"\"");
+      if (!s.redis_role.empty() && s.redis.empty())
+        Fail(r.Get("redis_role"), r.Label("redis_role"), "needs redis, the Redis server's address");
+      if (s.redis_role.empty() && !s.redis.empty())
+        Fail(r.Get("redis"), r.Label("redis"),
+             "is set but redis_role is not: say \"relay\" or \"subscribe\"");
+      if (!s.redis.empty()) {
+        if (const std::string why = RedisAddressError(s.redis); !why.empty())
+          Fail(r.Get("redis"), r.Label("redis"), "must be " + why);
+      }
+      if (s.redis_channel.empty() || s.redis_channel.size() > 255)
+        Fail(r.Get("redis_channel"), r.Label("redis_channel"), "must be 1 to 255 bytes");
+      // A subscriber proves its cache with relayed shared heartbeats, which
+      // take up to three heartbeat intervals to prove a probe.
+      if (s.redis_role == "subscribe" && c.stale_after < 4 * c.heartbeat_interval)
+        Fail(r.Get("redis_role"), r.Label("redis_role"),
+             "\"subscribe\" needs cache.stale_after of at least 4 x cache.heartbeat_interval");
       c.sources.push_back(std::move(s));
     }
 
@@ -572,6 +605,8 @@ std::vector<std::string> RestartRequired(const Config& a, const Config& b) {
     check(x.name == y.name && x.conninfo == y.conninfo && x.listener_conninfo == y.listener_conninfo &&
               x.channel == y.channel && x.loaders == y.loaders,
           "source (name, conninfo, listener_conninfo, channel or loaders)");
+    check(x.redis == y.redis && x.redis_role == y.redis_role && x.redis_channel == y.redis_channel,
+          "source (redis, redis_role or redis_channel)");
   }
   // Namespaces by name, so that the message says which one was added,
   // removed or changed (the cache file's namespace table is fixed at start).

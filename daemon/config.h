@@ -60,6 +60,12 @@ struct SourceConfig {
   // Invalidation log rows this daemon asks the database to keep (0: it does
   // not prune); see tenantcache.daemon_prune_log in sql/install.sql.
   Millis log_retention{std::chrono::hours(6)};
+  // Relaying through Redis (daemon/relay.h): the server ("IP:PORT" or
+  // "unix:PATH"), this daemon's role ("relay", "subscribe", "": none), and
+  // the pub/sub channel.
+  std::string redis;
+  std::string redis_role;
+  std::string redis_channel;
 };
 
 struct NamespaceConfig {

@@ -331,11 +331,16 @@ std::string Daemon::StatsJson() const {
     lag_seconds = std::max(lag_seconds, l->replica_lag_seconds());
     probes += listeners_[i]->marker().probes();
   }
-  size_t behind_pooler = 0, shared = 0, leader_slots = 0;
+  size_t behind_pooler = 0, shared = 0, leader_slots = 0, relays = 0, subscribers = 0, redis_ready = 0,
+         joined = 0;
   for (const auto& l : listeners_) {
     behind_pooler += l->behind_pooler() ? 1 : 0;
     shared += l->shares_heartbeats() ? 1 : 0;
     leader_slots += static_cast<size_t>(l->leader_slots());
+    relays += l->relays() ? 1 : 0;
+    subscribers += l->subscribes() ? 1 : 0;
+    redis_ready += l->redis_ready() ? 1 : 0;
+    joined += l->joined_sessions();
   }
   std::ostringstream o;
   o << "{\"synced\":" << (synced() ? "true" : "false") << ",\"epoch\":" << writer_->epoch()
@@ -363,6 +368,11 @@ std::string Daemon::StatsJson() const {
     << ",\"heartbeats_received\":" << stats_.heartbeats_received
     << ",\"heartbeats_rejected\":" << stats_.heartbeats_rejected << ",\"sources\":" << listeners_.size()
     << ",\"shared_heartbeat_sources\":" << shared << ",\"heartbeat_leader_slots\":" << leader_slots
+    << ",\"relay_sources\":" << relays << ",\"subscriber_sources\":" << subscribers
+    << ",\"redis_connected\":" << redis_ready << ",\"joined_relay_sessions\":" << joined
+    << ",\"relayed_published\":" << stats_.relayed_published
+    << ",\"relay_sessions\":" << stats_.relay_sessions << ",\"relayed_received\":" << stats_.relayed_received
+    << ",\"relayed_rejected\":" << stats_.relayed_rejected << ",\"relay_gaps\":" << stats_.relay_gaps
     << ",\"standby_loaders\":" << standby_loaders << ",\"replica_lag_bytes\":" << lag_bytes
     << ",\"replica_lag_seconds\":" << lag_seconds << ",\"replica_waits\":" << stats_.replica_waits
     << ",\"replica_timeouts\":" << stats_.replica_timeouts << ",\"wal_position_probes\":" << probes

@@ -73,6 +73,20 @@ std::string SchemaError(const std::vector<PgResult>& results, const std::string&
   return "cannot read the tenantcache schema: " + e;
 }
 
+// The log since a sync point ($1). One statement, one snapshot: the rows it
+// returns and the snapshot it reports are consistent. Row 's' carries the
+// snapshot and whether the log was pruned past the sync point.
+const char* const kReplay =
+    "SELECT 's', txid_current_snapshot()::text, "
+    "  (SELECT (pruned_max_xid >= txid_snapshot_xmin($1::txid_snapshot))::text FROM "
+    "tenantcache.log_horizon), "
+    "  NULL, 0::bigint "
+    "UNION ALL "
+    "SELECT kind::text, namespace, key, NULL, seq FROM tenantcache.invalidation_log "
+    " WHERE xid >= txid_snapshot_xmin($1::txid_snapshot) AND NOT txid_visible_in_snapshot(xid, "
+    "$1::txid_snapshot) "
+    "ORDER BY 5";
+
 // A heartbeat token: 128 bits from the kernel's CSPRNG, in hex. Any role can
 // LISTEN on the channel and NOTIFY on it, so a token must be one nobody can
 // send before the daemon's own transaction does: a forged token that arrives
@@ -80,17 +94,7 @@ std::string SchemaError(const std::vector<PgResult>& results, const std::string&
 // Replaying a token seen on the channel proves nothing either: the copy is
 // committed after the original, and the original is consumed on arrival.
 // Empty when the kernel cannot give randomness (the heartbeat is skipped).
-std::string NewToken() {
-  unsigned char bytes[16];
-  if (getrandom(bytes, sizeof bytes, 0) != static_cast<ssize_t>(sizeof bytes)) return {};
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string token;
-  for (const unsigned char b : bytes) {
-    token += kHex[b >> 4];
-    token += kHex[b & 15];
-  }
-  return token;
-}
+std::string NewToken() { return RandomHex(16); }
 
 }  // namespace
 
@@ -102,10 +106,15 @@ Listener::Listener(Daemon* daemon, size_t index)
       marker_(daemon->loop(), daemon->config().sources[index].name),
       pruner_(daemon, index, static_cast<uint64_t>(getpid()) * 104729 + index),
       shared_(daemon->config().sources[index].channel, static_cast<uint64_t>(getpid()) * 6151 + index),
+      redis_(daemon->loop(), "redis " + daemon->config().sources[index].name),
       rng_(static_cast<uint64_t>(getpid()) * 7919 + index) {
   conn_.set_on_state([this](const std::string& error) {
     if (!error.empty()) {
       Lost(error);
+      return;
+    }
+    if (subscribes()) {
+      Subscribe();
       return;
     }
     conn_.ServerPid([this](int server_pid, const std::string& pid_error) {
@@ -149,6 +158,7 @@ Listener::Listener(Daemon* daemon, size_t index)
 Listener::~Listener() {
   CloseTimer(reconnect_timer_);
   CloseTimer(tick_timer_);
+  CloseTimer(redis_timer_);
 }
 
 // The daemon's config is updated in place on reload, so this always shows the
@@ -165,6 +175,7 @@ void Listener::Start() {
   const auto interval = static_cast<uint64_t>(daemon_->config().heartbeat_interval.count());
   uv_timer_start(
       tick_timer_, [](uv_timer_t* t) { static_cast<Listener*>(t->data)->Tick(); }, interval, interval);
+  if (relays()) ConnectRedis();
   Connect();
 }
 
@@ -173,8 +184,11 @@ void Listener::Stop() {
   marker_.Detach();
   CloseTimer(reconnect_timer_);
   CloseTimer(tick_timer_);
+  CloseTimer(redis_timer_);
   conn_.Disconnect("stopping");
   heartbeat_.Disconnect("stopping");
+  redis_.set_on_state(nullptr);
+  redis_.Disconnect();
   synced_ = false;
 }
 
@@ -192,6 +206,19 @@ void Listener::Connect() {
   if (stopped_) return;
   heartbeats_.clear();  // tokens of an earlier connection prove nothing
   shared_.Reset();      // nor do its probes
+  // A relay's new LISTEN connection begins a new session: what came on the
+  // old one is not continued by this one.
+  if (relays() && redis_.ready()) {
+    relay_session_ = RandomHex(8);
+    relay_seq_ = 0;
+    ++daemon_->stats().relay_sessions;
+  }
+  if (subscribes()) {
+    redis_.set_on_state(nullptr);
+    redis_.Disconnect();
+    sessions_.Clear();
+    awaiting_first_ = rejoin_wanted_ = rejoining_ = false;
+  }
   spdlog::info("source {}: connecting listener ({})", source().name, RedactConninfo(PrimaryConninfo()));
   conn_.Connect(PrimaryConninfo());
   if (!heartbeat_.connected() && !heartbeat_.resolving()) heartbeat_.Connect(PrimaryConninfo());
@@ -250,6 +277,7 @@ void Listener::CatchUp() {
   // LISTEN is active: every change committed before now is either replayed
   // from the log (or covered by a flush) or notified.
   catchup_started_ns_ = MonotonicNowNs();
+  join_mark_ = sessions_.Mark();
   conn_.Query(kState, {}, [this](const std::vector<PgResult>& results, const std::string& err) {
     if (!ResultError(results, err).empty()) {
       if (ResultSqlState(results) == kInsufficientPrivilege)
@@ -284,6 +312,12 @@ void Listener::CatchUp() {
           "source {}: no table is watched (SELECT tenantcache.watch_table(...)): nothing will be invalidated",
           source().name);
     ReadHeartbeatKey(std::stoi(version), [this, snapshot, log_enabled] {
+      if (subscribes() && !shared_.enabled()) {
+        Lost(
+            "a Redis subscriber verifies what it reads with the heartbeat key, which it cannot read: see the "
+            "line above");
+        return;
+      }
       if (sync_point_ && log_enabled) {
         Replay(*sync_point_);
         return;
@@ -360,58 +394,46 @@ void Listener::RefusedSchema(const std::string& why, const std::string& error) {
 }
 
 void Listener::Replay(const std::string& since) {
-  // One statement, one snapshot: the rows it returns and the snapshot it
-  // reports are consistent. Row 's' carries the snapshot and whether the log
-  // was pruned past the sync point.
-  static const std::string kReplay =
-      "SELECT 's', txid_current_snapshot()::text, "
-      "  (SELECT (pruned_max_xid >= txid_snapshot_xmin($1::txid_snapshot))::text FROM "
-      "tenantcache.log_horizon), "
-      "  NULL, 0::bigint "
-      "UNION ALL "
-      "SELECT kind::text, namespace, key, NULL, seq FROM tenantcache.invalidation_log "
-      " WHERE xid >= txid_snapshot_xmin($1::txid_snapshot) AND NOT txid_visible_in_snapshot(xid, "
-      "$1::txid_snapshot) "
-      "ORDER BY 5";
   conn_.Query(kReplay, {since}, [this](const std::vector<PgResult>& results, const std::string& err) {
     if (!ResultError(results, err).empty()) {
       Lost("replaying the invalidation log failed: " + SchemaError(results, err, conn_.user()));
       return;
     }
-    const PGresult* r = results.back().get();
     std::string snapshot;
-    bool pruned = true;
-    for (int i = 0; i < PQntuples(r); ++i) {
-      if (std::string_view(PQgetvalue(r, i, 0)) == "s") {
-        snapshot = PQgetvalue(r, i, 1);
-        pruned = std::string_view(PQgetvalue(r, i, 2)) != "false";
-      }
-    }
-    if (pruned) {
+    if (!ApplyReplay(results.back().get(), &snapshot))
       daemon_->Flush("the invalidation log no longer reaches back to the last sync point");
-      MarkSynced(snapshot);
-      return;
-    }
-    int replayed = 0;
-    for (int i = 0; i < PQntuples(r); ++i) {
-      const std::string_view kind = PQgetvalue(r, i, 0);
-      if (kind == "k") {
-        if (!daemon_->InvalidateKey(PQgetvalue(r, i, 1),
-                                    std::string_view(PQgetvalue(r, i, 2), PQgetlength(r, i, 2))))
-          UnknownNamespace(PQgetvalue(r, i, 1));
-      } else if (kind == "t") {
-        daemon_->InvalidateTenant(std::string_view(PQgetvalue(r, i, 2), PQgetlength(r, i, 2)));
-      } else if (kind == "f") {
-        daemon_->Flush("a flush was logged while the listener was away");
-      } else {
-        continue;
-      }
-      ++replayed;
-    }
-    spdlog::info("source {}: replayed {} logged invalidation(s) missed while disconnected", source().name,
-                 replayed);
     MarkSynced(snapshot);
   });
+}
+
+bool Listener::ApplyReplay(const PGresult* r, std::string* snapshot) {
+  bool pruned = true;
+  for (int i = 0; i < PQntuples(r); ++i) {
+    if (std::string_view(PQgetvalue(r, i, 0)) == "s") {
+      *snapshot = PQgetvalue(r, i, 1);
+      pruned = std::string_view(PQgetvalue(r, i, 2)) != "false";
+    }
+  }
+  if (pruned) return false;
+  int replayed = 0;
+  for (int i = 0; i < PQntuples(r); ++i) {
+    const std::string_view kind = PQgetvalue(r, i, 0);
+    if (kind == "k") {
+      if (!daemon_->InvalidateKey(PQgetvalue(r, i, 1),
+                                  std::string_view(PQgetvalue(r, i, 2), PQgetlength(r, i, 2))))
+        UnknownNamespace(PQgetvalue(r, i, 1));
+    } else if (kind == "t") {
+      daemon_->InvalidateTenant(std::string_view(PQgetvalue(r, i, 2), PQgetlength(r, i, 2)));
+    } else if (kind == "f") {
+      daemon_->Flush("a flush was logged while the listener was away");
+    } else {
+      continue;
+    }
+    ++replayed;
+  }
+  spdlog::info("source {}: replayed {} logged invalidation(s) missed while disconnected", source().name,
+               replayed);
+  return true;
 }
 
 void Listener::MarkSynced(const std::string& snapshot) {
@@ -423,11 +445,17 @@ void Listener::MarkSynced(const std::string& snapshot) {
   record_due_ = Clock::time_point{};  // at the next tick
   spdlog::info("source {}: listening on channel {} (backend pid {}), synced", source().name, source().channel,
                conn_.backend_pid());
+  if (subscribes()) sessions_.Join(join_mark_);
   daemon_->SourceSynced(index_, true);
   marker_.Attach(&conn_);
 }
 
 void Listener::OnNotify(std::string_view payload) {
+  if (relays()) Relay(payload);
+  Apply(payload, true);
+}
+
+void Listener::Apply(std::string_view payload, bool proves) {
   ++daemon_->stats().notifications;
   const Notification n = ParseNotification(payload);
   switch (n.kind) {
@@ -442,7 +470,7 @@ void Listener::OnNotify(std::string_view payload) {
       return;
     case Notification::kHeartbeat: {
       if (IsSharedHeartbeat(n.value)) {
-        OnSharedHeartbeat(n.value);
+        if (proves) OnSharedHeartbeat(n.value);
         return;
       }
       for (size_t i = 0; i < heartbeats_.size(); ++i) {
@@ -560,11 +588,156 @@ void Listener::Tick() {
     if (!heartbeat_.resolving()) heartbeat_.Connect(PrimaryConninfo());
     return;
   }
+  if (subscribes() && synced_ && rejoin_wanted_ && !rejoining_ && conn_.idle()) Rejoin();
   if (!heartbeat_.idle() || !conn_.connected()) return;
-  if (shared_.enabled())
+  if (subscribes()) {
+    // A subscriber probes and never sends: the relays' listeners hear the
+    // heartbeats of the leaders among them.
+    const uint64_t probe_ns = MonotonicNowNs();
+    heartbeat_.Query("SELECT txid_current_snapshot()::text", {},
+                     [this, probe_ns](const std::vector<PgResult>& results, const std::string& err) {
+                       if (const std::string e = ResultError(results, err); !e.empty()) {
+                         spdlog::warn("source {}: heartbeat probe failed: {}", source().name, e);
+                         return;
+                       }
+                       shared_.Probed(probe_ns, Value(results, 0, 0));
+                       AfterHeartbeat();
+                     });
+  } else if (shared_.enabled()) {
     SharedHeartbeat();
-  else
+  } else {
     OwnHeartbeat();
+  }
+}
+
+void Listener::ConnectRedis() {
+  redis_.set_on_state([this](const std::string& error) {
+    if (error.empty()) {
+      redis_attempts_ = 0;
+      relay_session_ = RandomHex(8);
+      relay_seq_ = 0;
+      ++daemon_->stats().relay_sessions;
+      spdlog::info("source {}: relaying to Redis {} channel {} (session {})", source().name, source().redis,
+                   source().redis_channel, relay_session_);
+      return;
+    }
+    relay_session_.clear();
+    if (redis_log_.Admit())
+      spdlog::warn("source {}: relay: Redis {}: {}; its subscribers follow the other relays or fail closed{}",
+                   source().name, source().redis, error, redis_log_.suffix());
+    if (redis_timer_ == nullptr) redis_timer_ = NewTimer(daemon_->loop(), this);
+    const auto delay = std::min<int64_t>(source().reconnect_min.count() << std::min(redis_attempts_++, 20),
+                                         source().reconnect_max.count());
+    uv_timer_start(
+        redis_timer_, [](uv_timer_t* t) { static_cast<Listener*>(t->data)->ConnectRedis(); },
+        static_cast<uint64_t>(delay), 0);
+  });
+  redis_.Connect(source().redis);
+}
+
+void Listener::Relay(std::string_view payload) {
+  if (relay_session_.empty() || !redis_.ready()) return;  // a new session begins once Redis is back
+  if (!shared_.key()) {
+    if (redis_log_.Admit())
+      spdlog::error(
+          "source {}: relay: nothing published: relayed messages are signed with the heartbeat key, which "
+          "this "
+          "daemon cannot read (schema version 6 and SELECT tenantcache.grant_daemon('{}') are needed){}",
+          source().name, conn_.user(), redis_log_.suffix());
+    return;
+  }
+  if (redis_.Publish(source().redis_channel, EncodeRelayed(*shared_.key(), source().redis_channel,
+                                                           relay_session_, ++relay_seq_, payload)))
+    ++daemon_->stats().relayed_published;
+}
+
+void Listener::Subscribe() {
+  // The key first: every relayed message is verified with it.
+  conn_.Query("SELECT tenantcache.schema_version()", {},
+              [this](const std::vector<PgResult>& results, const std::string& err) {
+                if (!ResultError(results, err).empty()) {
+                  Lost(SchemaError(results, err, conn_.user()));
+                  return;
+                }
+                const std::string version = Value(results, 0, 0);
+                if (version.size() != 1 || version < "6") {
+                  Lost("a Redis subscriber needs tenantcache schema version 6 (it has " + version +
+                       "): run sql/install.sql");
+                  return;
+                }
+                ReadHeartbeatKey(6, [this] {
+                  if (!shared_.enabled()) {
+                    Lost(
+                        "a Redis subscriber verifies what it reads with the heartbeat key, which it cannot "
+                        "read: see the line above");
+                    return;
+                  }
+                  redis_.set_on_state([this](const std::string& error) {
+                    if (!error.empty()) {
+                      Lost("Redis " + source().redis + ": " + error);
+                      return;
+                    }
+                    // Subscribed: what is published from now on arrives. The
+                    // catch-up waits for a first message, whose session it
+                    // then joins.
+                    awaiting_first_ = true;
+                    spdlog::info("source {}: subscribed to Redis {} channel {}; waiting for a relay",
+                                 source().name, source().redis, source().redis_channel);
+                  });
+                  redis_.Connect(source().redis, source().redis_channel,
+                                 [this](std::string_view text) { OnRelayed(text); });
+                });
+              });
+}
+
+void Listener::OnRelayed(std::string_view text) {
+  std::string why;
+  const std::optional<Relayed> m =
+      shared_.key() ? DecodeRelayed(*shared_.key(), source().redis_channel, text, &why) : std::nullopt;
+  if (!m) {
+    ++daemon_->stats().relayed_rejected;
+    if (relayed_log_.Admit())
+      spdlog::warn(
+          "source {}: ignored a message on Redis channel {} that does not verify ({}): whoever can "
+          "PUBLISH there is not a relay of this database{}",
+          source().name, source().redis_channel, why.empty() ? "no key" : why, relayed_log_.suffix());
+    return;
+  }
+  const RelaySessions::Verdict v = sessions_.Accept(*m);
+  if (v == RelaySessions::Verdict::kDuplicate) return;
+  ++daemon_->stats().relayed_received;
+  if (v == RelaySessions::Verdict::kGap) {
+    ++daemon_->stats().relay_gaps;
+    if (synced_ && !sessions_.any_joined()) {
+      Lost("relay session " + m->session + " skipped a message and no other relay session is joined");
+      return;
+    }
+  }
+  if (v != RelaySessions::Verdict::kJoined) rejoin_wanted_ = true;
+  Apply(m->payload, v == RelaySessions::Verdict::kJoined);
+  if (awaiting_first_ && !synced_) {
+    awaiting_first_ = false;
+    CatchUp();
+  }
+}
+
+void Listener::Rejoin() {
+  if (!sync_point_) return;
+  rejoin_wanted_ = false;
+  rejoining_ = true;
+  const uint64_t mark = sessions_.Mark();
+  conn_.Query(kReplay, {*sync_point_},
+              [this, mark](const std::vector<PgResult>& results, const std::string& err) {
+                rejoining_ = false;
+                if (!ResultError(results, err).empty()) {
+                  Lost("replaying the invalidation log failed: " + SchemaError(results, err, conn_.user()));
+                  return;
+                }
+                std::string snapshot;
+                if (!ApplyReplay(results.back().get(), &snapshot))
+                  daemon_->Flush("the invalidation log no longer reaches back to the last sync point");
+                if (synced_) sessions_.Join(mark);
+              });
 }
 
 void Listener::OwnHeartbeat() {

@@ -61,6 +61,8 @@
 #include "log_limit.h"
 #include "log_pruner.h"
 #include "pg_conn.h"
+#include "redis_link.h"
+#include "relay.h"
 #include "replica.h"
 #include "shared_heartbeat.h"
 
@@ -99,6 +101,11 @@ class Listener {
   // daemon's own; and the leader slots this one holds (0 or 1).
   bool shares_heartbeats() const { return shared_.enabled(); }
   int leader_slots() const { return shared_.enabled() && shared_.slot() > 0 ? 1 : 0; }
+  // Relaying through Redis (daemon/relay.h).
+  bool relays() const { return source().redis_role == "relay"; }
+  bool subscribes() const { return source().redis_role == "subscribe"; }
+  bool redis_ready() const { return redis_.ready(); }
+  size_t joined_sessions() const { return sessions_.joined_count(); }
 
  private:
   const SourceConfig& source() const;
@@ -125,6 +132,20 @@ class Listener {
   // Reads the heartbeat key (schema version 6), then `next`.
   void ReadHeartbeatKey(int schema_version, std::function<void()> next);
   void OnSharedHeartbeat(std::string_view value);
+  // A notification, from LISTEN or relayed (`proves`: its session is joined,
+  // so a heartbeat in it proves).
+  void Apply(std::string_view payload, bool proves);
+  // Relay: publishes what LISTEN delivered; (re)connects Redis.
+  void Relay(std::string_view payload);
+  void ConnectRedis();
+  // Subscriber: after the PostgreSQL connection, the key, then Redis, then a
+  // first relayed message, then the catch-up.
+  void Subscribe();
+  void OnRelayed(std::string_view text);
+  // Replays the log while synced to join the sessions seen so far.
+  void Rejoin();
+  // Applies a replay's rows; false when the log no longer reaches back.
+  bool ApplyReplay(const PGresult* r, std::string* snapshot);
   // Counts and logs a key message for a namespace this daemon does not have.
   void UnknownNamespace(std::string_view ns);
   // tenantcache.daemon_seen(): the namespaces this source serves.
@@ -165,6 +186,16 @@ class Listener {
   bool mode_logged_ = false;         // the heartbeat mode was logged once
   LogPruner pruner_;
   SharedHeartbeats shared_;
+  RedisLink redis_;
+  uv_timer_t* redis_timer_ = nullptr;
+  int redis_attempts_ = 0;
+  std::string relay_session_;  // "" until Redis is ready
+  uint64_t relay_seq_ = 0;
+  RelaySessions sessions_;
+  uint64_t join_mark_ = 0;  // sessions seen when the catch-up began
+  bool awaiting_first_ = false, rejoin_wanted_ = false, rejoining_ = false;
+  LogLimiter redis_log_{std::chrono::seconds(10), "Redis connection failures"};
+  LogLimiter relayed_log_{std::chrono::seconds(10), "relayed messages that do not verify"};
   LogLimiter rejected_log_{std::chrono::seconds(10), "heartbeats that do not verify"};
   std::chrono::steady_clock::time_point record_due_{};
   std::mt19937_64 rng_;

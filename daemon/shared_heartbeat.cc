@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <sys/random.h>
 
 #include <algorithm>
 #include <charconv>
@@ -66,25 +67,56 @@ HeartbeatKey::HeartbeatKey(std::string hex) : raw_(std::move(hex)) {
   if (raw_.rfind("\\x", 0) == 0) raw_.erase(0, 2);
 }
 
-std::string HeartbeatKey::Mac(std::string_view channel, std::string_view snapshot) const {
-  // Channel and snapshot separated by a byte neither contains: one message
-  // cannot be read as another.
+namespace {
+
+// What a heartbeat's signature covers: channel and snapshot separated by a
+// byte neither contains, so that one message cannot be read as another.
+std::string HeartbeatMessage(std::string_view channel, std::string_view snapshot) {
   std::string message = "tenantcache heartbeat 2";
   message += '\0';
   message += channel;
   message += '\0';
   message += snapshot;
+  return message;
+}
+
+}  // namespace
+
+std::string HeartbeatKey::Mac(std::string_view channel, std::string_view snapshot) const {
+  return Sign(HeartbeatMessage(channel, snapshot));
+}
+
+std::string HeartbeatKey::Sign(std::string_view message) const {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   if (HMAC(EVP_sha256(), raw_.data(), static_cast<int>(raw_.size()),
            reinterpret_cast<const unsigned char*>(message.data()), message.size(), digest, &len) == nullptr ||
       len * 2 < kMacHexDigits)
-    return {};  // an empty MAC never verifies
+    return {};
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   for (size_t i = 0; i < kMacHexDigits / 2; ++i) {
     out += kHex[digest[i] >> 4];
     out += kHex[digest[i] & 15];
+  }
+  return out;
+}
+
+bool HeartbeatKey::Verify(std::string_view message, std::string_view mac) const {
+  const std::string expected = Sign(message);
+  return mac.size() == kMacHexDigits && expected.size() == kMacHexDigits &&
+         CRYPTO_memcmp(mac.data(), expected.data(), kMacHexDigits) == 0;
+}
+
+std::string RandomHex(size_t bytes) {
+  std::string raw(bytes, '\0');
+  if (getrandom(raw.data(), bytes, 0) != static_cast<ssize_t>(bytes)) return {};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (const char c : raw) {
+    const auto b = static_cast<unsigned char>(c);
+    out += kHex[b >> 4];
+    out += kHex[b & 15];
   }
   return out;
 }
@@ -119,13 +151,18 @@ std::string SharedHeartbeats::Ticked(uint64_t probe_ns, const std::string& snaps
                                      std::chrono::milliseconds interval) {
   slot_ = slot;
   slot_pid_ = backend_pid;
-  std::optional<TxidSnapshot> parsed = TxidSnapshot::Parse(snapshot);
-  if (!key_ || !parsed) return {};
-  probes_.push_back(Probe{probe_ns, std::move(*parsed)});
-  while (probes_.size() > kMaxProbes) probes_.pop_front();
+  if (!key_ || !TxidSnapshot::Parse(snapshot)) return {};
+  Probed(probe_ns, snapshot);
   const auto quiet = std::chrono::duration<double, std::milli>(now - last_heartbeat).count();
   if (slot_ == 0 && quiet < fallback_factor_ * static_cast<double>(interval.count())) return {};
   return SharedHeartbeatPayload(*key_, channel_, snapshot);
+}
+
+void SharedHeartbeats::Probed(uint64_t probe_ns, const std::string& snapshot) {
+  std::optional<TxidSnapshot> parsed = TxidSnapshot::Parse(snapshot);
+  if (!parsed) return;
+  probes_.push_back(Probe{probe_ns, std::move(*parsed)});
+  while (probes_.size() > kMaxProbes) probes_.pop_front();
 }
 
 std::optional<SharedHeartbeats::Proof> SharedHeartbeats::Received(std::string_view value, std::string* why) {
@@ -141,9 +178,7 @@ std::optional<SharedHeartbeats::Proof> SharedHeartbeats::Received(std::string_vi
     *why = "not a snapshot";
     return std::nullopt;
   }
-  const std::string expected = key_->Mac(channel_, snapshot);
-  if (mac.size() != kMacHexDigits || expected.size() != kMacHexDigits ||
-      CRYPTO_memcmp(mac.data(), expected.data(), kMacHexDigits) != 0) {
+  if (!key_->Verify(HeartbeatMessage(channel_, snapshot), mac)) {
     *why = "bad signature";
     return std::nullopt;
   }

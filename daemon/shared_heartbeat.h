@@ -63,6 +63,10 @@ class HeartbeatKey {
   explicit HeartbeatKey(std::string hex);
   // 32 hex digits: the first 128 bits of HMAC-SHA256(key, channel, snapshot).
   std::string Mac(std::string_view channel, std::string_view snapshot) const;
+  // The same over `message` ("" when libcrypto fails: it never verifies).
+  std::string Sign(std::string_view message) const;
+  // `mac` is Sign(message), compared in constant time.
+  bool Verify(std::string_view message, std::string_view mac) const;
 
  private:
   std::string raw_;
@@ -77,6 +81,9 @@ std::string SharedHeartbeatPayload(const HeartbeatKey& key, std::string_view cha
 
 // The value of a "1 h" message ("2 <snapshot> <mac>") is a shared heartbeat.
 bool IsSharedHeartbeat(std::string_view value);
+
+// `bytes` random bytes from the kernel, in hex; "" when it has none to give.
+std::string RandomHex(size_t bytes);
 
 // Reads the key (whatever the session's bytea_output).
 extern const char* const kHeartbeatKeyQuery;
@@ -96,6 +103,7 @@ class SharedHeartbeats {
   // The key read at catch-up (nullopt: shared heartbeats off).
   void SetKey(std::optional<HeartbeatKey> key) { key_ = std::move(key); }
   bool enabled() const { return key_.has_value(); }
+  const std::optional<HeartbeatKey>& key() const { return key_; }
   // A new listener connection: earlier probes prove nothing on it.
   void Reset() { probes_.clear(); }
 
@@ -110,6 +118,9 @@ class SharedHeartbeats {
   std::string Ticked(uint64_t probe_ns, const std::string& snapshot, int slot, int backend_pid,
                      Clock::time_point now, Clock::time_point last_heartbeat,
                      std::chrono::milliseconds interval);
+
+  // Records a probe only (a subscriber's tick: it never sends).
+  void Probed(uint64_t probe_ns, const std::string& snapshot);
 
   struct Proof {
     uint64_t proven_ns;    // 0: no probe covered yet

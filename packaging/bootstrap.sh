@@ -11,11 +11,12 @@ packages=(
   libxxhash-dev libuv1-dev libpq-dev libssl-dev libspdlog-dev libfmt-dev libtoml11-dev
   libsystemd-dev libgtest-dev libgmock-dev libbenchmark-dev
   postgresql-15 postgresql-client-15 pgbouncer
+  libhiredis-dev redis-server
   python3 python3-cachetools
 )
-# packaging/bench.sh also compares with Redis and memcached.
+# packaging/bench.sh also compares with memcached.
 if [ "${1:-}" = "--bench" ]; then
-  packages+=(redis-server memcached libhiredis-dev libmemcached-dev)
+  packages+=(memcached libmemcached-dev)
 fi
 
 missing=()

@@ -291,13 +291,15 @@ TEST_F(SharedHeartbeatFleetTest, ADaemonWhoseProbesStopFailsClosedAndRecoversWhi
     int pid;
     ~Resume() { kill(pid, SIGCONT); }
   } resume{std::stoi(pid)};
-  ASSERT_TRUE(WaitFor([&] { return tc_cache_get(c, ns, key.data(), key.size(), &v) == TC_E_UNAVAILABLE; }, 10s));
+  ASSERT_TRUE(
+      WaitFor([&] { return tc_cache_get(c, ns, key.data(), key.size(), &v) == TC_E_UNAVAILABLE; }, 10s));
   // The last probe proven was at most a few intervals old when the backend stopped.
   EXPECT_LT(std::chrono::steady_clock::now() - stopped, 2s + 100ms) << "served past the bound";
   ASSERT_TRUE(WaitFor([&] { return tc_cache_get(c, ns, key.data(), key.size(), &v) == TC_FOUND; }, 15s))
       << "never served again";
-  EXPECT_NE(a.daemon->Log().find("although heartbeats arrive: the heartbeat connection's probes do not come back"),
-            std::string::npos);
+  EXPECT_NE(
+      a.daemon->Log().find("although heartbeats arrive: the heartbeat connection's probes do not come back"),
+      std::string::npos);
   tc_cache_close(c);
 }
 

@@ -314,6 +314,17 @@ int Status(const Options& o) {
                         : "this daemon's own, one NOTIFY per interval: the daemon log says why not shared",
                 get("heartbeats_sent").c_str(), get("heartbeats_received").c_str(),
                 get("heartbeats_rejected").c_str());
+    // Relaying through Redis: a relay publishes, a subscriber reads.
+    if (const std::string r = get("relay_sources"); r != "0" && r != "?")
+      std::printf("redis relay     %s (published %s in %s session(s))\n",
+                  get("redis_connected") != "0" ? "connected" : "NOT connected: see the daemon log",
+                  get("relayed_published").c_str(), get("relay_sessions").c_str());
+    if (const std::string sub = get("subscriber_sources"); sub != "0" && sub != "?")
+      std::printf(
+          "redis           subscriber, %s, %s joined relay session(s) (received %s, gaps %s, rejected %s)\n",
+          get("redis_connected") != "0" ? "subscribed" : "NOT subscribed: see the daemon log",
+          get("joined_relay_sessions").c_str(), get("relayed_received").c_str(), get("relay_gaps").c_str(),
+          get("relayed_rejected").c_str());
     std::printf("notify queue    %s (reconnects %s, unsynced %s s)\n",
                 get("notification_queue_usage").c_str(), get("reconnects").c_str(),
                 get("unsynced_seconds").c_str());

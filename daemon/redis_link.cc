@@ -1,0 +1,213 @@
+#include "redis_link.h"
+
+#include <arpa/inet.h>
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+
+#include <charconv>
+#include <cstring>
+
+#include "uv_handle.h"
+
+namespace tenantcache {
+namespace {
+
+struct Address {
+  std::string ip, unix_path;
+  int port = 0;
+};
+
+bool Parse(const std::string& address, Address* out, std::string* why) {
+  if (address.rfind("unix:", 0) == 0) {
+    out->unix_path = address.substr(5);
+    if (out->unix_path.empty() || out->unix_path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+      *why = "a unix socket path of 1 to 107 bytes after \"unix:\"";
+      return false;
+    }
+    return true;
+  }
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) {
+    *why = "IP:PORT (an IP address: the daemon does not resolve host names for Redis) or unix:PATH";
+    return false;
+  }
+  std::string ip = address.substr(0, colon);
+  if (ip.size() > 2 && ip.front() == '[' && ip.back() == ']') ip = ip.substr(1, ip.size() - 2);
+  unsigned char buf[sizeof(in6_addr)];
+  if (inet_pton(AF_INET, ip.c_str(), buf) != 1 && inet_pton(AF_INET6, ip.c_str(), buf) != 1) {
+    *why =
+        "IP:PORT with an IP address (\"" + ip +
+        "\" is not one: the daemon does not resolve host names for Redis, which would block its event loop) "
+        "or unix:PATH";
+    return false;
+  }
+  const std::string port = address.substr(colon + 1);
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), out->port);
+  if (ec != std::errc() || end != port.data() + port.size() || out->port < 1 || out->port > 65535) {
+    *why = "IP:PORT with a port from 1 to 65535";
+    return false;
+  }
+  out->ip = ip;
+  return true;
+}
+
+}  // namespace
+
+std::string RedisAddressError(const std::string& address) {
+  Address a;
+  std::string why;
+  return Parse(address, &a, &why) ? "" : why;
+}
+
+RedisLink::~RedisLink() {
+  Disconnect();
+  if (connect_timer_ != nullptr) CloseAndDelete(connect_timer_);
+}
+
+void RedisLink::StopTimer() {
+  if (connect_timer_ != nullptr) uv_timer_stop(connect_timer_);
+}
+
+void RedisLink::Connect(const std::string& address, const std::string& subscribe_channel,
+                        OnMessage on_message) {
+  Disconnect();
+  channel_ = subscribe_channel;
+  on_message_ = std::move(on_message);
+  Address a;
+  std::string why;
+  if (!Parse(address, &a, &why)) {
+    Lost("bad address \"" + address + "\": " + why);
+    return;
+  }
+  redisAsyncContext* ac = a.unix_path.empty() ? redisAsyncConnect(a.ip.c_str(), a.port)
+                                              : redisAsyncConnectUnix(a.unix_path.c_str());
+  if (ac == nullptr) {
+    Lost("cannot allocate a Redis connection");
+    return;
+  }
+  if (ac->err != 0) {
+    const std::string err = ac->errstr;
+    redisAsyncFree(ac);
+    Lost("cannot connect to " + address + ": " + err);
+    return;
+  }
+  if (redisLibuvAttach(ac, loop_) != REDIS_OK) {
+    redisAsyncFree(ac);
+    Lost("cannot watch the Redis connection on the event loop");
+    return;
+  }
+  ac->data = this;
+  ac_ = ac;
+  unanswered_ = 0;
+  redisAsyncSetConnectCallback(ac, &RedisLink::OnConnect);
+  redisAsyncSetDisconnectCallback(ac, &RedisLink::OnDisconnect);
+  if (!channel_.empty())
+    redisAsyncCommand(ac, &RedisLink::OnSubscription, nullptr, "SUBSCRIBE %b", channel_.data(),
+                      channel_.size());
+  if (connect_timer_ == nullptr) {
+    connect_timer_ = new uv_timer_t;
+    uv_timer_init(loop_, connect_timer_);
+    connect_timer_->data = this;
+  }
+  uv_timer_start(
+      connect_timer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<RedisLink*>(t->data);
+        if (self->ready_) return;
+        self->Disconnect();
+        self->Lost("no connection within " + std::to_string(kConnectTimeoutMs) + " ms");
+      },
+      kConnectTimeoutMs, 0);
+}
+
+void RedisLink::Disconnect() {
+  ready_ = false;
+  StopTimer();
+  if (ac_ == nullptr) return;
+  redisAsyncContext* ac = ac_;
+  ac_ = nullptr;
+  ac->data = nullptr;  // the callbacks run while freeing are not ours any more
+  redisAsyncFree(ac);
+}
+
+void RedisLink::Lost(const std::string& why) {
+  ready_ = false;
+  StopTimer();
+  if (on_state_) on_state_(why);
+}
+
+void RedisLink::OnConnect(const redisAsyncContext* ac, int status) {
+  auto* self = static_cast<RedisLink*>(ac->data);
+  if (self == nullptr) return;
+  if (status != REDIS_OK) {
+    // hiredis frees the context after this callback.
+    self->ac_ = nullptr;
+    self->Lost(std::string("cannot connect: ") + ac->errstr);
+    return;
+  }
+  if (self->channel_.empty()) {  // a publisher is ready now; a subscriber once subscribed
+    self->ready_ = true;
+    if (self->on_state_) self->on_state_("");
+  }
+}
+
+void RedisLink::OnDisconnect(const redisAsyncContext* ac, int status) {
+  auto* self = static_cast<RedisLink*>(ac->data);
+  if (self == nullptr) return;
+  self->ac_ = nullptr;  // freed by hiredis after this callback
+  self->Lost(status == REDIS_OK ? std::string("closed") : std::string("lost: ") + ac->errstr);
+}
+
+bool RedisLink::Publish(const std::string& channel, std::string_view message) {
+  if (!ready_ || ac_ == nullptr) return false;
+  if (unanswered_ >= kMaxUnanswered) {
+    Disconnect();
+    Lost("Redis did not keep up: " + std::to_string(kMaxUnanswered) + " PUBLISH commands unanswered");
+    return false;
+  }
+  if (redisAsyncCommand(ac_, &RedisLink::OnPublished, nullptr, "PUBLISH %b %b", channel.data(),
+                        channel.size(), message.data(), message.size()) != REDIS_OK) {
+    Disconnect();
+    Lost("PUBLISH could not be sent");
+    return false;
+  }
+  ++unanswered_;
+  return true;
+}
+
+void RedisLink::OnPublished(redisAsyncContext* ac, void* reply, void* /*privdata*/) {
+  auto* self = static_cast<RedisLink*>(ac->data);
+  auto* r = static_cast<redisReply*>(reply);
+  if (self == nullptr || r == nullptr) return;
+  --self->unanswered_;
+  if (r->type == REDIS_REPLY_ERROR) {
+    const std::string err(r->str, r->len);
+    self->Disconnect();
+    self->Lost("PUBLISH failed: " + err);
+  }
+}
+
+void RedisLink::OnSubscription(redisAsyncContext* ac, void* reply, void* /*privdata*/) {
+  auto* self = static_cast<RedisLink*>(ac->data);
+  auto* r = static_cast<redisReply*>(reply);
+  if (self == nullptr || r == nullptr) return;
+  if (r->type == REDIS_REPLY_ERROR) {
+    const std::string err(r->str, r->len);
+    self->Disconnect();
+    self->Lost("SUBSCRIBE failed: " + err);
+    return;
+  }
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 || r->element[0]->type != REDIS_REPLY_STRING) return;
+  const std::string_view kind(r->element[0]->str, r->element[0]->len);
+  if (kind == "subscribe") {
+    self->ready_ = true;
+    if (self->on_state_) self->on_state_("");
+  } else if (kind == "message" && r->element[2]->type == REDIS_REPLY_STRING && self->on_message_) {
+    self->on_message_(std::string_view(r->element[2]->str, r->element[2]->len));
+  }
+}
+
+}  // namespace tenantcache

@@ -1,0 +1,73 @@
+// One connection to Redis on the daemon's event loop (hiredis's async API
+// with its libuv adapter): a relay PUBLISHes on it, a subscriber SUBSCRIBEs.
+// The address is "IP:PORT" or "unix:PATH": hiredis resolves host names
+// synchronously, which the event loop must never wait for.
+#ifndef TENANTCACHE_DAEMON_REDIS_LINK_H_
+#define TENANTCACHE_DAEMON_REDIS_LINK_H_
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+struct redisAsyncContext;
+
+namespace tenantcache {
+
+// Checks a Redis address: "" when it is one, else why not.
+std::string RedisAddressError(const std::string& address);
+
+class RedisLink {
+ public:
+  // Called with "" once connected (and, for Subscribe, subscribed), or with
+  // why the connection is gone (then nothing more is sent or received).
+  using OnState = std::function<void(const std::string& error)>;
+  using OnMessage = std::function<void(std::string_view message)>;
+
+  RedisLink(uv_loop_t* loop, std::string name) : loop_(loop), name_(std::move(name)) {}
+  ~RedisLink();
+  RedisLink(const RedisLink&) = delete;
+  RedisLink& operator=(const RedisLink&) = delete;
+
+  void set_on_state(OnState cb) { on_state_ = std::move(cb); }
+  // Connects, then (when `subscribe_channel` is not empty) subscribes to it
+  // and passes every message on it to `on_message`.
+  void Connect(const std::string& address, const std::string& subscribe_channel = "",
+               OnMessage on_message = nullptr);
+  void Disconnect();
+  bool ready() const { return ready_; }
+  // PUBLISH, in order. False when not ready; a failed PUBLISH, or more than
+  // kMaxUnanswered waiting for Redis, drops the connection (on_state says why).
+  bool Publish(const std::string& channel, std::string_view message);
+
+  static constexpr uint64_t kMaxUnanswered = 100000;
+
+ private:
+  static void OnConnect(const redisAsyncContext* ac, int status);
+  static void OnDisconnect(const redisAsyncContext* ac, int status);
+  static void OnPublished(redisAsyncContext* ac, void* reply, void* privdata);
+  static void OnSubscription(redisAsyncContext* ac, void* reply, void* privdata);
+  void Lost(const std::string& why);
+  void StopTimer();
+
+  // hiredis's libuv adapter drops the poll error a refused or failed
+  // connect reports (libuv passes UV_EBADF and stops watching), so a connect
+  // that has not completed in this time is given up.
+  static constexpr uint64_t kConnectTimeoutMs = 2000;
+
+  uv_loop_t* loop_;
+  std::string name_;
+  uv_timer_t* connect_timer_ = nullptr;
+  redisAsyncContext* ac_ = nullptr;
+  bool ready_ = false;
+  std::string channel_;
+  OnMessage on_message_;
+  OnState on_state_;
+  uint64_t unanswered_ = 0;
+};
+
+}  // namespace tenantcache
+
+#endif  // TENANTCACHE_DAEMON_REDIS_LINK_H_

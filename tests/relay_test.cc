@@ -1,0 +1,284 @@
+// Relaying through Redis (daemon/relay.h) with a real redis-server, real
+// relays and subscribers (the daemon binary) on one database: a subscriber
+// serves and sees every change without LISTENing, fails closed within the
+// bound when its relay dies, Redis restarts or stops answering, catches up
+// from the invalidation log when the stream comes back, stays synced
+// through one of two relays restarting, and rejects what it cannot verify.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "support/daemon_process.h"
+#include "support/fleet_test.h"
+#include "support/pg_cluster.h"
+#include "support/redis_server.h"
+#include "support/test_cache.h"
+#include "tenantcache/tenantcache.h"
+
+namespace tenantcache::test {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+class RelayTest : public FleetTest {
+ protected:
+  struct Member {
+    TempDir dir;
+    std::unique_ptr<DaemonProcess> daemon;
+  };
+
+  Member& Add(const std::string& role, bool wait_ready = true) {
+    members_.push_back(std::make_unique<Member>());
+    Member& m = *members_.back();
+    m.daemon = std::make_unique<DaemonProcess>(
+        m.dir.path(), FleetConfig(m.dir.path(), Conninfo(), "",
+                                  "redis = \"" + redis_.address() + "\"\nredis_role = \"" + role + "\"\n"));
+    if (wait_ready) {
+      EXPECT_TRUE(m.daemon->WaitReady()) << m.daemon->Log();
+    }
+    return m;
+  }
+  static std::string Stat(const Member& m, const char* key) {
+    const auto stats = DaemonStats(*m.daemon);
+    return stats.count(key) != 0 ? stats.at(key) : "<absent>";
+  }
+  static bool Has(const Member& m, const std::string& text) {
+    return m.daemon->Log().find(text) != std::string::npos;
+  }
+  // The cache of `m`, for reads.
+  tc_cache* Open(const Member& m) {
+    tc_cache* c = nullptr;
+    EXPECT_EQ(tc_cache_open(m.daemon->cache_path().c_str(), &c), 0);
+    opened_.push_back(c);
+    return c;
+  }
+  static int Get(tc_cache* c, const std::string& key, std::string* role = nullptr) {
+    tc_ns ns = 0;
+    tc_namespace(c, "user", &ns);
+    tc_value v;
+    const int st = tc_cache_get(c, ns, key.data(), key.size(), &v);
+    if (st == TC_FOUND && role != nullptr) *role = FieldOf(v, "role");
+    return st;
+  }
+  static int Lookup(tc_cache* c, const std::string& key, std::string* role = nullptr) {
+    tc_ns ns = 0;
+    tc_namespace(c, "user", &ns);
+    tc_value v;
+    const int st = tc_cache_lookup(c, ns, key.data(), key.size(), 5000, &v);
+    if (st == TC_FOUND && role != nullptr) *role = FieldOf(v, "role");
+    return st;
+  }
+  void SetRole(int user, const std::string& role) {
+    admin_->Exec("UPDATE fleet.user_accounts SET role = '" + role + "' WHERE id = '" + UserId(user) + "'");
+  }
+
+  void TearDown() override {
+    for (tc_cache* c : opened_) tc_cache_close(c);
+    if (HasFailure()) {
+      for (const auto& m : members_)
+        std::fprintf(stderr, "--- daemon ---\n%s\n", Tail(m->daemon->Log()).c_str());
+      std::fprintf(stderr, "--- redis ---\n%s\n", Tail(redis_.Log()).c_str());
+    }
+    members_.clear();
+    FleetTest::TearDown();
+  }
+
+  RedisServer redis_;
+  std::vector<std::unique_ptr<Member>> members_;
+  std::vector<tc_cache*> opened_;
+};
+
+TEST_F(RelayTest, ASubscriberServesAndSeesEveryChangeThroughTheRelayWithoutListening) {
+  Member& relay = Add("relay");
+  Member& sub = Add("subscribe");
+  tc_cache* c = Open(sub);
+  std::string role;
+  ASSERT_EQ(Lookup(c, UserId(1), &role), TC_FOUND);
+  SetRole(1, role == "guest" ? "admin" : "guest");
+  const std::string changed = role == "guest" ? "admin" : "guest";
+  ASSERT_TRUE(WaitFor([&] { return Get(c, UserId(1)) == TC_MISS; }))
+      << "the change never reached the subscriber";
+  ASSERT_EQ(Lookup(c, UserId(1), &role), TC_FOUND);
+  EXPECT_EQ(role, changed);
+  // A tenant message too.
+  ASSERT_EQ(Lookup(c, UserId(2)), TC_FOUND);
+  admin_->Exec(
+      "SELECT tenantcache.invalidate_tenant((SELECT yacht_id::text FROM fleet.user_accounts WHERE id = '" +
+      UserId(2) + "'))");
+  ASSERT_TRUE(WaitFor([&] { return Get(c, UserId(2)) == TC_MISS; }));
+
+  EXPECT_EQ(Stat(sub, "subscriber_sources"), "1");
+  EXPECT_EQ(Stat(sub, "heartbeats_sent"), "0") << "a subscriber never NOTIFYs";
+  EXPECT_NE(Stat(sub, "joined_relay_sessions"), "0");
+  EXPECT_NE(Stat(relay, "relayed_published"), "0");
+  EXPECT_EQ(Stat(sub, "relayed_rejected"), "0");
+  EXPECT_TRUE(Has(sub, "subscribed to Redis " + redis_.address() + " channel tenantcache"));
+  EXPECT_TRUE(Has(relay, "relaying to Redis " + redis_.address() + " channel tenantcache"));
+  EXPECT_NE(Stat(sub, "relayed_received"), "0");
+  const std::string status =
+      RunCommand(std::string(TC_CTL_BIN) + " --cache " + sub.daemon->cache_path() + " status").output;
+  EXPECT_NE(status.find("redis           subscriber, subscribed, 1 joined relay session(s)"),
+            std::string::npos)
+      << status;
+}
+
+// Reads through `c` until `until` holds; the time from `since` to the first
+// read that found the cache unavailable (or nullopt).
+std::optional<Clock::duration> FirstUnavailable(tc_cache* c, const std::string& key, Clock::time_point since,
+                                                const std::function<bool()>& until) {
+  tc_ns ns = 0;
+  tc_namespace(c, "user", &ns);
+  tc_value v;
+  const auto deadline = Clock::now() + 15s;
+  std::optional<Clock::duration> first;
+  while (Clock::now() < deadline) {
+    if (!first && tc_cache_get(c, ns, key.data(), key.size(), &v) == TC_E_UNAVAILABLE)
+      first = Clock::now() - since;
+    if (first && until()) break;
+  }
+  return first;
+}
+
+TEST_F(RelayTest, ARelayKilledFailsTheSubscriberClosedWithinTheBoundAndANewRelayCatchesItUp) {
+  Member& relay = Add("relay");
+  Member& sub = Add("subscribe");
+  tc_cache* c = Open(sub);
+  ASSERT_EQ(Lookup(c, UserId(1)), TC_FOUND);
+  relay.daemon->Signal(SIGKILL);
+  ASSERT_TRUE(relay.daemon->Wait().has_value());
+  const auto killed = Clock::now();
+  const auto first = FirstUnavailable(c, UserId(1), killed, [] { return true; });
+  ASSERT_TRUE(first.has_value()) << "still served with no relay";
+  EXPECT_LT(*first, 2s + 100ms) << "served past stale_after (2s) after the relay died";
+  // A change while no relay runs: nothing carries it to the subscriber but
+  // the log it replays once a relay is back.
+  std::string role;
+  ASSERT_EQ(Lookup(c, UserId(3), &role), TC_E_UNAVAILABLE);
+  const std::string before =
+      admin_->Scalar("SELECT role FROM fleet.user_accounts WHERE id = '" + UserId(1) + "'");
+  const std::string after = before == "guest" ? "admin" : "guest";
+  SetRole(1, after);
+  Add("relay");
+  ASSERT_TRUE(WaitFor([&] { return Get(c, UserId(1)) != TC_E_UNAVAILABLE; }, 15s)) << "never synced again";
+  ASSERT_EQ(Lookup(c, UserId(1), &role), TC_FOUND);
+  EXPECT_EQ(role, after) << "the change made while the stream was down was served stale";
+}
+
+TEST_F(RelayTest, ARedisRestartFailsTheSubscriberClosedAndItCatchesUpFromTheLog) {
+  Add("relay");
+  Member& sub = Add("subscribe");
+  tc_cache* c = Open(sub);
+  ASSERT_EQ(Lookup(c, UserId(1)), TC_FOUND);
+  redis_.Stop();
+  const auto stopped = Clock::now();
+  const std::string before =
+      admin_->Scalar("SELECT role FROM fleet.user_accounts WHERE id = '" + UserId(1) + "'");
+  const std::string after = before == "guest" ? "admin" : "guest";
+  SetRole(1, after);
+  const auto first = FirstUnavailable(c, UserId(1), stopped, [] { return true; });
+  ASSERT_TRUE(first.has_value());
+  EXPECT_LT(*first, 2s + 100ms);
+  redis_.Start();
+  ASSERT_TRUE(WaitFor([&] { return Get(c, UserId(1)) != TC_E_UNAVAILABLE; }, 20s)) << "never synced again";
+  std::string role;
+  ASSERT_EQ(Lookup(c, UserId(1), &role), TC_FOUND);
+  EXPECT_EQ(role, after);
+  EXPECT_NE(Stat(sub, "reconnects"), "0");
+}
+
+// Redis stops answering (SIGSTOP) with every connection open: nothing
+// arrives, nothing is proven, the subscriber fails closed within the bound.
+TEST_F(RelayTest, ARedisThatStopsAnsweringFailsTheSubscriberClosedWithinTheBound) {
+  Add("relay");
+  Member& sub = Add("subscribe");
+  tc_cache* c = Open(sub);
+  ASSERT_EQ(Lookup(c, UserId(1)), TC_FOUND);
+  redis_.Pause();
+  const auto paused = Clock::now();
+  const auto first = FirstUnavailable(c, UserId(1), paused, [] { return true; });
+  redis_.Resume();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_LT(*first, 2s + 100ms);
+  ASSERT_TRUE(WaitFor([&] { return Get(c, UserId(1)) != TC_E_UNAVAILABLE; }, 20s)) << "never synced again";
+  (void)sub;
+}
+
+TEST_F(RelayTest, TwoRelaysKeepTheSubscriberSyncedWhileOneIsKilledAndReplaced) {
+  Member& first_relay = Add("relay");
+  Add("relay");
+  Member& sub = Add("subscribe");
+  ASSERT_TRUE(WaitFor([&] { return Stat(sub, "joined_relay_sessions") == "2"; }, 10s))
+      << Stat(sub, "joined_relay_sessions");
+  tc_cache* c = Open(sub);
+  ASSERT_EQ(Lookup(c, UserId(1)), TC_FOUND);
+  first_relay.daemon->Signal(SIGKILL);
+  ASSERT_TRUE(first_relay.daemon->Wait().has_value());
+  const auto killed = Clock::now();
+  int unavailable = 0, reads = 0;
+  std::string role;
+  while (Clock::now() - killed < 3s) {
+    ++reads;
+    if (Get(c, UserId(1)) == TC_E_UNAVAILABLE) ++unavailable;
+  }
+  EXPECT_EQ(unavailable, 0) << "of " << reads << " reads while one of two relays was dead";
+  // Changes still arrive, through the other relay.
+  ASSERT_EQ(Lookup(c, UserId(2), &role), TC_FOUND);
+  SetRole(2, role == "guest" ? "admin" : "guest");
+  ASSERT_TRUE(WaitFor([&] { return Get(c, UserId(2)) == TC_MISS; }));
+  // A replacement's session is joined without the subscriber going unsynced.
+  Add("relay");
+  ASSERT_TRUE(WaitFor([&] { return Stat(sub, "joined_relay_sessions") == "3"; }, 10s))
+      << Stat(sub, "joined_relay_sessions");
+  EXPECT_EQ(Stat(sub, "reconnects"), "0");
+}
+
+// Anyone who can PUBLISH on the Redis channel: forged messages (a heartbeat
+// claiming everything far ahead, a flush) are rejected, counted and logged,
+// and the subscriber goes on as before.
+TEST_F(RelayTest, MessagesThatDoNotVerifyAreRejected) {
+  Add("relay");
+  Member& sub = Add("subscribe");
+  tc_cache* c = Open(sub);
+  ASSERT_EQ(Lookup(c, UserId(1)), TC_FOUND);
+  const std::string flushes = Stat(sub, "flushes");
+  for (const char* forged :
+       {"'1 0123456789abcdef 1 00000000000000000000000000000000 1 h 2 99999999999:99999999999: "
+        "00000000000000000000000000000000'",
+        "'1 0123456789abcdef 2 00000000000000000000000000000000 1 f -'", "'garbage'"})
+    redis_.Cli(std::string("PUBLISH tenantcache ") + forged);
+  ASSERT_TRUE(WaitFor([&] { return Stat(sub, "relayed_rejected") == "3"; })) << Stat(sub, "relayed_rejected");
+  EXPECT_TRUE(Has(sub, "that does not verify (bad signature): whoever can PUBLISH there is not a relay"));
+  EXPECT_EQ(Stat(sub, "flushes"), flushes);
+  EXPECT_EQ(Get(c, UserId(1)), TC_FOUND);
+}
+
+TEST(RelayConfig, ARelayOrSubscriberMisconfiguredIsNamed) {
+  TempDir dir;
+  const auto check = [&](const std::string& source) {
+    std::ofstream(dir.File("t.toml")) << FleetConfig(dir.path(), "dbname=x", "", source);
+    return RunDaemonCommand("--check-config --config " + dir.File("t.toml")).output;
+  };
+  EXPECT_NE(
+      check("redis_role = \"relay\"\n").find("source[0].redis_role: needs redis, the Redis server's address"),
+      std::string::npos);
+  EXPECT_NE(check("redis = \"127.0.0.1:6379\"\n").find("source[0].redis: is set but redis_role is not"),
+            std::string::npos);
+  EXPECT_NE(check("redis = \"redis.internal:6379\"\nredis_role = \"relay\"\n")
+                .find("is not one: the daemon does "
+                      "not resolve host names"),
+            std::string::npos);
+  EXPECT_NE(check("redis = \"127.0.0.1:6379\"\nredis_role = \"publisher\"\n")
+                .find("must be \"relay\", \"subscribe\" or \"\""),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace tenantcache::test
