@@ -53,6 +53,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_support.h"
 #include "protocol.h"
 #include "support/daemon_process.h"
 #include "support/pg_cluster.h"
@@ -62,8 +63,6 @@
 namespace tenantcache::bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 constexpr const char* kUserQuery =
     "SELECT r.id::text AS tenant_id, r.yacht_code AS tenant_code, r.tenant_url, u.role "
     "FROM fleet.user_accounts u JOIN fleet.fleet_registry r ON r.id = u.yacht_id "
@@ -72,17 +71,6 @@ constexpr const char* kUserQuery =
 // it considers the generic one (the loaders run the statement for every user
 // while the cache is filled).
 constexpr int kWarmup = 40;
-
-double Us(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
-
-struct Pct {
-  double p50 = 0, p99 = 0;
-};
-Pct Percentiles(std::vector<double> v) {
-  if (v.empty()) return {};
-  std::sort(v.begin(), v.end());
-  return {v[v.size() / 2], v[std::min(v.size() - 1, v.size() * 99 / 100)]};
-}
 
 [[noreturn]] void Die(const std::string& why) {
   std::fprintf(stderr, "miss_bench: %s\n", why.c_str());
