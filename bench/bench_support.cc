@@ -83,10 +83,11 @@ CommitToInvalid::~CommitToInvalid() {
 std::optional<CommitToInvalid::Sample> CommitToInvalid::Round(const std::string& key) {
   tc_value v;
   if (tc_cache_lookup(cache_, user_, key.data(), key.size(), 5000, &v) != TC_FOUND) return std::nullopt;
-  // Whatever the raw listener received before this round (heartbeats, other
-  // hosts' messages) must not end it.
-  PQconsumeInput(raw_);
-  while (PGnotify* note = PQnotifies(raw_)) PQfreemem(note);
+  // What the raw listener has not read yet (heartbeats, other writers'
+  // messages, a backlog it built up between rounds) must not count in this
+  // round: read until its socket holds nothing more.
+  for (pollfd p{PQsocket(raw_), POLLIN, 0}; poll(&p, 1, 0) > 0 && PQconsumeInput(raw_) != 0;)
+    while (PGnotify* note = PQnotifies(raw_)) PQfreemem(note);
   // Both watchers spin from before the UPDATE is sent, each on its own
   // thread, so neither waits for the other or for the writer's answer.
   std::atomic<bool> go{false};

@@ -375,11 +375,14 @@ struct Row {
   int n = 0;
   Protocol protocol = Protocol::kOwn;
   double heartbeats_per_s = 0, cpu_pct = 0, capacity_tps = 0;
+  double bench_cpu_pct = 0;  // this process: the simulated hosts' client side
   double update_avg_ms = 0, update_p99_ms = 0;
+  long updates = 0;       // transactions pgbench completed
   Pct invalid, listener;  // µs
   int unavailable = 0;    // rounds the daemon could not fill: not synced
   uint64_t skipped = 0, sent = 0;
   uint64_t daemon_sent = 0, daemon_received = 0, daemon_reconnects = 0;
+  size_t deaf = 0;  // the daemon's "connected but deaf" warnings
 };
 
 class Bench {
@@ -455,6 +458,10 @@ void Bench::Setup() {
   fleet_ = std::make_unique<Fleet>(conninfo_);
   marker_ = std::make_unique<test::PgConn>(conninfo_);
   probe_ = std::make_unique<CommitToInvalid>(conninfo_, cache_, user_);
+  // The writer's first UPDATEs load the trigger and the catalog into its
+  // backend: not what a row measures.
+  for (int i = 0; i < 5; ++i)
+    if (!probe_->Round(test::UserId(next_user_++))) Die("cannot fill a user through the daemon");
   std::ofstream(dir_.File("notify.sql")) << "SELECT pg_notify('" << kChannel << "', '1 h capacity');\n";
   std::ofstream(dir_.File("update.sql")) << "\\set n random(1, " << kUsers << ")\n"
                                          << ToggleRole("fleet.user_id(:n)") << ";\n";
@@ -505,6 +512,7 @@ Row Bench::Measure(int n, Protocol p) {
   fleet_->Grow(static_cast<size_t>(n - 1));
   fleet_->set_protocol(p);
   const auto d0 = test::DaemonStats(*daemon_);
+  const size_t log0 = daemon_->Log().size();
   fleet_->Start();
   // Every host has ticked once: the fleet's cadence is established.
   const auto deadline = Clock::now() + 10 * kInterval;
@@ -513,41 +521,27 @@ Row Bench::Measure(int n, Protocol p) {
     std::this_thread::sleep_for(10ms);
   }
 
+  // Whatever the previous row's pgbench runs left in the queue has reached
+  // the observer: the window below sees the fleet alone.
+  HeartbeatsAt(Mark());
+
   // The idle window: the fleet alone, between two markers.
   const uint64_t sent0 = fleet_->sent(), skipped0 = fleet_->skipped();
   const auto cpu0 = PrimaryCpuTicks(postmaster_);
+  const int64_t own0 = ProcCpuTicks(getpid());
   const auto w0 = Clock::now();
   const int first = Mark();
   std::this_thread::sleep_until(w0 + std::chrono::seconds(args_.window_s));  // the window itself
   const int last = Mark();
   const auto cpu1 = PrimaryCpuTicks(postmaster_);
+  const int64_t own1 = ProcCpuTicks(getpid());
   const double secs = std::chrono::duration<double>(Clock::now() - w0).count();
+  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  row.bench_cpu_pct = 100.0 * static_cast<double>(own1 - own0) / tick / secs;
   row.heartbeats_per_s = static_cast<double>(HeartbeatsAt(last) - HeartbeatsAt(first)) / secs;
-  row.cpu_pct =
-      100.0 * static_cast<double>(CpuUsed(cpu0, cpu1)) / static_cast<double>(sysconf(_SC_CLK_TCK)) / secs;
+  row.cpu_pct = 100.0 * static_cast<double>(CpuUsed(cpu0, cpu1)) / tick / secs;
   row.sent = fleet_->sent() - sent0;
   row.skipped = fleet_->skipped() - skipped0;
-
-  row.capacity_tps = Figure(Pgbench("notify.sql", 2, ""), "tps = ");
-
-  const std::string log_prefix = dir_.File("update-" + std::to_string(n) + Name(p));
-  row.update_avg_ms =
-      Figure(Pgbench("update.sql", 1, "--log --log-prefix=" + log_prefix), "latency average = ");
-  std::vector<double> latencies;
-  for (const auto& e : std::filesystem::directory_iterator(dir_.path())) {
-    if (e.path().string().rfind(log_prefix + ".", 0) != 0) continue;
-    std::ifstream in(e.path());
-    // client_id transaction_no time(µs) script_no time_epoch time_us
-    for (std::string line; std::getline(in, line);) {
-      std::istringstream f(line);
-      long client = 0, tx = 0;
-      double us = 0;
-      if (f >> client >> tx >> us) latencies.push_back(us / 1000);
-    }
-    std::filesystem::remove(e.path());
-  }
-  if (latencies.empty()) Die("pgbench wrote no transaction log under " + log_prefix);
-  row.update_p99_ms = Percentiles(latencies).p99;
 
   std::vector<double> invalid, listener;
   for (int i = 0; i < args_.rounds; ++i) {
@@ -561,6 +555,29 @@ Row Bench::Measure(int n, Protocol p) {
   }
   row.invalid = Percentiles(invalid);
   row.listener = Percentiles(listener);
+
+  row.capacity_tps = Figure(Pgbench("notify.sql", 2, ""), "tps = ");
+
+  const std::string log_prefix = dir_.File("update-" + std::to_string(n) + Name(p));
+  const std::string out = Pgbench("update.sql", 1, "--log --log-prefix=" + log_prefix);
+  row.update_avg_ms = Figure(out, "latency average = ");
+  row.updates = static_cast<long>(Figure(out, "number of transactions actually processed: "));
+  std::vector<double> latencies;
+  for (const auto& e : std::filesystem::directory_iterator(dir_.path())) {
+    if (e.path().string().rfind(log_prefix + ".", 0) != 0) continue;
+    std::ifstream in(e.path());
+    // client_id transaction_no time(µs) script_no time_epoch time_us
+    for (std::string line; std::getline(in, line);) {
+      std::istringstream f(line);
+      long client = 0, tx = 0;
+      double us = 0;
+      if (f >> client >> tx >> us) latencies.push_back(us / 1000);
+    }
+    std::filesystem::remove(e.path());
+  }
+  // None when no UPDATE completed: the table says 0 UPDATEs and a dash.
+  row.update_p99_ms = Percentiles(latencies).p99;
+
   fleet_->Stop();
 
   const auto d1 = test::DaemonStats(*daemon_);
@@ -571,15 +588,19 @@ Row Bench::Measure(int n, Protocol p) {
   row.daemon_sent = delta("heartbeats_sent");
   row.daemon_received = delta("heartbeats_received");
   row.daemon_reconnects = delta("reconnects");
+  const std::string log = daemon_->Log().substr(log0);
+  for (size_t at = 0; (at = log.find("connected but deaf", at)) != std::string::npos; ++at) ++row.deaf;
   if (fleet_->lost() > 0) Die(std::to_string(fleet_->lost()) + " simulated hosts lost their connection");
   std::fprintf(stderr, "fleet_bench: N = %d (%s) measured\n", n, Name(p));
   return row;
 }
 
-std::string Ratio(double v, double ref) {
-  if (ref <= 0) return "–";
-  char b[32];
-  std::snprintf(b, sizeof b, "%.2f×", v / ref);
+// "value (ratio to the reference)", or a dash for what was not measured.
+std::string Cell(double v, double ref, const char* format) {
+  char b[96];
+  if (v <= 0) return "—";
+  const int len = std::snprintf(b, sizeof b, format, v);
+  if (ref > 0) std::snprintf(b + len, sizeof b - static_cast<size_t>(len), " (%.2f×)", v / ref);
   return b;
 }
 
@@ -592,46 +613,60 @@ void Bench::Print() const {
       "previous heartbeat is in flight (the daemon's listener does the same). A real host heartbeats on a "
       "second connection that does not LISTEN; PostgreSQL wakes only listening backends, so one connection "
       "per host carries the load that matters. Two more connections listen, the benchmark's own: an "
-      "observer that counts heartbeats and a raw listener (for commit → invalid). Per row: a %d s idle "
-      "window (the fleet alone) for the "
-      "heartbeat NOTIFYs per second the primary commits (payloads `1 h …` the observer receives between two "
-      "markers it sees in commit order) and the primary's CPU "
-      "(utime + stime of the postmaster and all its children, %% of one core); NOTIFY capacity "
-      "(`pgbench -c 2 -j 2 -T %d`, `SELECT pg_notify('%s', '1 h capacity')`, an unknown heartbeat "
-      "token that daemons ignore); the write latency of an invalidating UPDATE (a user's role, `pgbench -c "
-      "1 -T %d` back to back, average and p99 of its transaction log); commit → invalid at the real "
-      "daemon, %d cached users updated one at a time, to the entry reading invalid in shared memory "
-      "(beside a raw LISTEN client's receipt). Ratios (×) are to N = 1 of the same protocol in this run.\n\n",
+      "observer that counts heartbeats and a raw listener (for commit → invalid). The simulated hosts run "
+      "in one process on the same machine as the primary: their CPU is in the table too.\n\n"
+      "Per row: a %d s idle window (the fleet alone) for the heartbeat NOTIFYs per second the primary "
+      "commits (payloads `1 h …` the observer receives between two markers, which arrive in commit "
+      "order) and the primary's CPU (utime + stime of the postmaster and all its children, %% of one "
+      "core); NOTIFY capacity (`pgbench -c 2 -j 2 -T %d`, `SELECT pg_notify('%s', '1 h capacity')`, an "
+      "unknown heartbeat token that daemons ignore); the write latency of an invalidating UPDATE (a user's "
+      "role, `pgbench -c 1 -T %d` back to back, average and p99 of its transaction log); commit → invalid "
+      "at the real daemon: %d cached users updated one at a time, to the entry reading invalid in shared "
+      "memory, beside a raw LISTEN client's receipt of the same message. In parentheses: the ratio to "
+      "N = 1 of the same protocol in this run, which is how each column grows with N. A dash: nothing "
+      "measured (no transaction completed, or the daemon was not synced for any round).\n\n",
       settings_.c_str(), kChannel, args_.window_s, args_.window_s, kChannel, args_.window_s, args_.rounds);
-  std::printf(
-      "| protocol | N | heartbeat NOTIFY/s | × | primary CPU | × | NOTIFY capacity | × | UPDATE latency "
-      "avg | p99 | × (avg) | commit → invalid p50 | p99 | × (p99) | raw listener p50 | p99 | host ticks "
-      "skipped |\n"
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-  for (const Row& r : rows_) {
-    const Row* ref = nullptr;
+  auto base = [this](const Row& r) {
     for (const Row& c : rows_)
-      if (c.protocol == r.protocol && c.n == 1) ref = &c;
-    const Row base = ref != nullptr ? *ref : Row{};
-    std::printf(
-        "| %s | %d | %.1f | %s | %.1f %% | %s | %.0f tps | %s | %.2f ms | %.2f ms | %s | %.0f µs | %.0f µs | "
-        "%s | %.0f µs | %.0f µs | %llu of %llu |\n",
-        Name(r.protocol), r.n, r.heartbeats_per_s, Ratio(r.heartbeats_per_s, base.heartbeats_per_s).c_str(),
-        r.cpu_pct, Ratio(r.cpu_pct, base.cpu_pct).c_str(), r.capacity_tps,
-        Ratio(r.capacity_tps, base.capacity_tps).c_str(), r.update_avg_ms, r.update_p99_ms,
-        Ratio(r.update_avg_ms, base.update_avg_ms).c_str(), r.invalid.p50, r.invalid.p99,
-        Ratio(r.invalid.p99, base.invalid.p99).c_str(), r.listener.p50, r.listener.p99,
-        static_cast<unsigned long long>(r.skipped), static_cast<unsigned long long>(r.skipped + r.sent));
-  }
-  std::printf("\nThe real daemon in each row (its statistics, over the row):\n\n");
+      if (c.protocol == r.protocol && c.n == 1) return c;
+    return Row{};
+  };
   std::printf(
-      "| protocol | N | heartbeats sent | heartbeats received | listener reconnects | commit → invalid "
-      "rounds "
-      "it could not fill (not synced) |\n|---|---:|---:|---:|---:|---:|\n");
+      "| protocol | N | heartbeat NOTIFY/s | primary CPU | simulated hosts' CPU | host ticks skipped "
+      "(heartbeat "
+      "in flight) | NOTIFY capacity |\n|---|---:|---:|---:|---:|---:|---:|\n");
+  for (const Row& r : rows_) {
+    const Row b = base(r);
+    std::printf("| %s | %d | %s | %s | %.1f %% | %llu of %llu | %s |\n", Name(r.protocol), r.n,
+                Cell(r.heartbeats_per_s, b.heartbeats_per_s, "%.1f").c_str(),
+                Cell(r.cpu_pct, b.cpu_pct, "%.1f %%").c_str(), r.bench_cpu_pct,
+                static_cast<unsigned long long>(r.skipped),
+                static_cast<unsigned long long>(r.skipped) + r.sent,
+                Cell(r.capacity_tps, b.capacity_tps, "%.0f tps").c_str());
+  }
+  std::printf(
+      "\n| protocol | N | UPDATE latency avg | p99 | UPDATEs in %d s | commit → invalid p50 | p99 | raw "
+      "listener p50 | p99 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+      args_.window_s);
+  for (const Row& r : rows_) {
+    const Row b = base(r);
+    std::printf("| %s | %d | %s | %s | %ld | %s | %s | %s | %s |\n", Name(r.protocol), r.n,
+                Cell(r.update_avg_ms, b.update_avg_ms, "%.2f ms").c_str(),
+                Cell(r.update_p99_ms, b.update_p99_ms, "%.2f ms").c_str(), r.updates,
+                Cell(r.invalid.p50, b.invalid.p50, "%.0f µs").c_str(),
+                Cell(r.invalid.p99, b.invalid.p99, "%.0f µs").c_str(),
+                Cell(r.listener.p50, b.listener.p50, "%.0f µs").c_str(),
+                Cell(r.listener.p99, b.listener.p99, "%.0f µs").c_str());
+  }
+  std::printf("\nThe real daemon in each row (its statistics and its log, over the row):\n\n");
+  std::printf(
+      "| protocol | N | heartbeats sent | heartbeats received | \"connected but deaf\" warnings | listener "
+      "reconnects | commit → invalid rounds it could not fill (not synced) |\n"
+      "|---|---:|---:|---:|---:|---:|---:|\n");
   for (const Row& r : rows_)
-    std::printf("| %s | %d | %llu | %llu | %llu | %d of %d |\n", Name(r.protocol), r.n,
+    std::printf("| %s | %d | %llu | %llu | %zu | %llu | %d of %d |\n", Name(r.protocol), r.n,
                 static_cast<unsigned long long>(r.daemon_sent),
-                static_cast<unsigned long long>(r.daemon_received),
+                static_cast<unsigned long long>(r.daemon_received), r.deaf,
                 static_cast<unsigned long long>(r.daemon_reconnects), r.unavailable, args_.rounds);
   std::printf("\n");
   std::fflush(stdout);
