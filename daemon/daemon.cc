@@ -331,8 +331,12 @@ std::string Daemon::StatsJson() const {
     lag_seconds = std::max(lag_seconds, l->replica_lag_seconds());
     probes += listeners_[i]->marker().probes();
   }
-  size_t behind_pooler = 0;
-  for (const auto& l : listeners_) behind_pooler += l->behind_pooler() ? 1 : 0;
+  size_t behind_pooler = 0, shared = 0, leader_slots = 0;
+  for (const auto& l : listeners_) {
+    behind_pooler += l->behind_pooler() ? 1 : 0;
+    shared += l->shares_heartbeats() ? 1 : 0;
+    leader_slots += static_cast<size_t>(l->leader_slots());
+  }
   std::ostringstream o;
   o << "{\"synced\":" << (synced() ? "true" : "false") << ",\"epoch\":" << writer_->epoch()
     << ",\"entries\":" << w.entries << ",\"slots\":" << w.slots << ",\"capacity\":" << config_.capacity
@@ -356,7 +360,10 @@ std::string Daemon::StatsJson() const {
     << ",\"evictions\":" << w.evictions << ",\"reclaimed\":" << w.reclaimed << ",\"puts\":" << w.puts
     << ",\"negative_puts\":" << w.negative_puts << ",\"too_large\":" << w.too_large
     << ",\"reconnects\":" << stats_.reconnects << ",\"heartbeats_sent\":" << stats_.heartbeats_sent
-    << ",\"heartbeats_received\":" << stats_.heartbeats_received << ",\"standby_loaders\":" << standby_loaders
+    << ",\"heartbeats_received\":" << stats_.heartbeats_received
+    << ",\"heartbeats_rejected\":" << stats_.heartbeats_rejected << ",\"sources\":" << listeners_.size()
+    << ",\"shared_heartbeat_sources\":" << shared << ",\"heartbeat_leader_slots\":" << leader_slots
+    << ",\"standby_loaders\":" << standby_loaders
     << ",\"replica_lag_bytes\":" << lag_bytes << ",\"replica_lag_seconds\":" << lag_seconds
     << ",\"replica_waits\":" << stats_.replica_waits << ",\"replica_timeouts\":" << stats_.replica_timeouts
     << ",\"wal_position_probes\":" << probes << ",\"control_connections\":" << stats_.control_connections

@@ -47,6 +47,9 @@ struct Stats {
   uint64_t invalidations_key = 0, invalidations_tenant = 0, flushes = 0;
   uint64_t reconnects = 0;
   uint64_t heartbeats_sent = 0, heartbeats_received = 0;
+  // Shared heartbeats whose signature did not verify (sent by a role that
+  // cannot read the heartbeat key): ignored.
+  uint64_t heartbeats_rejected = 0;
   // Fills from a hot standby (daemon/replica.h): those that waited for its
   // replay, and those answered timeout because it stayed behind.
   uint64_t replica_waits = 0, replica_timeouts = 0;

@@ -101,6 +101,7 @@ Listener::Listener(Daemon* daemon, size_t index)
       heartbeat_(daemon->loop(), "heartbeat " + daemon->config().sources[index].name),
       marker_(daemon->loop(), daemon->config().sources[index].name),
       pruner_(daemon, index, static_cast<uint64_t>(getpid()) * 104729 + index),
+      shared_(daemon->config().sources[index].channel, static_cast<uint64_t>(getpid()) * 6151 + index),
       rng_(static_cast<uint64_t>(getpid()) * 7919 + index) {
   conn_.set_on_state([this](const std::string& error) {
     if (!error.empty()) {
@@ -190,6 +191,7 @@ void Listener::Reload() {
 void Listener::Connect() {
   if (stopped_) return;
   heartbeats_.clear();  // tokens of an earlier connection prove nothing
+  shared_.Reset();      // nor do its probes
   spdlog::info("source {}: connecting listener ({})", source().name, RedactConninfo(PrimaryConninfo()));
   conn_.Connect(PrimaryConninfo());
   if (!heartbeat_.connected() && !heartbeat_.resolving()) heartbeat_.Connect(PrimaryConninfo());
@@ -260,13 +262,14 @@ void Listener::CatchUp() {
     const bool log_enabled = Value(results, 0, 1) == "true";
     const std::string version = Value(results, 0, 2);
     daemon_->stats().notification_queue_usage = std::atof(Value(results, 0, 3).c_str());
-    // Versions 1 to 5 send the same messages (5 only sends them for less);
+    // Versions 1 to 6 send the same messages (5 only sends them for less; 6
+    // adds the shared heartbeats' key);
     // version 1 let any role run code with the installer's rights, so it is
     // served with a warning. From version 3 on the daemon records the
     // namespaces it serves, from 4 on it prunes the log.
-    if (version != "1" && version != "2" && version != "3" && version != "4" && version != "5") {
+    if (version.size() != 1 || version < "1" || version > "6") {
       Lost("tenantcache schema version " + (version.empty() ? std::string("missing") : version) +
-           " is not one this daemon speaks (1 to 5)");
+           " is not one this daemon speaks (1 to 6)");
       return;
     }
     records_namespaces_ = version != "1" && version != "2";
@@ -280,14 +283,60 @@ void Listener::CatchUp() {
       spdlog::warn(
           "source {}: no table is watched (SELECT tenantcache.watch_table(...)): nothing will be invalidated",
           source().name);
-    if (sync_point_ && log_enabled) {
-      Replay(*sync_point_);
-      return;
-    }
-    daemon_->Flush(sync_point_ ? "listener reconnected and the invalidation log is off"
-                               : "listener connected for the first time");
-    MarkSynced(snapshot);
+    ReadHeartbeatKey(std::stoi(version), [this, snapshot, log_enabled] {
+      if (sync_point_ && log_enabled) {
+        Replay(*sync_point_);
+        return;
+      }
+      daemon_->Flush(sync_point_ ? "listener reconnected and the invalidation log is off"
+                                 : "listener connected for the first time");
+      MarkSynced(snapshot);
+    });
   });
+}
+
+void Listener::ReadHeartbeatKey(int schema_version, std::function<void()> next) {
+  const bool was_shared = shared_.enabled();
+  const auto interval = daemon_->config().heartbeat_interval;
+  // A shared heartbeat proves a probe up to two intervals later, and three
+  // without a leader (daemon/shared_heartbeat.h): that must fit in the bound.
+  if (schema_version < 6 || daemon_->config().stale_after < 4 * interval) {
+    shared_.SetKey(std::nullopt);
+    if (was_shared || !mode_logged_)
+      spdlog::info("source {}: heartbeats: this daemon's own, every {} ms ({})", source().name, interval.count(),
+                   schema_version < 6 ? "shared heartbeats need tenantcache schema version 6: run sql/install.sql"
+                                      : "shared heartbeats need cache.stale_after of at least 4 x "
+                                        "cache.heartbeat_interval");
+    mode_logged_ = true;
+    next();
+    return;
+  }
+  conn_.Query(kHeartbeatKeyQuery, {},
+              [this, was_shared, next = std::move(next)](const std::vector<PgResult>& results,
+                                                         const std::string& err) {
+                const std::string key = Value(results, 0, 0);
+                if (!ResultError(results, err).empty() || key.empty()) {
+                  if (!ResultError(results, err).empty() && ResultSqlState(results) != kInsufficientPrivilege) {
+                    Lost("cannot read the heartbeat key: " + SchemaError(results, err, conn_.user()));
+                    return;
+                  }
+                  shared_.SetKey(std::nullopt);
+                  spdlog::warn(
+                      "source {}: heartbeats: this daemon's own, one NOTIFY per interval: the daemon's database "
+                      "role \"{}\" may not read tenantcache.heartbeat_key, so it cannot share heartbeats with "
+                      "the other daemons (every daemon then adds its own NOTIFYs to the primary's load); as the "
+                      "role that ran sql/install.sql, run: SELECT tenantcache.grant_daemon('{}')",
+                      source().name, conn_.user(), conn_.user());
+                  mode_logged_ = true;
+                  next();
+                  return;
+                }
+                shared_.SetKey(HeartbeatKey(key));
+                if (!was_shared)
+                  spdlog::info("source {}: heartbeats: shared with the other daemons on the database", source().name);
+                mode_logged_ = true;
+                next();
+              });
 }
 
 // The role may not read the schema: from version 3 on, the schema itself
@@ -390,6 +439,10 @@ void Listener::OnNotify(std::string_view payload) {
       daemon_->Flush("flush message");
       return;
     case Notification::kHeartbeat: {
+      if (IsSharedHeartbeat(n.value)) {
+        OnSharedHeartbeat(n.value);
+        return;
+      }
       for (size_t i = 0; i < heartbeats_.size(); ++i) {
         if (heartbeats_[i].token != n.value) continue;
         ++daemon_->stats().heartbeats_received;
@@ -413,6 +466,27 @@ void Listener::OnNotify(std::string_view payload) {
     spdlog::warn("source {}: malformed notification ({}), flushing the cache: \"{}\"{}", source().name,
                  n.error, Printable(payload), malformed_log_.suffix());
   daemon_->Flush("malformed notification");
+}
+
+void Listener::OnSharedHeartbeat(std::string_view value) {
+  // A daemon that cannot verify (older schema, no grant) ignores them, as an
+  // older daemon does, and proves its probes with its own.
+  if (!shared_.enabled()) return;
+  std::string why;
+  const std::optional<SharedHeartbeats::Proof> proof = shared_.Received(value, &why);
+  if (!proof) {
+    ++daemon_->stats().heartbeats_rejected;
+    if (rejected_log_.Admit())
+      spdlog::warn(
+          "source {}: ignored a heartbeat on channel {} that does not verify ({}): a role that cannot read "
+          "tenantcache.heartbeat_key sends heartbeats, or daemons read different keys; it proves nothing{}",
+          source().name, source().channel, why, rejected_log_.suffix());
+    return;
+  }
+  ++daemon_->stats().heartbeats_received;
+  last_heartbeat_ = Clock::now();
+  proven_ns_ = std::max(proven_ns_, proof->proven_ns);
+  if (synced_) sync_point_ = proof->snapshot;
 }
 
 // The names of this source's namespaces, comma-separated.
@@ -476,6 +550,13 @@ void Listener::Tick() {
     return;
   }
   if (!heartbeat_.idle() || !conn_.connected()) return;
+  if (shared_.enabled())
+    SharedHeartbeat();
+  else
+    OwnHeartbeat();
+}
+
+void Listener::OwnHeartbeat() {
   const std::string token = NewToken();
   if (token.empty()) {
     spdlog::warn("source {}: no heartbeat sent: getrandom failed: {}", source().name, std::strerror(errno));
@@ -492,16 +573,7 @@ void Listener::Tick() {
                        return;
                      }
                      ++daemon_->stats().heartbeats_sent;
-                     // On the heartbeat connection, not the listener's: a
-                     // backend running a query holds back notifications. After
-                     // the heartbeat, never instead of one: a skipped tick
-                     // could exceed the deaf bound (stale_after - interval).
-                     // Pruning needs the row daemon_seen writes, so it
-                     // waits for a tick with no record due.
-                     if (synced_ && records_namespaces_ && Clock::now() >= record_due_)
-                       RecordNamespaces();
-                     else if (synced_ && pruner_.Due())
-                       pruner_.Run(&heartbeat_, DaemonId());
+                     AfterHeartbeat();
                      // The notification may have overtaken this result.
                      for (auto it = heartbeats_.begin(); it != heartbeats_.end(); ++it) {
                        if (it->token != token) continue;
@@ -513,6 +585,50 @@ void Listener::Tick() {
                        break;
                      }
                    });
+}
+
+void Listener::SharedHeartbeat() {
+  // The probe's clock is read before its snapshot is taken: whatever
+  // committed before it is in the snapshot.
+  const uint64_t probe_ns = MonotonicNowNs();
+  const int pid = heartbeat_.backend_pid();
+  heartbeat_.Query(
+      kSharedTickQuery, shared_.TickParams(pid),
+      [this, probe_ns, pid](const std::vector<PgResult>& results, const std::string& err) {
+        const std::string e = ResultError(results, err);
+        if (!e.empty()) {
+          spdlog::warn("source {}: heartbeat probe failed: {}", source().name, e);
+          return;
+        }
+        const std::string payload =
+            shared_.Ticked(probe_ns, Value(results, 0, 0), std::atoi(Value(results, 0, 1).c_str()), pid,
+                           Clock::now(), last_heartbeat_, daemon_->config().heartbeat_interval);
+        if (payload.empty()) {
+          AfterHeartbeat();
+          return;
+        }
+        heartbeat_.Query("SELECT pg_notify($1, $2)", {source().channel, payload},
+                         [this](const std::vector<PgResult>& sent, const std::string& send_err) {
+                           const std::string se = ResultError(sent, send_err);
+                           if (!se.empty()) {
+                             spdlog::warn("source {}: heartbeat failed: {}", source().name, se);
+                             return;
+                           }
+                           ++daemon_->stats().heartbeats_sent;
+                           AfterHeartbeat();
+                         });
+      });
+}
+
+// On the heartbeat connection, not the listener's: a backend running a query
+// holds back notifications. After the heartbeat, never instead of one: a
+// skipped tick could exceed the deaf bound (stale_after - interval). Pruning
+// needs the row daemon_seen writes, so it waits for a tick with no record due.
+void Listener::AfterHeartbeat() {
+  if (synced_ && records_namespaces_ && Clock::now() >= record_due_)
+    RecordNamespaces();
+  else if (synced_ && pruner_.Due())
+    pruner_.Run(&heartbeat_, DaemonId());
 }
 
 }  // namespace tenantcache

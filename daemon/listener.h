@@ -34,9 +34,15 @@
 //  * Remote marker: once synced, the LISTEN connection also carries the
 //    probes of the primary's WAL position that fills from a standby wait
 //    for (WalMarker, daemon/replica.h); it is idle between them.
-//  * Liveness: a synced listener that has not received its own heartbeat for
-//    stale_after - heartbeat_interval is deaf (a proxy, a stopped backend):
-//    it is treated as disconnected.
+//  * Shared heartbeats (daemon/shared_heartbeat.h): from schema version 6
+//    on, a heartbeat signed with the database's heartbeat key proves order to
+//    every daemon that receives it, so only the leaders (or, lacking one, a
+//    daemon that heard none for a while) send one; every daemon probes (its
+//    snapshot and clock) each tick, and a heartbeat whose snapshot covers a
+//    probe proves the probe's time and becomes the sync point.
+//  * Liveness: a synced listener that has not received a heartbeat (its own,
+//    or a verified shared one) for stale_after - heartbeat_interval is deaf
+//    (a proxy, a stopped backend): it is treated as disconnected.
 #ifndef TENANTCACHE_DAEMON_LISTENER_H_
 #define TENANTCACHE_DAEMON_LISTENER_H_
 
@@ -45,6 +51,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <random>
 #include <string>
@@ -55,6 +62,7 @@
 #include "log_pruner.h"
 #include "pg_conn.h"
 #include "replica.h"
+#include "shared_heartbeat.h"
 
 namespace tenantcache {
 
@@ -86,6 +94,11 @@ class Listener {
   // The listener's connection goes through a pooler and is refused.
   bool behind_pooler() const { return behind_pooler_; }
   WalMarker& marker() { return marker_; }
+  // Heartbeats shared with the other daemons on the database (schema
+  // version 6 and stale_after at least 4 heartbeat intervals), else each
+  // daemon's own; and the leader slots this one holds (0 or 1).
+  bool shares_heartbeats() const { return shared_.enabled(); }
+  int leader_slots() const { return shared_.enabled() && shared_.slot() > 0 ? 1 : 0; }
 
  private:
   const SourceConfig& source() const;
@@ -104,6 +117,14 @@ class Listener {
   void MarkSynced(const std::string& snapshot);
   void OnNotify(std::string_view payload);
   void Tick();  // heartbeat, liveness, namespaces recorded
+  // Tick's heartbeat: a token of this daemon's own, or the shared one.
+  void OwnHeartbeat();
+  void SharedHeartbeat();
+  // After a tick's heartbeat: record the namespaces or prune the log.
+  void AfterHeartbeat();
+  // Reads the heartbeat key (schema version 6), then `next`.
+  void ReadHeartbeatKey(int schema_version, std::function<void()> next);
+  void OnSharedHeartbeat(std::string_view value);
   // Counts and logs a key message for a namespace this daemon does not have.
   void UnknownNamespace(std::string_view ns);
   // tenantcache.daemon_seen(): the namespaces this source serves.
@@ -141,7 +162,10 @@ class Listener {
   LogLimiter unknown_ns_log_{std::chrono::seconds(10), "notifications for unknown namespaces"};
   LogLimiter record_log_{std::chrono::minutes(10), "failures to record the namespaces"};
   bool records_namespaces_ = false;  // schema version 3 or later
+  bool mode_logged_ = false;         // the heartbeat mode was logged once
   LogPruner pruner_;
+  SharedHeartbeats shared_;
+  LogLimiter rejected_log_{std::chrono::seconds(10), "heartbeats that do not verify"};
   std::chrono::steady_clock::time_point record_due_{};
   std::mt19937_64 rng_;
 };

@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   clang clang-format clang-tidy libclang-rt-14-dev
-  libxxhash-dev libuv1-dev libpq-dev libspdlog-dev libfmt-dev libtoml11-dev
+  libxxhash-dev libuv1-dev libpq-dev libssl-dev libspdlog-dev libfmt-dev libtoml11-dev
   libsystemd-dev libgtest-dev libgmock-dev libbenchmark-dev
   postgresql-15 postgresql-client-15 pgbouncer
   python3 python3-cachetools

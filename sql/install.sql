@@ -4,7 +4,7 @@
 -- invalidate_tenant()/flush(), and the invalidation log a reconnecting daemon
 -- replays.
 --
--- Plain SQL for PostgreSQL 12 and later; no extension, no superuser. Run it as
+-- Plain SQL for PostgreSQL 13 and later; no extension, no superuser. Run it as
 -- a role allowed to create a schema in the database (the owner of your tables
 -- is typical). Idempotent: running it again changes nothing, and running a
 -- newer install.sql over an older installation upgrades it in place.
@@ -36,8 +36,10 @@
 --   1 f <seq>                     everything may have changed (flush)
 --
 -- "1" is the format version. <seq> is the invalidation log's sequence number,
--- or "-" when the log is off. The daemon also sends itself "1 h <token>" as a
--- liveness heartbeat on the same channel.
+-- or "-" when the log is off. The daemons also send heartbeats on the same
+-- channel: "1 h <token>", a daemon's own, or (from version 6 on)
+-- "1 h 2 <snapshot> <signature>", shared by every daemon on the database and
+-- signed with the key in tenantcache.heartbeat_key.
 
 BEGIN;
 
@@ -133,6 +135,32 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 4) THEN
     ALTER TABLE tenantcache.daemons ADD COLUMN IF NOT EXISTS log_retention interval,
       ADD COLUMN IF NOT EXISTS retention_seen timestamptz;
+  END IF;
+END
+$install$;
+
+-- Version 6's table (the version row is added at the end): the key that
+-- signs shared heartbeats. A daemon that receives a heartbeat signed with it
+-- takes it as proof that every change committed before the heartbeat's
+-- snapshot has reached it, so only the installer and the daemon roles
+-- (grant_daemon) may read it: any other role can send NOTIFY on the channel,
+-- and one that could sign would make daemons serve entries past their bound.
+-- 244 random bits from the server's strong random source (gen_random_uuid).
+-- To change it: UPDATE tenantcache.heartbeat_key SET key = ...; the daemons
+-- read it again when their listener reconnects (until then they send their
+-- own heartbeats when they hear none they can verify).
+DO $install$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 6) THEN
+    CREATE TABLE tenantcache.heartbeat_key (
+      id boolean PRIMARY KEY DEFAULT true CHECK (id),
+      key bytea NOT NULL CHECK (length(key) >= 16)
+    );
+    REVOKE ALL ON tenantcache.heartbeat_key FROM PUBLIC;
+    INSERT INTO tenantcache.heartbeat_key (key)
+      VALUES (decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex'));
+    COMMENT ON TABLE tenantcache.heartbeat_key IS
+      'signs the daemons'' shared heartbeats: readable by the installer and the daemon roles only';
   END IF;
 END
 $install$;
@@ -889,7 +917,7 @@ SELECT w.table_name, w.tenant_column, w.triggers, w.keys,
 -- What a daemon's database role lacks of what the daemon does in this
 -- schema (read the version, the settings, the watched tables and the
 -- invalidation log, which it replays after a reconnect; record its
--- namespaces; prune the log), as the privileges to GRANT ("SELECT ON tenantcache.version",
+-- namespaces; prune the log; sign and verify shared heartbeats), as the privileges to GRANT ("SELECT ON tenantcache.version",
 -- ...), in that order; empty when nothing is missing. The daemon asks it
 -- about itself when it is refused, to name what is missing; grant_daemon()
 -- grants exactly these. Invoker's rights: any role may ask.
@@ -911,7 +939,9 @@ AS $$
       (6, 'EXECUTE ON FUNCTION tenantcache.daemon_seen(text, text[])',
        has_function_privilege(daemon_role, 'tenantcache.daemon_seen(text, text[])', 'EXECUTE')),
       (7, 'EXECUTE ON FUNCTION tenantcache.daemon_prune_log(text, interval)',
-       has_function_privilege(daemon_role, 'tenantcache.daemon_prune_log(text, interval)', 'EXECUTE'))
+       has_function_privilege(daemon_role, 'tenantcache.daemon_prune_log(text, interval)', 'EXECUTE')),
+      (8, 'SELECT ON tenantcache.heartbeat_key',
+       has_table_privilege(daemon_role, 'tenantcache.heartbeat_key', 'SELECT'))
     ) AS g(n, privilege, held)
    WHERE NOT g.held
 $$;
@@ -1111,6 +1141,29 @@ BEGIN
       DROP FUNCTION tenantcache._send_changes(jsonb[], boolean[], text, text, jsonb);
     END IF;
     INSERT INTO tenantcache.version (version) VALUES (5);
+  END IF;
+END
+$install$;
+
+-- Version 6: shared heartbeats (tenantcache.heartbeat_key, created above).
+-- The daemon roles (those allowed daemon_seen) may read the key, so that
+-- their daemons share heartbeats after the upgrade; the installer is told
+-- who. The daemon still accepts versions 1 to 5 (each daemon then sends its
+-- own heartbeats).
+DO $install$
+DECLARE
+  r record;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 6) THEN
+    FOR r IN SELECT DISTINCT a.grantee::regrole AS grantee
+               FROM pg_proc p, aclexplode(p.proacl) a
+              WHERE p.oid = 'tenantcache.daemon_seen(text, text[])'::regprocedure
+                AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+              ORDER BY 1 LOOP
+      EXECUTE format('GRANT SELECT ON tenantcache.heartbeat_key TO %s', r.grantee);
+      RAISE NOTICE 'tenantcache: granted SELECT on tenantcache.heartbeat_key to daemon role %', r.grantee;
+    END LOOP;
+    INSERT INTO tenantcache.version (version) VALUES (6);
   END IF;
 END
 $install$;

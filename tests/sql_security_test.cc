@@ -381,7 +381,7 @@ TEST_F(SqlSecurityTest, UpgradingFromVersion1GrantsTheOwnersOfWatchedTablesAndSa
   EXPECT_TRUE(Contains(notices, "WARNING:  tenantcache: role " + mallory + " watches temporary table(s)"))
       << notices;
   EXPECT_FALSE(Contains(notices, "granted EXECUTE on tenantcache.on_change() to role " + mallory)) << notices;
-  EXPECT_EQ(admin_->Scalar("SELECT tenantcache.schema_version()"), "5");
+  EXPECT_EQ(admin_->Scalar("SELECT tenantcache.schema_version()"), "6");
   EXPECT_EQ(
       admin_->Scalar("SELECT has_function_privilege('" + app + "', 'tenantcache.on_change()', 'EXECUTE')"),
       "t");
@@ -482,7 +482,7 @@ TEST_F(SqlSecurityTest, TenantcachectlInstallSqlShowsWhomTheUpgradeAllowed) {
       Contains(r.output, "NOTICE: tenantcache: granted EXECUTE on tenantcache.on_change() to role " + app))
       << r.output;
   EXPECT_FALSE(Contains(r.output, "already exists")) << r.output;
-  EXPECT_EQ(admin_->Scalar("SELECT tenantcache.schema_version()"), "5");
+  EXPECT_EQ(admin_->Scalar("SELECT tenantcache.schema_version()"), "6");
 }
 
 // The daemon speaks to both versions (they send the same messages) and names

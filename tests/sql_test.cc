@@ -263,7 +263,7 @@ TEST_F(SqlTest, InstallingTwiceChangesNothing) {
   EXPECT_GT(before.size(), 15u);
   conn_->Exec(ReadFile(SqlDir() + "/install.sql"));
   EXPECT_EQ(SchemaState(*conn_), before);
-  EXPECT_EQ(conn_->Scalar("SELECT tenantcache.schema_version()"), "5");
+  EXPECT_EQ(conn_->Scalar("SELECT tenantcache.schema_version()"), "6");
   // And the triggers still work.
   EXPECT_EQ(After("UPDATE fleet.user_accounts SET role = 'owner' WHERE id = '" + kU1 + "'", 1),
             Messages({"k user " + kU1}));
