@@ -17,24 +17,25 @@
 // carries the load that matters and keeps the cluster under ~600
 // connections at N = 500.
 //
-// For each N, the simulated hosts run the heartbeat protocol of the daemon
-// as it ships (`own`: every host every interval commits
-// `SELECT txid_current_snapshot()::text, pg_notify(channel, '1 h <token>')`).
-// The real daemon runs whatever its schema gives it; the section says what
-// that was, from its statistics. Each row measures, in this order:
+// For each N, the simulated hosts run each heartbeat protocol in turn (see
+// Protocol): `own`, one NOTIFY per host per interval, and `shared`, a probe
+// per host per interval and a NOTIFY from the two leaders only. The real
+// daemon runs whatever its schema gives it; the section says what that was,
+// from its statistics. Each row measures, in this order:
 //
 //   * heartbeat NOTIFYs per second the primary commits, and its CPU, over an
 //     idle window (nothing but the fleet running): the payloads starting
-//     `1 h ` one more LISTEN connection receives, and utime + stime of the
-//     postmaster and all its children from /proc, as % of one core;
+//     `1 h ` an observer connection receives between two markers, and
+//     utime + stime of the postmaster and all its children from /proc, as %
+//     of one core;
+//   * commit -> invalid at the real daemon: a cached user's UPDATE to the
+//     entry reading as invalid in shared memory (bench_support.h), beside a
+//     raw LISTEN client's receipt of the same notification;
 //   * NOTIFY capacity: pgbench, 2 clients, `SELECT pg_notify(channel,
 //     '1 h capacity')` (an unknown heartbeat token: daemons ignore it);
 //   * the write latency of an invalidating UPDATE (one user's role, a
 //     watched column): pgbench, 1 client back to back, average and p99 from
-//     its per-transaction log;
-//   * commit -> invalid at the real daemon: a cached user's UPDATE to the
-//     entry reading as invalid in shared memory (bench_support.h), beside a
-//     raw LISTEN client's receipt of the same notification.
+//     its per-transaction log.
 //
 // N = 1 (the real daemon alone) is each column's reference: every figure is
 // also printed as its ratio to N = 1 of the same run.
@@ -59,10 +60,13 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "bench_support.h"
+#include "shared_heartbeat.h"
 #include "support/daemon_process.h"
 #include "support/pg_cluster.h"
 #include "support/test_cache.h"
@@ -84,15 +88,17 @@ constexpr int kUsers = 20000;
   std::exit(1);
 }
 
-enum class Protocol { kOwn };
+// `own`: the daemon before shared heartbeats (and after, on a schema older
+// than version 6): every host every interval commits
+// "SELECT txid_current_snapshot()::text, pg_notify(channel, '1 h <token>')".
+// `shared` (daemon/shared_heartbeat.h, whose SharedHeartbeats each host runs
+// here as the daemon does): every host every interval runs kSharedTickQuery
+// (a snapshot, and a try at one of the two leader slots); only a host that
+// holds a slot, or that received no verified heartbeat for 1.25 to 1.75
+// intervals, then NOTIFYs its signed heartbeat.
+enum class Protocol { kOwn, kShared };
 
-const char* Name(Protocol p) {
-  switch (p) {
-    case Protocol::kOwn:
-      return "own";
-  }
-  return "?";
-}
+const char* Name(Protocol p) { return p == Protocol::kOwn ? "own" : "shared"; }
 
 // 32 hex characters from the kernel's CSPRNG (the daemon's token).
 std::string Token() {
@@ -121,7 +127,9 @@ bool IsHeartbeat(const char* payload) {
 // then: Grow() and set_protocol() are called while it is stopped.
 class Fleet {
  public:
-  explicit Fleet(std::string conninfo) : conninfo_(std::move(conninfo)) {
+  // `key`: the database's heartbeat key, which the shared protocol signs
+  // with.
+  Fleet(std::string conninfo, std::string key) : conninfo_(std::move(conninfo)), key_(std::move(key)) {
     observer_.conn = Connect();
     Exec(observer_.conn, std::string("LISTEN ") + kMarkerChannel);
   }
@@ -140,7 +148,10 @@ class Fleet {
     while (hosts_.size() < n) {
       Host h;
       h.conn = Connect();
-      hosts_.push_back(h);
+      h.pid = PQbackendPID(h.conn);
+      h.shared = std::make_unique<SharedHeartbeats>(kChannel, rng_());
+      h.shared->SetKey(HeartbeatKey(key_));
+      hosts_.push_back(std::move(h));
     }
   }
   void set_protocol(Protocol p) { protocol_ = p; }
@@ -154,6 +165,9 @@ class Fleet {
     for (Host& h : hosts_) {
       h.next = now + std::chrono::nanoseconds(phase(rng_));
       h.ticked = false;
+      // As a daemon whose listener has just synced: its fallback wait runs
+      // from now.
+      h.last_heartbeat = now;
     }
     thread_ = std::thread([this] { Loop(); });
   }
@@ -162,12 +176,19 @@ class Fleet {
     if (thread_.joinable()) thread_.join();
   }
 
-  // Hosts that have ticked (sent or skipped a heartbeat) since Start().
+  // Hosts that have ticked since Start().
   size_t ticked() const { return ticked_; }
+  uint64_t ticks() const { return ticks_; }
+  // Heartbeat NOTIFYs the hosts sent.
   uint64_t sent() const { return sent_; }
   // Ticks that found the previous heartbeat still in flight.
   uint64_t skipped() const { return skipped_; }
-  uint64_t drained() const { return drained_; }
+  // Shared protocol: hosts that held a leader slot at their last tick.
+  size_t leaders() const {
+    return static_cast<size_t>(std::count_if(hosts_.begin(), hosts_.end(), [](const Host& h) {
+      return h.conn != nullptr && h.shared->slot() != 0;
+    }));
+  }
   // Hosts whose connection failed (each one's error went to stderr).
   size_t lost() const { return lost_; }
 
@@ -181,12 +202,19 @@ class Fleet {
   }
 
  private:
+  enum class Stage { kIdle, kOwn, kProbe, kNotify };  // what is in flight
   struct Host {
     PGconn* conn = nullptr;
+    int pid = 0;  // its backend's: a leader slot belongs to a session
     Clock::time_point next;
-    bool busy = false;      // a heartbeat is in flight
+    Stage stage = Stage::kIdle;
     bool flushing = false;  // libpq holds unsent output
     bool ticked = false;
+    std::unique_ptr<SharedHeartbeats> shared;
+    Clock::time_point last_heartbeat;  // the last verified shared heartbeat
+    uint64_t probe_ns = 0;
+    std::string snapshot;  // the probe's answer
+    int slot = 0;
   };
 
   // A connection LISTENing on the channel, in non-blocking mode.
@@ -219,15 +247,37 @@ class Fleet {
     ++lost_;
   }
 
-  void Send(Host* h) {
-    const std::string payload = std::string("1 h ") + Token();
-    const char* params[] = {kChannel, payload.c_str()};
-    if (PQsendQueryParams(h->conn, "SELECT txid_current_snapshot()::text, pg_notify($1, $2)", 2, nullptr,
-                          params, nullptr, nullptr, 0) == 0)
+  void Query(Host* h, Stage stage, const char* sql, const std::vector<std::optional<std::string>>& params) {
+    std::vector<const char*> values;
+    values.reserve(params.size());
+    for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+    if (PQsendQueryParams(h->conn, sql, static_cast<int>(values.size()), nullptr, values.data(), nullptr,
+                          nullptr, 0) == 0)
       return Lose(h, PQerrorMessage(h->conn));
-    h->busy = true;
-    ++sent_;
+    h->stage = stage;
     Flush(h);
+  }
+
+  void Tick(Host* h) {
+    if (protocol_ == Protocol::kOwn) {
+      ++sent_;
+      return Query(h, Stage::kOwn, "SELECT txid_current_snapshot()::text, pg_notify($1, $2)",
+                   {kChannel, "1 h " + Token()});
+    }
+    h->probe_ns = static_cast<uint64_t>(std::chrono::nanoseconds(Clock::now().time_since_epoch()).count());
+    Query(h, Stage::kProbe, kSharedTickQuery, h->shared->TickParams(h->pid));
+  }
+
+  // A query's last result arrived: the probe's answer decides whether this
+  // host sends the heartbeat.
+  void Done(Host* h) {
+    const Stage done = std::exchange(h->stage, Stage::kIdle);
+    if (done != Stage::kProbe) return;
+    const std::string payload = h->shared->Ticked(h->probe_ns, h->snapshot, h->slot, h->pid, Clock::now(),
+                                                  h->last_heartbeat, kInterval);
+    if (payload.empty()) return;
+    ++sent_;
+    Query(h, Stage::kNotify, "SELECT pg_notify($1, $2)", {kChannel, payload});
   }
 
   void Flush(Host* h) {
@@ -236,19 +286,25 @@ class Fleet {
     h->flushing = rc == 1;
   }
 
-  // Reads what the server sent: results of the heartbeat in flight, then
-  // every notification (counted and dropped, as a daemon with nothing cached
-  // would apply them).
+  // Reads what the server sent: the results of the query in flight, then
+  // every notification: shared heartbeats verified as the daemon does (in
+  // the shared protocol), the rest dropped, as a daemon with nothing cached
+  // would apply them.
   void Read(Host* h) {
     if (PQconsumeInput(h->conn) == 0) return Lose(h, PQerrorMessage(h->conn));
-    while (h->busy && PQisBusy(h->conn) == 0) {
+    while (h->stage != Stage::kIdle && PQisBusy(h->conn) == 0) {
       PGresult* r = PQgetResult(h->conn);
       if (r == nullptr) {
-        h->busy = false;
-        break;
+        Done(h);
+        if (h->conn == nullptr) return;
+        continue;
       }
       const bool failed = PQresultStatus(r) != PGRES_TUPLES_OK;
       const std::string error = failed ? PQresultErrorMessage(r) : "";
+      if (!failed && h->stage == Stage::kProbe) {
+        h->snapshot = PQgetvalue(r, 0, 0);
+        h->slot = std::atoi(PQgetvalue(r, 0, 1));
+      }
       PQclear(r);
       if (failed) {
         // Consume the rest of the query's results before giving up on it.
@@ -257,7 +313,11 @@ class Fleet {
       }
     }
     while (PGnotify* n = PQnotifies(h->conn)) {
-      ++drained_;
+      const std::string_view payload(n->extra);
+      std::string why;
+      if (protocol_ == Protocol::kShared && payload.rfind("1 h ", 0) == 0 &&
+          IsSharedHeartbeat(payload.substr(4)) && h->shared->Received(payload.substr(4), &why))
+        h->last_heartbeat = Clock::now();
       PQfreemem(n);
     }
   }
@@ -278,10 +338,11 @@ class Fleet {
             h.ticked = true;
             ++ticked_;
           }
-          if (h.busy) {
+          ++ticks_;
+          if (h.stage != Stage::kIdle) {
             ++skipped_;
           } else {
-            Send(&h);
+            Tick(&h);
           }
         }
         wake = std::min(wake, h.next);
@@ -306,7 +367,7 @@ class Fleet {
     }
   }
 
-  std::string conninfo_;
+  std::string conninfo_, key_;
   Host observer_;
   uint64_t heartbeats_seen_ = 0;  // the loop's own
   mutable std::mutex markers_mutex_;
@@ -317,7 +378,7 @@ class Fleet {
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<size_t> ticked_{0}, lost_{0};
-  std::atomic<uint64_t> sent_{0}, skipped_{0}, drained_{0};
+  std::atomic<uint64_t> ticks_{0}, sent_{0}, skipped_{0};
 };
 
 // utime + stime of the postmaster and of every process it started, in
@@ -377,12 +438,15 @@ struct Row {
   double heartbeats_per_s = 0, cpu_pct = 0, capacity_tps = 0;
   double bench_cpu_pct = 0;  // this process: the simulated hosts' client side
   double update_avg_ms = 0, update_p99_ms = 0;
-  long updates = 0;       // transactions pgbench completed
-  Pct invalid, listener;  // µs
-  int unavailable = 0;    // rounds the daemon could not fill: not synced
-  uint64_t skipped = 0, sent = 0;
+  long updates = 0;                           // transactions pgbench completed
+  Pct invalid, listener;                      // µs
+  int unavailable = 0;                        // rounds the daemon could not fill: not synced
+  uint64_t ticks = 0, skipped = 0, sent = 0;  // the simulated hosts', in the idle window
+  size_t leaders = 0;                         // simulated hosts holding a leader slot
   uint64_t daemon_sent = 0, daemon_received = 0, daemon_reconnects = 0;
-  size_t deaf = 0;  // the daemon's "connected but deaf" warnings
+  size_t deaf = 0;          // the daemon's "connected but deaf" warnings
+  std::string daemon_mode;  // its heartbeats: "shared" or "own", from its statistics
+  std::string daemon_slots;
 };
 
 class Bench {
@@ -455,7 +519,7 @@ void Bench::Setup() {
   if (tc_cache_open(daemon_->cache_path().c_str(), &cache_) != 0) Die("cannot open the cache");
   if (tc_namespace(cache_, "user", &user_) != 0) Die("no namespace user");
 
-  fleet_ = std::make_unique<Fleet>(conninfo_);
+  fleet_ = std::make_unique<Fleet>(conninfo_, admin.Scalar(kHeartbeatKeyQuery));
   marker_ = std::make_unique<test::PgConn>(conninfo_);
   probe_ = std::make_unique<CommitToInvalid>(conninfo_, cache_, user_);
   // The writer's first UPDATEs load the trigger and the catalog into its
@@ -526,7 +590,7 @@ Row Bench::Measure(int n, Protocol p) {
   HeartbeatsAt(Mark());
 
   // The idle window: the fleet alone, between two markers.
-  const uint64_t sent0 = fleet_->sent(), skipped0 = fleet_->skipped();
+  const uint64_t ticks0 = fleet_->ticks(), sent0 = fleet_->sent(), skipped0 = fleet_->skipped();
   const auto cpu0 = PrimaryCpuTicks(postmaster_);
   const int64_t own0 = ProcCpuTicks(getpid());
   const auto w0 = Clock::now();
@@ -540,8 +604,10 @@ Row Bench::Measure(int n, Protocol p) {
   row.bench_cpu_pct = 100.0 * static_cast<double>(own1 - own0) / tick / secs;
   row.heartbeats_per_s = static_cast<double>(HeartbeatsAt(last) - HeartbeatsAt(first)) / secs;
   row.cpu_pct = 100.0 * static_cast<double>(CpuUsed(cpu0, cpu1)) / tick / secs;
+  row.ticks = fleet_->ticks() - ticks0;
   row.sent = fleet_->sent() - sent0;
   row.skipped = fleet_->skipped() - skipped0;
+  row.leaders = fleet_->leaders();
 
   std::vector<double> invalid, listener;
   for (int i = 0; i < args_.rounds; ++i) {
@@ -588,6 +654,10 @@ Row Bench::Measure(int n, Protocol p) {
   row.daemon_sent = delta("heartbeats_sent");
   row.daemon_received = delta("heartbeats_received");
   row.daemon_reconnects = delta("reconnects");
+  row.daemon_mode = d1.count("shared_heartbeat_sources") != 0 && d1.at("shared_heartbeat_sources") != "0"
+                        ? "shared"
+                        : "own";
+  row.daemon_slots = d1.count("heartbeat_leader_slots") != 0 ? d1.at("heartbeat_leader_slots") : "—";
   const std::string log = daemon_->Log().substr(log0);
   for (size_t at = 0; (at = log.find("connected but deaf", at)) != std::string::npos; ++at) ++row.deaf;
   if (fleet_->lost() > 0) Die(std::to_string(fleet_->lost()) + " simulated hosts lost their connection");
@@ -595,10 +665,11 @@ Row Bench::Measure(int n, Protocol p) {
   return row;
 }
 
-// "value (ratio to the reference)", or a dash for what was not measured.
-std::string Cell(double v, double ref, const char* format) {
+// "value (ratio to the reference)". A latency of 0 is one nothing measured
+// (no transaction completed, no round ran): a dash.
+std::string Cell(double v, double ref, const char* format, bool latency = false) {
   char b[96];
-  if (v <= 0) return "—";
+  if (latency && v <= 0) return "—";
   const int len = std::snprintf(b, sizeof b, format, v);
   if (ref > 0) std::snprintf(b + len, sizeof b - static_cast<size_t>(len), " (%.2f×)", v / ref);
   return b;
@@ -615,34 +686,44 @@ void Bench::Print() const {
       "per host carries the load that matters. Two more connections listen, the benchmark's own: an "
       "observer that counts heartbeats and a raw listener (for commit → invalid). The simulated hosts run "
       "in one process on the same machine as the primary: their CPU is in the table too.\n\n"
+      "Two heartbeat protocols for the simulated hosts, each N measured with both: `own`, the daemon's "
+      "before shared heartbeats (and still its protocol on a schema older than version 6): every host "
+      "every interval commits `SELECT txid_current_snapshot()::text, pg_notify('%s', '1 h <token>')`; "
+      "`shared` (daemon/shared_heartbeat.h, whose logic each simulated host runs as the daemon does): "
+      "every host every interval runs the probe (a snapshot and a try at one of the two leader slots, no "
+      "NOTIFY), and only a leader, or a host that has received no verified heartbeat for 1.25 to 1.75 "
+      "intervals, NOTIFYs its signed heartbeat. The real daemon runs what its schema and its config give "
+      "it; the last table says which, from its statistics (`shared_heartbeat_sources`).\n\n"
       "Per row: a %d s idle window (the fleet alone) for the heartbeat NOTIFYs per second the primary "
       "commits (payloads `1 h …` the observer receives between two markers, which arrive in commit "
       "order) and the primary's CPU (utime + stime of the postmaster and all its children, %% of one "
-      "core); NOTIFY capacity (`pgbench -c 2 -j 2 -T %d`, `SELECT pg_notify('%s', '1 h capacity')`, an "
-      "unknown heartbeat token that daemons ignore); the write latency of an invalidating UPDATE (a user's "
-      "role, `pgbench -c 1 -T %d` back to back, average and p99 of its transaction log); commit → invalid "
-      "at the real daemon: %d cached users updated one at a time, to the entry reading invalid in shared "
-      "memory, beside a raw LISTEN client's receipt of the same message. In parentheses: the ratio to "
-      "N = 1 of the same protocol in this run, which is how each column grows with N. A dash: nothing "
-      "measured (no transaction completed, or the daemon was not synced for any round).\n\n",
-      settings_.c_str(), kChannel, args_.window_s, args_.window_s, kChannel, args_.window_s, args_.rounds);
+      "core); commit → invalid at the real daemon: %d cached users updated one at a time, to the entry "
+      "reading invalid in shared memory, beside the raw listener's receipt of the same message; NOTIFY "
+      "capacity (`pgbench -c 2 -j 2 -T %d`, `SELECT pg_notify('%s', '1 h capacity')`, an unknown "
+      "heartbeat token that daemons ignore); the write latency of an invalidating UPDATE (a user's role, "
+      "`pgbench -c 1 -T %d` back to back, average and p99 of its transaction log). In parentheses: the "
+      "ratio to N = 1 of the same protocol in this run, which is how each column grows with N. A dash: "
+      "nothing measured (no transaction completed, or the daemon was not synced for any round).\n\n",
+      settings_.c_str(), kChannel, kChannel, args_.window_s, args_.rounds, args_.window_s, kChannel,
+      args_.window_s);
   auto base = [this](const Row& r) {
     for (const Row& c : rows_)
       if (c.protocol == r.protocol && c.n == 1) return c;
     return Row{};
   };
   std::printf(
-      "| protocol | N | heartbeat NOTIFY/s | primary CPU | simulated hosts' CPU | host ticks skipped "
-      "(heartbeat "
-      "in flight) | NOTIFY capacity |\n|---|---:|---:|---:|---:|---:|---:|\n");
+      "| protocol | N | heartbeat NOTIFY/s | primary CPU | NOTIFY capacity | simulated hosts' CPU | their "
+      "ticks | skipped (previous heartbeat in flight) | their heartbeat NOTIFYs | leader slots they hold "
+      "|\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Row& r : rows_) {
     const Row b = base(r);
-    std::printf("| %s | %d | %s | %s | %.1f %% | %llu of %llu | %s |\n", Name(r.protocol), r.n,
+    std::printf("| %s | %d | %s | %s | %s | %.1f %% | %llu | %llu | %llu | %s |\n", Name(r.protocol), r.n,
                 Cell(r.heartbeats_per_s, b.heartbeats_per_s, "%.1f").c_str(),
-                Cell(r.cpu_pct, b.cpu_pct, "%.1f %%").c_str(), r.bench_cpu_pct,
-                static_cast<unsigned long long>(r.skipped),
-                static_cast<unsigned long long>(r.skipped) + r.sent,
-                Cell(r.capacity_tps, b.capacity_tps, "%.0f tps").c_str());
+                Cell(r.cpu_pct, b.cpu_pct, "%.1f %%").c_str(),
+                Cell(r.capacity_tps, b.capacity_tps, "%.0f tps").c_str(), r.bench_cpu_pct,
+                static_cast<unsigned long long>(r.ticks), static_cast<unsigned long long>(r.skipped),
+                static_cast<unsigned long long>(r.sent),
+                r.protocol == Protocol::kShared ? std::to_string(r.leaders).c_str() : "—");
   }
   std::printf(
       "\n| protocol | N | UPDATE latency avg | p99 | UPDATEs in %d s | commit → invalid p50 | p99 | raw "
@@ -651,21 +732,21 @@ void Bench::Print() const {
   for (const Row& r : rows_) {
     const Row b = base(r);
     std::printf("| %s | %d | %s | %s | %ld | %s | %s | %s | %s |\n", Name(r.protocol), r.n,
-                Cell(r.update_avg_ms, b.update_avg_ms, "%.2f ms").c_str(),
-                Cell(r.update_p99_ms, b.update_p99_ms, "%.2f ms").c_str(), r.updates,
-                Cell(r.invalid.p50, b.invalid.p50, "%.0f µs").c_str(),
-                Cell(r.invalid.p99, b.invalid.p99, "%.0f µs").c_str(),
-                Cell(r.listener.p50, b.listener.p50, "%.0f µs").c_str(),
-                Cell(r.listener.p99, b.listener.p99, "%.0f µs").c_str());
+                Cell(r.update_avg_ms, b.update_avg_ms, "%.2f ms", true).c_str(),
+                Cell(r.update_p99_ms, b.update_p99_ms, "%.2f ms", true).c_str(), r.updates,
+                Cell(r.invalid.p50, b.invalid.p50, "%.0f µs", true).c_str(),
+                Cell(r.invalid.p99, b.invalid.p99, "%.0f µs", true).c_str(),
+                Cell(r.listener.p50, b.listener.p50, "%.0f µs", true).c_str(),
+                Cell(r.listener.p99, b.listener.p99, "%.0f µs", true).c_str());
   }
   std::printf("\nThe real daemon in each row (its statistics and its log, over the row):\n\n");
   std::printf(
-      "| protocol | N | heartbeats sent | heartbeats received | \"connected but deaf\" warnings | listener "
-      "reconnects | commit → invalid rounds it could not fill (not synced) |\n"
-      "|---|---:|---:|---:|---:|---:|---:|\n");
+      "| protocol | N | its heartbeats | leader slots it holds | heartbeats sent | heartbeats received | "
+      "\"connected but deaf\" warnings | listener reconnects | commit → invalid rounds it could not fill "
+      "(not synced) |\n|---|---:|---|---:|---:|---:|---:|---:|---:|\n");
   for (const Row& r : rows_)
-    std::printf("| %s | %d | %llu | %llu | %zu | %llu | %d of %d |\n", Name(r.protocol), r.n,
-                static_cast<unsigned long long>(r.daemon_sent),
+    std::printf("| %s | %d | %s | %s | %llu | %llu | %zu | %llu | %d of %d |\n", Name(r.protocol), r.n,
+                r.daemon_mode.c_str(), r.daemon_slots.c_str(), static_cast<unsigned long long>(r.daemon_sent),
                 static_cast<unsigned long long>(r.daemon_received), r.deaf,
                 static_cast<unsigned long long>(r.daemon_reconnects), r.unavailable, args_.rounds);
   std::printf("\n");
@@ -674,7 +755,12 @@ void Bench::Print() const {
 
 int Bench::Run() {
   Setup();
-  for (int n : args_.sizes) rows_.push_back(Measure(n, Protocol::kOwn));
+  for (int n : args_.sizes)
+    for (Protocol p : {Protocol::kOwn, Protocol::kShared}) rows_.push_back(Measure(n, p));
+  // Grouped by protocol, each N = 1 first.
+  std::stable_sort(rows_.begin(), rows_.end(), [](const Row& a, const Row& b) {
+    return a.protocol == Protocol::kOwn && b.protocol != a.protocol;
+  });
   Print();
   probe_.reset();
   marker_.reset();
