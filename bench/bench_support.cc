@@ -57,6 +57,30 @@ int64_t ProcCpuTicks(pid_t pid) {
   return utime + stime;
 }
 
+BenchDaemon StartDaemon(const std::string& dir, const std::string& conninfo, const std::string& log_level,
+                        uint64_t capacity) {
+  std::string config = test::FleetConfig(dir, conninfo);
+  auto set = [&config](const std::string& from, const std::string& to) {
+    config.replace(config.find(from), from.size(), to);
+  };
+  set("log_level = \"debug\"", "log_level = \"" + log_level + "\"");
+  set("capacity = 10000", "capacity = " + std::to_string(capacity));
+  set("stale_after = \"2s\"", "stale_after = \"5s\"");
+  set("heartbeat_interval = \"200ms\"", "heartbeat_interval = \"1s\"");
+  BenchDaemon d;
+  d.process = std::make_unique<test::DaemonProcess>(dir, config);
+  if (!d.process->WaitReady()) {
+    std::fprintf(stderr, "the daemon did not start:\n%s\n", d.process->Log().c_str());
+    std::exit(1);
+  }
+  if (tc_cache_open(d.process->cache_path().c_str(), &d.cache) != 0 ||
+      tc_namespace(d.cache, "user", &d.user) != 0) {
+    std::fprintf(stderr, "cannot open the daemon's cache at %s\n", d.process->cache_path().c_str());
+    std::exit(1);
+  }
+  return d;
+}
+
 namespace {
 
 PGconn* Connect(const std::string& conninfo) {

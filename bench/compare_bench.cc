@@ -242,21 +242,10 @@ void Bench::Setup() {
     std::fprintf(stderr, "fleet.user_id(1) is not %s\n", UserId(1).c_str());
     std::exit(1);
   }
-  std::string config = test::FleetConfig(dir_.path(), conninfo_);
-  auto set = [&config](const std::string& from, const std::string& to) {
-    config.replace(config.find(from), from.size(), to);
-  };
-  set("log_level = \"debug\"", "log_level = \"warn\"");
-  set("capacity = 10000", "capacity = 250000");
-  set("stale_after = \"2s\"", "stale_after = \"5s\"");
-  set("heartbeat_interval = \"200ms\"", "heartbeat_interval = \"1s\"");
-  daemon_ = std::make_unique<test::DaemonProcess>(dir_.path(), config);
-  if (!daemon_->WaitReady()) {
-    std::fprintf(stderr, "daemon did not start:\n%s\n", daemon_->Log().c_str());
-    std::exit(1);
-  }
-  if (tc_cache_open(daemon_->cache_path().c_str(), &cache_) != 0) std::exit(1);
-  tc_namespace(cache_, "user", &user_);
+  BenchDaemon d = StartDaemon(dir_.path(), conninfo_, "warn", 250000);
+  daemon_ = std::move(d.process);
+  cache_ = d.cache;
+  user_ = d.user;
 }
 
 // Fills users [from, to] through the daemon, four threads.

@@ -171,6 +171,9 @@ class Fleet {
     }
     thread_ = std::thread([this] { Loop(); });
   }
+  // Stops ticking and returns once no host has a heartbeat in flight, so
+  // that the next row starts from a quiet fleet (a NOTIFY still waiting for
+  // its commit would count in the next row's window). Exits after 120 s.
   void Stop() {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
@@ -325,12 +328,20 @@ class Fleet {
   void Loop() {
     // fds[0] is the observer's, fds[i + 1] host i's.
     std::vector<pollfd> fds(hosts_.size() + 1);
-    while (!stop_) {
+    std::optional<Clock::time_point> stopping;
+    for (;;) {
       auto now = Clock::now();
+      if (stop_ && !stopping) stopping = now;
+      if (stopping) {
+        if (std::none_of(hosts_.begin(), hosts_.end(),
+                         [](const Host& h) { return h.conn != nullptr && h.stage != Stage::kIdle; }))
+          return;
+        if (now - *stopping > 120s) Die("the simulated hosts' heartbeats did not complete within 120 s");
+      }
       auto wake = now + 100ms;  // Stop() is noticed within this
       for (Host& h : hosts_) {
         if (h.conn == nullptr) continue;
-        if (now >= h.next) {
+        if (!stopping && now >= h.next) {
           // One tick per interval, never caught up: a late host keeps its
           // cadence, as the daemon's repeating timer does.
           while (h.next <= now) h.next += kInterval;
@@ -345,7 +356,7 @@ class Fleet {
             Tick(&h);
           }
         }
-        wake = std::min(wake, h.next);
+        if (!stopping) wake = std::min(wake, h.next);
       }
       fds[0] = pollfd{PQsocket(observer_.conn), POLLIN, 0};
       for (size_t i = 0; i < hosts_.size(); ++i) {
@@ -506,18 +517,10 @@ void Bench::Setup() {
                  admin.Scalar("SHOW " + std::string(s)) + "`";
   postmaster_ = ParentOf(std::atoi(admin.Scalar("SELECT pg_backend_pid()").c_str()));
 
-  std::string config = test::FleetConfig(dir_.path(), conninfo_);
-  auto set = [&config](const std::string& from, const std::string& to) {
-    config.replace(config.find(from), from.size(), to);
-  };
-  // The shipped defaults of the keys that pace heartbeats.
-  set("log_level = \"debug\"", "log_level = \"info\"");
-  set("stale_after = \"2s\"", "stale_after = \"5s\"");
-  set("heartbeat_interval = \"200ms\"", "heartbeat_interval = \"1s\"");
-  daemon_ = std::make_unique<test::DaemonProcess>(dir_.path(), config);
-  if (!daemon_->WaitReady()) Die("the daemon did not start:\n" + daemon_->Log());
-  if (tc_cache_open(daemon_->cache_path().c_str(), &cache_) != 0) Die("cannot open the cache");
-  if (tc_namespace(cache_, "user", &user_) != 0) Die("no namespace user");
+  BenchDaemon d = StartDaemon(dir_.path(), conninfo_, "info", 10000);
+  daemon_ = std::move(d.process);
+  cache_ = d.cache;
+  user_ = d.user;
 
   fleet_ = std::make_unique<Fleet>(conninfo_, admin.Scalar(kHeartbeatKeyQuery));
   marker_ = std::make_unique<test::PgConn>(conninfo_);
@@ -575,6 +578,11 @@ Row Bench::Measure(int n, Protocol p) {
   row.protocol = p;
   fleet_->Grow(static_cast<size_t>(n - 1));
   fleet_->set_protocol(p);
+  // A daemon the previous row left unsynced has resynced (or the row's
+  // table says it could not fill).
+  for (const auto synced_by = Clock::now() + 30s;
+       test::DaemonStats(*daemon_)["synced"] != "true" && Clock::now() < synced_by;)
+    std::this_thread::sleep_for(50ms);
   const auto d0 = test::DaemonStats(*daemon_);
   const size_t log0 = daemon_->Log().size();
   fleet_->Start();

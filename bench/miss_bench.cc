@@ -197,18 +197,10 @@ void Bench::Setup() {
   for (int n = 1; n <= users_; ++n) cold_.push_back(test::UserId(n));
   std::shuffle(cold_.begin(), cold_.end(), std::mt19937_64(42));
 
-  std::string config = test::FleetConfig(dir_.path(), conninfo_);
-  auto set = [&config](const std::string& from, const std::string& to) {
-    config.replace(config.find(from), from.size(), to);
-  };
-  set("log_level = \"debug\"", "log_level = \"warn\"");
-  set("capacity = 10000", "capacity = " + std::to_string(users_ * 2));
-  set("stale_after = \"2s\"", "stale_after = \"5s\"");
-  set("heartbeat_interval = \"200ms\"", "heartbeat_interval = \"1s\"");
-  daemon_ = std::make_unique<test::DaemonProcess>(dir_.path(), config);
-  if (!daemon_->WaitReady()) Die("the daemon did not start:\n" + daemon_->Log());
-  if (tc_cache_open(daemon_->cache_path().c_str(), &cache_) != 0) Die("cannot open the cache");
-  if (tc_namespace(cache_, "user", &user_) != 0) Die("no namespace user");
+  BenchDaemon d = StartDaemon(dir_.path(), conninfo_, "warn", static_cast<uint64_t>(users_) * 2);
+  daemon_ = std::move(d.process);
+  cache_ = d.cache;
+  user_ = d.user;
 
   direct_ = PQconnectdb(conninfo_.c_str());
   if (PQstatus(direct_) != CONNECTION_OK) Die(PQerrorMessage(direct_));
