@@ -108,7 +108,7 @@ sql_write_args=(3 2)
 bash bench/sql_write_cost.sh "${sql_write_args[@]}" | tee "$work/sql_write_cost.md"
 
 # Fleets: N hosts' listeners and heartbeats on one primary (its own
-# throwaway cluster); a few minutes (about 15 seconds with --quick: N = 1, 50).
+# throwaway cluster); about 4 minutes (20 seconds with --quick: N = 1, 50).
 cmake --build "$build" --target fleet_bench >/dev/null
 "$build/bench/fleet_bench" "${quick[@]}" | tee "$work/fleet.md"
 
