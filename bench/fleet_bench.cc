@@ -3,7 +3,11 @@
 // does to the primary as N grows (packaging/bench.sh runs it and puts its
 // section into bench/RESULTS.md).
 //
-//   fleet_bench [--quick] [--hosts N,N,...] [--window SECONDS]
+//   fleet_bench [--quick] [--hosts 1,N,...] [--window SECONDS]
+//
+// --hosts: the fleet sizes (1, the reference, among them; default 1, 50,
+// 200, 500; 1, 50 with --quick). --window: each idle window and pgbench run
+// in seconds (default 5; 1 with --quick).
 //
 // It starts a throwaway PostgreSQL 15 cluster (max_connections raised to
 // hold the largest fleet) with the fleet example, one real tenantcached, and
