@@ -363,10 +363,10 @@ std::string Daemon::StatsJson() const {
     << ",\"heartbeats_received\":" << stats_.heartbeats_received
     << ",\"heartbeats_rejected\":" << stats_.heartbeats_rejected << ",\"sources\":" << listeners_.size()
     << ",\"shared_heartbeat_sources\":" << shared << ",\"heartbeat_leader_slots\":" << leader_slots
-    << ",\"standby_loaders\":" << standby_loaders
-    << ",\"replica_lag_bytes\":" << lag_bytes << ",\"replica_lag_seconds\":" << lag_seconds
-    << ",\"replica_waits\":" << stats_.replica_waits << ",\"replica_timeouts\":" << stats_.replica_timeouts
-    << ",\"wal_position_probes\":" << probes << ",\"control_connections\":" << stats_.control_connections
+    << ",\"standby_loaders\":" << standby_loaders << ",\"replica_lag_bytes\":" << lag_bytes
+    << ",\"replica_lag_seconds\":" << lag_seconds << ",\"replica_waits\":" << stats_.replica_waits
+    << ",\"replica_timeouts\":" << stats_.replica_timeouts << ",\"wal_position_probes\":" << probes
+    << ",\"control_connections\":" << stats_.control_connections
     << ",\"control_errors\":" << stats_.control_errors << ",\"control_refused\":" << stats_.control_refused
     << ",\"control_full\":" << stats_.control_full
     << ",\"control_accept_errors\":" << stats_.control_accept_errors

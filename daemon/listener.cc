@@ -303,40 +303,42 @@ void Listener::ReadHeartbeatKey(int schema_version, std::function<void()> next) 
   if (schema_version < 6 || daemon_->config().stale_after < 4 * interval) {
     shared_.SetKey(std::nullopt);
     if (was_shared || !mode_logged_)
-      spdlog::info("source {}: heartbeats: this daemon's own, every {} ms ({})", source().name, interval.count(),
-                   schema_version < 6 ? "shared heartbeats need tenantcache schema version 6: run sql/install.sql"
-                                      : "shared heartbeats need cache.stale_after of at least 4 x "
-                                        "cache.heartbeat_interval");
+      spdlog::info(
+          "source {}: heartbeats: this daemon's own, every {} ms ({})", source().name, interval.count(),
+          schema_version < 6 ? "shared heartbeats need tenantcache schema version 6: run sql/install.sql"
+                             : "shared heartbeats need cache.stale_after of at least 4 x "
+                               "cache.heartbeat_interval");
     mode_logged_ = true;
     next();
     return;
   }
-  conn_.Query(kHeartbeatKeyQuery, {},
-              [this, was_shared, next = std::move(next)](const std::vector<PgResult>& results,
-                                                         const std::string& err) {
-                const std::string key = Value(results, 0, 0);
-                if (!ResultError(results, err).empty() || key.empty()) {
-                  if (!ResultError(results, err).empty() && ResultSqlState(results) != kInsufficientPrivilege) {
-                    Lost("cannot read the heartbeat key: " + SchemaError(results, err, conn_.user()));
-                    return;
-                  }
-                  shared_.SetKey(std::nullopt);
-                  spdlog::warn(
-                      "source {}: heartbeats: this daemon's own, one NOTIFY per interval: the daemon's database "
-                      "role \"{}\" may not read tenantcache.heartbeat_key, so it cannot share heartbeats with "
-                      "the other daemons (every daemon then adds its own NOTIFYs to the primary's load); as the "
-                      "role that ran sql/install.sql, run: SELECT tenantcache.grant_daemon('{}')",
-                      source().name, conn_.user(), conn_.user());
-                  mode_logged_ = true;
-                  next();
-                  return;
-                }
-                shared_.SetKey(HeartbeatKey(key));
-                if (!was_shared)
-                  spdlog::info("source {}: heartbeats: shared with the other daemons on the database", source().name);
-                mode_logged_ = true;
-                next();
-              });
+  conn_.Query(
+      kHeartbeatKeyQuery, {},
+      [this, was_shared, next = std::move(next)](const std::vector<PgResult>& results,
+                                                 const std::string& err) {
+        const std::string key = Value(results, 0, 0);
+        if (!ResultError(results, err).empty() || key.empty()) {
+          if (!ResultError(results, err).empty() && ResultSqlState(results) != kInsufficientPrivilege) {
+            Lost("cannot read the heartbeat key: " + SchemaError(results, err, conn_.user()));
+            return;
+          }
+          shared_.SetKey(std::nullopt);
+          spdlog::warn(
+              "source {}: heartbeats: this daemon's own, one NOTIFY per interval: the daemon's database "
+              "role \"{}\" may not read tenantcache.heartbeat_key, so it cannot share heartbeats with "
+              "the other daemons (every daemon then adds its own NOTIFYs to the primary's load); as the "
+              "role that ran sql/install.sql, run: SELECT tenantcache.grant_daemon('{}')",
+              source().name, conn_.user(), conn_.user());
+          mode_logged_ = true;
+          next();
+          return;
+        }
+        shared_.SetKey(HeartbeatKey(key));
+        if (!was_shared)
+          spdlog::info("source {}: heartbeats: shared with the other daemons on the database", source().name);
+        mode_logged_ = true;
+        next();
+      });
 }
 
 // The role may not read the schema: from version 3 on, the schema itself
@@ -543,6 +545,15 @@ void Listener::Tick() {
          " ms: the listener is connected but deaf");
     return;
   }
+  // Shared heartbeats keep arriving when this daemon's own probes do not (its
+  // heartbeat connection's backend stopped, say): nothing is proven then, the
+  // readers fail closed at stale_after, and both connections start afresh.
+  const auto unproven = std::chrono::nanoseconds(MonotonicNowNs() - proven_ns_);
+  if (synced_ && shared_.enabled() && unproven > daemon_->config().stale_after) {
+    Lost("nothing proven for " + std::to_string(std::chrono::duration_cast<Millis>(unproven).count()) +
+         " ms although heartbeats arrive: the heartbeat connection's probes do not come back");
+    return;
+  }
   if (!heartbeat_.connected()) {
     // A slow name lookup is let finish (it is bounded by the resolver's own
     // timeouts), not restarted at every tick.
@@ -592,32 +603,31 @@ void Listener::SharedHeartbeat() {
   // committed before it is in the snapshot.
   const uint64_t probe_ns = MonotonicNowNs();
   const int pid = heartbeat_.backend_pid();
-  heartbeat_.Query(
-      kSharedTickQuery, shared_.TickParams(pid),
-      [this, probe_ns, pid](const std::vector<PgResult>& results, const std::string& err) {
-        const std::string e = ResultError(results, err);
-        if (!e.empty()) {
-          spdlog::warn("source {}: heartbeat probe failed: {}", source().name, e);
-          return;
-        }
-        const std::string payload =
-            shared_.Ticked(probe_ns, Value(results, 0, 0), std::atoi(Value(results, 0, 1).c_str()), pid,
-                           Clock::now(), last_heartbeat_, daemon_->config().heartbeat_interval);
-        if (payload.empty()) {
-          AfterHeartbeat();
-          return;
-        }
-        heartbeat_.Query("SELECT pg_notify($1, $2)", {source().channel, payload},
-                         [this](const std::vector<PgResult>& sent, const std::string& send_err) {
-                           const std::string se = ResultError(sent, send_err);
-                           if (!se.empty()) {
-                             spdlog::warn("source {}: heartbeat failed: {}", source().name, se);
-                             return;
-                           }
-                           ++daemon_->stats().heartbeats_sent;
-                           AfterHeartbeat();
-                         });
-      });
+  heartbeat_.Query(kSharedTickQuery, shared_.TickParams(pid),
+                   [this, probe_ns, pid](const std::vector<PgResult>& results, const std::string& err) {
+                     const std::string e = ResultError(results, err);
+                     if (!e.empty()) {
+                       spdlog::warn("source {}: heartbeat probe failed: {}", source().name, e);
+                       return;
+                     }
+                     const std::string payload = shared_.Ticked(
+                         probe_ns, Value(results, 0, 0), std::atoi(Value(results, 0, 1).c_str()), pid,
+                         Clock::now(), last_heartbeat_, daemon_->config().heartbeat_interval);
+                     if (payload.empty()) {
+                       AfterHeartbeat();
+                       return;
+                     }
+                     heartbeat_.Query("SELECT pg_notify($1, $2)", {source().channel, payload},
+                                      [this](const std::vector<PgResult>& sent, const std::string& send_err) {
+                                        const std::string se = ResultError(sent, send_err);
+                                        if (!se.empty()) {
+                                          spdlog::warn("source {}: heartbeat failed: {}", source().name, se);
+                                          return;
+                                        }
+                                        ++daemon_->stats().heartbeats_sent;
+                                        AfterHeartbeat();
+                                      });
+                   });
 }
 
 // On the heartbeat connection, not the listener's: a backend running a query

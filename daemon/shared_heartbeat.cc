@@ -35,7 +35,7 @@ std::string_view Next(std::string_view& rest, char sep) {
 std::optional<TxidSnapshot> TxidSnapshot::Parse(std::string_view text) {
   std::string_view rest = text;
   const size_t colons = static_cast<size_t>(std::count(text.begin(), text.end(), ':'));
-  if (colons != 2) return std::nullopt;
+  if (colons != 2 || text.back() == ',') return std::nullopt;
   TxidSnapshot s;
   if (!ParseTxid(Next(rest, ':'), &s.xmin) || !ParseTxid(Next(rest, ':'), &s.xmax) || s.xmin > s.xmax)
     return std::nullopt;
@@ -89,7 +89,8 @@ std::string HeartbeatKey::Mac(std::string_view channel, std::string_view snapsho
   return out;
 }
 
-std::string SharedHeartbeatPayload(const HeartbeatKey& key, std::string_view channel, std::string_view snapshot) {
+std::string SharedHeartbeatPayload(const HeartbeatKey& key, std::string_view channel,
+                                   std::string_view snapshot) {
   std::string claim(snapshot);
   if (claim.size() > kMaxSnapshotText) {
     const std::string xmin(snapshot.substr(0, snapshot.find(':')));
@@ -113,8 +114,8 @@ std::vector<std::optional<std::string>> SharedHeartbeats::TickParams(int backend
   return {std::to_string(slot_pid_ == backend_pid ? slot_ : 0), channel_};
 }
 
-std::string SharedHeartbeats::Ticked(uint64_t probe_ns, const std::string& snapshot, int slot, int backend_pid,
-                                     Clock::time_point now, Clock::time_point last_heartbeat,
+std::string SharedHeartbeats::Ticked(uint64_t probe_ns, const std::string& snapshot, int slot,
+                                     int backend_pid, Clock::time_point now, Clock::time_point last_heartbeat,
                                      std::chrono::milliseconds interval) {
   slot_ = slot;
   slot_pid_ = backend_pid;

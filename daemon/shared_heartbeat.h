@@ -72,7 +72,8 @@ class HeartbeatKey {
 // A snapshot too long for a payload (NOTIFY takes under 8000 bytes) is sent
 // as "xmin:xmin:", which claims less (only what committed before xmin) and
 // is as true.
-std::string SharedHeartbeatPayload(const HeartbeatKey& key, std::string_view channel, std::string_view snapshot);
+std::string SharedHeartbeatPayload(const HeartbeatKey& key, std::string_view channel,
+                                   std::string_view snapshot);
 
 // The value of a "1 h" message ("2 <snapshot> <mac>") is a shared heartbeat.
 bool IsSharedHeartbeat(std::string_view value);
@@ -106,8 +107,9 @@ class SharedHeartbeats {
   // NOTIFY, or "" when this daemon does not send this tick: it sends when it
   // holds a slot, or when no verified heartbeat arrived since
   // `last_heartbeat` for longer than its fallback wait.
-  std::string Ticked(uint64_t probe_ns, const std::string& snapshot, int slot, int backend_pid, Clock::time_point now,
-                     Clock::time_point last_heartbeat, std::chrono::milliseconds interval);
+  std::string Ticked(uint64_t probe_ns, const std::string& snapshot, int slot, int backend_pid,
+                     Clock::time_point now, Clock::time_point last_heartbeat,
+                     std::chrono::milliseconds interval);
 
   struct Proof {
     uint64_t proven_ns;    // 0: no probe covered yet

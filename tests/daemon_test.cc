@@ -481,6 +481,16 @@ TEST_F(DaemonTest, ForgedHeartbeatsNeverStretchTheStalenessBound) {
     const uint64_t n = std::stoull(t.substr(digits));
     for (uint64_t k = 1; k <= 100; ++k) guesses.push_back(t.substr(0, digits) + std::to_string(n + k));
   }
+  // Shared heartbeats ("1 h 2 <snapshot> <signature>"): a seen signature
+  // over a snapshot claiming every transaction far ahead, and one unsigned.
+  bool shared = false;
+  for (const auto& t : tokens) {
+    if (t.rfind("2 ", 0) != 0) continue;
+    shared = true;
+    guesses.push_back("2 99999999999:99999999999: " + t.substr(t.rfind(' ') + 1));
+    guesses.push_back("2 99999999999:99999999999: " + std::string(32, '0'));
+  }
+  EXPECT_TRUE(shared) << "the daemon shares its heartbeats (schema version 6)";
   std::string forged = "SELECT count(pg_notify('tenantcache', '1 h ' || g)) FROM unnest(ARRAY[";
   for (size_t i = 0; i < guesses.size(); ++i) forged += (i ? ",'" : "'") + guesses[i] + "'";
   forged +=
@@ -526,6 +536,7 @@ TEST_F(DaemonTest, ForgedHeartbeatsNeverStretchTheStalenessBound) {
   stop = true;
   reader.join();
   ASSERT_TRUE(applied) << "the revoke never reached the cache";
+  EXPECT_GE(std::stoull(DaemonStat("heartbeats_rejected")), 2u);
   const auto served_past = std::chrono::nanoseconds(last_old_ns - revoked_at_ns);
   EXPECT_TRUE(last_old_ns == 0 || served_past < 2s + 20ms)
       << "the revoked role was served "

@@ -321,7 +321,7 @@ TEST_F(LogRetentionTest, OnlyADaemonRoleMayPruneAndOnlyByTheRule) {
       "SELECT ON tenantcache.version, SELECT ON tenantcache.settings, SELECT ON tenantcache.watched_tables, "
       "SELECT ON tenantcache.invalidation_log, SELECT ON tenantcache.log_horizon, EXECUTE ON FUNCTION "
       "tenantcache.daemon_seen(text, text[]), EXECUTE ON FUNCTION tenantcache.daemon_prune_log(text, "
-      "interval)");
+      "interval), SELECT ON tenantcache.heartbeat_key");
 }
 
 // A version 3 installation with triggers attached and a daemon role granted
@@ -341,10 +341,14 @@ TEST_F(LogRetentionTest, UpgradingFromVersion3KeepsTheTriggersAndGrantsTheDaemon
       "SELECT (SELECT string_agg(version::text, ',' ORDER BY version) FROM tenantcache.version) || ' ' || "
       "(SELECT count(*) FROM tenantcache.watched_tables) || ' ' || "
       "has_function_privilege('" +
-      role + "', 'tenantcache.daemon_prune_log(text, interval)', 'EXECUTE')";
-  EXPECT_EQ(admin.Scalar(state), "1,2,3,4,5 2 true");
+      role +
+      "', 'tenantcache.daemon_prune_log(text, interval)', 'EXECUTE') || ' ' || "
+      "has_table_privilege('" +
+      role + "', 'tenantcache.heartbeat_key', 'SELECT')";
+  // The daemon role may also read the heartbeat key (version 6).
+  EXPECT_EQ(admin.Scalar(state), "1,2,3,4,5,6 2 true true");
   admin.Exec(ReadFile(SqlDir() + "/install.sql"));
-  EXPECT_EQ(admin.Scalar(state), "1,2,3,4,5 2 true");
+  EXPECT_EQ(admin.Scalar(state), "1,2,3,4,5,6 2 true true");
   EXPECT_EQ(
       admin.Scalar("SELECT has_function_privilege('public', 'tenantcache.daemon_prune_log(text, interval)', "
                    "'EXECUTE')"),

@@ -81,13 +81,14 @@ TEST_F(MisconfigSqlTest, ADaemonRoleWithoutTheTenantcacheGrantsIsToldTheFixAndRe
   const std::string log = daemon_->Log();
   // PostgreSQL names the first object refused (which one depends on the
   // plan); the daemon names every missing privilege and the fix.
-  EXPECT_TRUE(
-      Contains(log, "the daemon's database role \"" + role +
-                        "\" lacks SELECT ON tenantcache.version, SELECT ON tenantcache.settings, SELECT ON "
-                        "tenantcache.watched_tables, SELECT ON tenantcache.invalidation_log, SELECT ON "
-                        "tenantcache.log_horizon, EXECUTE ON FUNCTION tenantcache.daemon_seen(text, "
-                        "text[]), EXECUTE ON FUNCTION tenantcache.daemon_prune_log(text, interval) in schema "
-                        "tenantcache (ERROR:  permission denied for "))
+  EXPECT_TRUE(Contains(
+      log, "the daemon's database role \"" + role +
+               "\" lacks SELECT ON tenantcache.version, SELECT ON tenantcache.settings, SELECT ON "
+               "tenantcache.watched_tables, SELECT ON tenantcache.invalidation_log, SELECT ON "
+               "tenantcache.log_horizon, EXECUTE ON FUNCTION tenantcache.daemon_seen(text, "
+               "text[]), EXECUTE ON FUNCTION tenantcache.daemon_prune_log(text, interval), SELECT ON "
+               "tenantcache.heartbeat_key in schema "
+               "tenantcache (ERROR:  permission denied for "))
       << log;
   EXPECT_TRUE(Contains(log, "); as the role that ran sql/install.sql, run: " + fix + ")")) << log;
   EXPECT_FALSE(Contains(log, "is sql/install.sql installed?")) << log;
@@ -358,7 +359,7 @@ TEST_F(MisconfigSqlTest, UpgradingFromVersion2ShowsTheKeysOfTablesWatchedBefore)
       "SELECT (SELECT string_agg(version::text, ',' ORDER BY version) FROM tenantcache.version) || ' ' || "
       "(SELECT string_agg(keys::text, ' ' ORDER BY table_name::text) FROM tenantcache.watched_tables)";
   const std::string expected =
-      R"(1,2,3,4,5 {"tenant": "id", "tenant_by_host": "host", "tenant_by_slug": "slug"} {"user": "id"})";
+      R"(1,2,3,4,5,6 {"tenant": "id", "tenant_by_host": "host", "tenant_by_slug": "slug"} {"user": "id"})";
   EXPECT_EQ(admin.Scalar(state), expected);
   admin.Exec(ReadFile(SqlDir() + "/install.sql"));
   EXPECT_EQ(admin.Scalar(state), expected);

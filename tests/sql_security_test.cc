@@ -412,7 +412,7 @@ TEST_F(SqlSecurityTest, UpgradingFromVersion1GrantsTheOwnersOfWatchedTablesAndSa
       admin_->Scalar("SELECT proacl::text FROM pg_proc WHERE oid = 'tenantcache.on_change()'::regprocedure"),
       acl);
   EXPECT_EQ(admin_->Scalar("SELECT string_agg(version::text, ',' ORDER BY version) FROM tenantcache.version"),
-            "1,2,3,4,5");
+            "1,2,3,4,5,6");
 }
 
 TEST_F(SqlSecurityTest, UninstallSucceedsAroundAnotherRolesTrigger) {

@@ -132,7 +132,7 @@ TEST_P(SqlWritePathUpgradeTest, OlderTriggersOnThreeTablesAreReplacedInPlaceAndS
       "\"id\"}|{active,id,role,yacht_id}");
 
   conn_->Exec(ReadFile(SqlDir() + "/install.sql"));
-  EXPECT_EQ(conn_->Scalar("SELECT tenantcache.schema_version()"), "5");
+  EXPECT_EQ(conn_->Scalar("SELECT tenantcache.schema_version()"), "6");
   for (const char* table : {"fleet.user_accounts", "fleet.fleet_registry", "fleet.badges"})
     EXPECT_EQ(TriggerLevels(table), "4 3") << table;
   EXPECT_EQ(conn_->Scalar(specs), before);

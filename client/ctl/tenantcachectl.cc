@@ -304,6 +304,16 @@ int Status(const Options& o) {
           "%s)\n",
           standby.c_str(), get("replica_lag_bytes").c_str(), get("replica_lag_seconds").c_str(),
           get("replica_waits").c_str(), get("replica_timeouts").c_str());
+    // Shared heartbeats keep a fleet's NOTIFY load flat; a daemon that sends
+    // its own says why in its log (schema, grant, or too short a bound).
+    const std::string shared = get("shared_heartbeat_sources");
+    const bool sharing = shared != "0" && shared != "?" && shared == get("sources");
+    std::printf("heartbeats      %s (sent %s, received %s, rejected %s)\n",
+                sharing ? (get("heartbeat_leader_slots") != "0" ? "shared, this daemon is a leader"
+                                                                : "shared, this daemon follows")
+                        : "this daemon's own, one NOTIFY per interval: the daemon log says why not shared",
+                get("heartbeats_sent").c_str(), get("heartbeats_received").c_str(),
+                get("heartbeats_rejected").c_str());
     std::printf("notify queue    %s (reconnects %s, unsynced %s s)\n",
                 get("notification_queue_usage").c_str(), get("reconnects").c_str(),
                 get("unsynced_seconds").c_str());

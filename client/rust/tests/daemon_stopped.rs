@@ -119,7 +119,11 @@ fn daemon_stopped_is_unavailable_within_the_bound() {
     );
     assert!(cache.get(&users, &key).is_ok());
     assert!(
-        cache.lookup(&users, user(44), FILL).unwrap().found().is_some(),
+        cache
+            .lookup(&users, user(44), FILL)
+            .unwrap()
+            .found()
+            .is_some(),
         "user 44 fills after SIGCONT"
     );
 }
