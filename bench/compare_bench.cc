@@ -30,7 +30,6 @@
 #include <libmemcached/memcached.h>
 #include <libpq-fe.h>
 #include <malloc.h>
-#include <poll.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -55,6 +54,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bench_support.h"
 #include "cache_writer.h"
 #include "protocol.h"
 #include "stats_format.h"
@@ -66,7 +66,6 @@
 namespace tenantcache::bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 using test::PgConn;
 
@@ -78,39 +77,12 @@ constexpr const char* kUserQuery =
     "WHERE u.id = $1::uuid AND u.active";
 
 double Ns(Clock::duration d) { return std::chrono::duration<double, std::nano>(d).count(); }
-double Us(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
-struct Pct {
-  double p50 = 0, p99 = 0;
-};
-Pct Percentiles(std::vector<double> v) {
-  if (v.empty()) return {};
-  std::sort(v.begin(), v.end());
-  return {v[v.size() / 2], v[std::min(v.size() - 1, v.size() * 99 / 100)]};
-}
 
 std::string UserId(int n) {
   char b[64];
   std::snprintf(b, sizeof b, "00000000-0001-4000-8000-%012x", n);
   return b;
-}
-
-void Exec(PGconn* c, const std::string& sql) {
-  PGresult* r = PQexec(c, sql.c_str());
-  const auto st = PQresultStatus(r);
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-    std::fprintf(stderr, "%s: %s\n", sql.c_str(), PQresultErrorMessage(r));
-    std::exit(1);
-  }
-  PQclear(r);
-}
-
-// Flips one user's role (a watched column): `id` is an SQL expression.
-std::string ToggleRole(const std::string& id) {
-  return "UPDATE fleet.user_accounts SET role = (CASE WHEN role = 'guest' THEN 'crew' ELSE 'guest' END) "
-         "WHERE id = " +
-         id;
 }
 
 // Another connection flipping roles at `per_second`, of users user(0),
@@ -211,24 +183,6 @@ std::string Ops(double ops) {
   return b;
 }
 
-int64_t ProcCpuTicks(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t close = s.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream rest(s.substr(close + 2));
-  std::string field;
-  int64_t utime = 0, stime = 0;
-  for (int i = 3; rest >> field; ++i) {
-    if (i == 14) utime = std::atoll(field.c_str());
-    if (i == 15) {
-      stime = std::atoll(field.c_str());
-      break;
-    }
-  }
-  return utime + stime;
-}
-
 struct Args {
   int redis_port = 0, memcached_port = 0;
   bool quick = false;
@@ -288,21 +242,10 @@ void Bench::Setup() {
     std::fprintf(stderr, "fleet.user_id(1) is not %s\n", UserId(1).c_str());
     std::exit(1);
   }
-  std::string config = test::FleetConfig(dir_.path(), conninfo_);
-  auto set = [&config](const std::string& from, const std::string& to) {
-    config.replace(config.find(from), from.size(), to);
-  };
-  set("log_level = \"debug\"", "log_level = \"warn\"");
-  set("capacity = 10000", "capacity = 250000");
-  set("stale_after = \"2s\"", "stale_after = \"5s\"");
-  set("heartbeat_interval = \"200ms\"", "heartbeat_interval = \"1s\"");
-  daemon_ = std::make_unique<test::DaemonProcess>(dir_.path(), config);
-  if (!daemon_->WaitReady()) {
-    std::fprintf(stderr, "daemon did not start:\n%s\n", daemon_->Log().c_str());
-    std::exit(1);
-  }
-  if (tc_cache_open(daemon_->cache_path().c_str(), &cache_) != 0) std::exit(1);
-  tc_namespace(cache_, "user", &user_);
+  BenchDaemon d = StartDaemon(dir_.path(), conninfo_, "warn", 250000);
+  daemon_ = std::move(d.process);
+  cache_ = d.cache;
+  user_ = d.user;
 }
 
 // Fills users [from, to] through the daemon, four threads.
@@ -556,54 +499,18 @@ void Bench::Memory() {
 // Commit -> invalid in shared memory, beside a raw LISTEN client, for one
 // update of one cached user. Both timed from the moment the UPDATE is sent.
 void Bench::CommitToInvalid() {
-  PGconn* writer = PQconnectdb(conninfo_.c_str());
-  PGconn* raw = PQconnectdb(conninfo_.c_str());
-  Exec(raw, "LISTEN tenantcache");
-  auto round = [&](int n, double* ours, double* theirs) {
-    const std::string key = UserId(n);
-    tc_value v;
-    if (tc_cache_lookup(cache_, user_, key.data(), key.size(), 5000, &v) != TC_FOUND) std::exit(1);
-    std::atomic<bool> go{false};
-    Clock::time_point t0, raw_at, invalid_at;
-    std::thread raw_thread([&] {
-      while (!go.load()) sched_yield();
-      for (;;) {
-        pollfd p{PQsocket(raw), POLLIN, 0};
-        poll(&p, 1, 5000);
-        PQconsumeInput(raw);
-        bool seen = false;
-        while (PGnotify* note = PQnotifies(raw)) {
-          if (std::strstr(note->extra, key.c_str()) != nullptr) seen = true;
-          PQfreemem(note);
-        }
-        if (seen) {
-          raw_at = Clock::now();
-          return;
-        }
-      }
-    });
-    std::thread checker([&] {
-      tc_value cv;
-      while (!go.load()) sched_yield();
-      while (tc_cache_get(cache_, user_, key.data(), key.size(), &cv) == TC_FOUND) sched_yield();
-      invalid_at = Clock::now();
-    });
-    t0 = Clock::now();
-    go.store(true);
-    Exec(writer, ToggleRole("'" + key + "'"));
-    raw_thread.join();
-    checker.join();
-    *ours = Us(invalid_at - t0);
-    *theirs = Us(raw_at - t0);
-  };
+  bench::CommitToInvalid probe(conninfo_, cache_, user_);
   const int rounds = Samples(300);
   auto measure = [&](int first, Pct* o, Pct* t) {
     std::vector<double> ours, theirs;
     for (int i = 0; i < rounds; ++i) {
-      double a, b;
-      round(first + i, &a, &b);
-      ours.push_back(a);
-      theirs.push_back(b);
+      const auto sample = probe.Round(UserId(first + i));
+      if (!sample) {
+        std::fprintf(stderr, "cannot fill user %d through the daemon\n", first + i);
+        std::exit(1);
+      }
+      ours.push_back(sample->invalid_us);
+      theirs.push_back(sample->listener_us);
     }
     *o = Percentiles(ours);
     *t = Percentiles(theirs);
@@ -634,8 +541,6 @@ void Bench::CommitToInvalid() {
       "A per-process TTL cache (cachetools, moka) serves the old role until its TTL expires: with a "
       "60 s TTL, 30 s on average.\n\n");
   std::fflush(stdout);
-  PQfinish(writer);
-  PQfinish(raw);
 }
 
 void Bench::TenantFanOut() {

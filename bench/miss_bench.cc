@@ -53,6 +53,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_support.h"
 #include "protocol.h"
 #include "support/daemon_process.h"
 #include "support/pg_cluster.h"
@@ -62,8 +63,6 @@
 namespace tenantcache::bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 constexpr const char* kUserQuery =
     "SELECT r.id::text AS tenant_id, r.yacht_code AS tenant_code, r.tenant_url, u.role "
     "FROM fleet.user_accounts u JOIN fleet.fleet_registry r ON r.id = u.yacht_id "
@@ -72,17 +71,6 @@ constexpr const char* kUserQuery =
 // it considers the generic one (the loaders run the statement for every user
 // while the cache is filled).
 constexpr int kWarmup = 40;
-
-double Us(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
-
-struct Pct {
-  double p50 = 0, p99 = 0;
-};
-Pct Percentiles(std::vector<double> v) {
-  if (v.empty()) return {};
-  std::sort(v.begin(), v.end());
-  return {v[v.size() / 2], v[std::min(v.size() - 1, v.size() * 99 / 100)]};
-}
 
 [[noreturn]] void Die(const std::string& why) {
   std::fprintf(stderr, "miss_bench: %s\n", why.c_str());
@@ -209,18 +197,10 @@ void Bench::Setup() {
   for (int n = 1; n <= users_; ++n) cold_.push_back(test::UserId(n));
   std::shuffle(cold_.begin(), cold_.end(), std::mt19937_64(42));
 
-  std::string config = test::FleetConfig(dir_.path(), conninfo_);
-  auto set = [&config](const std::string& from, const std::string& to) {
-    config.replace(config.find(from), from.size(), to);
-  };
-  set("log_level = \"debug\"", "log_level = \"warn\"");
-  set("capacity = 10000", "capacity = " + std::to_string(users_ * 2));
-  set("stale_after = \"2s\"", "stale_after = \"5s\"");
-  set("heartbeat_interval = \"200ms\"", "heartbeat_interval = \"1s\"");
-  daemon_ = std::make_unique<test::DaemonProcess>(dir_.path(), config);
-  if (!daemon_->WaitReady()) Die("the daemon did not start:\n" + daemon_->Log());
-  if (tc_cache_open(daemon_->cache_path().c_str(), &cache_) != 0) Die("cannot open the cache");
-  if (tc_namespace(cache_, "user", &user_) != 0) Die("no namespace user");
+  BenchDaemon d = StartDaemon(dir_.path(), conninfo_, "warn", static_cast<uint64_t>(users_) * 2);
+  daemon_ = std::move(d.process);
+  cache_ = d.cache;
+  user_ = d.user;
 
   direct_ = PQconnectdb(conninfo_.c_str());
   if (PQstatus(direct_) != CONNECTION_OK) Die(PQerrorMessage(direct_));

@@ -107,6 +107,11 @@ sql_write_args=(3 2)
 [ ${#quick[@]} -gt 0 ] && sql_write_args=(1 1)
 bash bench/sql_write_cost.sh "${sql_write_args[@]}" | tee "$work/sql_write_cost.md"
 
+# Fleets: N hosts' listeners and heartbeats on one primary (its own
+# throwaway cluster); about 4 minutes (20 seconds with --quick: N = 1, 50).
+cmake --build "$build" --target fleet_bench >/dev/null
+"$build/bench/fleet_bench" "${quick[@]}" | tee "$work/fleet.md"
+
 # The read path with the cache file in 2 MiB pages and in 4 KiB pages:
 # cache_bench with its file on a private tmpfs mounted huge=advise (the
 # writer's MADV_HUGEPAGE then gets 2 MiB pages), then huge=never (what
@@ -178,6 +183,7 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   cat "$work/pgbouncer.md"
   cat "$work/sql_write_cost.md"
   cat "$work/pages.md"
+  cat "$work/fleet.md"
 } >"$output"
 echo
 echo "wrote $output"
