@@ -101,7 +101,9 @@ std::string NewToken() { return RandomHex(16); }
 Listener::Listener(Daemon* daemon, size_t index)
     : daemon_(daemon),
       index_(index),
-      conn_(daemon->loop(), "listener " + daemon->config().sources[index].name),
+      // A Redis subscriber's connection does not LISTEN: named for what it does.
+      conn_(daemon->loop(), (daemon->config().sources[index].redis_role == "subscribe" ? "subscriber " : "listener ") +
+                                daemon->config().sources[index].name),
       heartbeat_(daemon->loop(), "heartbeat " + daemon->config().sources[index].name),
       marker_(daemon->loop(), daemon->config().sources[index].name),
       pruner_(daemon, index, static_cast<uint64_t>(getpid()) * 104729 + index),
@@ -318,6 +320,11 @@ void Listener::CatchUp() {
             "line above");
         return;
       }
+      if (relays() && !shared_.enabled())
+        spdlog::error(
+            "source {}: relay: nothing is published to Redis: relayed messages are signed with the heartbeat "
+            "key, which this daemon cannot read (see the line above), so subscribers would reject them",
+            source().name);
       if (sync_point_ && log_enabled) {
         Replay(*sync_point_);
         return;
@@ -443,9 +450,14 @@ void Listener::MarkSynced(const std::string& snapshot) {
   attempts_ = 0;
   last_heartbeat_ = Clock::now();
   record_due_ = Clock::time_point{};  // at the next tick
-  spdlog::info("source {}: listening on channel {} (backend pid {}), synced", source().name, source().channel,
-               conn_.backend_pid());
-  if (subscribes()) sessions_.Join(join_mark_);
+  if (subscribes()) {
+    sessions_.Join(join_mark_);
+    spdlog::info("source {}: reading Redis {} channel {} ({} relay session(s) joined), synced", source().name,
+                 source().redis, source().redis_channel, sessions_.joined_count());
+  } else {
+    spdlog::info("source {}: listening on channel {} (backend pid {}), synced", source().name, source().channel,
+                 conn_.backend_pid());
+  }
   daemon_->SourceSynced(index_, true);
   marker_.Attach(&conn_);
 }
@@ -579,7 +591,8 @@ void Listener::Tick() {
   const auto unproven = std::chrono::nanoseconds(MonotonicNowNs() - proven_ns_);
   if (synced_ && shared_.enabled() && unproven > daemon_->config().stale_after) {
     Lost("nothing proven for " + std::to_string(std::chrono::duration_cast<Millis>(unproven).count()) +
-         " ms although heartbeats arrive: the heartbeat connection's probes do not come back");
+         " ms although heartbeats arrive: they are older than this daemon's probes (what it listens to, or its "
+         "relay, lags behind) or its probes do not come back");
     return;
   }
   if (!heartbeat_.connected()) {
@@ -636,16 +649,11 @@ void Listener::ConnectRedis() {
 }
 
 void Listener::Relay(std::string_view payload) {
-  if (relay_session_.empty() || !redis_.ready()) return;  // a new session begins once Redis is back
-  if (!shared_.key()) {
-    if (redis_log_.Admit())
-      spdlog::error(
-          "source {}: relay: nothing published: relayed messages are signed with the heartbeat key, which "
-          "this "
-          "daemon cannot read (schema version 6 and SELECT tenantcache.grant_daemon('{}') are needed){}",
-          source().name, conn_.user(), redis_log_.suffix());
-    return;
-  }
+  // A new session begins once Redis is back. Before the key is read (the
+  // catch-up reads it) nothing is published: a subscriber joins a session
+  // only after a message of it, and what arrived before that message is in
+  // the log the subscriber replays.
+  if (relay_session_.empty() || !redis_.ready() || !shared_.key()) return;
   if (redis_.Publish(source().redis_channel, EncodeRelayed(*shared_.key(), source().redis_channel,
                                                            relay_session_, ++relay_seq_, payload)))
     ++daemon_->stats().relayed_published;

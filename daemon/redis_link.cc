@@ -1,7 +1,6 @@
 #include "redis_link.h"
 
 #include <arpa/inet.h>
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
@@ -54,6 +53,58 @@ bool Parse(const std::string& address, Address* out, std::string* why) {
   return true;
 }
 
+// The libuv glue for hiredis's async context. Debian bookworm's hiredis
+// (0.14) has a libuv adapter whose poll callback returns on an error status;
+// but libuv reports a refused connect or a reset connection exactly so (a
+// negative status, no events) and stops watching the socket, so the context
+// never learns that its connection is gone: a relay would go on "publishing"
+// into a dead socket. Here an error status hands the socket to hiredis as
+// readable and writable, and hiredis finds the error when it reads or writes
+// (later hiredis versions do the same).
+struct UvEvents {
+  redisAsyncContext* context;
+  uv_poll_t poll;
+  int events;
+};
+
+void OnPoll(uv_poll_t* handle, int status, int events) {
+  auto* e = static_cast<UvEvents*>(handle->data);
+  const int ready = status < 0 ? e->events : events;
+  if (e->context != nullptr && (ready & UV_READABLE) != 0) redisAsyncHandleRead(e->context);
+  if (e->context != nullptr && (ready & UV_WRITABLE) != 0) redisAsyncHandleWrite(e->context);
+}
+
+void Watch(UvEvents* e, int add, int remove) {
+  e->events = (e->events | add) & ~remove;
+  if (e->events != 0)
+    uv_poll_start(&e->poll, e->events, OnPoll);
+  else
+    uv_poll_stop(&e->poll);
+}
+
+bool Attach(redisAsyncContext* ac, uv_loop_t* loop) {
+  if (ac->ev.data != nullptr) return false;
+  auto* e = new UvEvents{ac, {}, 0};
+  if (uv_poll_init(loop, &e->poll, ac->c.fd) != 0) {
+    delete e;
+    return false;
+  }
+  e->poll.data = e;
+  ac->ev.data = e;
+  ac->ev.addRead = [](void* p) { Watch(static_cast<UvEvents*>(p), UV_READABLE, 0); };
+  ac->ev.delRead = [](void* p) { Watch(static_cast<UvEvents*>(p), 0, UV_READABLE); };
+  ac->ev.addWrite = [](void* p) { Watch(static_cast<UvEvents*>(p), UV_WRITABLE, 0); };
+  ac->ev.delWrite = [](void* p) { Watch(static_cast<UvEvents*>(p), 0, UV_WRITABLE); };
+  // The context is being freed: the handle goes once libuv has closed it.
+  ac->ev.cleanup = [](void* p) {
+    auto* ev = static_cast<UvEvents*>(p);
+    ev->context = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&ev->poll),
+             [](uv_handle_t* h) { delete static_cast<UvEvents*>(h->data); });
+  };
+  return true;
+}
+
 }  // namespace
 
 std::string RedisAddressError(const std::string& address) {
@@ -94,7 +145,7 @@ void RedisLink::Connect(const std::string& address, const std::string& subscribe
     Lost("cannot connect to " + address + ": " + err);
     return;
   }
-  if (redisLibuvAttach(ac, loop_) != REDIS_OK) {
+  if (!Attach(ac, loop_)) {
     redisAsyncFree(ac);
     Lost("cannot watch the Redis connection on the event loop");
     return;

@@ -1,5 +1,6 @@
-// One connection to Redis on the daemon's event loop (hiredis's async API
-// with its libuv adapter): a relay PUBLISHes on it, a subscriber SUBSCRIBEs.
+// One connection to Redis on the daemon's event loop (hiredis's async API on
+// libuv, see Attach in redis_link.cc): a relay PUBLISHes on it, a subscriber
+// SUBSCRIBEs.
 // The address is "IP:PORT" or "unix:PATH": hiredis resolves host names
 // synchronously, which the event loop must never wait for.
 #ifndef TENANTCACHE_DAEMON_REDIS_LINK_H_
@@ -52,9 +53,8 @@ class RedisLink {
   void Lost(const std::string& why);
   void StopTimer();
 
-  // hiredis's libuv adapter drops the poll error a refused or failed
-  // connect reports (libuv passes UV_EBADF and stops watching), so a connect
-  // that has not completed in this time is given up.
+  // A connect that has not completed in this time is given up (a host that
+  // drops packets leaves it pending for minutes).
   static constexpr uint64_t kConnectTimeoutMs = 2000;
 
   uv_loop_t* loop_;

@@ -96,12 +96,16 @@ step "consistency soak (tests/soak: faults injected, every read checked against 
 soak_seed=${TC_SOAK_SEED:-$RANDOM}
 build/ci/tests/tc_soak --duration "${TC_SOAK_SECONDS:-90}" --seed "$soak_seed" --fault-every 8
 # The same in the other topologies, shorter: loaders through a real PgBouncer
-# in transaction mode (which the injector also restarts), and loaders on a
-# streaming standby that applies commits late (whose replay it also pauses).
+# in transaction mode (which the injector also restarts), loaders on a
+# streaming standby that applies commits late (whose replay it also pauses),
+# and the daemon as a Redis subscriber of two relays (which it kills, and
+# Redis, which it restarts and stops).
 build/ci/tests/tc_soak --duration "${TC_SOAK_TOPOLOGY_SECONDS:-45}" --seed "$soak_seed" --fault-every 8 \
   --topology pgbouncer
 build/ci/tests/tc_soak --duration "${TC_SOAK_TOPOLOGY_SECONDS:-45}" --seed "$soak_seed" --fault-every 8 \
   --topology standby
+build/ci/tests/tc_soak --duration "${TC_SOAK_TOPOLOGY_SECONDS:-45}" --seed "$soak_seed" --fault-every 8 \
+  --topology relay
 
 step "systemd unit hardening (systemd-analyze security --offline=yes)"
 if command -v systemd-analyze >/dev/null; then

@@ -3,7 +3,7 @@
 //
 //   tc_soak [--duration SECONDS] [--seed N] [--readers N] [--writes-per-sec N]
 //           [--reads-per-sec N] [--fault-every SECONDS] [--stale-after-ms N]
-//           [--topology direct|pgbouncer|standby] [--apply-delay-ms N] [--faults NAME,...]
+//           [--topology direct|pgbouncer|standby|relay] [--apply-delay-ms N] [--faults NAME,...]
 //           [--lookup-timeout-ms N]
 //
 // It starts a throwaway PostgreSQL cluster and the real tenantcached, with a
@@ -26,6 +26,10 @@
 //   pgbouncer   loaders through a PgBouncer in transaction mode (the Debian
 //               package, tests/support/pgbouncer.*, four server
 //               connections), the listener to the server itself.
+//   relay       the daemon is a Redis subscriber (daemon/relay.h): two
+//               relay daemons LISTEN on the server and publish to a real
+//               redis-server (tests/support/redis_server.*), the checked
+//               daemon reads Redis instead of LISTENing; loaders direct.
 //   standby     loaders on a streaming hot standby of the server (made with
 //               pg_basebackup -R) that applies each commit --apply-delay-ms
 //               late (default 0.3 x stale_after: most fills wait for it,
@@ -50,6 +54,14 @@
 //   pause-replay      (standby) pauses the standby's replay for 0.5-2.5 x
 //                     stale_after: fills must wait or time out, never serve
 //                     what it has not replayed.
+//   kill-relay        (relay) SIGKILLs one of the two relays and starts it
+//                     again;
+//   restart-redis     (relay) kills redis-server and starts it again on the
+//                     same port (a failover as clients see it);
+//   stop-redis        (relay) SIGSTOPs redis-server for 0.5-2.5 x
+//                     stale_after: every connection stays open and silent.
+// In the relay topology the listener faults hit a relay's LISTEN backend
+// (the subscriber has none), and the checked daemon need not reconnect.
 //
 // The run fails (exit 1) when any read was served staler than the fail-closed
 // bound (stale_after), any answer was wrong, a fault was not recovered from
@@ -88,6 +100,7 @@
 #include "support/daemon_process.h"
 #include "support/pg_cluster.h"
 #include "support/pgbouncer.h"
+#include "support/redis_server.h"
 #include "support/standby.h"
 #include "support/test_cache.h"
 #include "tenantcache/tenantcache.h"
@@ -168,8 +181,8 @@ int64_t Staleness(const History& h, uint64_t seen, int64_t read_us) {
   return -1;
 }
 
-enum class Topology { kDirect, kPgBouncer, kStandby };
-const char* const kTopologies[] = {"direct", "pgbouncer", "standby"};
+enum class Topology { kDirect, kPgBouncer, kStandby, kRelay };
+const char* const kTopologies[] = {"direct", "pgbouncer", "standby", "relay"};
 
 enum class Fault {
   kKillListener,
@@ -178,7 +191,10 @@ enum class Fault {
   kKillDaemon,
   kStopDaemon,
   kRestartPgBouncer,
-  kPauseReplay
+  kPauseReplay,
+  kKillRelay,
+  kRestartRedis,
+  kStopRedis
 };
 struct FaultKind {
   Fault fault;
@@ -197,6 +213,9 @@ const FaultKind kFaults[] = {
     {Fault::kStopDaemon, "stop-daemon", std::nullopt, false},
     {Fault::kRestartPgBouncer, "restart-pgbouncer", Topology::kPgBouncer, false},
     {Fault::kPauseReplay, "pause-replay", Topology::kStandby, false},
+    {Fault::kKillRelay, "kill-relay", Topology::kRelay, false},
+    {Fault::kRestartRedis, "restart-redis", Topology::kRelay, true},
+    {Fault::kStopRedis, "stop-redis", Topology::kRelay, false},
 };
 
 struct Options {
@@ -410,14 +429,16 @@ class Writer {
 
 // `conninfo` is the loaders'; `listener_conninfo` the listener's ("" = the same).
 std::string SoakConfig(const std::string& dir, const std::string& conninfo,
-                       const std::string& listener_conninfo, int stale_after_ms) {
+                       const std::string& listener_conninfo, int stale_after_ms,
+                       const std::string& source_extra = "") {
   return "[daemon]\nlog_level = \"info\"\n\n[cache]\npath = \"" + dir +
          "/cache\"\ncapacity = 10000\nstale_after = \"" + std::to_string(stale_after_ms) +
          "ms\"\nheartbeat_interval = \"" + std::to_string(std::max(10, stale_after_ms / 10)) +
          "ms\"\n\n[control]\nsocket = \"" + dir +
          "/ctl.sock\"\n\n[[source]]\nname = \"main\"\nconninfo = \"" + conninfo +
          "\"\nlistener_conninfo = \"" + listener_conninfo +
-         "\"\nreconnect_min = \"20ms\"\nreconnect_max = \"500ms\"\nquery_timeout = \"2s\"\n\n"
+         "\"\nreconnect_min = \"20ms\"\nreconnect_max = \"500ms\"\nquery_timeout = \"2s\"\n" + source_extra +
+         "\n"
          "[[namespace]]\nname = \"member\"\nkind = \"uuid\"\n"
          "query = \"\"\"SELECT t.id::text AS tenant_id, m.version::text AS version, t.version::text AS "
          "tenant_version\n  FROM soak.members m JOIN soak.tenants t ON t.id = m.tenant_id WHERE m.id = "
@@ -509,8 +530,14 @@ int RunDriver(const Options& o, const char* self) {
   std::string loader_conninfo = conninfo, listener_conninfo;
   std::unique_ptr<test::PgBouncer> bouncer;  // outlives the daemon
   std::unique_ptr<test::Standby> standby;    // made after the data: the base backup holds it
+  std::unique_ptr<test::RedisServer> redis;  // relay: outlives every daemon
+  std::string source_extra;
   switch (o.topology) {
     case Topology::kDirect:
+      break;
+    case Topology::kRelay:
+      redis = std::make_unique<test::RedisServer>();
+      source_extra = "redis = \"" + redis->address() + "\"\n";
       break;
     case Topology::kPgBouncer:
       bouncer = std::make_unique<test::PgBouncer>(cluster, 4);
@@ -527,7 +554,29 @@ int RunDriver(const Options& o, const char* self) {
       break;
     }
   }
-  const std::string config = SoakConfig(dir.path(), loader_conninfo, listener_conninfo, o.stale_after_ms);
+  // Relay topology: two relays, each in a directory of its own, then the
+  // checked daemon as their subscriber.
+  std::vector<std::unique_ptr<test::TempDir>> relay_dirs;
+  std::vector<std::unique_ptr<test::DaemonProcess>> relays;
+  const std::string relay_extra = source_extra + "redis_role = \"relay\"\n";
+  auto start_relay = [&](size_t i) -> bool {
+    relays[i] = std::make_unique<test::DaemonProcess>(
+        relay_dirs[i]->path(), SoakConfig(relay_dirs[i]->path(), conninfo, "", o.stale_after_ms, relay_extra));
+    return relays[i]->WaitReady(30s);
+  };
+  if (redis) {
+    for (size_t i = 0; i < 2; ++i) {
+      relay_dirs.push_back(std::make_unique<test::TempDir>());
+      relays.emplace_back();
+      if (!start_relay(i)) {
+        std::fprintf(stderr, "soak: relay %zu did not become ready:\n%s\n", i, relays[i]->Log().c_str());
+        return 1;
+      }
+    }
+    source_extra += "redis_role = \"subscribe\"\n";
+  }
+  const std::string config =
+      SoakConfig(dir.path(), loader_conninfo, listener_conninfo, o.stale_after_ms, source_extra);
   const int lookup_timeout_ms = o.lookup_timeout_ms >= 0 ? o.lookup_timeout_ms : standby ? 2500 : 1000;
   auto daemon = std::make_unique<test::DaemonProcess>(dir.path(), config);
   if (!daemon->WaitReady(30s)) {
@@ -631,6 +680,23 @@ int RunDriver(const Options& o, const char* self) {
           return "no fill was written within 60 s after PgBouncer restarted";
         return "";
       }
+      case Fault::kKillRelay: {
+        const size_t i = std::uniform_int_distribution<size_t>(0, relays.size() - 1)(rng);
+        relays[i]->Signal(SIGKILL);
+        relays[i]->Wait(10s);
+        if (!start_relay(i))
+          return "relay " + std::to_string(i) + " did not start again after SIGKILL:\n" + relays[i]->Log();
+        return "";
+      }
+      case Fault::kRestartRedis:
+        redis->Stop();
+        redis->Start();
+        return "";
+      case Fault::kStopRedis:
+        redis->Pause();
+        std::this_thread::sleep_for(held());  // the fault's duration
+        redis->Resume();
+        return "";
       case Fault::kPauseReplay:
         if (!standby) return "no standby to pause";
         standby->PauseReplay();
@@ -660,8 +726,11 @@ int RunDriver(const Options& o, const char* self) {
     }
     ++faults[f];
     if (!failure.empty()) break;
-    if (kind.listener_reconnects &&
-        !test::WaitFor([&] { return Reconnects(*daemon) > reconnects_before; }, 30s)) {
+    // A relay's listener lost is the relay's to notice; the other relay
+    // keeps the subscriber synced.
+    const bool checked_reconnects =
+        kind.listener_reconnects && !(o.topology == Topology::kRelay && kind.fault == Fault::kKillListener);
+    if (checked_reconnects && !test::WaitFor([&] { return Reconnects(*daemon) > reconnects_before; }, 30s)) {
       failure = std::string("the daemon did not notice ") + kind.name;
       break;
     }
@@ -745,6 +814,11 @@ int RunDriver(const Options& o, const char* self) {
   if (standby)
     std::printf("standby fills      %s waited for replay, %s answered timeout (standby behind); %s fills\n",
                 stat("replica_waits").c_str(), stat("replica_timeouts").c_str(), stat("fills").c_str());
+  if (redis)
+    std::printf("relayed            %s messages received by the subscriber, %s gaps, %s rejected; %s joined "
+                "relay sessions at the end, %s reconnects\n",
+                stat("relayed_received").c_str(), stat("relay_gaps").c_str(), stat("relayed_rejected").c_str(),
+                stat("joined_relay_sessions").c_str(), stat("reconnects").c_str());
   std::printf("stale > 10 ms      %" PRIu64 " reads served while trusted (max staleness %.1f ms)\n",
               sum.stale_fresh.load(), static_cast<double>(max_stale) / 1000.0);
   std::printf("stale > bound      %" PRIu64 " (bound: stale_after = %d ms; must be 0)\n",
@@ -758,6 +832,15 @@ int RunDriver(const Options& o, const char* self) {
     const std::string log = daemon->Log();
     std::printf("FAILED: %s\ndaemon log tail:\n%s\n", failure.c_str(),
                 log.substr(log.size() > 4000 ? log.size() - 4000 : 0).c_str());
+    for (size_t i = 0; i < relays.size(); ++i) {
+      const std::string relay_log = relays[i] ? relays[i]->Log() : "";
+      const auto relay_stats = ParseFlatJson(test::ControlRequest(relays[i]->control_socket(), protocol::kStats));
+      auto relay_stat = [&](const char* k) { return relay_stats.count(k) != 0 ? relay_stats.at(k) : "?"; };
+      std::printf("relay %zu: redis_connected %s, published %s in %s session(s); log tail:\n%s\n", i,
+                  relay_stat("redis_connected").c_str(), relay_stat("relayed_published").c_str(),
+                  relay_stat("relay_sessions").c_str(),
+                  relay_log.substr(relay_log.size() > 3000 ? relay_log.size() - 3000 : 0).c_str());
+    }
     return 1;
   }
   std::printf("PASSED\n");
@@ -769,7 +852,7 @@ int Usage() {
       stderr,
       "usage: tc_soak [--duration SECONDS] [--seed N] [--readers N] [--writes-per-sec N]\n"
       "               [--reads-per-sec N] [--fault-every SECONDS] [--stale-after-ms N]\n"
-      "               [--topology direct|pgbouncer|standby] [--apply-delay-ms N] [--faults NAME,...]\n"
+      "               [--topology direct|pgbouncer|standby|relay] [--apply-delay-ms N] [--faults NAME,...]\n"
       "               [--lookup-timeout-ms N]\n"
       "faults:");
   for (const auto& f : kFaults)
