@@ -129,8 +129,10 @@ const char* Name(Protocol p) {
 }
 
 // The issue's targets: the fleet's heartbeat NOTIFY rate, and NOTIFY
-// capacity at the largest N as a share of N = 1's (below it, capacity
-// depends on N beyond what this shared two-core machine repeats run to run).
+// capacity at the largest N as a share of N = 1's. The issue asks for
+// "close to" N = 1; 0.75 leaves room for a shared machine's noise in a 5 s
+// pgbench run and still fails a fall like the direct listeners' in the
+// `own` and `shared` rows (to a tenth already at N = 50).
 constexpr double kHeartbeatTarget = 5;
 constexpr double kCapacityTarget = 0.75;
 constexpr const char* kSubscriberProbe = "SELECT txid_current_snapshot()::text";
@@ -1064,8 +1066,8 @@ void Bench::PrintRelay() const {
   if (one != nullptr && one != &top && one->capacity_tps > 0) {
     const double ratio = top.capacity_tps / one->capacity_tps;
     std::printf(
-        "* NOTIFY capacity: %.0f tps, %.2f× N = 1 with relays (%.0f tps); independent of N when ≥ %.2f× "
-        "(this machine's run-to-run spread): %s;\n",
+        "* NOTIFY capacity: %.0f tps, %.2f× N = 1 with relays (%.0f tps); counted as independent of N when "
+        "≥ %.2f×: %s;\n",
         top.capacity_tps, ratio, one->capacity_tps, kCapacityTarget, verdict(ratio >= kCapacityTarget));
   } else {
     std::printf("* NOTIFY capacity: %.0f tps; no N = 1 relay row in this run to compare with (not judged);\n",
