@@ -739,6 +739,11 @@ Row Bench::Measure(int n, Protocol p) {
   row.protocol = p;
   const bool relay = p == Protocol::kRelay;
   row.simulated = relay ? std::max(n - kRealRelayHosts, 0) : n - 1;
+  // The Redis of the previous relay row is still there: a dead one would
+  // otherwise show only as the first simulated subscriber's refused connect.
+  if (relay && redis_->Cli("PING").find("PONG") == std::string::npos)
+    Die("the benchmark's redis-server (" + redis_->address() + ", pid " + std::to_string(redis_->pid()) +
+        ") no longer answers PING; its log:\n" + redis_->Log());
   fleet_->Grow(static_cast<size_t>(n - 1));
   fleet_->set_protocol(p, static_cast<size_t>(row.simulated));
   const std::unique_ptr<RelayTopology> topology = relay ? StartRelays() : nullptr;
