@@ -193,8 +193,7 @@ class Fleet {
       Host h;
       h.conn = Connect(listening_);
       h.pid = PQbackendPID(h.conn);
-      h.shared = std::make_unique<SharedHeartbeats>(kChannel, rng_());
-      h.shared->SetKey(HeartbeatKey(key_));
+      h.shared = NewShared();
       hosts_.push_back(std::move(h));
     }
   }
@@ -203,18 +202,22 @@ class Fleet {
   // still did would be a listener the row does not count), and the active
   // ones subscribe to Redis (once: a subscription outlives its row, idle
   // while no relay publishes).
+  // A host leaving the shared protocol gives up its leader slot (a session
+  // lock that would otherwise outlive the row) and its shared state, as a
+  // daemon that restarts would: a relay row's real daemons can then take
+  // both slots, and the next shared row starts from free slots.
   void set_protocol(Protocol p, size_t active) {
     const bool listen = p != Protocol::kRelay;
-    if (listen != listening_) {
-      for (Host& h : hosts_) {
-        if (h.conn == nullptr) continue;
-        // Blocking for the one command: PQexec wants its answer now.
-        PQsetnonblocking(h.conn, 0);
-        Exec(h.conn, listen ? std::string("LISTEN ") + kChannel : "UNLISTEN *");
-        PQsetnonblocking(h.conn, 1);
+    const bool release = protocol_ == Protocol::kShared && p != Protocol::kShared;
+    for (Host& h : hosts_) {
+      if (h.conn == nullptr) continue;
+      if (listen != listening_) Blocking(h.conn, listen ? std::string("LISTEN ") + kChannel : "UNLISTEN *");
+      if (release) {
+        Blocking(h.conn, "SELECT pg_advisory_unlock_all()");
+        h.shared = NewShared();
       }
-      listening_ = listen;
     }
+    listening_ = listen;
     protocol_ = p;
     active_ = std::min(active, hosts_.size());
     if (p == Protocol::kRelay)
@@ -303,6 +306,21 @@ class Fleet {
     if (listen) Exec(c, std::string("LISTEN ") + kChannel);
     if (PQsetnonblocking(c, 1) != 0) Die("PQsetnonblocking failed");
     return c;
+  }
+
+  // A host's shared-heartbeat state, holding no slot, signing with the key.
+  std::unique_ptr<SharedHeartbeats> NewShared() {
+    auto shared = std::make_unique<SharedHeartbeats>(kChannel, rng_());
+    shared->SetKey(HeartbeatKey(key_));
+    return shared;
+  }
+
+  // Runs `sql` on a host's connection between rows, blocking for it: PQexec
+  // wants its answer now.
+  static void Blocking(PGconn* c, const std::string& sql) {
+    PQsetnonblocking(c, 0);
+    Exec(c, sql);
+    PQsetnonblocking(c, 1);
   }
 
   // A Redis connection subscribed to the relays' channel (the daemon's
