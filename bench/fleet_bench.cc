@@ -592,6 +592,7 @@ struct Row {
   size_t leaders = 0;                         // simulated hosts holding a leader slot
   uint64_t daemon_sent = 0, daemon_received = 0, daemon_reconnects = 0;
   size_t deaf = 0;          // the daemon's "connected but deaf" warnings
+  size_t losses = 0;        // its "listener lost" warnings, whatever the reason
   std::string daemon_mode;  // its heartbeats: "shared" or "own", from its statistics
   std::string daemon_slots;
   // Relay rows only. The real daemons: kRelays relays and the subscriber
@@ -744,6 +745,13 @@ uint64_t Bench::HeartbeatsAt(int marker) const {
   }
 }
 
+// How often `what` occurs in `text`.
+size_t Occurrences(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = 0; (at = text.find(what, at)) != std::string::npos; at += what.size()) ++n;
+  return n;
+}
+
 // The number after `label` in pgbench's output.
 double Figure(const std::string& out, const std::string& label) {
   const size_t at = out.find(label);
@@ -894,7 +902,8 @@ Row Bench::Measure(int n, Protocol p) {
   if (relay) row.daemon_mode = "subscriber (" + row.daemon_mode + ")";
   row.daemon_slots = d1.count("heartbeat_leader_slots") != 0 ? d1.at("heartbeat_leader_slots") : "—";
   const std::string log = measured.Log().substr(log0);
-  for (size_t at = 0; (at = log.find("connected but deaf", at)) != std::string::npos; ++at) ++row.deaf;
+  row.deaf = Occurrences(log, "connected but deaf");
+  row.losses = Occurrences(log, "listener lost (");
   if (fleet_->lost() > 0) Die(std::to_string(fleet_->lost()) + " simulated hosts lost their connection");
   if (relay) {
     row.published = RelaysStat(*topology, "relayed_published") - published0;
@@ -1058,19 +1067,20 @@ void Bench::PrintRelay() const {
       "direct-listening daemon in the same rounds:\n\n"
       "| N | Redis CPU idle | Redis CPU at capacity | relays' CPU idle | messages the relays published | "
       "the simulated subscribers drained | their Redis connections dropped | the subscriber's relayed "
-      "messages | gaps | rejected | joined sessions at the end | subscriber commit → invalid p50 | p99 | "
+      "messages | gaps | rejected | its \"listener lost\" warnings (unsynced, then a replay) | joined "
+      "sessions at the end | subscriber commit → invalid p50 | p99 | "
       "direct daemon p50 | p99 | p99 subscriber / direct | rounds unfilled (subscriber, direct) "
-      "|\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+      "|\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
   for (const Row* r : relay)
     std::printf(
-        "| %d | %.1f %% | %.1f %% | %.1f %% | %llu | %llu | %zu | %llu | %llu | %llu | %s | %s | %s | %s | "
+        "| %d | %.1f %% | %.1f %% | %.1f %% | %llu | %llu | %zu | %llu | %llu | %llu | %zu | %s | %s | %s | "
         "%s "
-        "| %s | %d, %d of %d |\n",
+        "| %s | %s | %d, %d of %d |\n",
         r->n, r->redis_cpu_pct, r->redis_capacity_cpu_pct, r->relays_cpu_pct,
         static_cast<unsigned long long>(r->published), static_cast<unsigned long long>(r->drained),
         r->redis_lost, static_cast<unsigned long long>(r->sub_relayed),
         static_cast<unsigned long long>(r->sub_gaps), static_cast<unsigned long long>(r->sub_rejected),
-        r->sub_joined.c_str(), Cell(r->invalid.p50, 0, "%.0f µs", true).c_str(),
+        r->losses, r->sub_joined.c_str(), Cell(r->invalid.p50, 0, "%.0f µs", true).c_str(),
         Cell(r->invalid.p99, 0, "%.0f µs", true).c_str(), Cell(r->direct.p50, 0, "%.0f µs", true).c_str(),
         Cell(r->direct.p99, 0, "%.0f µs", true).c_str(),
         r->direct.p99 > 0 && r->invalid.p99 > 0 ? Cell(r->invalid.p99 / r->direct.p99, 0, "%.2f×").c_str()
