@@ -58,8 +58,8 @@ int64_t ProcCpuTicks(pid_t pid) {
 }
 
 BenchDaemon StartDaemon(const std::string& dir, const std::string& conninfo, const std::string& log_level,
-                        uint64_t capacity) {
-  std::string config = test::FleetConfig(dir, conninfo);
+                        uint64_t capacity, const std::string& source) {
+  std::string config = test::FleetConfig(dir, conninfo, "", source);
   auto set = [&config](const std::string& from, const std::string& to) {
     config.replace(config.find(from), from.size(), to);
   };

@@ -41,16 +41,17 @@ int64_t ProcCpuTicks(pid_t pid);
 
 // The real daemon on the fleet example (test::FleetConfig in `dir`) with the
 // shipped defaults of the keys that pace heartbeats (stale_after 5 s,
-// heartbeat_interval 1 s), `log_level` and `capacity`: ready, its cache open
-// and its "user" namespace looked up. Exits with the daemon's log when it
-// does not start.
+// heartbeat_interval 1 s), `log_level` and `capacity`, and `source` added to
+// its [[source]] table (a Redis relay's keys, say): ready, its cache open and
+// its "user" namespace looked up. Exits with the daemon's log when it does
+// not start.
 struct BenchDaemon {
   std::unique_ptr<test::DaemonProcess> process;
   tc_cache* cache = nullptr;
   tc_ns user = 0;
 };
 BenchDaemon StartDaemon(const std::string& dir, const std::string& conninfo, const std::string& log_level,
-                        uint64_t capacity);
+                        uint64_t capacity, const std::string& source = "");
 
 // Commit -> invalid for one cached user: the time from sending a one-row
 // UPDATE of a watched column (autocommit) to the entry reading as invalid in
