@@ -102,8 +102,9 @@ Listener::Listener(Daemon* daemon, size_t index)
     : daemon_(daemon),
       index_(index),
       // A Redis subscriber's connection does not LISTEN: named for what it does.
-      conn_(daemon->loop(), (daemon->config().sources[index].redis_role == "subscribe" ? "subscriber " : "listener ") +
-                                daemon->config().sources[index].name),
+      conn_(daemon->loop(),
+            (daemon->config().sources[index].redis_role == "subscribe" ? "subscriber " : "listener ") +
+                daemon->config().sources[index].name),
       heartbeat_(daemon->loop(), "heartbeat " + daemon->config().sources[index].name),
       marker_(daemon->loop(), daemon->config().sources[index].name),
       pruner_(daemon, index, static_cast<uint64_t>(getpid()) * 104729 + index),
@@ -401,16 +402,21 @@ void Listener::RefusedSchema(const std::string& why, const std::string& error) {
 }
 
 void Listener::Replay(const std::string& since) {
-  conn_.Query(kReplay, {since}, [this](const std::vector<PgResult>& results, const std::string& err) {
-    if (!ResultError(results, err).empty()) {
-      Lost("replaying the invalidation log failed: " + SchemaError(results, err, conn_.user()));
-      return;
-    }
-    std::string snapshot;
-    if (!ApplyReplay(results.back().get(), &snapshot))
-      daemon_->Flush("the invalidation log no longer reaches back to the last sync point");
-    MarkSynced(snapshot);
-  });
+  ReplayThen(since, [this](const std::string& snapshot) { MarkSynced(snapshot); });
+}
+
+void Listener::ReplayThen(const std::string& since, std::function<void(const std::string& snapshot)> done) {
+  conn_.Query(kReplay, {since},
+              [this, done = std::move(done)](const std::vector<PgResult>& results, const std::string& err) {
+                if (!ResultError(results, err).empty()) {
+                  Lost("replaying the invalidation log failed: " + SchemaError(results, err, conn_.user()));
+                  return;
+                }
+                std::string snapshot;
+                if (!ApplyReplay(results.back().get(), &snapshot))
+                  daemon_->Flush("the invalidation log no longer reaches back to the last sync point");
+                done(snapshot);
+              });
 }
 
 bool Listener::ApplyReplay(const PGresult* r, std::string* snapshot) {
@@ -455,8 +461,8 @@ void Listener::MarkSynced(const std::string& snapshot) {
     spdlog::info("source {}: reading Redis {} channel {} ({} relay session(s) joined), synced", source().name,
                  source().redis, source().redis_channel, sessions_.joined_count());
   } else {
-    spdlog::info("source {}: listening on channel {} (backend pid {}), synced", source().name, source().channel,
-                 conn_.backend_pid());
+    spdlog::info("source {}: listening on channel {} (backend pid {}), synced", source().name,
+                 source().channel, conn_.backend_pid());
   }
   daemon_->SourceSynced(index_, true);
   marker_.Attach(&conn_);
@@ -591,7 +597,8 @@ void Listener::Tick() {
   const auto unproven = std::chrono::nanoseconds(MonotonicNowNs() - proven_ns_);
   if (synced_ && shared_.enabled() && unproven > daemon_->config().stale_after) {
     Lost("nothing proven for " + std::to_string(std::chrono::duration_cast<Millis>(unproven).count()) +
-         " ms although heartbeats arrive: they are older than this daemon's probes (what it listens to, or its "
+         " ms although heartbeats arrive: they are older than this daemon's probes (what it listens to, or "
+         "its "
          "relay, lags behind) or its probes do not come back");
     return;
   }
@@ -732,20 +739,12 @@ void Listener::OnRelayed(std::string_view text) {
 void Listener::Rejoin() {
   if (!sync_point_) return;
   rejoin_wanted_ = false;
-  rejoining_ = true;
+  rejoining_ = true;  // until done, or until a reconnect clears it
   const uint64_t mark = sessions_.Mark();
-  conn_.Query(kReplay, {*sync_point_},
-              [this, mark](const std::vector<PgResult>& results, const std::string& err) {
-                rejoining_ = false;
-                if (!ResultError(results, err).empty()) {
-                  Lost("replaying the invalidation log failed: " + SchemaError(results, err, conn_.user()));
-                  return;
-                }
-                std::string snapshot;
-                if (!ApplyReplay(results.back().get(), &snapshot))
-                  daemon_->Flush("the invalidation log no longer reaches back to the last sync point");
-                if (synced_) sessions_.Join(mark);
-              });
+  ReplayThen(*sync_point_, [this, mark](const std::string&) {
+    rejoining_ = false;
+    if (synced_) sessions_.Join(mark);
+  });
 }
 
 void Listener::OwnHeartbeat() {

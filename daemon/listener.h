@@ -144,6 +144,9 @@ class Listener {
   void OnRelayed(std::string_view text);
   // Replays the log while synced to join the sessions seen so far.
   void Rejoin();
+  // Replays the log since `since` on the listener's connection (or flushes
+  // when the log no longer reaches back), then `done` with its snapshot.
+  void ReplayThen(const std::string& since, std::function<void(const std::string& snapshot)> done);
   // Applies a replay's rows; false when the log no longer reaches back.
   bool ApplyReplay(const PGresult* r, std::string* snapshot);
   // Counts and logs a key message for a namespace this daemon does not have.

@@ -185,8 +185,8 @@ TEST_F(RelayTest, ARedisRestartFailsTheSubscriberClosedAndItCatchesUpFromTheLog)
   std::thread writer([&] {
     PgConn w(Conninfo());
     for (int i = 0; !stop; ++i)
-      w.Exec("UPDATE fleet.user_accounts SET role = '" + std::string(i % 2 ? "crew" : "guest") + "' WHERE id = '" +
-             UserId(40) + "'");
+      w.Exec("UPDATE fleet.user_accounts SET role = '" + std::string(i % 2 ? "crew" : "guest") +
+             "' WHERE id = '" + UserId(40) + "'");
   });
   ASSERT_TRUE(WaitFor([&] { return std::stoull(Stat(relay, "relayed_published")) > 200; }));
   redis_.Stop();

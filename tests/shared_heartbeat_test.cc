@@ -272,9 +272,16 @@ TEST_F(SharedHeartbeatFleetTest, AKilledLeaderIsReplacedAndNoDaemonLosesItsSync)
 // its connections afresh and serves again while that backend stays stopped.
 TEST_F(SharedHeartbeatFleetTest, ADaemonWhoseProbesStopFailsClosedAndRecoversWhileHeartbeatsStillArrive) {
   Member& a = Add();
-  const std::string pid = admin_->Scalar(
-      "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = "
-      "'tenantcached heartbeat main'");
+  // Its heartbeat connection connects beside the listener: wait for it.
+  std::string pid;
+  ASSERT_TRUE(WaitFor([&] {
+    const auto rows = admin_->Exec(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = "
+        "'tenantcached heartbeat main'");
+    if (rows.size() != 1) return false;
+    pid = rows[0][0];
+    return true;
+  }));
   Add();
   Add();
   tc_cache* c = nullptr;
@@ -297,9 +304,8 @@ TEST_F(SharedHeartbeatFleetTest, ADaemonWhoseProbesStopFailsClosedAndRecoversWhi
   EXPECT_LT(std::chrono::steady_clock::now() - stopped, 2s + 100ms) << "served past the bound";
   ASSERT_TRUE(WaitFor([&] { return tc_cache_get(c, ns, key.data(), key.size(), &v) == TC_FOUND; }, 15s))
       << "never served again";
-  EXPECT_NE(
-      a.daemon->Log().find("although heartbeats arrive: they are older than this daemon's probes"),
-      std::string::npos);
+  EXPECT_NE(a.daemon->Log().find("although heartbeats arrive: they are older than this daemon's probes"),
+            std::string::npos);
   tc_cache_close(c);
 }
 

@@ -561,7 +561,8 @@ int RunDriver(const Options& o, const char* self) {
   const std::string relay_extra = source_extra + "redis_role = \"relay\"\n";
   auto start_relay = [&](size_t i) -> bool {
     relays[i] = std::make_unique<test::DaemonProcess>(
-        relay_dirs[i]->path(), SoakConfig(relay_dirs[i]->path(), conninfo, "", o.stale_after_ms, relay_extra));
+        relay_dirs[i]->path(),
+        SoakConfig(relay_dirs[i]->path(), conninfo, "", o.stale_after_ms, relay_extra));
     return relays[i]->WaitReady(30s);
   };
   if (redis) {
@@ -815,10 +816,11 @@ int RunDriver(const Options& o, const char* self) {
     std::printf("standby fills      %s waited for replay, %s answered timeout (standby behind); %s fills\n",
                 stat("replica_waits").c_str(), stat("replica_timeouts").c_str(), stat("fills").c_str());
   if (redis)
-    std::printf("relayed            %s messages received by the subscriber, %s gaps, %s rejected; %s joined "
-                "relay sessions at the end, %s reconnects\n",
-                stat("relayed_received").c_str(), stat("relay_gaps").c_str(), stat("relayed_rejected").c_str(),
-                stat("joined_relay_sessions").c_str(), stat("reconnects").c_str());
+    std::printf(
+        "relayed            %s messages received by the subscriber, %s gaps, %s rejected; %s joined "
+        "relay sessions at the end, %s reconnects\n",
+        stat("relayed_received").c_str(), stat("relay_gaps").c_str(), stat("relayed_rejected").c_str(),
+        stat("joined_relay_sessions").c_str(), stat("reconnects").c_str());
   std::printf("stale > 10 ms      %" PRIu64 " reads served while trusted (max staleness %.1f ms)\n",
               sum.stale_fresh.load(), static_cast<double>(max_stale) / 1000.0);
   std::printf("stale > bound      %" PRIu64 " (bound: stale_after = %d ms; must be 0)\n",
@@ -834,7 +836,8 @@ int RunDriver(const Options& o, const char* self) {
                 log.substr(log.size() > 4000 ? log.size() - 4000 : 0).c_str());
     for (size_t i = 0; i < relays.size(); ++i) {
       const std::string relay_log = relays[i] ? relays[i]->Log() : "";
-      const auto relay_stats = ParseFlatJson(test::ControlRequest(relays[i]->control_socket(), protocol::kStats));
+      const auto relay_stats =
+          ParseFlatJson(test::ControlRequest(relays[i]->control_socket(), protocol::kStats));
       auto relay_stat = [&](const char* k) { return relay_stats.count(k) != 0 ? relay_stats.at(k) : "?"; };
       std::printf("relay %zu: redis_connected %s, published %s in %s session(s); log tail:\n%s\n", i,
                   relay_stat("redis_connected").c_str(), relay_stat("relayed_published").c_str(),
