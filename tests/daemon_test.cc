@@ -579,10 +579,12 @@ TEST_F(DaemonTest, AKilledDaemonFailsClosedAndARestartedOneIsAttachedAgain) {
 TEST_F(DaemonTest, MalformedNotificationsAreCountedAndFlushConservatively) {
   StartDaemon();
   ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);
-  const std::vector<std::string> junk = {"garbage", "2 k 1 user x", "1 k 1", "1 q 1 x", "1 k x user", "1 k 1 BAD x", ""};
+  const std::vector<std::string> junk = {"garbage",    "2 k 1 user x", "1 k 1", "1 q 1 x",
+                                         "1 k x user", "1 k 1 BAD x",  ""};
   for (const std::string& payload : junk) admin_->Exec("SELECT pg_notify('tenantcache', '" + payload + "')");
   // Each is counted; wait for the last, since they may arrive over several reads.
-  ASSERT_TRUE(WaitFor([&] { return std::stoull(DaemonStats(*daemon_)["malformed_notifications"]) == junk.size(); }));
+  ASSERT_TRUE(
+      WaitFor([&] { return std::stoull(DaemonStats(*daemon_)["malformed_notifications"]) == junk.size(); }));
   EXPECT_EQ(Get("user", UserId(1)), TC_MISS);
   // Still serving; unknown namespaces and invalid keys are no reason to flush.
   ASSERT_EQ(Lookup("user", UserId(1)), TC_FOUND);

@@ -354,8 +354,8 @@ TEST(MisconfigClientReadme, ShowsTheCompiledCExample) {
 // The Python module's "go to the database" predicate, against the
 // real daemon (client/python/tests/test_needs_database.py).
 TEST_F(MisconfigClient, PythonNeedsDatabaseCoversEveryStatus) {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-  GTEST_SKIP() << "the Python extension is built without sanitizers; the regular build runs this test";
+#if defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "the Python extension is not built under ThreadSanitizer; the regular build runs this test";
 #endif
   const CommandResult r =
       RunCommand("PYTHONPATH='" TC_PYTHON_LIB "' TC_CACHE_PATH='" + daemon_->cache_path() +
