@@ -95,6 +95,10 @@ seconds=2
 [ ${#quick[@]} -gt 0 ] && seconds=0.2
 /usr/bin/python3 bench/python_bench.py "$build" --seconds "$seconds" --c-p50-ns "${c_p50:-0}" |
   tee "$work/python.md"
+# asyncio misses: the thread hand-off lookup_async ships beside the daemon's
+# socket registered with the loop; about 10 seconds.
+cmake --build "$build" --target python_async_bench >/dev/null
+"$build/bench/python_async_bench" /usr/bin/python3 "$build/python/lib" "${quick[@]}" | tee "$work/python_async.md"
 "$build/bench/pgbouncer_bench" "${quick[@]}" | tee "$work/pgbouncer.md"
 
 bash bench/rust_bench.sh "$build" "${quick[@]}" --c-p50-ns "${c_p50:-0}" | tee "$work/rust.md"
@@ -173,6 +177,10 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   echo "### The same lookup from Python"
   echo
   cat "$work/python.md"
+  echo
+  echo "### A miss from Python under asyncio: the thread hand-off beside a socket registered with the loop"
+  echo
+  cat "$work/python_async.md"
   echo
   echo "### The same lookup from Rust"
   echo
