@@ -482,13 +482,17 @@ Config ParseConfig(std::istream& text, const std::string& path) {
           Fail(r.Get("log_retention"), r.Label("log_retention"), "must be at most 1d (the database's limit)");
       }
       s.redis = r.String("redis");
-      s.redis_role = r.String("redis_role");
+      const std::string role = r.String("redis_role");
       s.redis_channel = r.String("redis_channel");
-      if (s.redis_role != "" && s.redis_role != "relay" && s.redis_role != "subscribe")
+      if (role == "relay")
+        s.redis_role = SourceConfig::RedisRole::kRelay;
+      else if (role == "subscribe")
+        s.redis_role = SourceConfig::RedisRole::kSubscribe;
+      else if (!role.empty())
         Fail(r.Get("redis_role"), r.Label("redis_role"), "must be \"relay\", \"subscribe\" or \"\"");
-      if (!s.redis_role.empty() && s.redis.empty())
+      if (!role.empty() && s.redis.empty())
         Fail(r.Get("redis_role"), r.Label("redis_role"), "needs redis, the Redis server's address");
-      if (s.redis_role.empty() && !s.redis.empty())
+      if (role.empty() && !s.redis.empty())
         Fail(r.Get("redis"), r.Label("redis"),
              "is set but redis_role is not: say \"relay\" or \"subscribe\"");
       if (!s.redis.empty()) {
@@ -499,7 +503,7 @@ Config ParseConfig(std::istream& text, const std::string& path) {
         Fail(r.Get("redis_channel"), r.Label("redis_channel"), "must be 1 to 255 bytes");
       // A subscriber proves its cache with relayed shared heartbeats, which
       // take up to three heartbeat intervals to prove a probe.
-      if (s.redis_role == "subscribe" && c.stale_after < 4 * c.heartbeat_interval)
+      if (s.redis_role == SourceConfig::RedisRole::kSubscribe && c.stale_after < 4 * c.heartbeat_interval)
         Fail(r.Get("redis_role"), r.Label("redis_role"),
              "\"subscribe\" needs cache.stale_after of at least 4 x cache.heartbeat_interval");
       c.sources.push_back(std::move(s));

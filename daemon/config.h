@@ -61,10 +61,11 @@ struct SourceConfig {
   // not prune); see tenantcache.daemon_prune_log in sql/install.sql.
   Millis log_retention{std::chrono::hours(6)};
   // Relaying through Redis (daemon/relay.h): the server ("IP:PORT" or
-  // "unix:PATH"), this daemon's role ("relay", "subscribe", "": none), and
-  // the pub/sub channel.
+  // "unix:PATH"), this daemon's role (redis_role "relay", "subscribe", "":
+  // none), and the pub/sub channel.
+  enum class RedisRole { kNone, kRelay, kSubscribe };
   std::string redis;
-  std::string redis_role;
+  RedisRole redis_role = RedisRole::kNone;
   std::string redis_channel;
 };
 

@@ -19,21 +19,6 @@
 
 namespace tenantcache {
 
-uv_timer_t* NewTimer(uv_loop_t* loop, void* data) {
-  auto* t = new uv_timer_t;
-  uv_timer_init(loop, t);
-  t->data = data;
-  return t;
-}
-
-void CloseTimer(uv_timer_t*& timer) {
-  if (timer == nullptr) return;
-  uv_timer_stop(timer);
-  timer->data = nullptr;
-  CloseAndDelete(timer);
-  timer = nullptr;
-}
-
 Daemon::Daemon(uv_loop_t* loop, Config config, std::unique_ptr<CacheWriter> writer)
     : loop_(loop), config_(std::move(config)), writer_(std::move(writer)) {
   source_synced_.assign(config_.sources.size(), false);

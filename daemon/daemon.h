@@ -173,10 +173,6 @@ class Daemon {
   protocol::Report retired_;
 };
 
-// Frees a timer created with NewTimer through uv_close.
-uv_timer_t* NewTimer(uv_loop_t* loop, void* data);
-void CloseTimer(uv_timer_t*& timer);
-
 }  // namespace tenantcache
 
 #endif  // TENANTCACHE_DAEMON_DAEMON_H_

@@ -13,6 +13,7 @@
 #include "log_limit.h"
 #include "notification.h"
 #include "reader.h"
+#include "uv_handle.h"
 
 namespace tenantcache {
 namespace {
@@ -102,9 +103,10 @@ Listener::Listener(Daemon* daemon, size_t index)
     : daemon_(daemon),
       index_(index),
       // A Redis subscriber's connection does not LISTEN: named for what it does.
-      conn_(daemon->loop(),
-            (daemon->config().sources[index].redis_role == "subscribe" ? "subscriber " : "listener ") +
-                daemon->config().sources[index].name),
+      conn_(daemon->loop(), (daemon->config().sources[index].redis_role == SourceConfig::RedisRole::kSubscribe
+                                 ? "subscriber "
+                                 : "listener ") +
+                                daemon->config().sources[index].name),
       heartbeat_(daemon->loop(), "heartbeat " + daemon->config().sources[index].name),
       marker_(daemon->loop(), daemon->config().sources[index].name),
       pruner_(daemon, index, static_cast<uint64_t>(getpid()) * 104729 + index),

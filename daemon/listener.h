@@ -102,8 +102,8 @@ class Listener {
   bool shares_heartbeats() const { return shared_.enabled(); }
   int leader_slots() const { return shared_.enabled() && shared_.slot() > 0 ? 1 : 0; }
   // Relaying through Redis (daemon/relay.h).
-  bool relays() const { return source().redis_role == "relay"; }
-  bool subscribes() const { return source().redis_role == "subscribe"; }
+  bool relays() const { return source().redis_role == SourceConfig::RedisRole::kRelay; }
+  bool subscribes() const { return source().redis_role == SourceConfig::RedisRole::kSubscribe; }
   bool redis_ready() const { return redis_.ready(); }
   size_t joined_sessions() const { return sessions_.joined_count(); }
 

@@ -12,6 +12,7 @@
 #include "protocol.h"
 #include "query_check.h"
 #include "tenantcache/tenantcache.h"
+#include "uv_handle.h"
 
 namespace tenantcache {
 namespace {

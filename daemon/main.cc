@@ -56,6 +56,7 @@
 #include "stats_format.h"
 #include "systemd.h"
 #include "tenantcache/tenantcache.h"
+#include "uv_handle.h"
 
 namespace tenantcache {
 namespace {

@@ -6,6 +6,7 @@
 #include "cache_layout.h"
 #include "daemon.h"
 #include "keys.h"
+#include "uv_handle.h"
 
 namespace tenantcache {
 namespace {

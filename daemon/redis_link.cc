@@ -115,7 +115,7 @@ std::string RedisAddressError(const std::string& address) {
 
 RedisLink::~RedisLink() {
   Disconnect();
-  if (connect_timer_ != nullptr) CloseAndDelete(connect_timer_);
+  CloseTimer(connect_timer_);
 }
 
 void RedisLink::StopTimer() {
@@ -158,11 +158,7 @@ void RedisLink::Connect(const std::string& address, const std::string& subscribe
   if (!channel_.empty())
     redisAsyncCommand(ac, &RedisLink::OnSubscription, nullptr, "SUBSCRIBE %b", channel_.data(),
                       channel_.size());
-  if (connect_timer_ == nullptr) {
-    connect_timer_ = new uv_timer_t;
-    uv_timer_init(loop_, connect_timer_);
-    connect_timer_->data = this;
-  }
+  if (connect_timer_ == nullptr) connect_timer_ = NewTimer(loop_, this);
   uv_timer_start(
       connect_timer_,
       [](uv_timer_t* t) {

@@ -6,6 +6,7 @@
 #include <charconv>
 
 #include "daemon.h"
+#include "uv_handle.h"
 
 namespace tenantcache {
 namespace {

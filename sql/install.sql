@@ -815,6 +815,29 @@ END
 $$;
 REVOKE ALL ON FUNCTION tenantcache.daemon_seen(text, text[]) FROM PUBLIC;
 
+-- Upgrades: grants `privilege` (e.g. 'SELECT ON tenantcache.heartbeat_key')
+-- to the daemon roles, those that may record a daemon (EXECUTE on
+-- daemon_seen, given by grant_daemon), and tells the installer who.
+CREATE OR REPLACE FUNCTION tenantcache._grant_daemon_roles(privilege text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  r record;
+BEGIN
+  FOR r IN SELECT DISTINCT a.grantee::regrole AS grantee
+             FROM pg_proc p, aclexplode(p.proacl) a
+            WHERE p.oid = 'tenantcache.daemon_seen(text, text[])'::regprocedure
+              AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+            ORDER BY 1 LOOP
+    EXECUTE format('GRANT %s TO %s', privilege, r.grantee);
+    RAISE NOTICE 'tenantcache: granted % to daemon role %', privilege, r.grantee;
+  END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION tenantcache._grant_daemon_roles(text) FROM PUBLIC;
+
 -- Log retention: the daemons prune the invalidation log themselves, by one
 -- rule that is safe however many daemons share the database.
 --
@@ -1083,19 +1106,9 @@ $install$;
 -- told who. The daemon still accepts versions 1 to 3 (and then says that
 -- pruning by itself needs this upgrade).
 DO $install$
-DECLARE
-  r record;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 4) THEN
-    FOR r IN SELECT DISTINCT a.grantee::regrole AS grantee
-               FROM pg_proc p, aclexplode(p.proacl) a
-              WHERE p.oid = 'tenantcache.daemon_seen(text, text[])'::regprocedure
-                AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
-              ORDER BY 1 LOOP
-      EXECUTE format('GRANT EXECUTE ON FUNCTION tenantcache.daemon_prune_log(text, interval) TO %s', r.grantee);
-      RAISE NOTICE 'tenantcache: granted EXECUTE on tenantcache.daemon_prune_log(text, interval) to daemon role %',
-        r.grantee;
-    END LOOP;
+    PERFORM tenantcache._grant_daemon_roles('EXECUTE ON FUNCTION tenantcache.daemon_prune_log(text, interval)');
     INSERT INTO tenantcache.version (version) VALUES (4);
   END IF;
 END
@@ -1151,18 +1164,9 @@ $install$;
 -- who. The daemon still accepts versions 1 to 5 (each daemon then sends its
 -- own heartbeats).
 DO $install$
-DECLARE
-  r record;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 6) THEN
-    FOR r IN SELECT DISTINCT a.grantee::regrole AS grantee
-               FROM pg_proc p, aclexplode(p.proacl) a
-              WHERE p.oid = 'tenantcache.daemon_seen(text, text[])'::regprocedure
-                AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
-              ORDER BY 1 LOOP
-      EXECUTE format('GRANT SELECT ON tenantcache.heartbeat_key TO %s', r.grantee);
-      RAISE NOTICE 'tenantcache: granted SELECT on tenantcache.heartbeat_key to daemon role %', r.grantee;
-    END LOOP;
+    PERFORM tenantcache._grant_daemon_roles('SELECT ON tenantcache.heartbeat_key');
     INSERT INTO tenantcache.version (version) VALUES (6);
   END IF;
 END
