@@ -95,8 +95,31 @@ constexpr const char* kMarkerChannel = "fleet_bench_marker";
 constexpr auto kInterval = 1s;  // the daemon's default heartbeat_interval
 constexpr int kUsers = 20000;
 
+// The processes whose parent is `parent`.
+std::vector<pid_t> ChildrenOf(pid_t parent) {
+  std::vector<pid_t> children;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(e.path() / "stat");
+    std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t close = s.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(s.substr(close + 2));
+    std::string state;
+    pid_t ppid = 0;
+    if (rest >> state >> ppid && ppid == parent) children.push_back(std::atoi(name.c_str()));
+  }
+  return children;
+}
+
+// Exits, and takes down the daemons, relays and redis-server this process
+// started (their destructors do not run on this path; the throwaway
+// PostgreSQL cluster is stopped by its own, a static one's, at exit).
 [[noreturn]] void Die(const std::string& why) {
   std::fprintf(stderr, "fleet_bench: %s\n", why.c_str());
+  for (const pid_t child : ChildrenOf(getpid())) kill(child, SIGKILL);
   std::exit(1);
 }
 
@@ -531,22 +554,7 @@ class Fleet {
 // ticks, by process id.
 std::map<pid_t, int64_t> PrimaryCpuTicks(pid_t postmaster) {
   std::map<pid_t, int64_t> ticks{{postmaster, ProcCpuTicks(postmaster)}};
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
-    const std::string name = e.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(e.path() / "stat");
-    std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const size_t close = s.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(s.substr(close + 2));
-    std::string state;
-    pid_t ppid = 0;
-    if (rest >> state >> ppid && ppid == postmaster) {
-      const pid_t pid = std::atoi(name.c_str());
-      ticks[pid] = ProcCpuTicks(pid);
-    }
-  }
+  for (const pid_t pid : ChildrenOf(postmaster)) ticks[pid] = ProcCpuTicks(pid);
   return ticks;
 }
 
