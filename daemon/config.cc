@@ -98,6 +98,11 @@ const std::vector<ConfigKey> kConfigKeys = {
    "neither (needs schema version 6)"},
   {"source", "redis_channel", KeyType::kString, "\"tenantcache\"", false,
    "the Redis pub/sub channel the relays publish on and the subscribers read"},
+  {"source", "redis_password_file", KeyType::kString, "\"\"", false,
+   "a file whose first line is the Redis password, sent with AUTH on every connection (not readable by "
+   "others: the daemon warns otherwise); read at start, so a new password needs a restart; \"\": no AUTH"},
+  {"source", "redis_user", KeyType::kString, "\"\"", false,
+   "the Redis ACL user that AUTH names (needs redis_password_file); \"\": Redis's default user"},
 
   {"namespace", "name", KeyType::kString, nullptr, false,
    "name clients look up, 1-63 of [a-z0-9_]; triggers send it in key messages"},
@@ -499,6 +504,24 @@ Config ParseConfig(std::istream& text, const std::string& path) {
         if (const std::string why = RedisAddressError(s.redis); !why.empty())
           Fail(r.Get("redis"), r.Label("redis"), "must be " + why);
       }
+      s.redis_user = r.String("redis_user");
+      s.redis_password_file = r.String("redis_password_file");
+      if (!s.redis_password_file.empty()) {
+        if (s.redis.empty())
+          Fail(r.Get("redis_password_file"), r.Label("redis_password_file"),
+               "needs redis, the Redis server's address");
+        std::ifstream in(s.redis_password_file);
+        if (!in)
+          Fail(r.Get("redis_password_file"), r.Label("redis_password_file"),
+               "cannot read " + s.redis_password_file + ": " + std::strerror(errno));
+        std::getline(in, s.redis_password);
+        if (!s.redis_password.empty() && s.redis_password.back() == '\r') s.redis_password.pop_back();
+        if (s.redis_password.empty())
+          Fail(r.Get("redis_password_file"), r.Label("redis_password_file"),
+               s.redis_password_file + " holds no password on its first line");
+      }
+      if (!s.redis_user.empty() && s.redis_password_file.empty())
+        Fail(r.Get("redis_user"), r.Label("redis_user"), "needs redis_password_file, the user's password");
       if (s.redis_channel.empty() || s.redis_channel.size() > 255)
         Fail(r.Get("redis_channel"), r.Label("redis_channel"), "must be 1 to 255 bytes");
       // A subscriber proves its cache with relayed shared heartbeats, which
@@ -609,8 +632,10 @@ std::vector<std::string> RestartRequired(const Config& a, const Config& b) {
     check(x.name == y.name && x.conninfo == y.conninfo && x.listener_conninfo == y.listener_conninfo &&
               x.channel == y.channel && x.loaders == y.loaders,
           "source (name, conninfo, listener_conninfo, channel or loaders)");
-    check(x.redis == y.redis && x.redis_role == y.redis_role && x.redis_channel == y.redis_channel,
-          "source (redis, redis_role or redis_channel)");
+    check(x.redis == y.redis && x.redis_role == y.redis_role && x.redis_channel == y.redis_channel &&
+              x.redis_user == y.redis_user && x.redis_password_file == y.redis_password_file &&
+              x.redis_password == y.redis_password,
+          "source (redis, redis_role, redis_channel, redis_user or redis_password_file)");
   }
   // Namespaces by name, so that the message says which one was added,
   // removed or changed (the cache file's namespace table is fixed at start).

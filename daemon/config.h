@@ -67,6 +67,12 @@ struct SourceConfig {
   std::string redis;
   RedisRole redis_role = RedisRole::kNone;
   std::string redis_channel;
+  // AUTH on every Redis connection when redis_password_file is set: the
+  // password (the file's first line; never logged) and the ACL user ("":
+  // Redis's default user).
+  std::string redis_user;
+  std::string redis_password_file;
+  std::string redis_password;
 };
 
 struct NamespaceConfig {

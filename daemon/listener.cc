@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -113,6 +114,15 @@ Listener::Listener(Daemon* daemon, size_t index)
       shared_(daemon->config().sources[index].channel, static_cast<uint64_t>(getpid()) * 6151 + index),
       redis_(daemon->loop(), "redis " + daemon->config().sources[index].name),
       rng_(static_cast<uint64_t>(getpid()) * 7919 + index) {
+  redis_.set_auth(source().redis_user, source().redis_password);
+  // A relay whose Redis stops answering gives the connection up once its
+  // subscribers could no longer be proven current anyway.
+  redis_.set_reply_timeout(daemon->config().stale_after);
+  if (struct stat st{}; !source().redis_password_file.empty() &&
+                        stat(source().redis_password_file.c_str(), &st) == 0 && (st.st_mode & S_IROTH) != 0)
+    spdlog::warn(
+        "source {}: redis_password_file {} is readable by every local user (mode {:04o}): chmod o-r it",
+        source().name, source().redis_password_file, st.st_mode & 07777);
   conn_.set_on_state([this](const std::string& error) {
     if (!error.empty()) {
       Lost(error);

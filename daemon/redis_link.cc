@@ -105,6 +105,11 @@ bool Attach(redisAsyncContext* ac, uv_loop_t* loop) {
   return true;
 }
 
+// What to do about a command Redis refused for want of AUTH.
+std::string NoAuthHint(const std::string& err) {
+  return err.rfind("NOAUTH", 0) == 0 ? " (Redis requires a password: set redis_password_file)" : "";
+}
+
 }  // namespace
 
 std::string RedisAddressError(const std::string& address) {
@@ -152,9 +157,18 @@ void RedisLink::Connect(const std::string& address, const std::string& subscribe
   }
   ac->data = this;
   ac_ = ac;
-  unanswered_ = 0;
+  unanswered_.clear();
   redisAsyncSetConnectCallback(ac, &RedisLink::OnConnect);
   redisAsyncSetDisconnectCallback(ac, &RedisLink::OnDisconnect);
+  // Commands issued before the connection completes are sent in order once
+  // it does: AUTH goes first.
+  if (!password_.empty()) {
+    if (user_.empty())
+      redisAsyncCommand(ac, &RedisLink::OnAuth, nullptr, "AUTH %b", password_.data(), password_.size());
+    else
+      redisAsyncCommand(ac, &RedisLink::OnAuth, nullptr, "AUTH %b %b", user_.data(), user_.size(),
+                        password_.data(), password_.size());
+  }
   if (!channel_.empty())
     redisAsyncCommand(ac, &RedisLink::OnSubscription, nullptr, "SUBSCRIBE %b", channel_.data(),
                       channel_.size());
@@ -195,10 +209,29 @@ void RedisLink::OnConnect(const redisAsyncContext* ac, int status) {
     self->Lost(std::string("cannot connect: ") + ac->errstr);
     return;
   }
-  if (self->channel_.empty()) {  // a publisher is ready now; a subscriber once subscribed
-    self->ready_ = true;
-    if (self->on_state_) self->on_state_("");
+  // A publisher is ready now, or once authenticated; a subscriber once
+  // subscribed.
+  if (self->password_.empty()) self->PublisherReady();
+}
+
+void RedisLink::PublisherReady() {
+  if (!channel_.empty()) return;
+  ready_ = true;
+  if (on_state_) on_state_("");
+}
+
+void RedisLink::OnAuth(redisAsyncContext* ac, void* reply, void* /*privdata*/) {
+  auto* self = static_cast<RedisLink*>(ac->data);
+  auto* r = static_cast<redisReply*>(reply);
+  if (self == nullptr || r == nullptr) return;
+  if (r->type == REDIS_REPLY_ERROR) {
+    const std::string err(r->str, r->len);
+    self->Disconnect();
+    self->Lost("Redis refused AUTH" + (self->user_.empty() ? std::string() : " as user " + self->user_) +
+               ": " + err + " (check redis_user and redis_password_file)");
+    return;
   }
+  self->PublisherReady();
 }
 
 void RedisLink::OnDisconnect(const redisAsyncContext* ac, int status) {
@@ -210,7 +243,16 @@ void RedisLink::OnDisconnect(const redisAsyncContext* ac, int status) {
 
 bool RedisLink::Publish(const std::string& channel, std::string_view message) {
   if (!ready_ || ac_ == nullptr) return false;
-  if (unanswered_ >= kMaxUnanswered) {
+  const auto now = std::chrono::steady_clock::now();
+  if (!unanswered_.empty() && now - unanswered_.front() > reply_timeout_) {
+    Disconnect();
+    Lost("Redis answered no PUBLISH for " +
+         std::to_string(
+             std::chrono::duration_cast<std::chrono::milliseconds>(now - unanswered_.front()).count()) +
+         " ms");
+    return false;
+  }
+  if (unanswered_.size() >= kMaxUnanswered) {
     Disconnect();
     Lost("Redis did not keep up: " + std::to_string(kMaxUnanswered) + " PUBLISH commands unanswered");
     return false;
@@ -221,7 +263,7 @@ bool RedisLink::Publish(const std::string& channel, std::string_view message) {
     Lost("PUBLISH could not be sent");
     return false;
   }
-  ++unanswered_;
+  unanswered_.push_back(now);
   return true;
 }
 
@@ -229,11 +271,11 @@ void RedisLink::OnPublished(redisAsyncContext* ac, void* reply, void* /*privdata
   auto* self = static_cast<RedisLink*>(ac->data);
   auto* r = static_cast<redisReply*>(reply);
   if (self == nullptr || r == nullptr) return;
-  --self->unanswered_;
+  if (!self->unanswered_.empty()) self->unanswered_.pop_front();
   if (r->type == REDIS_REPLY_ERROR) {
     const std::string err(r->str, r->len);
     self->Disconnect();
-    self->Lost("PUBLISH failed: " + err);
+    self->Lost("PUBLISH failed: " + err + NoAuthHint(err));
   }
 }
 
@@ -244,7 +286,7 @@ void RedisLink::OnSubscription(redisAsyncContext* ac, void* reply, void* /*privd
   if (r->type == REDIS_REPLY_ERROR) {
     const std::string err(r->str, r->len);
     self->Disconnect();
-    self->Lost("SUBSCRIBE failed: " + err);
+    self->Lost("SUBSCRIBE failed: " + err + NoAuthHint(err));
     return;
   }
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 || r->element[0]->type != REDIS_REPLY_STRING) return;

@@ -8,7 +8,9 @@
 
 #include <uv.h>
 
+#include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -33,15 +35,24 @@ class RedisLink {
   RedisLink& operator=(const RedisLink&) = delete;
 
   void set_on_state(OnState cb) { on_state_ = std::move(cb); }
+  // AUTH sent first on every connection when `password` is not empty, naming
+  // `user` unless it is empty (Redis's default user then).
+  void set_auth(std::string user, std::string password) {
+    user_ = std::move(user);
+    password_ = std::move(password);
+  }
   // Connects, then (when `subscribe_channel` is not empty) subscribes to it
   // and passes every message on it to `on_message`.
   void Connect(const std::string& address, const std::string& subscribe_channel = "",
                OnMessage on_message = nullptr);
   void Disconnect();
   bool ready() const { return ready_; }
-  // PUBLISH, in order. False when not ready; a failed PUBLISH, or more than
-  // kMaxUnanswered waiting for Redis, drops the connection (on_state says why).
+  // PUBLISH, in order. False when not ready; a failed PUBLISH, more than
+  // kMaxUnanswered waiting for Redis, or one unanswered for longer than the
+  // reply timeout (a hung Redis, or a peer gone without a reset, whose socket
+  // only buffers), drops the connection (on_state says why).
   bool Publish(const std::string& channel, std::string_view message);
+  void set_reply_timeout(std::chrono::milliseconds t) { reply_timeout_ = t; }
 
   static constexpr uint64_t kMaxUnanswered = 100000;
 
@@ -50,6 +61,9 @@ class RedisLink {
   static void OnDisconnect(const redisAsyncContext* ac, int status);
   static void OnPublished(redisAsyncContext* ac, void* reply, void* privdata);
   static void OnSubscription(redisAsyncContext* ac, void* reply, void* privdata);
+  static void OnAuth(redisAsyncContext* ac, void* reply, void* privdata);
+  // Ready to publish (a subscriber is ready once subscribed).
+  void PublisherReady();
   void Lost(const std::string& why);
   void StopTimer();
 
@@ -63,9 +77,12 @@ class RedisLink {
   redisAsyncContext* ac_ = nullptr;
   bool ready_ = false;
   std::string channel_;
+  std::string user_, password_;
   OnMessage on_message_;
   OnState on_state_;
-  uint64_t unanswered_ = 0;
+  // When each unanswered PUBLISH was sent, oldest first.
+  std::deque<std::chrono::steady_clock::time_point> unanswered_;
+  std::chrono::milliseconds reply_timeout_{5000};
 };
 
 }  // namespace tenantcache

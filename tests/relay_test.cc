@@ -6,6 +6,7 @@
 // through one of two relays restarting, and rejects what it cannot verify.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <chrono>
@@ -37,12 +38,14 @@ class RelayTest : public FleetTest {
     std::unique_ptr<DaemonProcess> daemon;
   };
 
-  Member& Add(const std::string& role, bool wait_ready = true) {
+  // A relay or subscriber; `keys` adds to its [[source]] table.
+  Member& Add(const std::string& role, bool wait_ready = true, const std::string& keys = "") {
     members_.push_back(std::make_unique<Member>());
     Member& m = *members_.back();
     m.daemon = std::make_unique<DaemonProcess>(
-        m.dir.path(), FleetConfig(m.dir.path(), Conninfo(), "",
-                                  "redis = \"" + redis_.address() + "\"\nredis_role = \"" + role + "\"\n"));
+        m.dir.path(),
+        FleetConfig(m.dir.path(), Conninfo(), "",
+                    "redis = \"" + redis_.address() + "\"\nredis_role = \"" + role + "\"\n" + keys));
     if (wait_ready) {
       EXPECT_TRUE(m.daemon->WaitReady()) << m.daemon->Log();
     }
@@ -213,16 +216,20 @@ TEST_F(RelayTest, ARedisRestartFailsTheSubscriberClosedAndItCatchesUpFromTheLog)
 // Redis stops answering (SIGSTOP) with every connection open: nothing
 // arrives, nothing is proven, the subscriber fails closed within the bound.
 TEST_F(RelayTest, ARedisThatStopsAnsweringFailsTheSubscriberClosedWithinTheBound) {
-  Add("relay");
+  Member& relay = Add("relay");
   Member& sub = Add("subscribe");
   tc_cache* c = Open(sub);
   ASSERT_EQ(Lookup(c, UserId(1)), TC_FOUND);
   redis_.Pause();
   const auto paused = Clock::now();
   const auto first = FirstUnavailable(c, UserId(1), paused, [] { return true; });
+  // The relay gives its connection up once a PUBLISH has waited longer than
+  // stale_after (2 s here), rather than buffering into it.
+  const bool relay_gave_up = WaitFor([&] { return Has(relay, "Redis answered no PUBLISH for"); }, 3s);
   redis_.Resume();
   ASSERT_TRUE(first.has_value());
   EXPECT_LT(*first, 2s + 100ms);
+  EXPECT_TRUE(relay_gave_up) << Tail(relay.daemon->Log());
   ASSERT_TRUE(WaitFor([&] { return Get(c, UserId(1)) != TC_E_UNAVAILABLE; }, 20s)) << "never synced again";
   (void)sub;
 }
@@ -276,6 +283,45 @@ TEST_F(RelayTest, MessagesThatDoNotVerifyAreRejected) {
   EXPECT_EQ(Get(c, UserId(1)), TC_FOUND);
 }
 
+// A Redis that requires AUTH: a relay authenticating as an ACL user, a
+// subscriber as the default user, each with its password in a file. A wrong
+// password or none is named in the log (never the password itself), and
+// that subscriber never serves.
+TEST_F(RelayTest, PasswordsAndAclUsersAuthenticateAndAWrongOneIsNamed) {
+  redis_.Cli("ACL SETUSER tcrelay on >relay-secret-pw ~* &* +@all");
+  redis_.Cli("CONFIG SET requirepass default-secret-pw");
+  TempDir secrets;
+  const auto secret = [&](const std::string& name, const std::string& password) {
+    std::ofstream(secrets.File(name)) << password << "\n";
+    chmod(secrets.File(name).c_str(), 0600);
+    return "redis_password_file = \"" + secrets.File(name) + "\"\n";
+  };
+  Member& relay = Add("relay", true, "redis_user = \"tcrelay\"\n" + secret("relay", "relay-secret-pw"));
+  Member& sub = Add("subscribe", true, secret("default", "default-secret-pw"));
+  tc_cache* c = Open(sub);
+  std::string role;
+  ASSERT_EQ(Lookup(c, UserId(1), &role), TC_FOUND);
+  const std::string next = role == "guest" ? "crew" : "guest";
+  SetRole(1, next);
+  ASSERT_TRUE(WaitFor([&] { return Lookup(c, UserId(1), &role) == TC_FOUND && role == next; }))
+      << "a change through an authenticated relay";
+  EXPECT_NE(Stat(relay, "relayed_published"), "0");
+
+  Member& wrong = Add("subscribe", false, secret("wrong", "wrong-secret-4711"));
+  Member& none = Add("subscribe", false);
+  ASSERT_TRUE(WaitFor([&] { return Has(wrong, "Redis refused AUTH: WRONGPASS"); }, 10s))
+      << Tail(wrong.daemon->Log());
+  EXPECT_TRUE(Has(wrong, "check redis_user and redis_password_file"));
+  EXPECT_FALSE(Has(wrong, "wrong-secret-4711")) << "the password reached the log";
+  ASSERT_TRUE(WaitFor([&] { return Has(none, "NOAUTH"); }, 10s)) << Tail(none.daemon->Log());
+  EXPECT_TRUE(Has(none, "Redis requires a password: set redis_password_file"));
+  for (Member* m : {&wrong, &none}) {
+    tc_cache* mc = Open(*m);
+    EXPECT_EQ(Lookup(mc, UserId(2)), TC_E_UNAVAILABLE) << "a subscriber that cannot authenticate served";
+  }
+  for (const Member* m : {&relay, &sub}) EXPECT_FALSE(Has(*m, "secret-pw")) << "a password reached the log";
+}
+
 TEST(RelayConfig, ARelayOrSubscriberMisconfiguredIsNamed) {
   TempDir dir;
   const auto check = [&](const std::string& source) {
@@ -293,6 +339,21 @@ TEST(RelayConfig, ARelayOrSubscriberMisconfiguredIsNamed) {
             std::string::npos);
   EXPECT_NE(check("redis = \"127.0.0.1:6379\"\nredis_role = \"publisher\"\n")
                 .find("must be \"relay\", \"subscribe\" or \"\""),
+            std::string::npos);
+  const std::string relay = "redis = \"127.0.0.1:6379\"\nredis_role = \"relay\"\n";
+  EXPECT_NE(check(relay + "redis_password_file = \"" + dir.File("absent") + "\"\n")
+                .find("source[0].redis_password_file: cannot read " + dir.File("absent") +
+                      ": No such file or directory"),
+            std::string::npos);
+  std::ofstream(dir.File("empty")) << "\n";
+  EXPECT_NE(check(relay + "redis_password_file = \"" + dir.File("empty") + "\"\n")
+                .find("holds no password on its first line"),
+            std::string::npos);
+  EXPECT_NE(check(relay + "redis_user = \"tcrelay\"\n")
+                .find("source[0].redis_user: needs redis_password_file, the user's password"),
+            std::string::npos);
+  EXPECT_NE(check("redis_password_file = \"" + dir.File("empty") + "\"\n")
+                .find("source[0].redis_password_file: needs redis, the Redis server's address"),
             std::string::npos);
 }
 
