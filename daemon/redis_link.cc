@@ -238,7 +238,10 @@ void RedisLink::OnDisconnect(const redisAsyncContext* ac, int status) {
   auto* self = static_cast<RedisLink*>(ac->data);
   if (self == nullptr) return;
   self->ac_ = nullptr;  // freed by hiredis after this callback
-  self->Lost(status == REDIS_OK ? std::string("closed") : std::string("lost: ") + ac->errstr);
+  // A subscriber's refused SUBSCRIBE arrives here: hiredis treats an error
+  // reply in subscribe mode as the connection's error.
+  self->Lost(status == REDIS_OK ? std::string("closed")
+                                : std::string("lost: ") + ac->errstr + NoAuthHint(ac->errstr));
 }
 
 bool RedisLink::Publish(const std::string& channel, std::string_view message) {

@@ -288,7 +288,7 @@ TEST_F(RelayTest, MessagesThatDoNotVerifyAreRejected) {
 // password or none is named in the log (never the password itself), and
 // that subscriber never serves.
 TEST_F(RelayTest, PasswordsAndAclUsersAuthenticateAndAWrongOneIsNamed) {
-  redis_.Cli("ACL SETUSER tcrelay on >relay-secret-pw ~* &* +@all");
+  redis_.Cli("ACL SETUSER tcrelay on '>relay-secret-pw' '~*' '&*' '+@all'");  // quoted: a shell runs it
   redis_.Cli("CONFIG SET requirepass default-secret-pw");
   TempDir secrets;
   const auto secret = [&](const std::string& name, const std::string& password) {
