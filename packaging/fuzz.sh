@@ -13,7 +13,7 @@ cd "$root"
 seconds=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_notification fuzz_control fuzz_control_server fuzz_config fuzz_keys)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_notification fuzz_control fuzz_control_server fuzz_config fuzz_keys fuzz_relay)
 
 CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTC_FUZZ=ON \
   -DTC_BUILD_TESTS=OFF -DTC_BUILD_BENCH=OFF -DTC_WERROR=ON >/dev/null

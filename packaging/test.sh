@@ -82,10 +82,13 @@ if [ -x /usr/bin/cargo ] && [ "$(readlink -f "$TC_CARGO")" != /usr/bin/cargo ]; 
 fi
 
 step "clang-tidy"
-ls client/src/*.cc client/ctl/*.cc daemon/*.cc | xargs -P "$(nproc)" -n 2 clang-tidy --quiet -p build/ci 2>/dev/null
-# The Python extension is built by setup.py, not CMake: its flags are given here.
+# The Python extension is built by setup.py, not CMake: its flags are given
+# here, and it is checked beside the others.
 clang-tidy --quiet client/python/src/native.cc -- -std=c++20 -Iclient/include -Iclient/src \
-  -I"$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" 2>/dev/null
+  -I"$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" 2>/dev/null &
+tidy_native=$!
+ls client/src/*.cc client/ctl/*.cc daemon/*.cc | xargs -P "$(nproc)" -n 2 clang-tidy --quiet -p build/ci 2>/dev/null
+wait "$tidy_native"
 
 step "tests"
 ctest --test-dir build/ci --output-on-failure --timeout 600
@@ -97,17 +100,17 @@ step "consistency soak (tests/soak: faults injected, every read checked against 
 # A random schedule each run, printed so that a failure can be replayed with
 # TC_SOAK_SEED; tests/soak/run.sh runs it for as long as asked.
 soak_seed=${TC_SOAK_SEED:-$RANDOM}
-build/ci/tests/tc_soak --duration "${TC_SOAK_SECONDS:-90}" --seed "$soak_seed" --fault-every 8
+build/ci/tests/tc_soak --duration "${TC_SOAK_SECONDS:-80}" --seed "$soak_seed" --fault-every 8
 # The same in the other topologies, shorter: loaders through a real PgBouncer
 # in transaction mode (which the injector also restarts), loaders on a
 # streaming standby that applies commits late (whose replay it also pauses),
 # and the daemon as a Redis subscriber of two relays (which it kills, and
 # Redis, which it restarts and stops).
-build/ci/tests/tc_soak --duration "${TC_SOAK_TOPOLOGY_SECONDS:-45}" --seed "$soak_seed" --fault-every 8 \
+build/ci/tests/tc_soak --duration "${TC_SOAK_TOPOLOGY_SECONDS:-35}" --seed "$soak_seed" --fault-every 8 \
   --topology pgbouncer
-build/ci/tests/tc_soak --duration "${TC_SOAK_TOPOLOGY_SECONDS:-45}" --seed "$soak_seed" --fault-every 8 \
+build/ci/tests/tc_soak --duration "${TC_SOAK_TOPOLOGY_SECONDS:-35}" --seed "$soak_seed" --fault-every 8 \
   --topology standby
-build/ci/tests/tc_soak --duration "${TC_SOAK_TOPOLOGY_SECONDS:-45}" --seed "$soak_seed" --fault-every 8 \
+build/ci/tests/tc_soak --duration "${TC_SOAK_TOPOLOGY_SECONDS:-35}" --seed "$soak_seed" --fault-every 8 \
   --topology relay
 
 step "systemd unit hardening (systemd-analyze security --offline=yes)"
@@ -137,8 +140,8 @@ cmake --build build/asan
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
   ctest --test-dir build/asan --output-on-failure --timeout 900
 
-step "fuzzing (libFuzzer, ${TC_FUZZ_SECONDS:-20} s per target, ASan+UBSan+LeakSanitizer)"
-bash packaging/fuzz.sh "${TC_FUZZ_SECONDS:-20}"
+step "fuzzing (libFuzzer, ${TC_FUZZ_SECONDS:-15} s per target, ASan+UBSan+LeakSanitizer)"
+bash packaging/fuzz.sh "${TC_FUZZ_SECONDS:-15}"
 
 step "the comparative benchmark, smoke run (packaging/bench.sh --quick; figures not kept)"
 bash packaging/bench.sh --quick --build-dir build/ci --output "$TC_TEST_DIR/RESULTS.md" >"$TC_TEST_DIR/bench.log" 2>&1 ||
