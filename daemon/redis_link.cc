@@ -220,17 +220,25 @@ void RedisLink::PublisherReady() {
   if (on_state_) on_state_("");
 }
 
+RedisLink* RedisLink::Of(redisAsyncContext* ac, void* reply) {
+  return reply == nullptr ? nullptr : static_cast<RedisLink*>(ac->data);
+}
+
+bool RedisLink::Refused(const redisReply* r, const std::string& what, const std::string& hint) {
+  if (r->type != REDIS_REPLY_ERROR) return false;
+  const std::string err(r->str, r->len);
+  Disconnect();
+  Lost(what + ": " + err + (hint.empty() ? NoAuthHint(err) : hint));
+  return true;
+}
+
 void RedisLink::OnAuth(redisAsyncContext* ac, void* reply, void* /*privdata*/) {
-  auto* self = static_cast<RedisLink*>(ac->data);
-  auto* r = static_cast<redisReply*>(reply);
-  if (self == nullptr || r == nullptr) return;
-  if (r->type == REDIS_REPLY_ERROR) {
-    const std::string err(r->str, r->len);
-    self->Disconnect();
-    self->Lost("Redis refused AUTH" + (self->user_.empty() ? std::string() : " as user " + self->user_) +
-               ": " + err + " (check redis_user and redis_password_file)");
+  RedisLink* self = Of(ac, reply);
+  if (self == nullptr) return;
+  if (self->Refused(static_cast<redisReply*>(reply),
+                    "Redis refused AUTH" + (self->user_.empty() ? std::string() : " as user " + self->user_),
+                    " (check redis_user and redis_password_file)"))
     return;
-  }
   self->PublisherReady();
 }
 
@@ -271,27 +279,17 @@ bool RedisLink::Publish(const std::string& channel, std::string_view message) {
 }
 
 void RedisLink::OnPublished(redisAsyncContext* ac, void* reply, void* /*privdata*/) {
-  auto* self = static_cast<RedisLink*>(ac->data);
-  auto* r = static_cast<redisReply*>(reply);
-  if (self == nullptr || r == nullptr) return;
+  RedisLink* self = Of(ac, reply);
+  if (self == nullptr) return;
   if (!self->unanswered_.empty()) self->unanswered_.pop_front();
-  if (r->type == REDIS_REPLY_ERROR) {
-    const std::string err(r->str, r->len);
-    self->Disconnect();
-    self->Lost("PUBLISH failed: " + err + NoAuthHint(err));
-  }
+  self->Refused(static_cast<redisReply*>(reply), "PUBLISH failed");
 }
 
 void RedisLink::OnSubscription(redisAsyncContext* ac, void* reply, void* /*privdata*/) {
-  auto* self = static_cast<RedisLink*>(ac->data);
+  RedisLink* self = Of(ac, reply);
+  if (self == nullptr) return;
   auto* r = static_cast<redisReply*>(reply);
-  if (self == nullptr || r == nullptr) return;
-  if (r->type == REDIS_REPLY_ERROR) {
-    const std::string err(r->str, r->len);
-    self->Disconnect();
-    self->Lost("SUBSCRIBE failed: " + err + NoAuthHint(err));
-    return;
-  }
+  if (self->Refused(r, "SUBSCRIBE failed")) return;
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 || r->element[0]->type != REDIS_REPLY_STRING) return;
   const std::string_view kind(r->element[0]->str, r->element[0]->len);
   if (kind == "subscribe") {

@@ -62,6 +62,14 @@ class RedisLink {
   static void OnPublished(redisAsyncContext* ac, void* reply, void* privdata);
   static void OnSubscription(redisAsyncContext* ac, void* reply, void* privdata);
   static void OnAuth(redisAsyncContext* ac, void* reply, void* privdata);
+  // The opening every reply callback shares: the link a reply is for, or
+  // null when there is nothing to handle (the link is gone, or hiredis gave
+  // no reply because the connection is going away).
+  static RedisLink* Of(redisAsyncContext* ac, void* reply);
+  // An error reply drops the connection and reports it lost as `what`, the
+  // error, and `hint` (when empty, what an AUTH error means). True when it
+  // was one.
+  bool Refused(const redisReply* r, const std::string& what, const std::string& hint = {});
   // Ready to publish (a subscriber is ready once subscribed).
   void PublisherReady();
   void Lost(const std::string& why);
