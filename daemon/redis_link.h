@@ -16,6 +16,7 @@
 #include <string_view>
 
 struct redisAsyncContext;
+struct redisReply;
 
 namespace tenantcache {
 
