@@ -100,6 +100,59 @@ for rep in $(seq 1 "$reps"); do
 done
 watch
 
+# Instructions per statement: each statement run n1 and then n2 times by a
+# single-user backend (postgres --single, on a copy of the cluster) under
+# callgrind, the difference divided by n2 - n1 (so that start-up and the
+# first executions' planning cancel out). Unlike throughput on a shared VM,
+# the count is the same from run to run; it leaves out the kernel (the WAL
+# write, the wake-ups).
+ir_n1=50 ir_n2=250
+[ "$secs" -le 1 ] && ir_n1=20 ir_n2=80
+declare -A ir  # ir[statement,config]
+if command -v valgrind >/dev/null; then
+  as_pg "$pgbin/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null
+  instructions() {  # setup-sql statement-template count -> instructions of the whole run
+    local d=$work/ir
+    rm -rf "$d"
+    cp -a "$work/data" "$d"
+    # -j: a statement ends at ";" and an empty line, so the setup's own
+    # empty lines go.
+    { sed '/^[[:space:]]*$/d' <<<"$1"; printf ';\n\n'
+      awk -v n="$3" -v t="$2" 'BEGIN { srand(7); for (i = 0; i < n; i++) { s = t
+        gsub(/@U@/, int(1 + rand() * 100000), s); gsub(/@R@/, int(1 + rand() * 4), s); print s "\n" } }'
+    } >"$d.in"
+    [ "$(id -u)" -eq 0 ] && chown -R postgres: "$d" "$d.in"
+    as_pg valgrind --tool=callgrind --callgrind-out-file="$d.cg" "$pgbin/postgres" --single -j -D "$d" \
+      -c fsync=off -c synchronous_commit=off -c autovacuum=off postgres <"$d.in" >"$d.out" 2>"$d.err"
+    if grep -q ERROR "$d.err" "$d.out"; then
+      echo "sql_write_cost.sh: a single-user run failed:" >&2
+      grep -m 3 ERROR "$d.err" "$d.out" >&2
+      exit 1
+    fi
+    sed -n 's/^\(summary\|totals\): //p' "$d.cg" | head -n 1
+    rm -rf "$d" "$d.in" "$d.cg" "$d.out" "$d.err"
+  }
+  per_statement() {  # setup-sql statement-template
+    local a b
+    a=$(instructions "$1" "$2" "$ir_n1")
+    b=$(instructions "$1" "$2" "$ir_n2")
+    echo $(((b - a) / (ir_n2 - ir_n1)))
+  }
+  watch_sql="SELECT tenantcache.watch_table('fleet.user_accounts', NULL, '{\"user\": \"id\"}', ARRAY['yacht_id', 'role', 'active']);"
+  unwatch_sql="SELECT tenantcache.unwatch_table('fleet.user_accounts');"
+  declare -A stmt=(
+    [watched]="UPDATE fleet.user_accounts SET role = (ARRAY['owner','captain','crew','guest'])[@R@] WHERE id = fleet.user_id(@U@);"
+    [unwatched]="UPDATE fleet.user_accounts SET last_login_at = now() WHERE id = fleet.user_id(@U@);"
+    [insert]="INSERT INTO fleet.user_accounts (id, yacht_id, email, role) VALUES (fleet.user_id(nextval('fleet.bench_ids')::integer), fleet.tenant_id(@R@), 'bench', 'crew');"
+  )
+  for k in watched unwatched insert; do
+    ir[$k,off]=$(per_statement "$unwatch_sql" "${stmt[$k]}")
+    ir[$k,on]=$(per_statement "$watch_sql" "${stmt[$k]}")
+  done
+  ir[watched,silent]=$(per_statement "$watch_sql $(cat "$work/emit-silent.sql");" "${stmt[watched]}")
+  ir[watched,nolog]=$(per_statement "$watch_sql UPDATE tenantcache.settings SET log_enabled = false;" "${stmt[watched]}")
+fi
+
 range() {  # values... -> "min–max" (or the one value), rounded
   printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { f = (a[1] >= 100) ? "%.0f" : "%.2f";
     if (NR == 1 || sprintf(f, a[1]) == sprintf(f, a[NR])) printf f, a[1]; else printf f "–" f, a[1], a[NR] }'
@@ -147,3 +200,21 @@ for cfg in "on:triggers, log, NOTIFY (as installed)" "silent:triggers and log, n
 done
 echo "| no triggers | $(cell "watched 1" off) tps | $(cell "watched 8" off) tps |"
 echo
+if [ ${#ir[@]} -gt 0 ]; then
+  kinstr() { awk -v a="$1" 'BEGIN { printf "%.0f k", a / 1000 }'; }
+  as_ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
+  echo "The same statements counted in instructions (callgrind, a single-user backend on a copy of the"
+  echo "cluster, each statement run $ir_n1 and then $ir_n2 times: the difference per statement). The count"
+  echo "does not move between runs as throughput does here; it leaves out the kernel's part (the WAL write,"
+  echo "the wake-ups). Ratio: instructions without triggers / with them, comparable with the tps ratios above:"
+  echo
+  echo "| statement | no triggers | with tenantcache triggers | ratio |"
+  echo "|---|---:|---:|---:|"
+  for row in "watched:single-row UPDATE of a watched column" "unwatched:single-row UPDATE of an **unwatched** column" "insert:single-row INSERT"; do
+    k=${row%%:*}
+    echo "| ${row#*:} | $(kinstr "${ir[$k,off]}") | $(kinstr "${ir[$k,on]}") | $(as_ratio "${ir[$k,off]}" "${ir[$k,on]}") |"
+  done
+  echo "| watched UPDATE, triggers and log, no NOTIFY | $(kinstr "${ir[watched,off]}") | $(kinstr "${ir[watched,silent]}") | $(as_ratio "${ir[watched,off]}" "${ir[watched,silent]}") |"
+  echo "| watched UPDATE, triggers and NOTIFY, no log | $(kinstr "${ir[watched,off]}") | $(kinstr "${ir[watched,nolog]}") | $(as_ratio "${ir[watched,off]}" "${ir[watched,nolog]}") |"
+  echo
+fi

@@ -14,9 +14,10 @@ packages=(
   libhiredis-dev redis-server
   python3 python3-cachetools
 )
-# packaging/bench.sh also compares with memcached.
+# packaging/bench.sh also compares with memcached, and counts instructions
+# with valgrind (bench/sql_write_cost.sh).
 if [ "${1:-}" = "--bench" ]; then
-  packages+=(memcached libmemcached-dev)
+  packages+=(memcached libmemcached-dev valgrind)
 fi
 
 missing=()
