@@ -6,11 +6,8 @@
 --
 -- Plain SQL for PostgreSQL 13 and later; no extension, no superuser. Run it as
 -- a role allowed to create a schema in the database (the owner of your tables
--- is typical). Run by a superuser, it also creates one event trigger, which
--- lets an UPDATE that names no watched column skip the triggers entirely
--- (see "Column lists" below). Idempotent: running it again changes nothing,
--- and running a newer install.sql over an older installation upgrades it in
--- place.
+-- is typical). Idempotent: running it again changes nothing, and running a
+-- newer install.sql over an older installation upgrades it in place.
 --
 --   psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -f sql/install.sql
 --
@@ -587,72 +584,6 @@ AS $$
                           'format(''%%s'', NEW.%1$I)', col) END
 $$;
 
--- Column lists. The UPDATE triggers carry the watched columns (AFTER UPDATE
--- OF ...) where that is safe, so that PostgreSQL skips them, WHEN clauses
--- and all, for an UPDATE whose SET list names none of them: a write that
--- touches nothing watched (a login's timestamp) then costs nothing. But
--- PostgreSQL decides that from the statement's SET list alone, so a BEFORE
--- UPDATE row trigger that changes a watched column the statement did not
--- name would go unseen. A column list is therefore used only while no
--- enabled BEFORE UPDATE row trigger is on the table or its partitions, and
--- only where an event trigger guards that: tenantcache_guard_before_triggers
--- re-attaches a table's triggers without the list in the same transaction
--- as the DDL that gives it such a trigger (CREATE TRIGGER, ALTER TABLE ...
--- ENABLE TRIGGER or ATTACH PARTITION), or stops that DDL when its role may
--- not. Only a superuser can create an event trigger: install.sql does when
--- run as one; installed by any other role, the triggers never carry a
--- column list (and cost what they did before, a WHEN clause per UPDATE).
-
--- The enabled BEFORE UPDATE row triggers of `tbl` and its partitions, as
--- "name on table"; NULL when there are none.
-CREATE OR REPLACE FUNCTION tenantcache._before_update_triggers(tbl regclass)
-RETURNS text[]
-LANGUAGE sql
-STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-  SELECT array_agg(format('%I on %s', t.tgname, t.tgrelid::regclass) ORDER BY 1)
-    FROM pg_trigger t
-   WHERE t.tgrelid IN (SELECT tbl UNION SELECT p.relid FROM pg_partition_tree(tbl) p)
-     AND t.tgtype & 19 = 19  -- TRIGGER_TYPE_ROW | TRIGGER_TYPE_BEFORE | TRIGGER_TYPE_UPDATE
-     AND t.tgenabled <> 'D'
-$$;
-
--- Whether the event trigger described above is in place and enabled.
-CREATE OR REPLACE FUNCTION tenantcache._guarded()
-RETURNS boolean
-LANGUAGE sql
-STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-  SELECT EXISTS (SELECT 1 FROM pg_event_trigger e
-                  WHERE e.evtname = 'tenantcache_guard_before_triggers' AND e.evtenabled <> 'D'
-                    AND e.evtfoid = to_regprocedure('tenantcache._guard_before_triggers()'))
-$$;
-
--- The spec of every watched table (but other sessions' temporary ones, and
--- partitions, whose triggers are their parent's), read
--- back from its statement-level triggers' arguments, and whether its UPDATE
--- triggers carry a column list.
-CREATE OR REPLACE FUNCTION tenantcache._watched_specs()
-RETURNS TABLE (tbl regclass, tenant_col text, keys jsonb, watched text[], column_list boolean)
-LANGUAGE sql
-STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-  SELECT t.tgrelid::regclass,
-         nullif(convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 1)::bytea, 'UTF8'), ''),
-         convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 2)::bytea, 'UTF8')::jsonb,
-         nullif(convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 3)::bytea, 'UTF8'), '')::text[],
-         bool_or(array_length(t.tgattr::int2[], 1) > 0)
-    FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-   WHERE t.tgfoid = 'tenantcache.on_change()'::regprocedure
-     AND t.tgparentid = 0  -- not a partition's clone of its parent's trigger
-     AND (c.relpersistence <> 't' OR c.relnamespace = pg_my_temp_schema())
-   GROUP BY 1, 2, 3, 4
-   ORDER BY 1
-$$;
-
 -- Attaches the triggers described above to `tbl` for a spec watch_table
 -- checked (or an older version's triggers carried: see version 5), replacing
 -- the ones attached before. `watched` is NULL for all columns.
@@ -668,12 +599,7 @@ DECLARE
   new_msgs text[] := '{}';
   prefix text;
   col text;
-  update_of text := '';
 BEGIN
-  -- See "Column lists" above.
-  IF watched IS NOT NULL AND tenantcache._guarded() AND tenantcache._before_update_triggers(tbl) IS NULL THEN
-    SELECT ' OF ' || string_agg(quote_ident(c), ', ' ORDER BY c) INTO update_of FROM unnest(watched) c;
-  END IF;
   -- Each message: its prefix and the value as text, NULL for NULL.
   FOR prefix, col IN SELECT 'k ' || k.key || ' ', k.value FROM jsonb_each_text(keys) k
                      UNION ALL SELECT 't ', tenant_col WHERE tenant_col IS NOT NULL ORDER BY 1 LOOP
@@ -696,9 +622,9 @@ BEGIN
                  'WHEN (pg_catalog.current_setting(''tenantcache.mode'', true) IS DISTINCT FROM ''f'' '
                  'AND tenantcache.pend(ARRAY[%s]::text[])) EXECUTE FUNCTION tenantcache.on_change(%s)',
                  tbl, array_to_string(new_msgs, ', '), args);
-  EXECUTE format('CREATE TRIGGER tenantcache_upd AFTER UPDATE%s ON %s FOR EACH ROW '
+  EXECUTE format('CREATE TRIGGER tenantcache_upd AFTER UPDATE ON %s FOR EACH ROW '
                  'WHEN (%s AND tenantcache.pend(ARRAY[%s]::text[])) EXECUTE FUNCTION tenantcache.on_change(%s)',
-                 update_of, tbl, changed, array_to_string(old_msgs || new_msgs, ', '), args);
+                 tbl, changed, array_to_string(old_msgs || new_msgs, ', '), args);
   EXECUTE format('CREATE TRIGGER tenantcache_del AFTER DELETE ON %s FOR EACH ROW '
                  'WHEN (pg_catalog.current_setting(''tenantcache.mode'', true) IS DISTINCT FROM ''f'' '
                  'AND tenantcache.pend(ARRAY[%s]::text[])) EXECUTE FUNCTION tenantcache.on_change(%s)',
@@ -706,57 +632,14 @@ BEGIN
   EXECUTE format('CREATE TRIGGER tenantcache_ins_sent AFTER INSERT ON %s FOR EACH STATEMENT '
                  'WHEN (pg_catalog.current_setting(''tenantcache.pending'', true) = ''y'') '
                  'EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
-  EXECUTE format('CREATE TRIGGER tenantcache_upd_sent AFTER UPDATE%s ON %s FOR EACH STATEMENT '
+  EXECUTE format('CREATE TRIGGER tenantcache_upd_sent AFTER UPDATE ON %s FOR EACH STATEMENT '
                  'WHEN (pg_catalog.current_setting(''tenantcache.pending'', true) = ''y'') '
-                 'EXECUTE FUNCTION tenantcache.on_change(%s)', update_of, tbl, args);
+                 'EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
   EXECUTE format('CREATE TRIGGER tenantcache_del_sent AFTER DELETE ON %s FOR EACH STATEMENT '
                  'WHEN (pg_catalog.current_setting(''tenantcache.pending'', true) = ''y'') '
                  'EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
   EXECUTE format('CREATE TRIGGER tenantcache_trunc AFTER TRUNCATE ON %s FOR EACH STATEMENT '
                  'EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
-END
-$$;
-
--- The event trigger's function (see "Column lists"): after a CREATE TRIGGER
--- or ALTER TABLE, every watched table whose UPDATE triggers carry a column
--- list and that now has a BEFORE UPDATE row trigger gets its triggers again
--- without the list. Invoker's rights: it runs as the role that ran the DDL,
--- which may re-attach the triggers of its own tables only; a role that gave
--- someone else's watched table such a trigger (it holds the TRIGGER
--- privilege) has its DDL stopped, with what to do instead.
-CREATE OR REPLACE FUNCTION tenantcache._guard_before_triggers()
-RETURNS event_trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  r record;
-BEGIN
-  -- The tables the command changed (a trigger's table for CREATE TRIGGER),
-  -- and the partitioned tables they belong to.
-  FOR r IN WITH changed AS (
-             SELECT CASE d.classid WHEN 'pg_trigger'::regclass
-                      THEN (SELECT t.tgrelid FROM pg_trigger t WHERE t.oid = d.objid) ELSE d.objid END AS rel
-               FROM pg_event_trigger_ddl_commands() d
-              WHERE d.classid IN ('pg_trigger'::regclass, 'pg_class'::regclass))
-           SELECT s.*, tenantcache._before_update_triggers(s.tbl) AS before_triggers
-             FROM tenantcache._watched_specs() s
-            WHERE s.column_list
-              AND s.tbl::oid IN (SELECT a.relid FROM changed c, pg_partition_ancestors(c.rel) a
-                                 UNION SELECT c.rel FROM changed c) LOOP
-    CONTINUE WHEN r.before_triggers IS NULL;
-    BEGIN
-      PERFORM tenantcache._attach(r.tbl, r.tenant_col, r.keys, r.watched);
-    EXCEPTION WHEN insufficient_privilege THEN
-      RAISE EXCEPTION 'tenantcache: % would let a BEFORE UPDATE trigger (%) change watched columns of table % unseen, '
-                      'and role % may not replace that table''s tenantcache triggers', tg_tag,
-        array_to_string(r.before_triggers, ', '), r.tbl, quote_ident(current_user)
-        USING HINT = format('Let the owner, %I, run it: the triggers are then re-attached without their column list.',
-                            (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = r.tbl));
-    END;
-    RAISE NOTICE 'tenantcache: table % has a BEFORE UPDATE trigger (%): its tenantcache triggers now look at every '
-                 'UPDATE, not only those that name a watched column', r.tbl, array_to_string(r.before_triggers, ', ');
-  END LOOP;
 END
 $$;
 
@@ -1255,8 +1138,16 @@ BEGIN
                       'may not: %', quote_ident(current_user), unreachable
         USING HINT = 'Run sql/install.sql as a superuser or as a role that is a member of those owners.';
     END IF;
-    FOR r IN SELECT * FROM tenantcache._watched_specs() s WHERE s.tbl::oid IN (
-               SELECT c.oid FROM pg_class c WHERE c.relpersistence <> 't') LOOP
+    FOR r IN SELECT DISTINCT t.tgrelid::regclass AS tbl,
+                    nullif(convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 1)::bytea, 'UTF8'), '')
+                      AS tenant_col,
+                    convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 2)::bytea, 'UTF8')::jsonb AS keys,
+                    nullif(convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 3)::bytea, 'UTF8'), '')::text[]
+                      AS watched
+               FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+              WHERE t.tgfoid = 'tenantcache.on_change()'::regprocedure AND c.relpersistence <> 't'
+                AND t.tgparentid = 0  -- a partition's clone goes with its parent's trigger
+              ORDER BY 1 LOOP
       PERFORM tenantcache._attach(r.tbl, r.tenant_col, r.keys, r.watched);
     END LOOP;
     -- Versions 2 to 4's helper for on_change, which no longer sees sets.
@@ -1278,25 +1169,6 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 6) THEN
     PERFORM tenantcache._grant_daemon_roles('SELECT ON tenantcache.heartbeat_key');
     INSERT INTO tenantcache.version (version) VALUES (6);
-  END IF;
-END
-$install$;
-
--- The guard of "Column lists", when the installer is a superuser (only one
--- can create an event trigger). Created once; the watched tables with a
--- column spec are then re-attached, so that an upgrade gets the lists too.
-DO $install$
-DECLARE
-  r record;
-BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'tenantcache_guard_before_triggers')
-     AND (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-    CREATE EVENT TRIGGER tenantcache_guard_before_triggers ON ddl_command_end
-      WHEN TAG IN ('CREATE TRIGGER', 'ALTER TABLE')
-      EXECUTE FUNCTION tenantcache._guard_before_triggers();
-    FOR r IN SELECT * FROM tenantcache._watched_specs() s WHERE s.watched IS NOT NULL LOOP
-      PERFORM tenantcache._attach(r.tbl, r.tenant_col, r.keys, r.watched);
-    END LOOP;
   END IF;
 END
 $install$;

@@ -21,7 +21,8 @@ BEGIN
              FROM pg_trigger tr
              JOIN pg_proc p ON p.oid = tr.tgfoid
              JOIN pg_class c ON c.oid = tr.tgrelid
-            WHERE p.pronamespace = 'tenantcache'::regnamespace LOOP
+            WHERE p.pronamespace = 'tenantcache'::regnamespace
+              AND tr.tgparentid = 0 LOOP  -- a partition's clone goes with its parent's trigger
     IF t.droppable THEN
       EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.tbl);
     ELSE
