@@ -615,13 +615,16 @@ int CacheWriter::FindSlot(uint64_t bucket, uint64_t hash, uint32_t ns, std::stri
   return -1;
 }
 
-uint32_t CacheWriter::ChooseVictim(uint64_t bucket, uint64_t now) {
+uint32_t CacheWriter::ChooseVictim(uint64_t bucket, uint32_t home, uint64_t now) {
   int dead = -1;
   uint32_t lru = 0;
   uint32_t lru_age = 0;
   uint64_t lru_filled = UINT64_MAX;
   const uint32_t now_stamp = layout::RecencyStamp(now);
-  for (uint32_t i = 0; i < layout::kSlotsPerBucket; ++i) {
+  // From the home slot on (cache_layout.h, "Home slots"): a key goes home
+  // when its home slot is empty or dead.
+  for (uint32_t k = 0; k < layout::kSlotsPerBucket; ++k) {
+    const uint32_t i = (home + k) & (layout::kSlotsPerBucket - 1);
     const SlotMeta m = ReadMeta(Slot(bucket, i));
     if (m.state == layout::kEmpty) return i;
     if (dead < 0 && Dead(m, bucket, i, now)) dead = static_cast<int>(i);
@@ -710,7 +713,7 @@ PutResult CacheWriter::Store(uint32_t ns, std::string_view key, const EntryData*
   const uint64_t bucket = layout::BucketIndex(m.key_hash, bucket_count_);
   int slot = FindSlot(bucket, m.key_hash, ns, key);
   if (slot < 0) {
-    slot = static_cast<int>(ChooseVictim(bucket, now));
+    slot = static_cast<int>(ChooseVictim(bucket, layout::HomeSlot(m.key_hash), now));
     if (ReadMeta(Slot(bucket, static_cast<uint32_t>(slot))).state == layout::kEmpty) {
       ++stats_.entries;
       header_->entry_count.store(stats_.entries, std::memory_order_relaxed);

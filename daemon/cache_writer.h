@@ -175,7 +175,7 @@ class CacheWriter {
   uint64_t KeyHash(uint32_t ns, std::string_view key) const;
   bool Dead(const layout::SlotMeta& m, uint64_t bucket, uint32_t i, uint64_t now) const;
   int FindSlot(uint64_t bucket, uint64_t hash, uint32_t ns, std::string_view key) const;
-  uint32_t ChooseVictim(uint64_t bucket, uint64_t now);
+  uint32_t ChooseVictim(uint64_t bucket, uint32_t home, uint64_t now);
   PutResult Store(uint32_t ns, std::string_view key, const EntryData* entry, uint64_t ttl_ns,
                   const Lease& lease);
   void WriteSlot(unsigned char* slot, const layout::SlotMeta& meta, const unsigned char* data);

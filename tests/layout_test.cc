@@ -12,6 +12,9 @@
 #include <fstream>
 #include <iterator>
 
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include "reader.h"
 #include "support/test_cache.h"
 #include "tenantcache/tenantcache.h"
@@ -77,6 +80,39 @@ TEST_F(LayoutTest, HeaderIsPinnedAndDescribesTheFile) {
   EXPECT_EQ(ValidateLayout(image_.data(), image_.size()), nullptr);
   EXPECT_EQ(tc_layout_version(), layout::kLayoutVersion);
   EXPECT_STREQ(tc_version(), "0.1.0");
+}
+
+// Home slots (cache_layout.h): readers fetch a key's home slot while its tag
+// row is on the way, which only pays if the writer puts keys there. At a low
+// load almost every key finds its home slot free.
+TEST_F(LayoutTest, KeysGoToTheirHomeSlotWhenItIsFree) {
+  auto opts = test::FleetOptions(dir_.File("homes"), 64 * 1024);
+  auto w = test::OpenSynced(opts);
+  constexpr int kKeys = 2000;
+  for (int i = 0; i < kKeys; ++i)
+    ASSERT_EQ(w->Put(0, test::Uuid(i), EntryData{"t1", {"YACHT1", "https://y.example.com", "crew"}}, 0,
+                     w->BeginFill()),
+              PutResult::kStored);
+  const std::string image = ReadAll(opts.path);
+  const auto* h = reinterpret_cast<const FileHeader*>(image.data());
+  const auto* tags = reinterpret_cast<const layout::BucketTags*>(image.data() + h->tags_offset);
+  tc_cache* c = nullptr;
+  tc_ns user = 0;
+  ASSERT_EQ(tc_cache_open(opts.path.c_str(), &c), 0);
+  ASSERT_EQ(tc_namespace(c, "user", &user), 0);
+  int home = 0;
+  for (int i = 0; i < kKeys; ++i) {
+    const std::string key = test::Uuid(i);
+    const uint64_t hash =
+        XXH3_64bits_withSeed(key.data(), key.size(), layout::NamespaceSeed(h->hash_seed, 0));
+    const auto& row = tags[layout::BucketIndex(hash, h->bucket_count)];
+    home += row.tag[layout::HomeSlot(hash)].load() == layout::TagOf(hash) ? 1 : 0;
+    tc_value v;
+    EXPECT_EQ(tc_cache_get(c, user, key.data(), key.size(), &v), TC_FOUND) << key;
+  }
+  tc_cache_close(c);
+  // 2000 keys in 8192 buckets: about 1% share a bucket and a home slot.
+  EXPECT_GE(home, kKeys * 95 / 100);
 }
 
 TEST_F(LayoutTest, HashSeedIsRandomPerFile) {

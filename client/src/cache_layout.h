@@ -72,6 +72,19 @@
 // eviction order and idle timeouts, never what others read.
 //
 // ---------------------------------------------------------------------------
+// Home slots
+// ---------------------------------------------------------------------------
+// A random hit costs what its dependent cache misses cost: the tag row, then
+// the slot it points to. So each key has a home slot in its bucket, chosen by
+// its hash (HomeSlot). The writer puts a new key in its home slot when that
+// slot is empty or holds an entry that can no longer be served, and readers
+// fetch the home slot's first lines while they wait for the tag row, then
+// look at the home slot's tag first: for a key at home, the two misses
+// overlap. Placement is only a preference and changes no rule below (a key
+// may live in any slot of its bucket, and readers still scan every tag), so
+// the layout version stays.
+//
+// ---------------------------------------------------------------------------
 // Overflow
 // ---------------------------------------------------------------------------
 // A full bucket evicts, in order: an empty slot, a slot whose entry can no
@@ -324,6 +337,10 @@ inline uint64_t BucketIndex(uint64_t hash, uint64_t bucket_count) {
   return static_cast<uint64_t>((static_cast<unsigned __int128>(hash) * bucket_count) >> 64);
 }
 inline uint32_t TagOf(uint64_t hash) { return static_cast<uint32_t>(hash >> 32) | 1u; }
+// The slot of its bucket a key is put in when that slot is free (see "Home
+// slots"): the hash's low bits, which neither the bucket index (its top
+// bits) nor the tag (its high half) uses.
+inline uint32_t HomeSlot(uint64_t hash) { return static_cast<uint32_t>(hash) & (kSlotsPerBucket - 1); }
 inline uint64_t NamespaceSeed(uint64_t hash_seed, uint32_t ns) {
   return hash_seed ^ (0x9E3779B97F4A7C15ull * (uint64_t{ns} + 1));
 }

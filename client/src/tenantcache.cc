@@ -728,11 +728,21 @@ int Get(Mapping* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out
   const uint32_t tag = layout::TagOf(hash);
   const uint64_t b = layout::BucketIndex(hash, cache->bucket_count);
   const layout::BucketTags* tags = cache->tags + b;
+  const uint64_t first = b * layout::kSlotsPerBucket;
 
-  for (uint32_t i = 0; i < layout::kSlotsPerBucket; ++i) {
+  // Home slots (cache_layout.h): the home slot's header and the start of its
+  // data, and its stamp, are fetched while the tag row is on its way.
+  const uint32_t home = layout::HomeSlot(hash);
+  const unsigned char* home_slot = cache->slots + (first + home) * cache->slot_size;
+  __builtin_prefetch(home_slot);
+  __builtin_prefetch(home_slot + layout::kCacheLine);
+  __builtin_prefetch(cache->stamps + first + home, 1);
+
+  for (uint32_t k = 0; k < layout::kSlotsPerBucket; ++k) {
+    const uint32_t i = (home + k) & (layout::kSlotsPerBucket - 1);
     // Rule 3: a tag only filters; the seqlocked copy decides.
     if (tags->tag[i].load(std::memory_order_relaxed) != tag) continue;
-    const unsigned char* slot = cache->slots + (b * layout::kSlotsPerBucket + i) * cache->slot_size;
+    const unsigned char* slot = cache->slots + (first + i) * cache->slot_size;
     layout::SlotMeta m;
     const SlotRead r = ReadSlot(cache, slot, fns, norm, kr.len, hash, &m, out);
     if (r == SlotRead::kNoMatch) continue;
@@ -745,7 +755,7 @@ int Get(Mapping* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out
             cache->tenant_gens[m.tenant_idx & cache->tenant_gen_mask].load(std::memory_order_acquire))
       return TC_MISS;
     if (now >= m.expires_ns) return TC_MISS;
-    uint32_t* stamp = cache->stamps + b * layout::kSlotsPerBucket + i;
+    uint32_t* stamp = cache->stamps + first + i;
     const uint32_t now_stamp = layout::RecencyStamp(coarse);
     const uint32_t last = __atomic_load_n(stamp, __ATOMIC_RELAXED);
     if (cache->recency_shared.load(std::memory_order_relaxed)) {
