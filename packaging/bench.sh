@@ -121,13 +121,14 @@ cmake --build "$build" --target fleet_bench >/dev/null
 # writer's MADV_HUGEPAGE then gets 2 MiB pages), then huge=never (what
 # /dev/shm is by default). Mounting needs root; without it the section says so.
 cmake --build "$build" --target cache_bench >/dev/null
-min_time=0.5
-[ ${#quick[@]} -gt 0 ] && min_time=0.05
+reps=5
+[ ${#quick[@]} -gt 0 ] && reps=1
 {
   echo "## 11. The read path in 2 MiB and in 4 KiB pages"
   echo
-  echo "\`build/bench/cache_bench\` (Google Benchmark, each run at least ${min_time} s; then the per-lookup"
-  echo "latency, 1 and 2 reader processes, and the memory figure) with its cache file on a private tmpfs"
+  echo "\`build/bench/cache_bench\` (Google Benchmark: each benchmark ${reps} times for at least 0.1 s, interleaved at"
+  echo "random with the others, and the median taken; then the per-lookup latency, 1 and 2 reader processes,"
+  echo "and the memory figure) with its cache file on a private tmpfs"
   echo "mounted \`huge=advise\`, where the writer's \`MADV_HUGEPAGE\` gets 2 MiB pages, and again on one mounted"
   echo "\`huge=never\`, as \`/dev/shm\` is by default. Each run's summary as it printed it:"
   echo
@@ -139,7 +140,7 @@ for huge in advise never; do
     echo "Not measured: mounting a tmpfs needs root." >>"$work/pages.md"
     break
   fi
-  TMPDIR=$dir "$build/bench/cache_bench" --benchmark_min_time="$min_time" >"$work/pages-$huge.txt" 2>&1 ||
+  TMPDIR=$dir "$build/bench/cache_bench" --benchmark_repetitions="$reps" >"$work/pages-$huge.txt" 2>&1 ||
     { umount "$dir"; cat "$work/pages-$huge.txt" >&2; exit 1; }
   umount "$dir"
   {
