@@ -365,8 +365,20 @@ inline void WriterFence() { std::atomic_thread_fence(std::memory_order_release);
 inline void ReaderFence() { std::atomic_thread_fence(std::memory_order_acquire); }
 #endif
 
+// Four words a step: a slot's copy is on every hit's path.
 inline void LoadWords(uint64_t* dst, const uint64_t* src, size_t n) {
-  for (size_t i = 0; i < n; ++i) dst[i] = __atomic_load_n(src + i, kWordLoadOrder);
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const uint64_t a = __atomic_load_n(src + i, kWordLoadOrder);
+    const uint64_t b = __atomic_load_n(src + i + 1, kWordLoadOrder);
+    const uint64_t c = __atomic_load_n(src + i + 2, kWordLoadOrder);
+    const uint64_t d = __atomic_load_n(src + i + 3, kWordLoadOrder);
+    dst[i] = a;
+    dst[i + 1] = b;
+    dst[i + 2] = c;
+    dst[i + 3] = d;
+  }
+  for (; i < n; ++i) dst[i] = __atomic_load_n(src + i, kWordLoadOrder);
 }
 inline void StoreWords(uint64_t* dst, const uint64_t* src, size_t n) {
   for (size_t i = 0; i < n; ++i) __atomic_store_n(dst + i, src[i], kWordStoreOrder);

@@ -75,7 +75,10 @@ KeyResult NormalizeUuid(const char* in, size_t len, char* out) {
     if (in[8] != '-' || in[13] != '-' || in[18] != '-' || in[23] != '-')
       return Fail("uuid has a misplaced '-'");
     constexpr uint64_t kDashes = (1ull << 8) | (1ull << 13) | (1ull << 18) | (1ull << 23);
-    if (!HexLower(u, out, 32, static_cast<unsigned>(kDashes)) || !HexLower(u + 32, out + 32, 4, 0))
+    // The last 4 characters are done as the 16 ending the string (its last
+    // dash at 23 = 20 + 3), which rewrites 12 already done with the same bytes.
+    if (!HexLower(u, out, 32, static_cast<unsigned>(kDashes)) ||
+        !HexLower(u + 20, out + 20, 16, static_cast<unsigned>(kDashes >> 20)))
       return Fail("uuid has a character that is not a hex digit");
     return KeyResult{36, nullptr};
   }
