@@ -225,4 +225,8 @@ if [ ${#ir[@]} -gt 0 ]; then
   ir_row "watched UPDATE, triggers and log, no NOTIFY" watched silent
   ir_row "watched UPDATE, triggers and NOTIFY, no log" watched nolog
   echo
+else
+  echo "Instructions per statement: not counted, valgrind is not installed (packaging/bootstrap.sh --bench installs it)."
+  echo "sql_write_cost.sh: valgrind not found: the instruction counts are left out" >&2
+  echo
 fi

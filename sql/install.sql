@@ -257,28 +257,43 @@ AS $$ SELECT tenantcache._emit('f', NULL, NULL) $$;
 --    per-row work: for UPDATE it first compares the watched columns of OLD
 --    and NEW (as text, see below), so a write that changes nothing watched
 --    costs that comparison and nothing more; for a changed row it calls
---    pend() with the row's messages, which records them for the statement
---    and returns false. PostgreSQL evaluates an AFTER row trigger's WHEN as
---    the row is written, so the row trigger itself is never queued or run
---    (its function, on_change, would only refuse to run at row level).
---  - statement-level AFTER INSERT/UPDATE/DELETE triggers whose WHEN lets
---    them run only when rows are pending, and an AFTER TRUNCATE one: these
---    run on_change(), which sends the pending messages (the statement seen
---    whole: bulk_threshold applies to it) with the installer's rights.
--- Statement-level AFTER triggers run after all row-level events of their
--- statement, so every pending row is sent by its own statement's trigger (or
--- by a nested statement's, which sends whatever is pending).
+--    pend() with the row's messages, which records them and returns true
+--    only for the row that found nothing pending. PostgreSQL evaluates an
+--    AFTER row trigger's WHEN as the row is written and queues the trigger
+--    only where it is true: one event for the statement, whatever number of
+--    rows it changes. Queued row triggers run when the statement ends, after
+--    every row has been written (and so recorded): that one runs
+--    on_change(), which sends everything pending (the statement seen whole:
+--    bulk_threshold applies to it) with the installer's rights.
+--  - an AFTER TRUNCATE trigger (statement level: TRUNCATE has no rows),
+--    which sends a flush; on a partitioned table, on each of its partitions
+--    too, since a TRUNCATE may name one.
+-- Row triggers run whichever table a statement names: the partitioned table
+-- or one of its partitions (which carry clones of its row triggers), an
+-- inheritance parent or the watched child itself; so do the statements of
+-- logical replication's apply worker (with ENABLE ALWAYS or REPLICA), which
+-- fires no statement-level trigger. Every row recorded is sent by its own
+-- statement's event, or by one queued earlier or in a nested statement (a
+-- cascaded update), which sends whatever is pending when it runs; a row
+-- recorded after a send finds nothing pending and queues an event again.
 --
 -- Pending rows live in transaction-local settings (set_config(..., true)):
 -- cheap, and rolled back with the statement or the savepoint that wrote them,
 -- so a rolled-back write sends nothing. They are the writer's own session
--- state: a writer can put anything there, and so make the next watched write
--- of its own session send invalidations of its choosing. That is no more than
--- a writer can do by writing rows (an invalidation only makes the cache read
--- PostgreSQL again), and on_change validates every message it sends
--- (_emit: namespace names, key and payload lengths).
+-- state: a writer can put anything there. Pending rows are taken from them
+-- only when tenantcache.pending holds the writing transaction's id
+-- (anything else, say a value set with SET or ALTER ROLE ... SET, makes
+-- pend() start afresh), so a planted list neither holds back a write's
+-- messages nor adds to them. tenantcache.mode 'f' set by the session (or
+-- as a default of its role or database) does make the WHEN clauses skip
+-- pend(), and so holds back that session's messages: the check stays a
+-- plain comparison because it is evaluated for every changed row of a bulk
+-- statement. A writer can also make its watched writes send invalidations
+-- of its choosing; on_change validates every message it sends (_emit:
+-- namespace names, key and payload lengths).
 --
---   tenantcache.pending  'y' while anything is pending in this transaction
+--   tenantcache.pending  the id of the transaction whose rows are pending
+--                        (pg_current_xact_id()), '' once they are sent
 --   tenantcache.mode     ''  messages in tenantcache.msgs
 --                        'T' too many messages, but each changed row is
 --                            covered by its tenant and no key value is new:
@@ -286,7 +301,7 @@ AS $$ SELECT tenantcache._emit('f', NULL, NULL) $$;
 --                        'f' too many messages: one flush
 --   tenantcache.msgs     the messages, as the body of a text[] literal
 --   tenantcache.count    how many elements tenantcache.msgs holds
---   tenantcache.cap      settings.bulk_threshold, read once per transaction
+--   tenantcache.cap      settings.bulk_threshold, read once per statement
 --   tenantcache.new      'y' once a pending row had a new key value
 --   tenantcache.bare     'y' once a pending row had no tenant message
 
@@ -305,7 +320,8 @@ GRANT EXECUTE ON FUNCTION tenantcache._bulk_threshold() TO PUBLIC;
 -- only from the WHEN clause of the row triggers watch_table generates, as the
 -- writing role. `msgs` holds "-k <namespace> <key>" and "-t <tenant id>" for
 -- the old row and "+k ..." and "+t ..." for the new row (NULL elements for
--- NULL values). Returns false, so that the row trigger does not fire.
+-- NULL values). Returns true when this row turned tenantcache.pending on:
+-- that row's trigger then runs, at the end of the statement, and sends.
 --
 -- Invoker's rights, no SET clause (a SET would be paid on every row): it
 -- runs nothing but built-in functions, named with their schema, and only
@@ -317,7 +333,13 @@ AS $$
 DECLARE
   -- Every statement below is an assignment of an expression: PL/pgSQL
   -- evaluates those directly, where PERFORM or SELECT would run a query.
-  mode text := coalesce(pg_catalog.current_setting('tenantcache.mode', true), '');
+  -- tenantcache.pending holds the id of the transaction whose rows are
+  -- pending: any other value (left by nothing of ours, so planted with SET,
+  -- ALTER ROLE ... SET or ALTER DATABASE ... SET) is no pending state, and
+  -- the other settings are then not read but replaced.
+  tx text := pg_catalog.pg_current_xact_id()::text;
+  mine boolean := pg_catalog.current_setting('tenantcache.pending', true) IS NOT DISTINCT FROM tx;
+  mode text := CASE WHEN mine THEN coalesce(pg_catalog.current_setting('tenantcache.mode', true), '') ELSE '' END;
   m text;
   olds text[] := '{}';
   adds text[] := '{}';
@@ -327,16 +349,22 @@ DECLARE
   cap integer;
   msg_list text;
   done text;
+  first boolean;
 BEGIN
+  -- Past bulk_threshold: the statement sends one flush.
+  IF mode = 'f' THEN
+    RETURN false;
+  END IF;
   -- The common write, first of its statement: one row whose messages are
   -- one (a user's key, unchanged by the update, or inserted or deleted).
   -- Each expression costs its first evaluation in every transaction, so
   -- this path evaluates few.
-  IF mode = '' AND pg_catalog.cardinality(msgs) <= 2 AND msgs[1] IS NOT NULL
-     AND pg_catalog.substr(msgs[1], 2) = pg_catalog.substr(msgs[pg_catalog.cardinality(msgs)], 2)
-     AND coalesce(pg_catalog.current_setting('tenantcache.pending', true), '') = '' THEN
+  IF NOT mine AND pg_catalog.cardinality(msgs) <= 2 AND msgs[1] IS NOT NULL
+     AND pg_catalog.substr(msgs[1], 2) = pg_catalog.substr(msgs[pg_catalog.cardinality(msgs)], 2) THEN
     m := pg_catalog.substr(msgs[1], 2);
-    done := pg_catalog.set_config('tenantcache.pending', 'y', true)
+    done := pg_catalog.set_config('tenantcache.pending', tx, true)
+            || pg_catalog.set_config('tenantcache.mode', '', true)
+            || pg_catalog.set_config('tenantcache.cap', '', true)
             || pg_catalog.set_config('tenantcache.msgs', pg_catalog.btrim(ARRAY[m]::text, '{}'), true)
             || pg_catalog.set_config('tenantcache.count', '1', true)
             || pg_catalog.set_config('tenantcache.bare', CASE WHEN pg_catalog.left(m, 1) = 't' THEN '' ELSE 'y' END,
@@ -344,7 +372,7 @@ BEGIN
             || pg_catalog.set_config('tenantcache.new',
                                      CASE WHEN msgs[1] LIKE '+k %' AND msgs[pg_catalog.cardinality(msgs)] LIKE '+k %'
                                           THEN 'y' ELSE '' END, true);
-    RETURN false;
+    RETURN true;
   END IF;
   -- Lists of messages are kept as the bodies of text[] literals (btrim of
   -- "{...}": array_out quotes an element that contains a brace), so that
@@ -374,6 +402,15 @@ BEGIN
   IF pg_catalog.cardinality(adds) = 0 THEN
     RETURN false;
   END IF;
+  -- From here on something is pending: the answer is whether this row
+  -- turned it on.
+  first := NOT mine;
+  IF first THEN
+    done := pg_catalog.set_config('tenantcache.pending', tx, true) || pg_catalog.set_config('tenantcache.mode', '', true)
+            || pg_catalog.set_config('tenantcache.msgs', '', true) || pg_catalog.set_config('tenantcache.count', '0', true)
+            || pg_catalog.set_config('tenantcache.new', '', true) || pg_catalog.set_config('tenantcache.bare', '', true)
+            || pg_catalog.set_config('tenantcache.cap', '', true);
+  END IF;
 
   IF new_key THEN
     done := pg_catalog.set_config('tenantcache.new', 'y', true);
@@ -381,7 +418,6 @@ BEGIN
   IF pg_catalog.cardinality(tenants) = 0 THEN
     done := pg_catalog.set_config('tenantcache.bare', 'y', true);
   END IF;
-  done := pg_catalog.set_config('tenantcache.pending', 'y', true);
   count := coalesce(nullif(pg_catalog.current_setting('tenantcache.count', true), ''), '0')::integer;
   msg_list := coalesce(pg_catalog.current_setting('tenantcache.msgs', true), '');
   -- bulk_threshold is at least 1: a statement's first message needs no
@@ -399,7 +435,7 @@ BEGIN
       done := pg_catalog.set_config('tenantcache.msgs',
         pg_catalog.concat_ws(',', nullif(msg_list, ''), pg_catalog.btrim(adds::text, '{}')), true);
       done := pg_catalog.set_config('tenantcache.count', (count + pg_catalog.cardinality(adds))::text, true);
-      RETURN false;
+      RETURN first;
     END IF;
     -- Past the threshold: tenant messages cover every change only when every
     -- row had one and no key value is new (a new key may be cached as
@@ -407,7 +443,7 @@ BEGIN
     IF pg_catalog.current_setting('tenantcache.new', true) = 'y'
        OR pg_catalog.current_setting('tenantcache.bare', true) = 'y' THEN
       done := tenantcache._pend_flush();
-      RETURN false;
+      RETURN first;
     END IF;
     tenants := ARRAY(SELECT DISTINCT e FROM pg_catalog.unnest(('{' || msg_list || '}')::text[] || tenants) e
                       WHERE pg_catalog.left(e, 1) = 't');
@@ -416,7 +452,7 @@ BEGIN
     IF pg_catalog.current_setting('tenantcache.new', true) = 'y'
        OR pg_catalog.current_setting('tenantcache.bare', true) = 'y' THEN
       done := tenantcache._pend_flush();
-      RETURN false;
+      RETURN first;
     END IF;
     -- Tenant mode: append, and drop the repeats once there are twice as many
     -- as the threshold allows.
@@ -424,7 +460,7 @@ BEGIN
       done := pg_catalog.set_config('tenantcache.msgs',
         pg_catalog.concat_ws(',', nullif(msg_list, ''), pg_catalog.btrim(tenants::text, '{}')), true);
       done := pg_catalog.set_config('tenantcache.count', (count + pg_catalog.cardinality(tenants))::text, true);
-      RETURN false;
+      RETURN first;
     END IF;
     tenants := ARRAY(SELECT DISTINCT e FROM pg_catalog.unnest(('{' || msg_list || '}')::text[] || tenants) e);
   END IF;
@@ -434,7 +470,7 @@ BEGIN
     done := pg_catalog.set_config('tenantcache.msgs', pg_catalog.btrim(tenants::text, '{}'), true);
     done := pg_catalog.set_config('tenantcache.count', pg_catalog.cardinality(tenants)::text, true);
   END IF;
-  RETURN false;
+  RETURN first;
 END
 $$;
 
@@ -448,14 +484,16 @@ AS $$
          || set_config('tenantcache.count', '0', true)
 $$;
 
--- The statement-level trigger function (see above): sends what the rows of
--- the statement left pending, and a flush for TRUNCATE. Arguments (set by
--- watch_table, the same on every trigger of a table): tenant column ('' for
--- none), the keys spec (jsonb: namespace -> column), the watched columns
--- ('' for all), the trigger spec's version ("5"). Triggers attached by
--- versions 1 to 4 (statement level with transition tables, three arguments)
--- are replaced by the upgrade to version 5; one it could not reach (on
--- another session's temporary table) sends a flush for every write.
+-- The trigger function (see above): sends what the rows of the statement
+-- left pending, and a flush for TRUNCATE. Arguments (set by watch_table,
+-- the same on every trigger of a table): tenant column ('' for none), the
+-- keys spec (jsonb: namespace -> column), the watched columns ('' for all),
+-- the trigger spec's version ("7"). Triggers attached by versions 1 to 4
+-- (statement level with transition tables, three arguments) are replaced by
+-- the upgrade to version 5, and spec 5's (whose statement-level triggers
+-- sent) by install.sql since spec 7; one either could not reach (on another
+-- session's temporary table) keeps working as it did: spec 5's send at
+-- statement level, and older ones send a flush for every write.
 --
 -- It runs with the installer's rights (it writes the log and reads the
 -- settings, which the writing roles may not). Only tables whose owner holds
@@ -491,11 +529,6 @@ BEGIN
       quote_ident(owner_name)
       USING HINT = format('Allow it (GRANT EXECUTE ON FUNCTION tenantcache.on_change() TO %I) or stop '
                           'watching the table (SELECT tenantcache.unwatch_table(%L)).', owner_name, TG_RELID::regclass);
-  END IF;
-  IF TG_LEVEL = 'ROW' THEN
-    RAISE EXCEPTION 'tenantcache: trigger % on table % calls tenantcache.on_change() for each row', TG_NAME,
-      TG_RELID::regclass
-      USING HINT = format('Attach the triggers with SELECT tenantcache.watch_table(%L, ...).', TG_RELID::regclass);
   END IF;
   -- Assignments rather than PERFORM where possible: PL/pgSQL evaluates an
   -- expression directly, where PERFORM runs a query.
@@ -593,7 +626,11 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  args text := format('%L, %L, %L, ''5''', coalesce(tenant_col, ''), keys::text, coalesce(watched::text, ''));
+  args text := format('%L, %L, %L, ''7''', coalesce(tenant_col, ''), keys::text, coalesce(watched::text, ''));
+  part regclass;
+  enabled jsonb;
+  trg text;
+  state text;
   changed text;
   old_msgs text[] := '{}';
   new_msgs text[] := '{}';
@@ -617,6 +654,10 @@ BEGIN
   -- remaining rows skip pend and the building of its argument.
   changed := format('(%s) AND pg_catalog.current_setting(''tenantcache.mode'', true) IS DISTINCT FROM ''f''',
                     changed);
+  -- Each trigger's firing state (ALTER TABLE ... ENABLE ALWAYS / REPLICA /
+  -- DISABLE TRIGGER, say for a logical replica) outlives the replacement.
+  SELECT coalesce(jsonb_object_agg(t.tgname, t.tgenabled), '{}') INTO enabled
+    FROM pg_trigger t WHERE t.tgrelid = tbl AND t.tgfoid = 'tenantcache.on_change()'::regprocedure;
   PERFORM tenantcache.unwatch_table(tbl);
   EXECUTE format('CREATE TRIGGER tenantcache_ins AFTER INSERT ON %s FOR EACH ROW '
                  'WHEN (pg_catalog.current_setting(''tenantcache.mode'', true) IS DISTINCT FROM ''f'' '
@@ -629,17 +670,23 @@ BEGIN
                  'WHEN (pg_catalog.current_setting(''tenantcache.mode'', true) IS DISTINCT FROM ''f'' '
                  'AND tenantcache.pend(ARRAY[%s]::text[])) EXECUTE FUNCTION tenantcache.on_change(%s)',
                  tbl, array_to_string(old_msgs, ', '), args);
-  EXECUTE format('CREATE TRIGGER tenantcache_ins_sent AFTER INSERT ON %s FOR EACH STATEMENT '
-                 'WHEN (pg_catalog.current_setting(''tenantcache.pending'', true) = ''y'') '
-                 'EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
-  EXECUTE format('CREATE TRIGGER tenantcache_upd_sent AFTER UPDATE ON %s FOR EACH STATEMENT '
-                 'WHEN (pg_catalog.current_setting(''tenantcache.pending'', true) = ''y'') '
-                 'EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
-  EXECUTE format('CREATE TRIGGER tenantcache_del_sent AFTER DELETE ON %s FOR EACH STATEMENT '
-                 'WHEN (pg_catalog.current_setting(''tenantcache.pending'', true) = ''y'') '
-                 'EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
-  EXECUTE format('CREATE TRIGGER tenantcache_trunc AFTER TRUNCATE ON %s FOR EACH STATEMENT '
-                 'EXECUTE FUNCTION tenantcache.on_change(%s)', tbl, args);
+  -- TRUNCATE: on the table and on each of its partitions (PostgreSQL clones
+  -- row triggers onto partitions, not statement-level ones). A partition
+  -- created or attached later gets the row triggers by itself, but not this
+  -- one: watched_tables names it until watch_table is run again.
+  FOR part IN SELECT tbl UNION ALL SELECT p.relid FROM pg_partition_tree(tbl) p WHERE p.relid <> tbl LOOP
+    EXECUTE format('CREATE TRIGGER tenantcache_trunc AFTER TRUNCATE ON %s FOR EACH STATEMENT '
+                   'EXECUTE FUNCTION tenantcache.on_change(%s)', part, args);
+  END LOOP;
+  FOR trg, state IN SELECT e.key, e.value FROM jsonb_each_text(enabled) e
+                     WHERE e.value <> 'O' AND e.key IN ('tenantcache_ins', 'tenantcache_upd', 'tenantcache_del',
+                                                        'tenantcache_trunc') LOOP
+    FOR part IN SELECT tbl UNION ALL SELECT p.relid FROM pg_partition_tree(tbl) p
+                 WHERE trg = 'tenantcache_trunc' AND p.relid <> tbl LOOP
+      EXECUTE format('ALTER TABLE %s %s TRIGGER %I', part,
+                     CASE state WHEN 'A' THEN 'ENABLE ALWAYS' WHEN 'R' THEN 'ENABLE REPLICA' ELSE 'DISABLE' END, trg);
+    END LOOP;
+  END LOOP;
 END
 $$;
 
@@ -757,12 +804,21 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   t name;
+  part regclass;
   found_any boolean := false;
 BEGIN
   FOR t IN SELECT tgname FROM pg_trigger
             WHERE tgrelid = tbl AND tgfoid = 'tenantcache.on_change()'::regprocedure LOOP
     EXECUTE format('DROP TRIGGER %I ON %s', t, tbl);
     found_any := true;
+  END LOOP;
+  -- The TRUNCATE triggers _attach put on the partitions (the row triggers'
+  -- clones went with the table's).
+  FOR t, part IN SELECT tr.tgname, tr.tgrelid::regclass FROM pg_partition_tree(tbl) p
+                   JOIN pg_trigger tr ON tr.tgrelid = p.relid
+                  WHERE p.relid <> tbl AND tr.tgfoid = 'tenantcache.on_change()'::regprocedure
+                    AND tr.tgparentid = 0 AND tr.tgtype & 32 <> 0 LOOP
+    EXECUTE format('DROP TRIGGER %I ON %s', t, part);
   END LOOP;
   RETURN found_any;
 END
@@ -919,13 +975,21 @@ REVOKE ALL ON FUNCTION tenantcache.daemon_prune_log(text, interval) FROM PUBLIC;
 
 -- The tables being watched and their specs (what the daemon checks after
 -- each connect): the tenant column, the triggers, the keys (namespace ->
--- column) and, of those namespaces, the ones no daemon seen in the last 5
--- minutes serves (NULL when no daemon reported: unknown).
+-- column), of those namespaces the ones no daemon seen in the last 5
+-- minutes serves (NULL when no daemon reported: unknown), and the
+-- partitions created or attached since watch_table last ran, whose
+-- TRUNCATE sends nothing until it runs again (see _attach).
 CREATE OR REPLACE VIEW tenantcache.watched_tables AS
 SELECT w.table_name, w.tenant_column, w.triggers, w.keys,
        CASE WHEN s.served IS NOT NULL
             THEN ARRAY(SELECT k FROM jsonb_object_keys(w.keys) k WHERE k <> ALL (s.served) ORDER BY k) END
-         AS unserved_keys
+         AS unserved_keys,
+       ARRAY(SELECT p.relid FROM pg_partition_tree(w.table_name) p
+              WHERE p.relid <> w.table_name
+                AND NOT EXISTS (SELECT 1 FROM pg_trigger pt
+                                 WHERE pt.tgrelid = p.relid AND pt.tgtype & 32 <> 0
+                                   AND pt.tgfoid = 'tenantcache.on_change()'::regprocedure)
+              ORDER BY p.level, p.relid::regclass::text) AS partitions_without_truncate_trigger
   FROM (SELECT t.tgrelid::regclass AS table_name,
                nullif(convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 1)::bytea, 'UTF8'), '')
                  AS tenant_column,
@@ -933,8 +997,11 @@ SELECT w.table_name, w.tenant_column, w.triggers, w.keys,
                convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 2)::bytea, 'UTF8')::jsonb AS keys
           FROM pg_trigger t
          WHERE t.tgfoid = 'tenantcache.on_change()'::regprocedure
-           AND t.tgtype & 1 = 0  -- the statement-level ones (TRIGGER_TYPE_ROW is 1)
-         GROUP BY 1, 2, 4) w
+           AND t.tgparentid = 0  -- not a partition's clone of its table's trigger
+         GROUP BY 1, 2, 4
+        -- a partition whose only trigger is TRUNCATE's (TRIGGER_TYPE_TRUNCATE
+        -- is 32) is watched through its partitioned table
+        HAVING bool_or(t.tgtype & 32 = 0)) w
  CROSS JOIN (SELECT tenantcache.served_namespaces() AS served) s;
 
 -- What a daemon's database role lacks of what the daemon does in this
@@ -1114,42 +1181,65 @@ BEGIN
 END
 $install$;
 
--- Version 5: the triggers skip what they do not watch (row-level WHEN
--- clauses; see on_change). The triggers attached by versions 1 to 4 are
--- replaced in place, with the spec in their arguments (no watch_table call
--- needed), which takes the right to create triggers on those tables: run
--- install.sql as a superuser or as the owner of the watched tables (the
--- upgrade stops before changing anything and names the tables otherwise). A
--- trigger on a temporary table is left alone (only its own session can reach
--- it): it sends a flush for each write until its session ends.
-DO $install$
+-- The watched permanent tables whose triggers an older spec version
+-- attached (the trigger arguments' fourth element, absent before version 5;
+-- _attach writes "7"), with the spec their arguments hold. A partition's
+-- clones and TRUNCATE trigger go with its partitioned table's; a trigger on
+-- a temporary table is left alone (only its own session can reach it).
+CREATE OR REPLACE FUNCTION tenantcache._outdated_watches()
+RETURNS TABLE (tbl regclass, owner_id oid, tenant_col text, keys jsonb, watched text[])
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT DISTINCT t.tgrelid::regclass, c.relowner,
+         nullif(convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 1)::bytea, 'UTF8'), ''),
+         convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 2)::bytea, 'UTF8')::jsonb,
+         nullif(convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 3)::bytea, 'UTF8'), '')::text[]
+    FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+   WHERE t.tgfoid = 'tenantcache.on_change()'::regprocedure AND c.relpersistence <> 't'
+     AND t.tgparentid = 0 AND t.tgtype & 32 = 0  -- TRIGGER_TYPE_TRUNCATE
+     AND convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 4)::bytea, 'UTF8') <> '7'
+$$;
+REVOKE ALL ON FUNCTION tenantcache._outdated_watches() FROM PUBLIC;
+
+-- For `upgrade` ("version 5", say): attaches the triggers again to every
+-- table of _outdated_watches(), from its spec. That takes the right
+-- to create triggers on those tables: it stops before changing anything,
+-- naming the tables, when the installer may not.
+CREATE OR REPLACE FUNCTION tenantcache._reattach_watched(upgrade text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
   r record;
   unreachable text;
 BEGIN
+  SELECT string_agg(DISTINCT format('%s (owner %I)', w.tbl, pg_get_userbyid(w.owner_id)), ', ')
+    INTO unreachable
+    FROM tenantcache._outdated_watches() w WHERE NOT pg_has_role(current_user, w.owner_id, 'USAGE');
+  IF unreachable IS NOT NULL THEN
+    RAISE EXCEPTION 'tenantcache: the upgrade to % replaces the triggers of the watched tables, and role % '
+                    'may not: %', upgrade, quote_ident(current_user), unreachable
+      USING HINT = 'Run sql/install.sql as a superuser or as a role that is a member of those owners.';
+  END IF;
+  FOR r IN SELECT * FROM tenantcache._outdated_watches() ORDER BY 1 LOOP
+    PERFORM tenantcache._attach(r.tbl, r.tenant_col, r.keys, r.watched);
+  END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION tenantcache._reattach_watched(text) FROM PUBLIC;
+
+-- Version 5: the triggers skip what they do not watch (row-level WHEN
+-- clauses; see on_change). The triggers attached by versions 1 to 4 are
+-- replaced in place, with the spec in their arguments (no watch_table call
+-- needed): see _reattach_watched. A trigger on a temporary table is left
+-- alone: it sends a flush for each write until its session ends.
+DO $install$
+BEGIN
   IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 5) THEN
-    SELECT string_agg(DISTINCT format('%s (owner %I)', c.oid::regclass, pg_get_userbyid(c.relowner)), ', ')
-      INTO unreachable
-      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-     WHERE t.tgfoid = 'tenantcache.on_change()'::regprocedure AND c.relpersistence <> 't'
-       AND NOT pg_has_role(current_user, c.relowner, 'USAGE');
-    IF unreachable IS NOT NULL THEN
-      RAISE EXCEPTION 'tenantcache: the upgrade to version 5 replaces the triggers of the watched tables, and role % '
-                      'may not: %', quote_ident(current_user), unreachable
-        USING HINT = 'Run sql/install.sql as a superuser or as a role that is a member of those owners.';
-    END IF;
-    FOR r IN SELECT DISTINCT t.tgrelid::regclass AS tbl,
-                    nullif(convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 1)::bytea, 'UTF8'), '')
-                      AS tenant_col,
-                    convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 2)::bytea, 'UTF8')::jsonb AS keys,
-                    nullif(convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 3)::bytea, 'UTF8'), '')::text[]
-                      AS watched
-               FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-              WHERE t.tgfoid = 'tenantcache.on_change()'::regprocedure AND c.relpersistence <> 't'
-                AND t.tgparentid = 0  -- a partition's clone goes with its parent's trigger
-              ORDER BY 1 LOOP
-      PERFORM tenantcache._attach(r.tbl, r.tenant_col, r.keys, r.watched);
-    END LOOP;
+    PERFORM tenantcache._reattach_watched('version 5');
     -- Versions 2 to 4's helper for on_change, which no longer sees sets.
     IF to_regprocedure('tenantcache._send_changes(jsonb[], boolean[], text, text, jsonb)') IS NOT NULL THEN
       DROP FUNCTION tenantcache._send_changes(jsonb[], boolean[], text, text, jsonb);
@@ -1172,6 +1262,18 @@ BEGIN
   END IF;
 END
 $install$;
+
+-- Trigger spec 7 (within schema version 6: the messages are the same, so
+-- running daemons need nothing new): no statement-level triggers but
+-- TRUNCATE's. The row that finds nothing pending runs its row trigger, which
+-- sends at the end of the statement (see on_change), so that a write is sent
+-- whichever table its statement names (a partition of a watched partitioned
+-- table, the parent of a watched inheritance child) and from logical
+-- replication's apply worker, where spec 5's statement-level triggers did
+-- not run; a partition's TRUNCATE flushes. Spec 5's triggers are replaced in
+-- place (see _reattach_watched); one on another session's temporary table
+-- keeps sending as spec 5 did until its session ends.
+SELECT tenantcache._reattach_watched('trigger spec 7');
 
 -- The installed version, for the daemon's schema check.
 CREATE OR REPLACE FUNCTION tenantcache.schema_version()

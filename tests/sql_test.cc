@@ -220,7 +220,7 @@ TEST_F(SqlTest, WatchingAgainReplacesTheSpecAndUnwatchStopsMessages) {
   EXPECT_EQ(
       conn_->Scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'fleet.user_accounts'::regclass AND "
                     "tgname LIKE 'tenantcache%'"),
-      "7");
+      "4");
   EXPECT_EQ(After("UPDATE fleet.user_accounts SET email = 'new@x' WHERE id = '" + kU1 + "'", 2),
             Messages({"k user_by_email new@x", "k user_by_email user1@fleet.example.com"}));
   EXPECT_EQ(conn_->Scalar("SELECT tenantcache.unwatch_table('fleet.user_accounts')"), "t");

@@ -1,10 +1,14 @@
-// Schema version 5's write path against a real PostgreSQL: triggers of
-// versions 1 and 4 attached to three tables are replaced in place by
-// install.sql and then send exactly the messages they sent before; an
-// installer that may not replace them is stopped before anything changes;
-// a write that changes nothing watched runs no tenantcache function; and
-// the row-level WHEN clauses see what BEFORE triggers, savepoints and
-// cascaded statements do.
+// The write path (trigger spec 7) against a real PostgreSQL: triggers of
+// versions 1 and 4 and of spec 5 attached to three tables are replaced in
+// place by install.sql and then send exactly the messages they sent before;
+// an installer that may not replace them is stopped before anything
+// changes; a write that changes nothing watched runs no tenantcache
+// function; the row-level WHEN clauses see what BEFORE triggers, savepoints
+// and cascaded statements do; a write is sent whichever table its statement
+// names (a partition, an inheritance parent) and under
+// session_replication_role = replica when the triggers fire ALWAYS, which
+// watching a table again keeps; and pending state a session plants is
+// ignored.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -112,12 +116,20 @@ void ExpectTheMessagesOfVersion5(SqlWritePathTest& t, PgConn& conn, PgListener& 
   (void)t;
 }
 
-class SqlWritePathUpgradeTest : public SqlWritePathTest, public ::testing::WithParamInterface<const char*> {};
+// An older install.sql, and the "statement-level row-level" trigger counts
+// (TriggerLevels) it leaves on a watched table.
+struct OlderInstall {
+  const char* file;
+  const char* levels;
+};
+
+class SqlWritePathUpgradeTest : public SqlWritePathTest,
+                                public ::testing::WithParamInterface<OlderInstall> {};
 
 TEST_P(SqlWritePathUpgradeTest, OlderTriggersOnThreeTablesAreReplacedInPlaceAndSendTheSameMessages) {
-  InstallWith(std::string(TC_SOURCE_DIR "/tests/data/") + GetParam());
+  InstallWith(std::string(TC_SOURCE_DIR "/tests/data/") + GetParam().file);
   for (const char* table : {"fleet.user_accounts", "fleet.fleet_registry", "fleet.badges"})
-    ASSERT_EQ(TriggerLevels(table), "4 0") << table << ": the fixture attaches statement-level triggers";
+    ASSERT_EQ(TriggerLevels(table), GetParam().levels) << table << ": the fixture's triggers";
   // Each table's spec, as its triggers' first three arguments hold it.
   const std::string specs =
       "SELECT string_agg(DISTINCT tgrelid::regclass::text || ' ' || "
@@ -134,7 +146,7 @@ TEST_P(SqlWritePathUpgradeTest, OlderTriggersOnThreeTablesAreReplacedInPlaceAndS
   conn_->Exec(ReadFile(SqlDir() + "/install.sql"));
   EXPECT_EQ(conn_->Scalar("SELECT tenantcache.schema_version()"), "6");
   for (const char* table : {"fleet.user_accounts", "fleet.fleet_registry", "fleet.badges"})
-    EXPECT_EQ(TriggerLevels(table), "4 3") << table;
+    EXPECT_EQ(TriggerLevels(table), "1 3") << table;
   EXPECT_EQ(conn_->Scalar(specs), before);
   EXPECT_EQ(conn_->Scalar("SELECT to_regprocedure('tenantcache._send_changes(jsonb[], boolean[], text, text, "
                           "jsonb)') IS NULL"),
@@ -152,8 +164,12 @@ TEST_P(SqlWritePathUpgradeTest, OlderTriggersOnThreeTablesAreReplacedInPlaceAndS
       triggers);
 }
 
+// install-v6.sql is schema version 6 with trigger spec 5 (statement-level
+// triggers send).
 INSTANTIATE_TEST_SUITE_P(FromVersion, SqlWritePathUpgradeTest,
-                         ::testing::Values("install-v1.sql", "install-v4.sql"));
+                         ::testing::Values(OlderInstall{"install-v1.sql", "4 0"},
+                                           OlderInstall{"install-v4.sql", "4 0"},
+                                           OlderInstall{"install-v6.sql", "4 3"}));
 
 TEST_F(SqlWritePathTest, AnInstallerThatMayNotReplaceATablesTriggersIsStoppedBeforeAnythingChanges) {
   const std::string installer = "tc_installer_" + db_;
@@ -169,7 +185,7 @@ TEST_F(SqlWritePathTest, AnInstallerThatMayNotReplaceATablesTriggersIsStoppedBef
 
   const std::string e = inst.ExecError(ReadFile(SqlDir() + "/install.sql"));
   EXPECT_TRUE(Contains(e, "the upgrade to version 5 replaces the triggers of the watched tables, and role " +
-                              installer + " may not: theirs (owner " + other + ")"))
+                              installer + " may not: public.theirs (owner " + other + ")"))
       << e;
   EXPECT_TRUE(Contains(e, "Run sql/install.sql as a superuser or as a role that is a member of those owners"))
       << e;
@@ -179,7 +195,7 @@ TEST_F(SqlWritePathTest, AnInstallerThatMayNotReplaceATablesTriggersIsStoppedBef
   EXPECT_EQ(SentBy(owner, *listener_, "INSERT INTO public.theirs VALUES ('a')", 1), Messages({"k label a"}));
   // As a superuser it goes through, and the table is served the new way.
   conn_->Exec(ReadFile(SqlDir() + "/install.sql"));
-  EXPECT_EQ(TriggerLevels("public.theirs"), "4 3");
+  EXPECT_EQ(TriggerLevels("public.theirs"), "1 3");
   EXPECT_EQ(SentBy(owner, *listener_, "UPDATE public.theirs SET id = 'b'", 2),
             Messages({"k label a", "k label b"}));
 }
@@ -220,8 +236,11 @@ TEST_F(SqlWritePathTest, AWatchedColumnChangedByABeforeTriggerIsSeen) {
 
 // A watched partitioned table: a BEFORE trigger on one partition that
 // changes a watched column is seen through the parent's triggers (each
-// partition carries clones of them); the upgrade path and uninstall.sql
-// handle the parent's triggers and leave the clones to PostgreSQL.
+// partition carries clones of them); a statement that names a partition is
+// sent too, and a TRUNCATE of one flushes; a partition created later is
+// named in watched_tables until watch_table runs again; the upgrade path
+// and uninstall.sql handle the parent's triggers and the partitions' own
+// TRUNCATE triggers, and leave the clones to PostgreSQL.
 TEST_F(SqlWritePathTest, APartitionedTableIsWatchedThroughItsPartitionsAndUninstalls) {
   InstallWith(SqlDir() + "/install.sql");
   conn_->Exec(
@@ -237,9 +256,69 @@ TEST_F(SqlWritePathTest, APartitionedTableIsWatchedThroughItsPartitionsAndUninst
   Listen();
   EXPECT_EQ(After("UPDATE fleet.members SET note = 'x'", 1), Messages({"k member 2"}));
   EXPECT_EQ(After("INSERT INTO fleet.members VALUES (3, 'eu', 'crew', '')", 1), Messages({"k member 3"}));
+  // Statements that name a partition.
+  EXPECT_EQ(After("UPDATE fleet.members_eu SET role = 'guest' WHERE id = 1", 1), Messages({"k member 1"}));
+  EXPECT_EQ(After("INSERT INTO fleet.members_eu VALUES (4, 'eu', 'crew', '')", 1), Messages({"k member 4"}));
+  EXPECT_EQ(After("DELETE FROM fleet.members_eu WHERE id = 4", 1), Messages({"k member 4"}));
+  EXPECT_EQ(After("TRUNCATE fleet.members_us", 1), Messages({"f"}));
+  const std::string watched =
+      "SELECT string_agg(table_name::text || ' ' || partitions_without_truncate_trigger::text, '; ') FROM "
+      "tenantcache.watched_tables WHERE table_name::text LIKE 'fleet.members%'";
+  EXPECT_EQ(conn_->Scalar(watched), "fleet.members {}");
+  // A partition created later: PostgreSQL clones the row triggers onto it,
+  // not the statement-level TRUNCATE one.
+  conn_->Exec("CREATE TABLE fleet.members_as PARTITION OF fleet.members FOR VALUES IN ('as')");
+  EXPECT_EQ(conn_->Scalar(watched), "fleet.members {fleet.members_as}");
+  EXPECT_EQ(After("INSERT INTO fleet.members_as VALUES (5, 'as', 'crew', '')", 1), Messages({"k member 5"}));
+  conn_->Exec("SELECT tenantcache.watch_table('fleet.members', NULL, '{\"member\": \"id\"}', ARRAY['role'])");
+  EXPECT_EQ(conn_->Scalar(watched), "fleet.members {}");
+  EXPECT_EQ(After("TRUNCATE fleet.members_as", 1), Messages({"f"}));
+  // unwatch_table takes the partitions' TRUNCATE triggers too.
+  conn_->Exec("SELECT tenantcache.unwatch_table('fleet.members')");
+  EXPECT_EQ(conn_->Scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tenantcache%'"), "12")
+      << "the other three tables' 4 each";
+  conn_->Exec("SELECT tenantcache.watch_table('fleet.members', NULL, '{\"member\": \"id\"}', ARRAY['role'])");
   conn_->Exec(ReadFile(SqlDir() + "/uninstall.sql"));
   EXPECT_EQ(conn_->Scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tenantcache%'"), "0");
-  EXPECT_EQ(conn_->Scalar("SELECT count(*) FROM fleet.members"), "3");
+  EXPECT_EQ(conn_->Scalar("SELECT count(*) FROM fleet.members"), "2");
+}
+
+// An inheritance child is watched by itself (row triggers are not
+// inherited): a statement that names its parent reaches the child's rows,
+// and their messages are sent.
+TEST_F(SqlWritePathTest, AWatchedInheritanceChildIsSentThroughItsParent) {
+  InstallWith(SqlDir() + "/install.sql");
+  conn_->Exec(
+      "CREATE TABLE fleet.people (id int, role text);"
+      "CREATE TABLE fleet.crew (ship text) INHERITS (fleet.people);"
+      "INSERT INTO fleet.crew VALUES (1, 'crew', 'a'), (2, 'crew', 'b');"
+      "SELECT tenantcache.watch_table('fleet.crew', NULL, '{\"member\": \"id\"}', ARRAY['role'])");
+  Listen();
+  EXPECT_EQ(After("UPDATE fleet.people SET role = 'guest' WHERE id = 1", 1), Messages({"k member 1"}));
+  EXPECT_EQ(After("DELETE FROM fleet.people WHERE id = 2", 1), Messages({"k member 2"}));
+  EXPECT_EQ(After("UPDATE fleet.crew SET role = 'owner'", 1), Messages({"k member 1"}));
+}
+
+// Triggers set to fire ALWAYS (as on a logical replica, whose apply worker
+// runs with session_replication_role = replica and fires row triggers only)
+// send under replica mode, and watching the table again keeps that.
+TEST_F(SqlWritePathTest, TriggersThatFireAlwaysSendInReplicaModeAndStaySoWhenWatchedAgain) {
+  InstallWith(SqlDir() + "/install.sql");
+  conn_->Exec(
+      "ALTER TABLE fleet.user_accounts ENABLE ALWAYS TRIGGER tenantcache_upd;"
+      "ALTER TABLE fleet.user_accounts DISABLE TRIGGER tenantcache_ins;"
+      "SELECT tenantcache.watch_table('fleet.user_accounts', NULL, '{\"user\": \"id\"}', ARRAY['role'])");
+  EXPECT_EQ(conn_->Scalar(
+                "SELECT string_agg(tgname || ' ' || tgenabled::text, ', ' ORDER BY tgname) FROM pg_trigger "
+                "WHERE tgrelid = 'fleet.user_accounts'::regclass AND tgname LIKE 'tenantcache%'"),
+            "tenantcache_del O, tenantcache_ins D, tenantcache_trunc O, tenantcache_upd A");
+  Listen();
+  EXPECT_EQ(
+      After("SET session_replication_role = replica; UPDATE fleet.user_accounts SET role = 'guest' WHERE id "
+            "= '" +
+                kU1 + "'; RESET session_replication_role",
+            1),
+      Messages({"k user " + kU1}));
 }
 
 // Recorded rows are transaction-local settings: a savepoint rolled back
@@ -271,23 +350,27 @@ TEST_F(SqlWritePathTest, ACascadedStatementSendsTheRowsOfBothTables) {
   EXPECT_EQ(conn_->Scalar("SELECT user_id FROM fleet.badges WHERE code = 'B1'"), new_id);
 }
 
-// The recorded rows are the writing session's own settings. Planting some
-// sends only what passes the same checks as invalidate() (the writer's own
-// statement fails otherwise), and nothing at all without a watched write.
-TEST_F(SqlWritePathTest, PendingMessagesPlantedByASessionAreCheckedLikeManualOnes) {
+// The recorded rows are the writing session's own settings. Values planted
+// for the session (as SET, ALTER ROLE ... SET or ALTER DATABASE ... SET
+// would) are not the writing transaction's: a write sends exactly its own
+// messages, whether its rows take pend()'s path for one message or for
+// several, and nothing is sent without a watched write.
+TEST_F(SqlWritePathTest, PendingStatePlantedForASessionIsIgnored) {
   InstallWith(SqlDir() + "/install.sql");
   Listen();
   conn_->Exec(
       "SELECT set_config('tenantcache.pending', 'y', false), set_config('tenantcache.msgs', '\"k Bad x\"', "
-      "false)");
+      "false), set_config('tenantcache.count', '1', false), set_config('tenantcache.mode', 'T', false)");
   EXPECT_EQ(listener_->Drain(kQuiet), Messages{});
-  const std::string e =
-      conn_->ExecError("UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + kU1 + "'");
-  EXPECT_TRUE(Contains(e, "tenantcache: invalid namespace name 'Bad'")) << e;
-  EXPECT_EQ(listener_->Drain(kQuiet), Messages{});
-  conn_->Exec("RESET tenantcache.pending; RESET tenantcache.msgs");
   EXPECT_EQ(After("UPDATE fleet.user_accounts SET role = 'guest' WHERE id = '" + kU1 + "'", 1),
             Messages({"k user " + kU1}));
+  EXPECT_EQ(After("UPDATE fleet.fleet_registry SET plan = 'premium' WHERE id = '" + kT2 + "'", 4),
+            Messages({"k tenant " + kT2, "k tenant_by_host yacht-2.fleet.example.com",
+                      "k tenant_by_slug yacht-2", "t " + kT2}));
+  conn_->Exec("SELECT set_config('tenantcache.pending', pg_current_xact_id()::text, false)");
+  EXPECT_EQ(After("UPDATE fleet.user_accounts SET role = 'owner' WHERE id = '" + kU2 + "'", 1),
+            Messages({"k user " + kU2}))
+      << "a transaction id planted for the session is an earlier transaction's";
 }
 
 }  // namespace
