@@ -580,17 +580,50 @@ std::string Listener::DaemonId() const {
   return Printable(std::string(host) + ":" + daemon_->config().cache_path);
 }
 
+// With the record, the partitions of watched partitioned tables that have no
+// TRUNCATE trigger of ours (created or attached after watch_table ran, or
+// watched by a trigger spec older than 7): a TRUNCATE that names one sends
+// nothing. Read from the catalog, not from watched_tables, whose column for
+// it older schemas lack.
 void Listener::RecordNamespaces() {
+  static const std::string kRecord =
+      "SELECT tenantcache.daemon_seen($1, $2::text[]), "
+      "(SELECT string_agg(DISTINCT format('%s (of %s)', p.relid::regclass, t.tgrelid::regclass), ', ') "
+      "   FROM pg_catalog.pg_trigger t, pg_catalog.pg_partition_tree(t.tgrelid) p "
+      "  WHERE t.tgfoid = 'tenantcache.on_change()'::pg_catalog.regprocedure AND t.tgparentid = 0 "
+      "    AND t.tgtype & 32 = 0 AND p.relid <> t.tgrelid "  // TRIGGER_TYPE_TRUNCATE is 32
+      "    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger u "
+      "                     WHERE u.tgrelid = p.relid AND u.tgfoid = t.tgfoid AND u.tgtype & 32 <> 0))";
   record_due_ = Clock::now() + kRecordEvery;
-  heartbeat_.Query("SELECT tenantcache.daemon_seen($1, $2::text[])", {DaemonId(), "{" + Served(",") + "}"},
+  heartbeat_.Query(kRecord, {DaemonId(), "{" + Served(",") + "}"},
                    [this](const std::vector<PgResult>& results, const std::string& err) {
                      // A lost connection is the listener's to report.
-                     if (!err.empty() || ResultError(results, err).empty() || !record_log_.Admit()) return;
+                     if (!err.empty()) return;
+                     if (ResultError(results, err).empty()) {
+                       WarnUntruncatedPartitions(Value(results, 0, 1));
+                       return;
+                     }
+                     if (!record_log_.Admit()) return;
                      spdlog::warn(
                          "source {}: cannot record this daemon's namespaces in tenantcache.daemons, so "
                          "watch_table() and watched_tables cannot tell which keys it serves: {}{}",
                          source().name, SchemaError(results, err, heartbeat_.user()), record_log_.suffix());
                    });
+}
+
+void Listener::WarnUntruncatedPartitions(const std::string& partitions) {
+  const auto now = Clock::now();
+  if (partitions == untruncated_ && now < untruncated_due_) return;
+  untruncated_ = partitions;
+  untruncated_due_ = now + std::chrono::hours(1);
+  if (partitions.empty()) return;
+  spdlog::warn(
+      "source {}: partitions {} have no tenantcache TRUNCATE trigger: a TRUNCATE that names one sends "
+      "nothing, "
+      "and the cache keeps its rows until their TTL. Run SELECT tenantcache.watch_table(...) again for their "
+      "partitioned tables (sql/install.sql first if it is older than trigger spec 7); SELECT table_name, "
+      "partitions_without_truncate_trigger FROM tenantcache.watched_tables lists them",
+      source().name, partitions);
 }
 
 void Listener::Tick() {

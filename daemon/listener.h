@@ -151,8 +151,12 @@ class Listener {
   bool ApplyReplay(const PGresult* r, std::string* snapshot);
   // Counts and logs a key message for a namespace this daemon does not have.
   void UnknownNamespace(std::string_view ns);
-  // tenantcache.daemon_seen(): the namespaces this source serves.
+  // tenantcache.daemon_seen(): the namespaces this source serves; and a
+  // check of the watched partitioned tables' partitions.
   void RecordNamespaces();
+  // Logs the partitions that lack our TRUNCATE trigger ("" none) when that
+  // list changes, and hourly while it stands.
+  void WarnUntruncatedPartitions(const std::string& partitions);
   // This daemon's id in tenantcache.daemons: host name and cache path.
   std::string DaemonId() const;
   std::string Served(const char* separator) const;
@@ -201,6 +205,8 @@ class Listener {
   LogLimiter relayed_log_{std::chrono::seconds(10), "relayed messages that do not verify"};
   LogLimiter rejected_log_{std::chrono::seconds(10), "heartbeats that do not verify"};
   std::chrono::steady_clock::time_point record_due_{};
+  std::string untruncated_;  // what WarnUntruncatedPartitions last saw
+  std::chrono::steady_clock::time_point untruncated_due_{};
   std::mt19937_64 rng_;
 };
 

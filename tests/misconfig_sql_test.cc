@@ -315,6 +315,34 @@ TEST_F(MisconfigSqlTest, AWatchedNamespaceNoDaemonServesIsWarnedShownCountedAndL
   EXPECT_LE(Count(daemon_->Log(), "a notification names namespace"), 2u) << daemon_->Log();
 }
 
+// A partition created after its partitioned table was watched carries
+// PostgreSQL's clones of the row triggers but not the TRUNCATE trigger:
+// the daemon names it in its log (with its table and the fix), as
+// watched_tables does; watching the table again gives it one.
+TEST_F(MisconfigSqlTest, APartitionWithoutTheTruncateTriggerIsNamedInTheLog) {
+  admin_->Exec(
+      "CREATE TABLE fleet.crew (id uuid, region text) PARTITION BY LIST (region);"
+      "CREATE TABLE fleet.crew_eu PARTITION OF fleet.crew FOR VALUES IN ('eu');"
+      "SELECT tenantcache.watch_table('fleet.crew', NULL, '{\"user\": \"id\"}');"
+      "CREATE TABLE fleet.crew_us PARTITION OF fleet.crew FOR VALUES IN ('us')");
+  EXPECT_EQ(admin_->Scalar("SELECT partitions_without_truncate_trigger::text FROM tenantcache.watched_tables "
+                           "WHERE table_name = 'fleet.crew'::regclass"),
+            "{fleet.crew_us}");
+  StartDaemon(Conninfo());
+  ASSERT_TRUE(daemon_->WaitReady()) << daemon_->Log();
+  EXPECT_TRUE(
+      LogShows("partitions fleet.crew_us (of fleet.crew) have no tenantcache TRUNCATE trigger: a "
+               "TRUNCATE that names one sends nothing"))
+      << daemon_->Log();
+  EXPECT_TRUE(LogShows("Run SELECT tenantcache.watch_table(...) again for their partitioned tables"))
+      << daemon_->Log();
+  EXPECT_FALSE(Contains(daemon_->Log(), "crew_eu")) << daemon_->Log();
+  admin_->Exec("SELECT tenantcache.watch_table('fleet.crew', NULL, '{\"user\": \"id\"}')");
+  EXPECT_EQ(admin_->Scalar("SELECT partitions_without_truncate_trigger::text FROM tenantcache.watched_tables "
+                           "WHERE table_name = 'fleet.crew'::regclass"),
+            "{}");
+}
+
 // Without a daemon: the keys are shown, and which of them are served
 // is unknown (NULL) rather than claimed, until a daemon reports recently.
 TEST_F(MisconfigSqlTest, WatchedTablesShowTheKeysAndOnlyRecentDaemonsCount) {
