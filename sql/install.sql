@@ -1204,10 +1204,12 @@ $$;
 REVOKE ALL ON FUNCTION tenantcache._outdated_watches() FROM PUBLIC;
 
 -- For `upgrade` ("version 5", say): attaches the triggers again to every
--- table of _outdated_watches(), from its spec. That takes the right
--- to create triggers on those tables: it stops before changing anything,
--- naming the tables, when the installer may not.
-CREATE OR REPLACE FUNCTION tenantcache._reattach_watched(upgrade text)
+-- table of _outdated_watches(), from its spec. That takes the right to
+-- create triggers on those tables. When the installer may not: if `strict`,
+-- it stops before changing anything, naming the tables; otherwise (the old
+-- triggers still send what they did) it replaces the others and a WARNING
+-- names those it left.
+CREATE OR REPLACE FUNCTION tenantcache._reattach_watched(upgrade text, strict boolean)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1219,17 +1221,23 @@ BEGIN
   SELECT string_agg(DISTINCT format('%s (owner %I)', w.tbl, pg_get_userbyid(w.owner_id)), ', ')
     INTO unreachable
     FROM tenantcache._outdated_watches() w WHERE NOT pg_has_role(current_user, w.owner_id, 'USAGE');
-  IF unreachable IS NOT NULL THEN
+  IF unreachable IS NOT NULL AND strict THEN
     RAISE EXCEPTION 'tenantcache: the upgrade to % replaces the triggers of the watched tables, and role % '
                     'may not: %', upgrade, quote_ident(current_user), unreachable
       USING HINT = 'Run sql/install.sql as a superuser or as a role that is a member of those owners.';
   END IF;
-  FOR r IN SELECT * FROM tenantcache._outdated_watches() ORDER BY 1 LOOP
+  IF unreachable IS NOT NULL THEN
+    RAISE WARNING 'tenantcache: the upgrade to % replaces the triggers of the watched tables, and role % '
+                  'may not: % keep their older triggers', upgrade, quote_ident(current_user), unreachable
+      USING HINT = 'Run sql/install.sql again as a superuser or as a role that is a member of those owners.';
+  END IF;
+  FOR r IN SELECT * FROM tenantcache._outdated_watches() w WHERE pg_has_role(current_user, w.owner_id, 'USAGE')
+            ORDER BY 1 LOOP
     PERFORM tenantcache._attach(r.tbl, r.tenant_col, r.keys, r.watched);
   END LOOP;
 END
 $$;
-REVOKE ALL ON FUNCTION tenantcache._reattach_watched(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantcache._reattach_watched(text, boolean) FROM PUBLIC;
 
 -- Version 5: the triggers skip what they do not watch (row-level WHEN
 -- clauses; see on_change). The triggers attached by versions 1 to 4 are
@@ -1239,7 +1247,7 @@ REVOKE ALL ON FUNCTION tenantcache._reattach_watched(text) FROM PUBLIC;
 DO $install$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM tenantcache.version WHERE version >= 5) THEN
-    PERFORM tenantcache._reattach_watched('version 5');
+    PERFORM tenantcache._reattach_watched('version 5', true);
     -- Versions 2 to 4's helper for on_change, which no longer sees sets.
     IF to_regprocedure('tenantcache._send_changes(jsonb[], boolean[], text, text, jsonb)') IS NOT NULL THEN
       DROP FUNCTION tenantcache._send_changes(jsonb[], boolean[], text, text, jsonb);
@@ -1271,9 +1279,14 @@ $install$;
 -- table, the parent of a watched inheritance child) and from logical
 -- replication's apply worker, where spec 5's statement-level triggers did
 -- not run; a partition's TRUNCATE flushes. Spec 5's triggers are replaced in
--- place (see _reattach_watched); one on another session's temporary table
--- keeps sending as spec 5 did until its session ends.
-SELECT tenantcache._reattach_watched('trigger spec 7');
+-- place (see _reattach_watched); those of a table the installer may not
+-- alter, with a WARNING, and one on another session's temporary table keep
+-- sending as spec 5 did.
+DO $install$
+BEGIN
+  PERFORM tenantcache._reattach_watched('trigger spec 7', false);
+END
+$install$;
 
 -- The installed version, for the daemon's schema check.
 CREATE OR REPLACE FUNCTION tenantcache.schema_version()

@@ -200,6 +200,45 @@ TEST_F(SqlWritePathTest, AnInstallerThatMayNotReplaceATablesTriggersIsStoppedBef
             Messages({"k label a", "k label b"}));
 }
 
+// Spec 5's triggers (schema version 6) on a table the installer may not
+// alter keep sending as they did: install.sql replaces the others and says
+// which it left; a superuser's run replaces those too.
+TEST_F(SqlWritePathTest, AnInstallerThatMayNotReplaceSpec5TriggersIsWarnedAndTheyKeepSending) {
+  const std::string installer = "tc_installer_" + db_;
+  const std::string other = "tc_other_" + db_;
+  conn_->Exec("CREATE ROLE " + installer + " LOGIN; CREATE ROLE " + other +
+              " LOGIN; GRANT CREATE ON DATABASE " + db_ + " TO " + installer);
+  PgConn inst(SharedCluster().Conninfo(db_, installer));
+  inst.Exec(ReadFile(TC_SOURCE_DIR "/tests/data/install-v6.sql"));
+  inst.Exec("GRANT EXECUTE ON FUNCTION tenantcache.on_change() TO " + other);
+  conn_->Exec("CREATE TABLE public.theirs (id text); ALTER TABLE public.theirs OWNER TO " + other);
+  conn_->Exec("CREATE TABLE public.mine (id text); ALTER TABLE public.mine OWNER TO " + installer);
+  PgConn owner(SharedCluster().Conninfo(db_, other));
+  owner.Exec("SELECT tenantcache.watch_table('public.theirs', NULL, '{\"label\": \"id\"}')");
+  inst.Exec("SELECT tenantcache.watch_table('public.mine', NULL, '{\"label\": \"id\"}')");
+
+  {
+    Notices n(inst);
+    inst.Exec(ReadFile(SqlDir() + "/install.sql"));
+    EXPECT_TRUE(Contains(n.all(),
+                         "the upgrade to trigger spec 7 replaces the triggers of the watched tables, and "
+                         "role " +
+                             installer + " may not: public.theirs (owner " + other +
+                             ") keep their older triggers"))
+        << n.all();
+    EXPECT_TRUE(Contains(n.all(), "Run sql/install.sql again as a superuser")) << n.all();
+  }
+  EXPECT_EQ(TriggerLevels("public.theirs"), "4 3");
+  EXPECT_EQ(TriggerLevels("public.mine"), "1 3");
+  Listen();
+  EXPECT_EQ(SentBy(owner, *listener_, "INSERT INTO public.theirs VALUES ('a')", 1), Messages({"k label a"}));
+  EXPECT_EQ(SentBy(inst, *listener_, "INSERT INTO public.mine VALUES ('m')", 1), Messages({"k label m"}));
+  conn_->Exec(ReadFile(SqlDir() + "/install.sql"));
+  EXPECT_EQ(TriggerLevels("public.theirs"), "1 3");
+  EXPECT_EQ(SentBy(owner, *listener_, "UPDATE public.theirs SET id = 'b'", 2),
+            Messages({"k label a", "k label b"}));
+}
+
 // A write that changes no watched column calls neither the function that
 // records rows nor the one that sends: PostgreSQL stops at the WHEN clause.
 TEST_F(SqlWritePathTest, AWriteThatChangesNothingWatchedRunsNoTenantcacheFunction) {
