@@ -337,8 +337,8 @@ DECLARE
   -- pending: any other value (left by nothing of ours, so planted with SET,
   -- ALTER ROLE ... SET or ALTER DATABASE ... SET) is no pending state, and
   -- the other settings are then not read but replaced.
-  tx text := pg_catalog.pg_current_xact_id()::text;
-  mine boolean := pg_catalog.current_setting('tenantcache.pending', true) IS NOT DISTINCT FROM tx;
+  mine boolean := pg_catalog.current_setting('tenantcache.pending', true)
+                  IS NOT DISTINCT FROM pg_catalog.pg_current_xact_id()::text;
   mode text := CASE WHEN mine THEN coalesce(pg_catalog.current_setting('tenantcache.mode', true), '') ELSE '' END;
   m text;
   olds text[] := '{}';
@@ -351,10 +351,6 @@ DECLARE
   done text;
   first boolean;
 BEGIN
-  -- Past bulk_threshold: the statement sends one flush.
-  IF mode = 'f' THEN
-    RETURN false;
-  END IF;
   -- The common write, first of its statement: one row whose messages are
   -- one (a user's key, unchanged by the update, or inserted or deleted).
   -- Each expression costs its first evaluation in every transaction, so
@@ -362,7 +358,7 @@ BEGIN
   IF NOT mine AND pg_catalog.cardinality(msgs) <= 2 AND msgs[1] IS NOT NULL
      AND pg_catalog.substr(msgs[1], 2) = pg_catalog.substr(msgs[pg_catalog.cardinality(msgs)], 2) THEN
     m := pg_catalog.substr(msgs[1], 2);
-    done := pg_catalog.set_config('tenantcache.pending', tx, true)
+    done := pg_catalog.set_config('tenantcache.pending', pg_catalog.pg_current_xact_id()::text, true)
             || pg_catalog.set_config('tenantcache.mode', '', true)
             || pg_catalog.set_config('tenantcache.cap', '', true)
             || pg_catalog.set_config('tenantcache.msgs', pg_catalog.btrim(ARRAY[m]::text, '{}'), true)
@@ -406,7 +402,8 @@ BEGIN
   -- turned it on.
   first := NOT mine;
   IF first THEN
-    done := pg_catalog.set_config('tenantcache.pending', tx, true) || pg_catalog.set_config('tenantcache.mode', '', true)
+    done := pg_catalog.set_config('tenantcache.pending', pg_catalog.pg_current_xact_id()::text, true)
+            || pg_catalog.set_config('tenantcache.mode', '', true)
             || pg_catalog.set_config('tenantcache.msgs', '', true) || pg_catalog.set_config('tenantcache.count', '0', true)
             || pg_catalog.set_config('tenantcache.new', '', true) || pg_catalog.set_config('tenantcache.bare', '', true)
             || pg_catalog.set_config('tenantcache.cap', '', true);
