@@ -675,14 +675,15 @@ BEGIN
     EXECUTE format('CREATE TRIGGER tenantcache_trunc AFTER TRUNCATE ON %s FOR EACH STATEMENT '
                    'EXECUTE FUNCTION tenantcache.on_change(%s)', part, args);
   END LOOP;
-  FOR trg, state IN SELECT e.key, e.value FROM jsonb_each_text(enabled) e
-                     WHERE e.value <> 'O' AND e.key IN ('tenantcache_ins', 'tenantcache_upd', 'tenantcache_del',
-                                                        'tenantcache_trunc') LOOP
-    FOR part IN SELECT tbl UNION ALL SELECT p.relid FROM pg_partition_tree(tbl) p
-                 WHERE trg = 'tenantcache_trunc' AND p.relid <> tbl LOOP
-      EXECUTE format('ALTER TABLE %s %s TRIGGER %I', part,
-                     CASE state WHEN 'A' THEN 'ENABLE ALWAYS' WHEN 'R' THEN 'ENABLE REPLICA' ELSE 'DISABLE' END, trg);
-    END LOOP;
+  -- The table's triggers just created, and the partitions' TRUNCATE ones.
+  FOR part, trg, state IN
+      SELECT t.tgrelid::regclass, t.tgname, enabled ->> t.tgname
+        FROM pg_trigger t
+       WHERE t.tgfoid = 'tenantcache.on_change()'::regprocedure AND t.tgparentid = 0
+         AND t.tgrelid IN (SELECT p.relid FROM pg_partition_tree(tbl) p UNION SELECT tbl)
+         AND (enabled ->> t.tgname) <> 'O' LOOP
+    EXECUTE format('ALTER TABLE %s %s TRIGGER %I', part,
+                   CASE state WHEN 'A' THEN 'ENABLE ALWAYS' WHEN 'R' THEN 'ENABLE REPLICA' ELSE 'DISABLE' END, trg);
   END LOOP;
 END
 $$;

@@ -171,17 +171,37 @@ INSTANTIATE_TEST_SUITE_P(FromVersion, SqlWritePathUpgradeTest,
                                            OlderInstall{"install-v4.sql", "4 0"},
                                            OlderInstall{"install-v6.sql", "4 3"}));
 
+// An installation of an older install.sql (`fixture`, in tests/data) by an
+// installer role that may create schemas, and public.theirs, watched by
+// another role the installer allowed to watch tables.
+struct OtherOwnersTable {
+  OtherOwnersTable(PgConn& admin, const std::string& db, const std::string& fixture)
+      : installer("tc_installer_" + db),
+        other("tc_other_" + db),
+        roles(admin, "CREATE ROLE " + installer + " LOGIN; CREATE ROLE " + other +
+                         " LOGIN; GRANT CREATE ON DATABASE " + db + " TO " + installer),
+        inst(SharedCluster().Conninfo(db, installer)),
+        owner(SharedCluster().Conninfo(db, other)) {
+    inst.Exec(ReadFile(std::string(TC_SOURCE_DIR "/tests/data/") + fixture));
+    inst.Exec("GRANT EXECUTE ON FUNCTION tenantcache.on_change() TO " + other);
+    admin.Exec("CREATE TABLE public.theirs (id text); ALTER TABLE public.theirs OWNER TO " + other);
+    owner.Exec("SELECT tenantcache.watch_table('public.theirs', NULL, '{\"label\": \"id\"}')");
+  }
+  // Runs `sql` on `admin` before the connections below are made.
+  struct Setup {
+    Setup(PgConn& admin, const std::string& sql) { admin.Exec(sql); }
+  };
+  std::string installer, other;
+  Setup roles;
+  PgConn inst, owner;
+};
+
 TEST_F(SqlWritePathTest, AnInstallerThatMayNotReplaceATablesTriggersIsStoppedBeforeAnythingChanges) {
-  const std::string installer = "tc_installer_" + db_;
-  const std::string other = "tc_other_" + db_;
-  conn_->Exec("CREATE ROLE " + installer + " LOGIN; CREATE ROLE " + other +
-              " LOGIN; GRANT CREATE ON DATABASE " + db_ + " TO " + installer);
-  PgConn inst(SharedCluster().Conninfo(db_, installer));
-  inst.Exec(ReadFile(TC_SOURCE_DIR "/tests/data/install-v4.sql"));
-  inst.Exec("GRANT EXECUTE ON FUNCTION tenantcache.on_change() TO " + other);
-  conn_->Exec("CREATE TABLE public.theirs (id text); ALTER TABLE public.theirs OWNER TO " + other);
-  PgConn owner(SharedCluster().Conninfo(db_, other));
-  owner.Exec("SELECT tenantcache.watch_table('public.theirs', NULL, '{\"label\": \"id\"}')");
+  OtherOwnersTable t(*conn_, db_, "install-v4.sql");
+  const std::string& installer = t.installer;
+  const std::string& other = t.other;
+  PgConn& inst = t.inst;
+  PgConn& owner = t.owner;
 
   const std::string e = inst.ExecError(ReadFile(SqlDir() + "/install.sql"));
   EXPECT_TRUE(Contains(e, "the upgrade to version 5 replaces the triggers of the watched tables, and role " +
@@ -204,17 +224,12 @@ TEST_F(SqlWritePathTest, AnInstallerThatMayNotReplaceATablesTriggersIsStoppedBef
 // alter keep sending as they did: install.sql replaces the others and says
 // which it left; a superuser's run replaces those too.
 TEST_F(SqlWritePathTest, AnInstallerThatMayNotReplaceSpec5TriggersIsWarnedAndTheyKeepSending) {
-  const std::string installer = "tc_installer_" + db_;
-  const std::string other = "tc_other_" + db_;
-  conn_->Exec("CREATE ROLE " + installer + " LOGIN; CREATE ROLE " + other +
-              " LOGIN; GRANT CREATE ON DATABASE " + db_ + " TO " + installer);
-  PgConn inst(SharedCluster().Conninfo(db_, installer));
-  inst.Exec(ReadFile(TC_SOURCE_DIR "/tests/data/install-v6.sql"));
-  inst.Exec("GRANT EXECUTE ON FUNCTION tenantcache.on_change() TO " + other);
-  conn_->Exec("CREATE TABLE public.theirs (id text); ALTER TABLE public.theirs OWNER TO " + other);
+  OtherOwnersTable t(*conn_, db_, "install-v6.sql");
+  const std::string& installer = t.installer;
+  const std::string& other = t.other;
+  PgConn& inst = t.inst;
+  PgConn& owner = t.owner;
   conn_->Exec("CREATE TABLE public.mine (id text); ALTER TABLE public.mine OWNER TO " + installer);
-  PgConn owner(SharedCluster().Conninfo(db_, other));
-  owner.Exec("SELECT tenantcache.watch_table('public.theirs', NULL, '{\"label\": \"id\"}')");
   inst.Exec("SELECT tenantcache.watch_table('public.mine', NULL, '{\"label\": \"id\"}')");
 
   {
