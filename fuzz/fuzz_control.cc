@@ -67,6 +67,9 @@ void Answer(std::string_view payload) {
     const char* text = nullptr;
     size_t len = 0;
     tenantcache::EntryField(e, i, &text, &len);
+    // The recorded start of each of the first values agrees with the walk.
+    if (i < tenantcache::EntryView::kIndexedFields)
+      Check(e.value_off[i] == (text == nullptr ? tenantcache::layout::kNullField : text - v.data.data()));
     if (text == nullptr) continue;  // NULL
     Check(text >= v.data.data() && text + len < end && text[len] == '\0');
   }

@@ -111,6 +111,55 @@ TEST_F(CacheTest, SqlNullFieldsAreDistinguishedFromEmptyText) {
   EXPECT_EQ(Field("role"), "crew");
 }
 
+// The most fields a namespace may have, NULLs among them: each is read by
+// index and by name, past the first 20 (whose places the value records) too.
+TEST(CacheFieldsTest, EveryFieldOfAWideEntryIsReadByIndexAndByName) {
+  test::TempDir dir;
+  auto options = test::FleetOptions(dir.File("cache"));
+  std::vector<std::string> names;
+  std::vector<std::optional<std::string_view>> fields;
+  std::vector<std::string> texts;
+  for (uint32_t i = 0; i < layout::kMaxFields; ++i) {
+    names.push_back("f" + std::to_string(i));
+    texts.push_back(std::string(i % 4, static_cast<char>('a' + i % 26)));  // f0 is empty text
+  }
+  for (uint32_t i = 0; i < layout::kMaxFields; ++i)
+    fields.push_back(i % 7 == 3 ? std::nullopt : std::optional<std::string_view>(texts[i]));
+  options.namespaces.push_back({"wide", layout::kText, 32, names});
+  auto writer = test::OpenSynced(options);
+  const uint32_t wide_index = static_cast<uint32_t>(options.namespaces.size() - 1);
+  ASSERT_EQ(writer->Put(wide_index, "k", EntryData{Uuid(9), fields}, 0, writer->BeginFill()),
+            PutResult::kStored);
+
+  tc_cache* cache = nullptr;
+  ASSERT_EQ(tc_cache_open(options.path.c_str(), &cache), 0);
+  tc_ns wide = 0;
+  ASSERT_EQ(tc_namespace(cache, "wide", &wide), 0);
+  tc_value v;
+  ASSERT_EQ(tc_cache_get(cache, wide, "k", 1, &v), TC_FOUND);
+  ASSERT_EQ(tc_value_field_count(&v), layout::kMaxFields);
+  EXPECT_STREQ(tc_value_key(&v, nullptr), "k");
+  EXPECT_EQ(std::string(tc_value_tenant(&v, nullptr)), Uuid(9));
+  for (uint32_t i = 0; i < layout::kMaxFields; ++i) {
+    const char *name = nullptr, *text = nullptr, *by_name = nullptr;
+    size_t len = 99, by_name_len = 99;
+    ASSERT_EQ(tc_value_field(&v, i, &name, &text, &len), 0) << i;
+    EXPECT_EQ(std::string(name), names[i]);
+    ASSERT_EQ(tc_value_get(&v, names[i].c_str(), &by_name, &by_name_len), 0) << i;
+    EXPECT_EQ(by_name, text) << i;
+    if (!fields[i]) {
+      EXPECT_EQ(text, nullptr) << i;
+      continue;
+    }
+    ASSERT_NE(text, nullptr) << i;
+    EXPECT_EQ(std::string(text, len), texts[i]) << i;
+    EXPECT_EQ(text[len], '\0') << i;
+    EXPECT_EQ(by_name_len, len) << i;
+  }
+  EXPECT_EQ(tc_value_field(&v, layout::kMaxFields, nullptr, nullptr, nullptr), TC_E_NO_FIELD);
+  tc_cache_close(cache);
+}
+
 TEST_F(CacheTest, InvalidateKeyRemovesOnlyThatKey) {
   ASSERT_EQ(PutUser(Uuid(1), Uuid(1000), "a"), PutResult::kStored);
   ASSERT_EQ(PutUser(Uuid(2), Uuid(1000), "b"), PutResult::kStored);

@@ -5,12 +5,6 @@
 #include "cache_layout.h"
 
 namespace tenantcache {
-namespace {
-
-uint16_t LoadLen(const unsigned char* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
-
-}  // namespace
-
 size_t EncodedSize(std::string_view key, std::string_view tenant,
                    const std::vector<std::optional<std::string_view>>& fields) {
   if (key.size() > layout::kMaxKeyLen || tenant.size() >= layout::kNullField ||
@@ -47,24 +41,25 @@ size_t EncodeEntry(std::string_view key, std::string_view tenant,
 
 bool DecodeEntry(const unsigned char* data, size_t data_len, size_t key_len, size_t tenant_len,
                  uint32_t field_count, EntryView* out) {
+  static_assert(layout::kMaxDataSize < layout::kNullField);
   if (field_count > layout::kMaxFields) return false;
-  size_t need = key_len + 1 + tenant_len + 1 + 2 * size_t{field_count};
-  if (need > data_len) return false;
-  const unsigned char* lens = data + key_len + 1 + tenant_len + 1;
-  for (uint32_t i = 0; i < field_count; ++i) {
-    const uint16_t len = LoadLen(lens + 2 * i);
-    if (len != layout::kNullField) need += size_t{len} + 1;
-  }
-  if (need != data_len) return false;
+  const size_t head = key_len + 1 + tenant_len + 1 + 2 * size_t{field_count};
+  if (head > data_len) return false;
   // Every string must end in its NUL: callers hand them to C as they are.
   if (data[key_len] != 0 || data[key_len + 1 + tenant_len] != 0) return false;
-  const unsigned char* v = lens + 2 * size_t{field_count};
+  // One pass: each value's NUL is read only once the lengths before it are
+  // known to fit, so nothing past data_len is read.
+  const unsigned char* lens = data + key_len + 1 + tenant_len + 1;
+  size_t end = head;
   for (uint32_t i = 0; i < field_count; ++i) {
-    const uint16_t len = LoadLen(lens + 2 * i);
+    const uint16_t len = static_cast<uint16_t>(lens[2 * i] | (lens[2 * i + 1] << 8));
+    if (i < EntryView::kIndexedFields)
+      out->value_off[i] = len == layout::kNullField ? layout::kNullField : static_cast<uint16_t>(end);
     if (len == layout::kNullField) continue;
-    if (v[len] != 0) return false;
-    v += size_t{len} + 1;
+    end += size_t{len} + 1;
+    if (end > data_len || data[end - 1] != 0) return false;
   }
+  if (end != data_len) return false;
   out->key = reinterpret_cast<const char*>(data);
   out->key_len = key_len;
   out->tenant = reinterpret_cast<const char*>(data + key_len + 1);
@@ -78,10 +73,10 @@ bool DecodeEntry(const unsigned char* data, size_t data_len, size_t key_len, siz
 void EntryField(const EntryView& e, uint32_t index, const char** text, size_t* len) {
   const char* p = e.values;
   for (uint32_t i = 0; i < index; ++i) {
-    const uint16_t l = LoadLen(e.lens + 2 * i);
+    const uint16_t l = FieldLen(e, i);
     if (l != layout::kNullField) p += size_t{l} + 1;
   }
-  const uint16_t l = LoadLen(e.lens + 2 * size_t{index});
+  const uint16_t l = FieldLen(e, index);
   if (l == layout::kNullField) {
     *text = nullptr;
     *len = 0;

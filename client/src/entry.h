@@ -24,6 +24,11 @@ struct EntryView {
   uint32_t field_count = 0;
   const unsigned char* lens = nullptr;  // field_count little-endian uint16, unaligned
   const char* values = nullptr;         // the first value's bytes
+  // Where each of the first kIndexedFields values starts, from `key` (set
+  // by DecodeEntry; layout::kNullField for NULL), so that a field is found
+  // without walking the lengths.
+  static constexpr uint32_t kIndexedFields = 20;
+  uint16_t value_off[kIndexedFields];  // entries past field_count unset
 };
 
 // Bytes EncodeEntry needs, or 0 when a length does not fit the format.
@@ -42,6 +47,11 @@ bool DecodeEntry(const unsigned char* data, size_t data_len, size_t key_len, siz
 
 // Field `index` (< field_count) of a decoded entry; `*text` is nullptr for NULL.
 void EntryField(const EntryView& e, uint32_t index, const char** text, size_t* len);
+
+// Field `index`'s length (layout::kNullField for NULL) from the view's lengths.
+inline uint16_t FieldLen(const EntryView& e, size_t index) {
+  return static_cast<uint16_t>(e.lens[2 * index] | (e.lens[2 * index + 1] << 8));
+}
 
 }  // namespace tenantcache
 

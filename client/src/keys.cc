@@ -77,9 +77,16 @@ KeyResult NormalizeUuid(const char* in, size_t len, char* out) {
     constexpr uint64_t kDashes = (1ull << 8) | (1ull << 13) | (1ull << 18) | (1ull << 23);
     // The last 4 characters are done as the 16 ending the string (its last
     // dash at 23 = 20 + 3), which rewrites 12 already done with the same bytes.
-    if (!HexLower(u, out, 32, static_cast<unsigned>(kDashes)) ||
-        !HexLower(u + 20, out + 20, 16, static_cast<unsigned>(kDashes >> 20)))
-      return Fail("uuid has a character that is not a hex digit");
+#if defined(__SSE2__)
+    // Three 16-byte steps, unrolled: this runs on every hit.
+    const bool hex = HexLower16(u, out, kDashes & 0xFFFF) &&
+                     HexLower16(u + 16, out + 16, (kDashes >> 16) & 0xFFFF) &&
+                     HexLower16(u + 20, out + 20, (kDashes >> 20) & 0xFFFF);
+#else
+    const bool hex = HexLower(u, out, 32, static_cast<unsigned>(kDashes)) &&
+                     HexLower(u + 20, out + 20, 16, static_cast<unsigned>(kDashes >> 20));
+#endif
+    if (!hex) return Fail("uuid has a character that is not a hex digit");
     return KeyResult{36, nullptr};
   }
   if (len != 32) return Fail("uuid must be 36 characters (8-4-4-4-12) or 32 hex digits");

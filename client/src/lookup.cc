@@ -252,11 +252,8 @@ int AskDaemon(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, 
     return TC_E_DAEMON;
   }
   std::memcpy(out->priv_data, v.data.data(), v.data.size());
-  const ValueMeta vm{v.key_len, v.tenant_len, v.field_count};
-  std::memcpy(&out->priv_reserved[0], &vm, sizeof vm);
-  out->priv_ns = &d;
-  out->priv_len = static_cast<uint32_t>(v.data.size());
-  out->priv_status = static_cast<uint32_t>(TC_FOUND);
+  // The view was decoded from v.data; the same offsets hold in the copy.
+  PublishValue(out, &d, e, v.data.size());
   return TC_FOUND;
 }
 

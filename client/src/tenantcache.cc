@@ -40,7 +40,9 @@ namespace {
 // Ids of handles, for the threads' counter caches (never reused).
 std::atomic<uint64_t> g_next_stats_id{1};
 
-static_assert(sizeof(ValueMeta) <= sizeof(uint64_t));
+static_assert(tenantcache::kValueOffsetsAt >= sizeof(ValueMeta) &&
+              tenantcache::kValueOffsetsAt + sizeof(EntryView::value_off) <= sizeof(tc_value::priv_reserved));
+static_assert(sizeof(tc_value::priv_data) < layout::kNullField);
 static_assert(sizeof(tc_value::priv_data) >= layout::kMaxDataSize);
 static_assert(offsetof(tc_value, priv_data) % 8 == 0);
 
@@ -364,6 +366,16 @@ bool SwitchLocked(tc_cache* c, Mapping* cur) {
 }  // namespace
 
 namespace tenantcache {
+
+void PublishValue(tc_value* out, const layout::NamespaceDesc* d, const EntryView& e, size_t data_len) {
+  const ValueMeta vm{static_cast<uint16_t>(e.key_len), static_cast<uint16_t>(e.tenant_len), e.field_count};
+  auto* words = reinterpret_cast<unsigned char*>(&out->priv_reserved[0]);
+  std::memcpy(words, &vm, sizeof vm);
+  std::memcpy(words + kValueOffsetsAt, e.value_off, sizeof e.value_off);
+  out->priv_ns = d;
+  out->priv_len = static_cast<uint32_t>(data_len);
+  out->priv_status = static_cast<uint32_t>(TC_FOUND);
+}
 
 void RefreshRecency(Mapping* m) {
   const int32_t id = m->header->recency_shmid.load(std::memory_order_acquire);  // Rule 7.
@@ -773,11 +785,7 @@ int Get(Mapping* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out
     if (!tenantcache::DecodeEntry(out->priv_data, m.data_len, m.key_len, m.tenant_len, m.field_count, &v) ||
         m.field_count != d.field_count)
       return TC_MISS;
-    ValueMeta vm{m.key_len, m.tenant_len, m.field_count};
-    std::memcpy(&out->priv_reserved[0], &vm, sizeof vm);
-    out->priv_ns = &d;
-    out->priv_len = m.data_len;
-    out->priv_status = static_cast<uint32_t>(TC_FOUND);
+    tenantcache::PublishValue(out, &d, v, m.data_len);
     return TC_FOUND;
   }
   return TC_MISS;
@@ -787,41 +795,67 @@ int Get(Mapping* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out
 
 namespace {
 
-bool Decode(const tc_value* v, EntryView* e) {
-  if (v == nullptr || v->priv_status != static_cast<uint32_t>(TC_FOUND)) return false;
+// The entry of a found value, without a second validation: PublishValue set
+// it from a validated entry. The bounds are still checked, so that a tc_value
+// the caller overwrote cannot make a read leave priv_data.
+bool View(const tc_value* v, EntryView* e) {
+  if (v == nullptr || v->priv_status != static_cast<uint32_t>(TC_FOUND) || v->priv_len > sizeof v->priv_data)
+    return false;
   ValueMeta vm;
   std::memcpy(&vm, &v->priv_reserved[0], sizeof vm);
-  return tenantcache::DecodeEntry(v->priv_data, v->priv_len, vm.key_len, vm.tenant_len, vm.field_count, e);
+  const size_t head = size_t{vm.key_len} + 1 + vm.tenant_len + 1 + 2 * size_t{vm.field_count};
+  if (vm.field_count > layout::kMaxFields || head > v->priv_len) return false;
+  e->key = reinterpret_cast<const char*>(v->priv_data);
+  e->key_len = vm.key_len;
+  e->tenant = e->key + vm.key_len + 1;
+  e->tenant_len = vm.tenant_len;
+  e->field_count = vm.field_count;
+  e->lens = v->priv_data + vm.key_len + 1 + vm.tenant_len + 1;
+  e->values = reinterpret_cast<const char*>(e->lens + 2 * size_t{vm.field_count});
+  return true;
 }
 
 }  // namespace
 
 const char* tc_value_tenant(const tc_value* value, size_t* len) {
   EntryView e;
-  if (!Decode(value, &e)) return nullptr;
+  if (!View(value, &e)) return nullptr;
   if (len != nullptr) *len = e.tenant_len;
   return e.tenant;
 }
 
 const char* tc_value_key(const tc_value* value, size_t* len) {
   EntryView e;
-  if (!Decode(value, &e)) return nullptr;
+  if (!View(value, &e)) return nullptr;
   if (len != nullptr) *len = e.key_len;
   return e.key;
 }
 
 size_t tc_value_field_count(const tc_value* value) {
   EntryView e;
-  return Decode(value, &e) ? e.field_count : 0;
+  return View(value, &e) ? e.field_count : 0;
 }
 
 int tc_value_field(const tc_value* value, size_t index, const char** name, const char** text, size_t* len) {
   if (value == nullptr) return TC_E_INVALID_ARG;
   EntryView e;
-  if (!Decode(value, &e) || index >= e.field_count) return TC_E_NO_FIELD;
-  const char* t;
-  size_t l;
-  tenantcache::EntryField(e, static_cast<uint32_t>(index), &t, &l);
+  if (!View(value, &e) || index >= e.field_count) return TC_E_NO_FIELD;
+  const char* t = nullptr;
+  size_t l = 0;
+  if (index < EntryView::kIndexedFields) {
+    uint16_t off;
+    std::memcpy(&off,
+                reinterpret_cast<const unsigned char*>(&value->priv_reserved[0]) +
+                    tenantcache::kValueOffsetsAt + 2 * index,
+                sizeof off);
+    if (off != layout::kNullField) {
+      t = reinterpret_cast<const char*>(value->priv_data) + off;
+      l = tenantcache::FieldLen(e, index);
+    }
+  } else {
+    tenantcache::EntryField(e, static_cast<uint32_t>(index), &t, &l);
+  }
+  if (t != nullptr && (t < e.values || t + l >= e.key + value->priv_len)) return TC_E_NO_FIELD;
   if (name != nullptr) *name = static_cast<const layout::NamespaceDesc*>(value->priv_ns)->field_names[index];
   if (text != nullptr) *text = t;
   if (len != nullptr) *len = l;
@@ -831,7 +865,7 @@ int tc_value_field(const tc_value* value, size_t index, const char** name, const
 int tc_value_get(const tc_value* value, const char* name, const char** text, size_t* len) {
   if (value == nullptr || name == nullptr) return TC_E_INVALID_ARG;
   EntryView e;
-  if (!Decode(value, &e)) return TC_E_NO_FIELD;
+  if (!View(value, &e)) return TC_E_NO_FIELD;
   const auto* d = static_cast<const layout::NamespaceDesc*>(value->priv_ns);
   for (uint32_t i = 0; i < e.field_count; ++i)
     if (std::strcmp(d->field_names[i], name) == 0) return tc_value_field(value, i, nullptr, text, len);
