@@ -606,7 +606,10 @@ bool CacheWriter::Dead(const SlotMeta& m, uint64_t bucket, uint32_t i, uint64_t 
 }
 
 int CacheWriter::FindSlot(uint64_t bucket, uint64_t hash, uint32_t ns, std::string_view key) const {
-  for (uint32_t i = 0; i < layout::kSlotsPerBucket; ++i) {
+  // In the readers' order: most keys are in their home slot.
+  const uint32_t home = layout::HomeSlot(hash);
+  for (uint32_t k = 0; k < layout::kSlotsPerBucket; ++k) {
+    const uint32_t i = layout::ProbeSlot(home, k);
     const unsigned char* slot = Slot(bucket, i);
     const SlotMeta m = ReadMeta(slot);
     if (m.state == layout::kEmpty || m.key_hash != hash || m.ns != ns || m.key_len != key.size()) continue;
@@ -624,7 +627,7 @@ uint32_t CacheWriter::ChooseVictim(uint64_t bucket, uint32_t home, uint64_t now)
   // From the home slot on (cache_layout.h, "Home slots"): a key goes home
   // when its home slot is empty or dead.
   for (uint32_t k = 0; k < layout::kSlotsPerBucket; ++k) {
-    const uint32_t i = (home + k) & (layout::kSlotsPerBucket - 1);
+    const uint32_t i = layout::ProbeSlot(home, k);
     const SlotMeta m = ReadMeta(Slot(bucket, i));
     if (m.state == layout::kEmpty) return i;
     if (dead < 0 && Dead(m, bucket, i, now)) dead = static_cast<int>(i);

@@ -341,6 +341,9 @@ inline uint32_t TagOf(uint64_t hash) { return static_cast<uint32_t>(hash >> 32) 
 // slots"): the hash's low bits, which neither the bucket index (its top
 // bits) nor the tag (its high half) uses.
 inline uint32_t HomeSlot(uint64_t hash) { return static_cast<uint32_t>(hash) & (kSlotsPerBucket - 1); }
+// The k-th slot a probe of its bucket visits: from the home slot on, round
+// the bucket (reader and writer visit in this one order).
+inline uint32_t ProbeSlot(uint32_t home, uint32_t k) { return (home + k) & (kSlotsPerBucket - 1); }
 inline uint64_t NamespaceSeed(uint64_t hash_seed, uint32_t ns) {
   return hash_seed ^ (0x9E3779B97F4A7C15ull * (uint64_t{ns} + 1));
 }

@@ -751,7 +751,7 @@ int Get(Mapping* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out
   __builtin_prefetch(cache->stamps + first + home, 1);
 
   for (uint32_t k = 0; k < layout::kSlotsPerBucket; ++k) {
-    const uint32_t i = (home + k) & (layout::kSlotsPerBucket - 1);
+    const uint32_t i = layout::ProbeSlot(home, k);
     // Rule 3: a tag only filters; the seqlocked copy decides.
     if (tags->tag[i].load(std::memory_order_relaxed) != tag) continue;
     const unsigned char* slot = cache->slots + (first + i) * cache->slot_size;
