@@ -30,8 +30,10 @@ psql=(psql -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres -d postgre
 "${psql[@]}" -f "$root/sql/install.sql" -f "$root/sql/examples/fleet.sql" \
   -c "SELECT fleet.generate(100000, 1000); CREATE SEQUENCE fleet.bench_ids START 1000000" >/dev/null
 
-watch() { "${psql[@]}" -c "SELECT tenantcache.watch_table('fleet.user_accounts', NULL, '{\"user\": \"id\"}', ARRAY['yacht_id', 'role', 'active'])" >/dev/null; }
-unwatch() { "${psql[@]}" -c "SELECT tenantcache.unwatch_table('fleet.user_accounts')" >/dev/null; }
+watch_sql="SELECT tenantcache.watch_table('fleet.user_accounts', NULL, '{\"user\": \"id\"}', ARRAY['yacht_id', 'role', 'active']);"
+unwatch_sql="SELECT tenantcache.unwatch_table('fleet.user_accounts');"
+watch() { "${psql[@]}" -c "$watch_sql" >/dev/null; }
+unwatch() { "${psql[@]}" -c "$unwatch_sql" >/dev/null; }
 set_log() { "${psql[@]}" -c "UPDATE tenantcache.settings SET log_enabled = $1" >/dev/null; }
 # The message function as installed, and a copy that builds the same payload
 # but does not NOTIFY.
@@ -40,20 +42,22 @@ sed 's/sent := pg_notify(/sent := concat(/' "$work/emit.sql" >"$work/emit-silent
 grep -q 'sent := concat(' "$work/emit-silent.sql" || { echo "sql_write_cost.sh: _emit no longer calls pg_notify as expected" >&2; exit 1; }
 set_notify() { "${psql[@]}" -f "$work/$([ "$1" = on ] && echo emit.sql || echo emit-silent.sql)" >/dev/null; }
 
-cat >"$work/watched.sql" <<'SQL'
-\set u random(1, 100000)
-\set r random(1, 4)
-UPDATE fleet.user_accounts SET role = (ARRAY['owner','captain','crew','guest'])[:r] WHERE id = fleet.user_id(:u);
-SQL
-cat >"$work/unwatched.sql" <<'SQL'
-\set u random(1, 100000)
-UPDATE fleet.user_accounts SET last_login_at = now() WHERE id = fleet.user_id(:u);
-SQL
-cat >"$work/insert.sql" <<'SQL'
-\set t random(1, 1000)
-INSERT INTO fleet.user_accounts (id, yacht_id, email, role)
-VALUES (fleet.user_id(nextval('fleet.bench_ids')::integer), fleet.tenant_id(:t), 'bench', 'crew');
-SQL
+# The statements measured, once for pgbench (as scripts) and for the
+# instruction counts below: @U@ is a random user, @R@ a random role, @T@ a
+# random tenant.
+declare -A stmt=(
+  [watched]="UPDATE fleet.user_accounts SET role = (ARRAY['owner','captain','crew','guest'])[@R@] WHERE id = fleet.user_id(@U@);"
+  [unwatched]="UPDATE fleet.user_accounts SET last_login_at = now() WHERE id = fleet.user_id(@U@);"
+  [insert]="INSERT INTO fleet.user_accounts (id, yacht_id, email, role) VALUES (fleet.user_id(nextval('fleet.bench_ids')::integer), fleet.tenant_id(@T@), 'bench', 'crew');"
+)
+for k in "${!stmt[@]}"; do
+  {
+    [[ ${stmt[$k]} == *@U@* ]] && echo '\set u random(1, 100000)'
+    [[ ${stmt[$k]} == *@R@* ]] && echo '\set r random(1, 4)'
+    [[ ${stmt[$k]} == *@T@* ]] && echo '\set t random(1, 1000)'
+    sed 's/@U@/:u/g; s/@R@/:r/g; s/@T@/:t/g' <<<"${stmt[$k]}"
+  } >"$work/$k.sql"
+done
 
 tps() {  # script clients -> transactions per second
   local out
@@ -120,7 +124,8 @@ if command -v valgrind >/dev/null; then
     # empty lines go.
     { sed '/^[[:space:]]*$/d' <<<"$1"; printf ';\n\n'
       awk -v n="$3" -v t="$2" 'BEGIN { srand(7); for (i = 0; i < n; i++) { s = t
-        gsub(/@U@/, int(1 + rand() * 100000), s); gsub(/@R@/, int(1 + rand() * 4), s); print s "\n" } }'
+        gsub(/@U@/, int(1 + rand() * 100000), s); gsub(/@R@/, int(1 + rand() * 4), s)
+        gsub(/@T@/, int(1 + rand() * 1000), s); print s "\n" } }'
     } >"$d.in"
     [ "$(id -u)" -eq 0 ] && chown -R postgres: "$d" "$d.in"
     as_pg valgrind --tool=callgrind --callgrind-out-file="$d.cg" "$pgbin/postgres" --single -j -D "$d" \
@@ -139,13 +144,6 @@ if command -v valgrind >/dev/null; then
     b=$(instructions "$1" "$2" "$ir_n2")
     echo $(((b - a) / (ir_n2 - ir_n1)))
   }
-  watch_sql="SELECT tenantcache.watch_table('fleet.user_accounts', NULL, '{\"user\": \"id\"}', ARRAY['yacht_id', 'role', 'active']);"
-  unwatch_sql="SELECT tenantcache.unwatch_table('fleet.user_accounts');"
-  declare -A stmt=(
-    [watched]="UPDATE fleet.user_accounts SET role = (ARRAY['owner','captain','crew','guest'])[@R@] WHERE id = fleet.user_id(@U@);"
-    [unwatched]="UPDATE fleet.user_accounts SET last_login_at = now() WHERE id = fleet.user_id(@U@);"
-    [insert]="INSERT INTO fleet.user_accounts (id, yacht_id, email, role) VALUES (fleet.user_id(nextval('fleet.bench_ids')::integer), fleet.tenant_id(@R@), 'bench', 'crew');"
-  )
   kinds=(watched unwatched)
   [ "$ir_all" = 1 ] && kinds+=(insert)
   for k in "${kinds[@]}"; do
