@@ -19,6 +19,7 @@
 #include "support/daemon_process.h"
 #include "support/fleet_test.h"
 #include "support/pg_cluster.h"
+#include "support/test_cache.h"
 #include "tenantcache/tenantcache.h"
 
 namespace tenantcache::test {
@@ -26,16 +27,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-bool Contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-size_t Count(const std::string& haystack, const std::string& needle) {
-  size_t n = 0;
-  for (size_t i = haystack.find(needle); i != std::string::npos; i = haystack.find(needle, i + 1)) ++n;
-  return n;
-}
 
 // The fleet config with a short stale_after and heartbeat, so that a
 // retention of a few seconds is valid (at least 2 x (stale_after +

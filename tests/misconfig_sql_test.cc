@@ -17,22 +17,13 @@
 #include "support/fleet_test.h"
 #include "support/pg_cluster.h"
 #include "support/sql_messages.h"
+#include "support/test_cache.h"
 #include "tenantcache/tenantcache.h"
 
 namespace tenantcache::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-bool Contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-size_t Count(const std::string& haystack, const std::string& needle) {
-  size_t n = 0;
-  for (size_t i = haystack.find(needle); i != std::string::npos; i = haystack.find(needle, i + 1)) ++n;
-  return n;
-}
 
 class MisconfigSqlTest : public FleetTest {
  protected:

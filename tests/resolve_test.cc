@@ -32,6 +32,7 @@
 #include "support/daemon_process.h"
 #include "support/fleet_test.h"
 #include "support/pg_cluster.h"
+#include "support/test_cache.h"
 #include "tenantcache/tenantcache.h"
 
 namespace tenantcache::test {
@@ -39,10 +40,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-bool Contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
 
 // A DNS server for the test's names, answering every query after delay():
 // names that begin with "found-" have the address 127.0.0.1 (A) and no IPv6

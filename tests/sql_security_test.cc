@@ -56,10 +56,6 @@ Attack CastAttack(const std::vector<std::string>& statements) {
       "STATEMENT EXECUTE FUNCTION tenantcache.on_change('', '{\"user\": \"id\"}', '')"};
 }
 
-bool Contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
 class SqlSecurityTest : public ::testing::Test {
  protected:
   void SetUp() override {

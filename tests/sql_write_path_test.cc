@@ -16,6 +16,7 @@
 
 #include "support/pg_cluster.h"
 #include "support/sql_messages.h"
+#include "support/test_cache.h"
 
 namespace tenantcache::test {
 namespace {
@@ -24,8 +25,6 @@ const std::string kT1 = "00000000-0000-4000-8000-000000000001";
 const std::string kT2 = "00000000-0000-4000-8000-000000000002";
 const std::string kU1 = "00000000-0001-4000-8000-000000000001";
 const std::string kU2 = "00000000-0001-4000-8000-000000000002";
-
-bool Contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // A third watched table, beside the example's two: badges keyed by code,
 // pointing at a user (a key change of the user cascades to its badges).

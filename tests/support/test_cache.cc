@@ -91,4 +91,14 @@ size_t ResidentKb(pid_t pid) {
   return 0;
 }
 
+bool Contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+size_t Count(const std::string& haystack, const std::string& needle) {
+  size_t n = 0;
+  for (size_t i = haystack.find(needle); i != std::string::npos; i = haystack.find(needle, i + 1)) ++n;
+  return n;
+}
+
 }  // namespace tenantcache::test

@@ -53,6 +53,10 @@ size_t ResidentKb(pid_t pid);
 // namespace has no such field.
 std::string FieldOf(const tc_value& v, const char* name);
 
+// Whether `haystack` holds `needle`, and how many times (overlapping).
+bool Contains(const std::string& haystack, const std::string& needle);
+size_t Count(const std::string& haystack, const std::string& needle);
+
 // Polls `cond` until it holds or `timeout` passes; returns its last result.
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
