@@ -33,6 +33,7 @@ struct ControlServer::Client : std::enable_shared_from_this<Client> {
   std::string in;
   char read_buf[16 * 1024];
   size_t queued = 0;  // bytes written but not yet flushed
+  std::string frame;  // the answer being sent (reused)
   bool closed = false;
   uint64_t last_read_ms = 0;      // loop time of the last bytes received
   uint64_t partial_since_ms = 0;  // loop time an incomplete request began; 0: none
@@ -56,13 +57,29 @@ struct ControlServer::Client : std::enable_shared_from_this<Client> {
 
   void Send(uint8_t op, int16_t status, uint32_t id, std::string_view payload) {
     if (closed) return;
+    frame.clear();
+    protocol::AppendFrame(&frame, op, status, id, payload);
+    auto* stream = reinterpret_cast<uv_stream_t*>(pipe);
+    size_t sent = 0;
+    // With nothing queued (so in order), the answer is written at once: no
+    // request to allocate, and no change of the socket's poll events.
+    if (queued == 0) {
+      uv_buf_t now = uv_buf_init(frame.data(), static_cast<unsigned>(frame.size()));
+      const int n = uv_try_write(stream, &now, 1);
+      if (n == static_cast<int>(frame.size())) return;
+      if (n >= 0) {
+        sent = static_cast<size_t>(n);
+      } else if (n != UV_EAGAIN) {
+        return Close("write failed");
+      }
+    }
     struct Write {
       uv_write_t req;
       std::string data;
       std::weak_ptr<Client> client;
     };
     auto* w = new Write;
-    protocol::AppendFrame(&w->data, op, status, id, payload);
+    w->data.assign(frame, sent);
     w->client = weak_from_this();
     queued += w->data.size();
     if (queued > kMaxQueuedBytes) {
@@ -72,15 +89,14 @@ struct ControlServer::Client : std::enable_shared_from_this<Client> {
     }
     w->req.data = w;
     uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
-    const int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(pipe), &buf, 1,
-                            [](uv_write_t* req, int write_status) {
-                              auto* wr = static_cast<Write*>(req->data);
-                              if (auto c = wr->client.lock()) {
-                                c->queued -= wr->data.size();
-                                if (write_status < 0) c->Close("write failed");
-                              }
-                              delete wr;
-                            });
+    const int rc = uv_write(&w->req, stream, &buf, 1, [](uv_write_t* req, int write_status) {
+      auto* wr = static_cast<Write*>(req->data);
+      if (auto c = wr->client.lock()) {
+        c->queued -= wr->data.size();
+        if (write_status < 0) c->Close("write failed");
+      }
+      delete wr;
+    });
     if (rc != 0) {
       queued -= w->data.size();
       delete w;
