@@ -165,6 +165,14 @@ int Attempt(const tc_cache* cc, uint8_t op, const std::string& payload, Clock::t
       Release(cc, fd);
       return 0;
     }
+    // Waited for before each read: the answer cannot have come yet when
+    // the request has just been sent, so reading first would only fail.
+    // At the deadline, poll only looks: an answer already there is read.
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, RemainingMs(deadline)) == 0) {
+      close(fd);
+      return TC_E_TIMEOUT;
+    }
     const ssize_t n = recv(fd, buf, sizeof buf, 0);
     if (n > 0) {
       in.append(buf, static_cast<size_t>(n));
@@ -174,12 +182,6 @@ int Attempt(const tc_cache* cc, uint8_t op, const std::string& payload, Clock::t
       close(fd);
       *stale = reused && in.empty();
       return TC_E_UNAVAILABLE;
-    }
-    pollfd p{fd, POLLIN, 0};
-    const int left = RemainingMs(deadline);
-    if (left == 0 || poll(&p, 1, left) == 0) {
-      close(fd);
-      return TC_E_TIMEOUT;
     }
   }
 }
