@@ -145,6 +145,11 @@ inline size_t MapLookup(const std::string& key) {
   return it->second.role.size();
 }
 
+inline size_t LockedMapLookup(const std::string& key) {
+  std::shared_lock lock(fixture->mutex);
+  return MapLookup(key);
+}
+
 // The two loops every store is measured with, over its lookup (key -> the
 // role's length). The tight loop: independent lookups, which the CPU may
 // overlap.
@@ -175,12 +180,7 @@ void BM_Tenantcache(benchmark::State& state, bool hot) {
 
 void BM_UnorderedMap(benchmark::State& state, bool hot) { TightLoop(state, hot, MapLookup); }
 
-void BM_SharedMutexMap(benchmark::State& state, bool hot) {
-  TightLoop(state, hot, [](const std::string& key) {
-    std::shared_lock lock(fixture->mutex);
-    return MapLookup(key);
-  });
-}
+void BM_SharedMutexMap(benchmark::State& state, bool hot) { TightLoop(state, hot, LockedMapLookup); }
 
 void BM_TenantcacheChained(benchmark::State& state, bool hot) {
   tc_value v;
@@ -188,6 +188,8 @@ void BM_TenantcacheChained(benchmark::State& state, bool hot) {
 }
 
 void BM_UnorderedMapChained(benchmark::State& state, bool hot) { ChainedLoop(state, hot, MapLookup); }
+
+void BM_SharedMutexMapChained(benchmark::State& state, bool hot) { ChainedLoop(state, hot, LockedMapLookup); }
 
 void BM_PointerChase(benchmark::State& state) {
   const void* const* p = chase->p;
@@ -209,6 +211,7 @@ TC_BENCH(BM_UnorderedMap, random, false);
 TC_BENCH(BM_SharedMutexMap, random, false);
 BENCHMARK_CAPTURE(BM_TenantcacheChained, random, false)->Threads(1)->UseRealTime()->MinTime(0.1);
 BENCHMARK_CAPTURE(BM_UnorderedMapChained, random, false)->Threads(1)->UseRealTime()->MinTime(0.1);
+BENCHMARK_CAPTURE(BM_SharedMutexMapChained, random, false)->Threads(1)->UseRealTime()->MinTime(0.1);
 TC_BENCH(BM_Tenantcache, hot, true);
 TC_BENCH(BM_UnorderedMap, hot, true);
 TC_BENCH(BM_SharedMutexMap, hot, true);
@@ -233,21 +236,29 @@ class Collector : public benchmark::ConsoleReporter {
   std::map<std::string, Figure> results;
 };
 
-// Per-lookup latency of hot-set hits, timed with the TSC around each lookup.
+// Per-lookup latency, timed with the TSC around each lookup (the timer's
+// own cost, its median, subtracted): what compare_bench measures for section
+// 1 of bench/RESULTS.md. The timer keeps lookups from overlapping.
 struct Percentiles {
   double p50, p99;
 };
 
-Percentiles HotLatency() {
+double NsPerCycle() {
+  static const double ns_per_cycle = [] {
+    const auto t0 = std::chrono::steady_clock::now();
+    const uint64_t c0 = __rdtsc();
+    while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(200)) {
+    }
+    return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() /
+           static_cast<double>(__rdtsc() - c0);
+  }();
+  return ns_per_cycle;
+}
+
+// `key(i)` is fetched before the timer starts; `step` is what is timed.
+template <typename Key, typename Step>
+Percentiles TimedLatency(Key key, Step step) {
   constexpr size_t kSamples = 400'000;
-  // Calibrate the TSC against the steady clock.
-  const auto t0 = std::chrono::steady_clock::now();
-  const uint64_t c0 = __rdtsc();
-  while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(200)) {
-  }
-  const double ns_per_cycle =
-      std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() /
-      static_cast<double>(__rdtsc() - c0);
   unsigned aux;
   std::vector<uint64_t> empty(kSamples), cycles(kSamples);
   for (size_t i = 0; i < kSamples; ++i) {
@@ -257,17 +268,35 @@ Percentiles HotLatency() {
   }
   std::sort(empty.begin(), empty.end());
   const uint64_t overhead = empty[kSamples / 2];
-  tc_value v;
   for (size_t i = 0; i < kSamples; ++i) {
-    const std::string& key = fixture->keys[fixture->hot_order[i & (kSequence - 1)]];
+    const auto& k = key(i);
     const uint64_t a = __rdtscp(&aux);
-    benchmark::DoNotOptimize(CacheLookup(&v, key));
+    step(k);
     const uint64_t b = __rdtscp(&aux);
     cycles[i] = b - a > overhead ? b - a - overhead : 0;
   }
   std::sort(cycles.begin(), cycles.end());
-  return {static_cast<double>(cycles[kSamples / 2]) * ns_per_cycle,
-          static_cast<double>(cycles[kSamples * 99 / 100]) * ns_per_cycle};
+  return {static_cast<double>(cycles[kSamples / 2]) * NsPerCycle(),
+          static_cast<double>(cycles[kSamples * 99 / 100]) * NsPerCycle()};
+}
+
+// A store's lookup (key -> the role's length), each timed, over one key order.
+template <typename Lookup>
+Percentiles LookupLatency(const std::vector<uint32_t>& order, Lookup lookup) {
+  return TimedLatency(
+      [&](size_t i) -> const std::string& { return fixture->keys[order[i & (kSequence - 1)]]; },
+      [&](const std::string& k) { benchmark::DoNotOptimize(lookup(k)); });
+}
+
+Percentiles ChaseLatency() {
+  const void* const* p = chase->p;
+  const auto r = TimedLatency([](size_t) { return 0; },
+                              [&](int) {
+                                p = static_cast<const void* const*>(*p);
+                                benchmark::DoNotOptimize(p);
+                              });
+  chase->p = p;
+  return r;
 }
 
 // Throughput of `procs` reader processes, each mapping the cache itself.
@@ -383,7 +412,14 @@ int main(int argc, char** argv) {
   const auto tch = fig("BM_Tenantcache/hot", 1);
   const auto umh = fig("BM_UnorderedMap/hot", 1);
   const auto smh = fig("BM_SharedMutexMap/hot", 1);
-  const auto lat = tenantcache::HotLatency();
+  const auto smc = fig("BM_SharedMutexMapChained/random", 1);
+  tc_value v;
+  const auto cache_lookup = [&v](const std::string& key) { return tenantcache::CacheLookup(&v, key); };
+  const auto lat = tenantcache::LookupLatency(fixture->hot_order, cache_lookup);
+  const auto tc_lat = tenantcache::LookupLatency(fixture->random_order, cache_lookup);
+  const auto um_lat = tenantcache::LookupLatency(fixture->random_order, tenantcache::MapLookup);
+  const auto sm_lat = tenantcache::LookupLatency(fixture->random_order, tenantcache::LockedMapLookup);
+  const auto chase_lat = tenantcache::ChaseLatency();
   const double p1 = tenantcache::ProcessThroughput(1);
   const double p2 = tenantcache::ProcessThroughput(2);
   const auto mem = tenantcache::Memory();
@@ -396,6 +432,27 @@ int main(int argc, char** argv) {
   std::printf("cache file %.1f MiB, %.1f MiB of it in 2 MiB pages\n",
               static_cast<double>(fixture->writer->file_bytes()) / (1 << 20),
               static_cast<double>(fixture->writer->huge_page_bytes()) / (1 << 20));
+  // One table, one run, three ways of timing the same lookups: a tight loop
+  // of independent lookups (which the CPU may overlap), a chain where each
+  // key depends on the lookup before (one lookup's latency), and each lookup
+  // timed on its own (section 1's method). The pointer chase is the floor.
+  std::printf("random-key hit over 100k entries, 1 thread, ns per lookup (throughput = 1e9 / tight loop):\n");
+  std::printf("  %-34s %11s %11s %11s %11s %10s\n", "store", "tight loop", "chained", "timed p50",
+              "timed p99", "M/s");
+  auto table_row = [](const char* store, double loop, double chained, const tenantcache::Percentiles& t) {
+    std::printf("  %-34s %11.1f %11.1f %11.1f %11.1f %10.2f\n", store, loop, chained, t.p50, t.p99,
+                1e3 / loop);
+  };
+  table_row("tenantcache (get + field)", tc1.ns_per_op, tcc.ns_per_op, tc_lat);
+  table_row("unordered_map, unlocked", um1.ns_per_op, umc.ns_per_op, um_lat);
+  table_row("unordered_map + shared_mutex", sm1.ns_per_op, smc.ns_per_op, sm_lat);
+  table_row("one dependent load (pointer chase)", floor.ns_per_op, floor.ns_per_op, chase_lat);
+  std::printf("  tenantcache / shared_mutex map:    %10.2fx %10.2fx %10.2fx %10.2fx\n",
+              tc1.ns_per_op / sm1.ns_per_op, tcc.ns_per_op / smc.ns_per_op, tc_lat.p50 / sm_lat.p50,
+              tc_lat.p99 / sm_lat.p99);
+  std::printf("  tenantcache / unlocked map:        %10.2fx %10.2fx %10.2fx %10.2fx\n",
+              tc1.ns_per_op / um1.ns_per_op, tcc.ns_per_op / umc.ns_per_op, tc_lat.p50 / um_lat.p50,
+              tc_lat.p99 / um_lat.p99);
   std::printf("random-key hit, 100k entries (%.1f%% held), 1 thread:\n", fixture->held_fraction * 100);
   std::printf("  tenantcache %.1f ns | unordered_map %.1f ns | shared_mutex map %.1f ns\n", tc1.ns_per_op,
               um1.ns_per_op, sm1.ns_per_op);

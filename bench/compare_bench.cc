@@ -434,6 +434,11 @@ void Bench::HitLatency() {
                 Fmt(f.lat.p99).c_str(), Ops(f.ops).c_str(), f.lat.p50 / tc_hit_p50_);
   }
   std::printf("\n<!-- tc_c_p50_ns=%.1f -->\n", tc_hit_p50_);
+  std::printf(
+      "\nThe same lookups timed three ways in one run (a tight loop, where the processor overlaps a map's "
+      "independent lookups and not tenantcache's; a chain of dependent lookups; each timed on its own as "
+      "here), "
+      "beside one dependent load: section 11.\n");
   std::printf("\nA miss (a fill through the daemon) beside the same query run directly: section 8.\n\n");
   std::fflush(stdout);
 }

@@ -130,7 +130,11 @@ reps=5
   echo "random with the others, and the median taken; then the per-lookup latency, 1 and 2 reader processes,"
   echo "and the memory figure) with its cache file on a private tmpfs"
   echo "mounted \`huge=advise\`, where the writer's \`MADV_HUGEPAGE\` gets 2 MiB pages, and again on one mounted"
-  echo "\`huge=never\`, as \`/dev/shm\` is by default. Each run's summary as it printed it:"
+  echo "\`huge=never\`, as \`/dev/shm\` is by default. Each run's summary as it printed it. Its first table times the"
+  echo "same random lookups of each store three ways in one run: a tight loop of independent lookups (which the"
+  echo "processor may overlap: its inverse is the untimed throughput), a chain in which each key depends on the"
+  echo "lookup before (one lookup's latency), and each lookup timed on its own with the TSC (section 1's method,"
+  echo "where the timer keeps lookups from overlapping); the pointer chase is one dependent load, the floor."
   echo
 } >"$work/pages.md"
 for huge in advise never; do
