@@ -5,7 +5,8 @@
 # and a throwaway PostgreSQL with the real tenantcached (bench/compare_bench
 # and bench/miss_bench do that), runs bench/compare_bench,
 # bench/python_bench.py, bench/rust_bench.sh, bench/miss_bench,
-# bench/pgbouncer_bench and bench/sql_write_cost.sh, writes the
+# bench/pgbouncer_bench, bench/sql_write_cost.sh, bench/cache_bench and
+# bench/hit_instructions (under callgrind), writes the
 # results with a description of the machine to bench/RESULTS.md, and stops
 # everything it started.
 #
@@ -120,7 +121,7 @@ cmake --build "$build" --target fleet_bench >/dev/null
 # cache_bench with its file on a private tmpfs mounted huge=advise (the
 # writer's MADV_HUGEPAGE then gets 2 MiB pages), then huge=never (what
 # /dev/shm is by default). Mounting needs root; without it the section says so.
-cmake --build "$build" --target cache_bench >/dev/null
+cmake --build "$build" --target cache_bench hit_instructions >/dev/null
 reps=5
 [ ${#quick[@]} -gt 0 ] && reps=1
 {
@@ -156,6 +157,24 @@ for huge in advise never; do
     echo
   } | tee -a "$work/pages.md"
 done
+# The same hit in instructions, which do not move between runs as time does
+# here: two runs under callgrind with different lookup counts, the
+# difference per lookup (the fill and the setup cancel out).
+if command -v valgrind >/dev/null; then
+  hit_ir() {
+    valgrind --tool=callgrind --callgrind-out-file="$work/hit.cg" "$build/bench/hit_instructions" "$1" \
+      >"$work/hit.out" 2>&1 || { cat "$work/hit.out" >&2; exit 1; }
+    sed -n 's/^\(summary\|totals\): //p' "$work/hit.cg" | head -n 1
+  }
+  ir_a=$(hit_ir 10000)
+  ir_b=$(hit_ir 60000)
+  echo "Instructions per random hit, \`tc_cache_get\` and one \`tc_value_field\` read over 20k resident users" \
+    "(\`build/bench/hit_instructions\` under callgrind, 10k and then 60k lookups: the difference per lookup," \
+    "the loop included): $(((ir_b - ir_a) / 50000))." | tee -a "$work/pages.md"
+else
+  echo "Instructions per hit: not counted (valgrind is not installed; packaging/bootstrap.sh --bench installs it)." |
+    tee -a "$work/pages.md"
+fi
 
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 {
