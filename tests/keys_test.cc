@@ -51,6 +51,29 @@ TEST(KeyKinds, UuidIsCanonicalisedToLowerCase) {
         });
 }
 
+// The hit path's fast check of a 36-character uuid (CanonicalUuid, inline in
+// NormalizeKey) must accept exactly what the full check accepts, and give
+// the same key: every byte value at every position of a valid uuid.
+TEST(KeyKinds, UuidFastPathAgreesWithTheFullCheckOnEveryByte) {
+  const std::string canon = "123e4567-E89B-42d3-a456-426614174000";
+  size_t accepted = 0;
+  for (size_t at = 0; at < canon.size(); ++at) {
+    for (int c = 0; c < 256; ++c) {
+      std::string in = canon;
+      in[at] = static_cast<char>(c);
+      char fast[layout::kMaxKeyLen + 8], full[layout::kMaxKeyLen + 8];
+      const KeyResult a = NormalizeKey(layout::kUuid, 0, in.data(), in.size(), fast);
+      const KeyResult b = NormalizeAnyKey(layout::kUuid, 0, in.data(), in.size(), full);
+      ASSERT_EQ(a.ok(), b.ok()) << "byte " << c << " at " << at;
+      if (!a.ok()) continue;
+      ++accepted;
+      ASSERT_EQ(std::string(fast, a.len), std::string(full, b.len)) << "byte " << c << " at " << at;
+    }
+  }
+  // 22 hex digits per position but the dashes' (which take only '-').
+  EXPECT_EQ(accepted, 32u * 22 + 4);
+}
+
 TEST(KeyKinds, SlugAllowsLowerAlnumAndDashUpTo63) {
   Check(layout::kSlug, 0,
         {

@@ -39,37 +39,6 @@ size_t EncodeEntry(std::string_view key, std::string_view tenant,
   return static_cast<size_t>(p - out);
 }
 
-bool DecodeEntry(const unsigned char* data, size_t data_len, size_t key_len, size_t tenant_len,
-                 uint32_t field_count, EntryView* out) {
-  static_assert(layout::kMaxDataSize < layout::kNullField);
-  if (field_count > layout::kMaxFields) return false;
-  const size_t head = key_len + 1 + tenant_len + 1 + 2 * size_t{field_count};
-  if (head > data_len) return false;
-  // Every string must end in its NUL: callers hand them to C as they are.
-  if (data[key_len] != 0 || data[key_len + 1 + tenant_len] != 0) return false;
-  // One pass: each value's NUL is read only once the lengths before it are
-  // known to fit, so nothing past data_len is read.
-  const unsigned char* lens = data + key_len + 1 + tenant_len + 1;
-  size_t end = head;
-  for (uint32_t i = 0; i < field_count; ++i) {
-    const uint16_t len = static_cast<uint16_t>(lens[2 * i] | (lens[2 * i + 1] << 8));
-    if (i < EntryView::kIndexedFields)
-      out->value_off[i] = len == layout::kNullField ? layout::kNullField : static_cast<uint16_t>(end);
-    if (len == layout::kNullField) continue;
-    end += size_t{len} + 1;
-    if (end > data_len || data[end - 1] != 0) return false;
-  }
-  if (end != data_len) return false;
-  out->key = reinterpret_cast<const char*>(data);
-  out->key_len = key_len;
-  out->tenant = reinterpret_cast<const char*>(data + key_len + 1);
-  out->tenant_len = tenant_len;
-  out->field_count = field_count;
-  out->lens = lens;
-  out->values = reinterpret_cast<const char*>(lens + 2 * size_t{field_count});
-  return true;
-}
-
 void EntryField(const EntryView& e, uint32_t index, const char** text, size_t* len) {
   const char* p = e.values;
   for (uint32_t i = 0; i < index; ++i) {

@@ -14,21 +14,23 @@
 #include <string_view>
 #include <vector>
 
+#include "cache_layout.h"
+
 namespace tenantcache {
 
 struct EntryView {
-  const char* key = nullptr;
-  size_t key_len = 0;
-  const char* tenant = nullptr;
-  size_t tenant_len = 0;
-  uint32_t field_count = 0;
-  const unsigned char* lens = nullptr;  // field_count little-endian uint16, unaligned
-  const char* values = nullptr;         // the first value's bytes
-  // Where each of the first kIndexedFields values starts, from `key` (set
-  // by DecodeEntry; layout::kNullField for NULL), so that a field is found
-  // without walking the lengths.
+  const char* key;
+  size_t key_len;
+  const char* tenant;
+  size_t tenant_len;
+  uint32_t field_count;
+  const unsigned char* lens;  // field_count little-endian uint16, unaligned
+  const char* values;         // the first value's bytes
+  // Where each value starts, from `key` (layout::kNullField for NULL), so
+  // that a field is found without walking the lengths; the first
+  // kIndexedFields are kept in a tc_value. Entries past field_count unset.
   static constexpr uint32_t kIndexedFields = 20;
-  uint16_t value_off[kIndexedFields];  // entries past field_count unset
+  uint16_t value_off[layout::kMaxFields];
 };
 
 // Bytes EncodeEntry needs, or 0 when a length does not fit the format.
@@ -41,9 +43,40 @@ size_t EncodeEntry(std::string_view key, std::string_view tenant,
 
 // Parses `data_len` bytes written by EncodeEntry. False if they are
 // inconsistent with the lengths recorded in the slot's metadata or a string
-// lacks its terminating NUL.
-bool DecodeEntry(const unsigned char* data, size_t data_len, size_t key_len, size_t tenant_len,
-                 uint32_t field_count, EntryView* out);
+// lacks its terminating NUL; `out` is set only when true. Inline: it runs on
+// every hit.
+inline bool DecodeEntry(const unsigned char* data, size_t data_len, size_t key_len, size_t tenant_len,
+                        uint32_t field_count, EntryView* out) {
+  static_assert(layout::kMaxDataSize < layout::kNullField);
+  if (field_count > layout::kMaxFields) return false;
+  const size_t head = key_len + 1 + tenant_len + 1 + 2 * size_t{field_count};
+  if (head > data_len) return false;
+  // Every string must end in its NUL: callers hand them to C as they are.
+  if (data[key_len] != 0 || data[key_len + 1 + tenant_len] != 0) return false;
+  // One pass: each value's NUL is read only once the lengths before it are
+  // known to fit, so nothing past data_len is read.
+  const unsigned char* lens = data + key_len + 1 + tenant_len + 1;
+  size_t end = head;
+  for (uint32_t i = 0; i < field_count; ++i) {
+    const uint16_t len = static_cast<uint16_t>(lens[2 * i] | (lens[2 * i + 1] << 8));
+    if (len == layout::kNullField) {
+      out->value_off[i] = layout::kNullField;
+      continue;
+    }
+    out->value_off[i] = static_cast<uint16_t>(end);
+    end += size_t{len} + 1;
+    if (end > data_len || data[end - 1] != 0) return false;
+  }
+  if (end != data_len) return false;
+  out->key = reinterpret_cast<const char*>(data);
+  out->key_len = key_len;
+  out->tenant = reinterpret_cast<const char*>(data + key_len + 1);
+  out->tenant_len = tenant_len;
+  out->field_count = field_count;
+  out->lens = lens;
+  out->values = reinterpret_cast<const char*>(lens + 2 * size_t{field_count});
+  return true;
+}
 
 // Field `index` (< field_count) of a decoded entry; `*text` is nullptr for NULL.
 void EntryField(const EntryView& e, uint32_t index, const char** text, size_t* len);

@@ -39,14 +39,8 @@ KeyResult Fail(const char* why) { return KeyResult{0, why}; }
 #if defined(__SSE2__)
 inline bool HexLower16(const unsigned char* in, char* out, unsigned dash_mask) {
   const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in));
-  const __m128i lower = _mm_or_si128(v, _mm_set1_epi8(0x20));
-  // Signed compares: bytes >= 0x80 are negative and fail both ranges.
-  const __m128i digit =
-      _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)), _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1)));
-  const __m128i af = _mm_and_si128(_mm_cmpgt_epi8(lower, _mm_set1_epi8('a' - 1)),
-                                   _mm_cmplt_epi8(lower, _mm_set1_epi8('f' + 1)));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), lower);
-  const auto ok = static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(digit, af)));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_or_si128(v, _mm_set1_epi8(0x20)));
+  const auto ok = static_cast<unsigned>(_mm_movemask_epi8(HexDigits(v)));
   return (ok | dash_mask) == 0xFFFF;
 }
 #endif
@@ -74,15 +68,12 @@ KeyResult NormalizeUuid(const char* in, size_t len, char* out) {
   if (len == 36) {
     if (in[8] != '-' || in[13] != '-' || in[18] != '-' || in[23] != '-')
       return Fail("uuid has a misplaced '-'");
+#if defined(__SSE2__)
+    const bool hex = CanonicalUuid(in, out);
+#else
     constexpr uint64_t kDashes = (1ull << 8) | (1ull << 13) | (1ull << 18) | (1ull << 23);
     // The last 4 characters are done as the 16 ending the string (its last
     // dash at 23 = 20 + 3), which rewrites 12 already done with the same bytes.
-#if defined(__SSE2__)
-    // Three 16-byte steps, unrolled: this runs on every hit.
-    const bool hex = HexLower16(u, out, kDashes & 0xFFFF) &&
-                     HexLower16(u + 16, out + 16, (kDashes >> 16) & 0xFFFF) &&
-                     HexLower16(u + 20, out + 20, (kDashes >> 20) & 0xFFFF);
-#else
     const bool hex = HexLower(u, out, 32, static_cast<unsigned>(kDashes)) &&
                      HexLower(u + 20, out + 20, 16, static_cast<unsigned>(kDashes >> 20));
 #endif
@@ -228,7 +219,7 @@ KeyResult NormalizeTenant(const char* in, size_t len, char* out) {
   return KeyResult{len, nullptr};
 }
 
-KeyResult NormalizeKey(uint32_t kind, uint32_t max_len, const char* in, size_t len, char* out) {
+KeyResult NormalizeAnyKey(uint32_t kind, uint32_t max_len, const char* in, size_t len, char* out) {
   if (in == nullptr) return Fail("key is NULL");
   // Anything longer than the longest key of any kind is refused before it is
   // read, so a hostile multi-megabyte value costs nothing.

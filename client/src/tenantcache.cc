@@ -41,9 +41,14 @@ namespace {
 std::atomic<uint64_t> g_next_stats_id{1};
 
 static_assert(tenantcache::kValueOffsetsAt >= sizeof(ValueMeta) &&
-              tenantcache::kValueOffsetsAt + sizeof(EntryView::value_off) <= sizeof(tc_value::priv_reserved));
+              tenantcache::kValueOffsetsAt + 2 * EntryView::kIndexedFields <=
+                  sizeof(tc_value::priv_reserved));
 static_assert(sizeof(tc_value::priv_data) < layout::kNullField);
 static_assert(sizeof(tc_value::priv_data) >= layout::kMaxDataSize);
+// ReadSlot copies whole lines (layout::LoadLines): a slot's data area, its
+// size a multiple of the line (ValidateLayout), fits priv_data rounded up.
+static_assert(layout::kSlotHeaderSize % layout::kCacheLine == 0 &&
+              layout::kMaxDataSize % layout::kCacheLine == 0);
 static_assert(offsetof(tc_value, priv_data) % 8 == 0);
 
 // Closes fd and returns status, keeping the errno of the failure.
@@ -221,7 +226,8 @@ inline SlotRead ReadSlot(const Mapping* c, const unsigned char* slot, uint32_t n
     const bool candidate = meta->state != layout::kEmpty && meta->ns == ns && meta->key_len == key_len &&
                            meta->key_hash == hash && meta->data_len <= data_cap;
     if (candidate) {
-      layout::LoadWords(reinterpret_cast<uint64_t*>(out->priv_data), data, (meta->data_len + 7) / 8);
+      layout::LoadLines(reinterpret_cast<uint64_t*>(out->priv_data), data,
+                        (meta->data_len + layout::kCacheLine - 1) / layout::kCacheLine);
     }
     layout::ReaderFence();
     if (sh->seq.load(std::memory_order_relaxed) != s1) continue;
@@ -371,7 +377,7 @@ void PublishValue(tc_value* out, const layout::NamespaceDesc* d, const EntryView
   const ValueMeta vm{static_cast<uint16_t>(e.key_len), static_cast<uint16_t>(e.tenant_len), e.field_count};
   auto* words = reinterpret_cast<unsigned char*>(&out->priv_reserved[0]);
   std::memcpy(words, &vm, sizeof vm);
-  std::memcpy(words + kValueOffsetsAt, e.value_off, sizeof e.value_off);
+  std::memcpy(words + kValueOffsetsAt, e.value_off, 2 * EntryView::kIndexedFields);
   out->priv_ns = d;
   out->priv_len = static_cast<uint32_t>(data_len);
   out->priv_status = static_cast<uint32_t>(TC_FOUND);
@@ -614,21 +620,28 @@ namespace {
 // The calling thread's counters for `cache`: a thread-local cache of a few
 // (handle id, block) pairs, so the hit path neither locks nor allocates after
 // a thread's first read through a handle.
-tenantcache::ThreadStats* MyStats(const tc_cache* cache) {
-  struct Slot {
-    uint64_t id;
-    tenantcache::ThreadStats* stats;
-  };
-  thread_local Slot slots[4] = {};
-  thread_local unsigned next = 0;
-  for (const Slot& s : slots)
-    if (s.stats != nullptr && s.id == cache->stats_id) return s.stats;
+struct StatsSlot {
+  uint64_t id;
+  tenantcache::ThreadStats* stats;
+};
+thread_local StatsSlot t_stats[4] = {};
+thread_local unsigned t_stats_next = 0;
+
+// A thread's first read through a handle (or after three others): out of
+// line, so that the hit path keeps only the loop.
+[[gnu::noinline, gnu::cold]] tenantcache::ThreadStats* NewStats(const tc_cache* cache) {
   auto* c = const_cast<tc_cache*>(cache);
   std::lock_guard<std::mutex> lock(c->stats_mu);
   c->thread_stats.push_back(std::make_unique<tenantcache::ThreadStats>());
-  Slot& s = slots[next++ % 4];
-  s = Slot{cache->stats_id, c->thread_stats.back().get()};
+  StatsSlot& s = t_stats[t_stats_next++ % 4];
+  s = StatsSlot{cache->stats_id, c->thread_stats.back().get()};
   return s.stats;
+}
+
+inline tenantcache::ThreadStats* MyStats(const tc_cache* cache) {
+  for (const StatsSlot& s : t_stats)
+    if (s.stats != nullptr && s.id == cache->stats_id) return s.stats;
+  return NewStats(cache);
 }
 
 // Whether status `rc` of a read of id `ns` may come from a file the daemon
@@ -642,7 +655,8 @@ inline void Bump(std::atomic<uint64_t>& counter) {
   counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
-int Get(Mapping* m, tc_ns ns, const char* key, size_t key_len, tc_value* out);
+// Inlined into Read: it is the hit path.
+[[gnu::always_inline]] inline int Get(Mapping* m, tc_ns ns, const char* key, size_t key_len, tc_value* out);
 
 // One lookup in the current file, inside a read section (reader rules 1-3).
 // *used is the file read (its Mapping outlives the section, rule 5).
@@ -668,11 +682,10 @@ void ReleaseRetired(const tc_cache* cache) {
   if (lock.owns_lock()) ReleaseRetiredLocked(c);
 }
 
-// Read, following a replaced file and releasing retired ones; not counted.
-inline int ReadFollowing(const tc_cache* cache, tenantcache::ThreadStats* s, tc_ns ns, const char* key,
-                         size_t key_len, tc_value* out) {
-  const Mapping* used = nullptr;
-  int rc = Read(cache, s, ns, key, key_len, out, &used);
+// What ReadFollowing does after a first read that was not a plain hit, out
+// of line so that a hit's path stays short.
+[[gnu::noinline]] int AfterRead(const tc_cache* cache, tenantcache::ThreadStats* s, tc_ns ns, const char* key,
+                                size_t key_len, tc_value* out, int rc, const Mapping* used) {
   // A retired or dead file: the daemon may have put a new one at the path.
   // So may a file that lacks the id's namespace or gives it another key kind
   // (a daemon restarted with a config slip, then again with it fixed): the id
@@ -685,6 +698,15 @@ inline int ReadFollowing(const tc_cache* cache, tenantcache::ThreadStats* s, tc_
     rc = Read(cache, s, ns, key, key_len, out, &used);
   if (cache->pending_release.load(std::memory_order_relaxed) != 0) ReleaseRetired(cache);
   return rc;
+}
+
+// Read, following a replaced file and releasing retired ones; not counted.
+inline int ReadFollowing(const tc_cache* cache, tenantcache::ThreadStats* s, tc_ns ns, const char* key,
+                         size_t key_len, tc_value* out) {
+  const Mapping* used = nullptr;
+  const int rc = Read(cache, s, ns, key, key_len, out, &used);
+  if (rc == TC_FOUND && cache->pending_release.load(std::memory_order_relaxed) == 0) return rc;
+  return AfterRead(cache, s, ns, key, key_len, out, rc, used);
 }
 
 }  // namespace
@@ -718,7 +740,7 @@ int tc_cache_stats(const tc_cache* cache, tc_stats* out) {
 
 namespace {
 
-int Get(Mapping* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out) {
+inline int Get(Mapping* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out) {
   out->priv_status = static_cast<uint32_t>(TC_MISS);
   // Reader rule 6: the handle's id, translated to this file's namespace.
   if (ns >= cache->ns_limit || cache->desc[ns] == nullptr) return TC_E_NO_NAMESPACE;
@@ -836,26 +858,56 @@ size_t tc_value_field_count(const tc_value* value) {
   return View(value, &e) ? e.field_count : 0;
 }
 
-int tc_value_field(const tc_value* value, size_t index, const char** name, const char** text, size_t* len) {
-  if (value == nullptr) return TC_E_INVALID_ARG;
+namespace {
+
+// Where value `index` (not NULL) of a found value starts in priv_data, found
+// by walking the lengths: for fields past the kIndexedFields the tc_value
+// keeps, off the common path. Past priv_data when the value is damaged.
+[[gnu::noinline]] size_t WalkedOffset(const tc_value* value, size_t index) {
   EntryView e;
-  if (!View(value, &e) || index >= e.field_count) return TC_E_NO_FIELD;
+  if (!View(value, &e)) return sizeof value->priv_data;
   const char* t = nullptr;
   size_t l = 0;
-  if (index < EntryView::kIndexedFields) {
-    uint16_t off;
-    std::memcpy(&off,
-                reinterpret_cast<const unsigned char*>(&value->priv_reserved[0]) +
-                    tenantcache::kValueOffsetsAt + 2 * index,
-                sizeof off);
-    if (off != layout::kNullField) {
-      t = reinterpret_cast<const char*>(value->priv_data) + off;
-      l = tenantcache::FieldLen(e, index);
-    }
+  tenantcache::EntryField(e, static_cast<uint32_t>(index), &t, &l);
+  return static_cast<size_t>(t - e.key);
+}
+
+}  // namespace
+
+int tc_value_field(const tc_value* value, size_t index, const char** name, const char** text, size_t* len) {
+  if (value == nullptr) return TC_E_INVALID_ARG;
+  // As View, but only this field's length and value are bounds-checked: a
+  // tc_value the caller overwrote still cannot make a read leave priv_data.
+  const size_t data_len = value->priv_len;
+  if (value->priv_status != static_cast<uint32_t>(TC_FOUND) || data_len > sizeof value->priv_data)
+    return TC_E_NO_FIELD;
+  ValueMeta vm;
+  std::memcpy(&vm, &value->priv_reserved[0], sizeof vm);
+  if (index >= vm.field_count || vm.field_count > layout::kMaxFields) return TC_E_NO_FIELD;
+  const size_t lens = size_t{vm.key_len} + 1 + vm.tenant_len + 1;
+  const size_t head = lens + 2 * size_t{vm.field_count};
+  if (head > data_len) return TC_E_NO_FIELD;
+  const unsigned char* data = value->priv_data;
+  size_t l = static_cast<uint16_t>(data[lens + 2 * index] | (data[lens + 2 * index + 1] << 8));
+  const char* t = nullptr;
+  if (l == layout::kNullField) {
+    l = 0;
   } else {
-    tenantcache::EntryField(e, static_cast<uint32_t>(index), &t, &l);
+    size_t off;
+    if (index < EntryView::kIndexedFields) {
+      uint16_t o;
+      std::memcpy(&o,
+                  reinterpret_cast<const unsigned char*>(&value->priv_reserved[0]) +
+                      tenantcache::kValueOffsetsAt + 2 * index,
+                  sizeof o);
+      off = o;
+    } else {
+      off = WalkedOffset(value, index);
+    }
+    // The value and its NUL lie past the lengths and inside the data.
+    if (off < head || off + l >= data_len) return TC_E_NO_FIELD;
+    t = reinterpret_cast<const char*>(data) + off;
   }
-  if (t != nullptr && (t < e.values || t + l >= e.key + value->priv_len)) return TC_E_NO_FIELD;
   if (name != nullptr) *name = static_cast<const layout::NamespaceDesc*>(value->priv_ns)->field_names[index];
   if (text != nullptr) *text = t;
   if (len != nullptr) *len = l;
