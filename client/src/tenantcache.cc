@@ -770,6 +770,8 @@ inline int Get(Mapping* cache, tc_ns ns, const char* key, size_t key_len, tc_val
   const unsigned char* home_slot = cache->slots + (first + home) * cache->slot_size;
   __builtin_prefetch(home_slot);
   __builtin_prefetch(home_slot + layout::kCacheLine);
+  __builtin_prefetch(home_slot + 2 * layout::kCacheLine);
+  __builtin_prefetch(home_slot + 3 * layout::kCacheLine);
   __builtin_prefetch(cache->stamps + first + home, 1);
 
   for (uint32_t k = 0; k < layout::kSlotsPerBucket; ++k) {
