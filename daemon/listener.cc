@@ -580,11 +580,16 @@ std::string Listener::DaemonId() const {
   return Printable(std::string(host) + ":" + daemon_->config().cache_path);
 }
 
-// With the record, the partitions of watched partitioned tables that have no
-// TRUNCATE trigger of ours (created or attached after watch_table ran, or
-// watched by a trigger spec older than 7): a TRUNCATE that names one sends
-// nothing. Read from the catalog, not from watched_tables, whose column for
-// it older schemas lack.
+// With the record, two checks of the watched tables, read from the catalog
+// (not from watched_tables, whose columns for them older schemas lack):
+//  - the partitions of watched partitioned tables that have no TRUNCATE
+//    trigger of ours (created or attached after watch_table ran, or watched
+//    by a trigger spec older than 7): a TRUNCATE that names one sends
+//    nothing;
+//  - the BEFORE UPDATE row triggers of a watched table (or of its
+//    partitions) whose UPDATE trigger is a column trigger (trigger spec 8
+//    makes it one only where there were none): a change one makes to a
+//    watched column that the UPDATE did not name sends nothing.
 void Listener::RecordNamespaces() {
   static const std::string kRecord =
       "SELECT tenantcache.daemon_seen($1, $2::text[]), "
@@ -593,14 +598,21 @@ void Listener::RecordNamespaces() {
       "  WHERE t.tgfoid = 'tenantcache.on_change()'::pg_catalog.regprocedure AND t.tgparentid = 0 "
       "    AND t.tgtype & 32 = 0 AND p.relid <> t.tgrelid "  // TRIGGER_TYPE_TRUNCATE is 32
       "    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger u "
-      "                     WHERE u.tgrelid = p.relid AND u.tgfoid = t.tgfoid AND u.tgtype & 32 <> 0))";
+      "                     WHERE u.tgrelid = p.relid AND u.tgfoid = t.tgfoid AND u.tgtype & 32 <> 0)), "
+      "(SELECT string_agg(DISTINCT format('%I on %s', b.tgname, b.tgrelid::regclass), ', ') "
+      "   FROM pg_catalog.pg_trigger t, pg_catalog.pg_trigger b "
+      "  WHERE t.tgfoid = 'tenantcache.on_change()'::pg_catalog.regprocedure AND t.tgparentid = 0 "
+      "    AND t.tgtype & 16 <> 0 AND cardinality(t.tgattr::pg_catalog.int2[]) > 0 "  // UPDATE OF
+      "    AND (b.tgrelid = t.tgrelid OR b.tgparentid = 0 AND b.tgrelid IN "
+      "           (SELECT p.relid FROM pg_catalog.pg_partition_tree(t.tgrelid) p)) "
+      "    AND b.tgtype & 83 = 19 AND b.tgfoid <> t.tgfoid)";  // ROW | BEFORE | UPDATE, not INSTEAD
   record_due_ = Clock::now() + kRecordEvery;
   heartbeat_.Query(kRecord, {DaemonId(), "{" + Served(",") + "}"},
                    [this](const std::vector<PgResult>& results, const std::string& err) {
                      // A lost connection is the listener's to report.
                      if (!err.empty()) return;
                      if (ResultError(results, err).empty()) {
-                       WarnUntruncatedPartitions(Value(results, 0, 1));
+                       WarnAboutWatchedTables(Value(results, 0, 1), Value(results, 0, 2));
                        return;
                      }
                      if (!record_log_.Admit()) return;
@@ -611,19 +623,34 @@ void Listener::RecordNamespaces() {
                    });
 }
 
-void Listener::WarnUntruncatedPartitions(const std::string& partitions) {
+bool Listener::CatalogWarning::Due(const std::string& seen) {
   const auto now = Clock::now();
-  if (partitions == untruncated_ && now < untruncated_due_) return;
-  untruncated_ = partitions;
-  untruncated_due_ = now + std::chrono::hours(1);
-  if (partitions.empty()) return;
-  spdlog::warn(
-      "source {}: partitions {} have no tenantcache TRUNCATE trigger: a TRUNCATE that names one sends "
-      "nothing, "
-      "and the cache keeps its rows until their TTL. Run SELECT tenantcache.watch_table(...) again for their "
-      "partitioned tables (sql/install.sql first if it is older than trigger spec 7); SELECT table_name, "
-      "partitions_without_truncate_trigger FROM tenantcache.watched_tables lists them",
-      source().name, partitions);
+  if (seen == last && now < due) return false;
+  last = seen;
+  due = now + std::chrono::hours(1);
+  return !seen.empty();
+}
+
+void Listener::WarnAboutWatchedTables(const std::string& partitions, const std::string& before_triggers) {
+  if (untruncated_.Due(partitions))
+    spdlog::warn(
+        "source {}: partitions {} have no tenantcache TRUNCATE trigger: a TRUNCATE that names one sends "
+        "nothing, "
+        "and the cache keeps its rows until their TTL. Run SELECT tenantcache.watch_table(...) again for "
+        "their "
+        "partitioned tables (sql/install.sql first if it is older than trigger spec 7); SELECT table_name, "
+        "partitions_without_truncate_trigger FROM tenantcache.watched_tables lists them",
+        source().name, partitions);
+  if (unseen_before_.Due(before_triggers))
+    spdlog::warn(
+        "source {}: BEFORE UPDATE triggers {} were created after watch_table() ran for their tables, whose "
+        "tenantcache UPDATE trigger fires only for an UPDATE that names a watched column: a change one of "
+        "them "
+        "makes to a watched column that the UPDATE did not name sends nothing, and the cache keeps the old "
+        "value until its TTL. Run SELECT tenantcache.watch_table(...) again for those tables (it then "
+        "compares every UPDATE); SELECT table_name, unseen_before_update_triggers FROM "
+        "tenantcache.watched_tables lists them",
+        source().name, before_triggers);
 }
 
 void Listener::Tick() {

@@ -151,12 +151,20 @@ class Listener {
   bool ApplyReplay(const PGresult* r, std::string* snapshot);
   // Counts and logs a key message for a namespace this daemon does not have.
   void UnknownNamespace(std::string_view ns);
-  // tenantcache.daemon_seen(): the namespaces this source serves; and a
-  // check of the watched partitioned tables' partitions.
+  // tenantcache.daemon_seen(): the namespaces this source serves; and the
+  // checks of the watched tables.
   void RecordNamespaces();
-  // Logs the partitions that lack our TRUNCATE trigger ("" none) when that
-  // list changes, and hourly while it stands.
-  void WarnUntruncatedPartitions(const std::string& partitions);
+  // Logs the partitions that lack our TRUNCATE trigger and the BEFORE
+  // UPDATE triggers our column triggers do not see ("" none), each when its
+  // list changes and hourly while it stands.
+  void WarnAboutWatchedTables(const std::string& partitions, const std::string& before_triggers);
+  // A problem of the watched tables, as the list of what it names.
+  struct CatalogWarning {
+    std::string last;  // what was last seen ("" none)
+    std::chrono::steady_clock::time_point due{};
+    // Whether to log `seen` now: it is not empty, and it changed or an hour passed.
+    bool Due(const std::string& seen);
+  };
   // This daemon's id in tenantcache.daemons: host name and cache path.
   std::string DaemonId() const;
   std::string Served(const char* separator) const;
@@ -205,8 +213,7 @@ class Listener {
   LogLimiter relayed_log_{std::chrono::seconds(10), "relayed messages that do not verify"};
   LogLimiter rejected_log_{std::chrono::seconds(10), "heartbeats that do not verify"};
   std::chrono::steady_clock::time_point record_due_{};
-  std::string untruncated_;  // what WarnUntruncatedPartitions last saw
-  std::chrono::steady_clock::time_point untruncated_due_{};
+  CatalogWarning untruncated_, unseen_before_;
   std::mt19937_64 rng_;
 };
 

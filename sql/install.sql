@@ -485,7 +485,7 @@ $$;
 -- left pending, and a flush for TRUNCATE. Arguments (set by watch_table,
 -- the same on every trigger of a table): tenant column ('' for none), the
 -- keys spec (jsonb: namespace -> column), the watched columns ('' for all),
--- the trigger spec's version ("7"). Triggers attached by versions 1 to 4
+-- the trigger spec's version ("8"). Triggers attached by versions 1 to 4
 -- (statement level with transition tables, three arguments) are replaced by
 -- the upgrade to version 5, and spec 5's (whose statement-level triggers
 -- sent) by install.sql since spec 7; one either could not reach (on another
@@ -614,16 +614,48 @@ AS $$
                           'format(''%%s'', NEW.%1$I)', col) END
 $$;
 
+-- The BEFORE UPDATE row triggers of `tbl` and of its partitions but
+-- tenantcache's own, as "name on table" (a partition's clone of a trigger
+-- of the tree is named once, on the table that has it): such a trigger may
+-- change a column that the UPDATE did not name.
+CREATE OR REPLACE FUNCTION tenantcache._before_update_triggers(tbl regclass)
+RETURNS text[]
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT coalesce(array_agg(format('%I on %s', t.tgname, t.tgrelid::regclass) ORDER BY t.tgrelid::regclass::text,
+                            t.tgname), '{}')
+    FROM pg_trigger t
+   WHERE t.tgrelid IN (SELECT tbl UNION SELECT p.relid FROM pg_partition_tree(tbl) p)
+     AND (t.tgparentid = 0 OR t.tgrelid = tbl)
+     -- TRIGGER_TYPE_ROW (1) | BEFORE (2) | UPDATE (16), not INSTEAD (64)
+     AND t.tgtype & 83 = 19
+     AND t.tgfoid <> 'tenantcache.on_change()'::regprocedure
+$$;
+
 -- Attaches the triggers described above to `tbl` for a spec watch_table
 -- checked (or an older version's triggers carried: see version 5), replacing
 -- the ones attached before. `watched` is NULL for all columns.
+--
+-- With watched columns, the UPDATE trigger is a column trigger (UPDATE OF
+-- them) unless the table has a BEFORE UPDATE row trigger: PostgreSQL then
+-- skips it, before its WHEN clause, for an UPDATE that names none of them
+-- (a login's "SET last_login_at = now()"). That test costs nothing; the
+-- WHEN clause is compiled again for every statement that evaluates it,
+-- which costs a single-row UPDATE a third more. An UPDATE that names none
+-- of them cannot change them but through a BEFORE trigger, which
+-- PostgreSQL's column triggers do not see: with one, every UPDATE is
+-- compared. One created later is named by watched_tables and the daemons'
+-- logs until watch_table runs again.
 CREATE OR REPLACE FUNCTION tenantcache._attach(tbl regclass, tenant_col text, keys jsonb, watched text[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  args text := format('%L, %L, %L, ''7''', coalesce(tenant_col, ''), keys::text, coalesce(watched::text, ''));
+  args text := format('%L, %L, %L, ''8''', coalesce(tenant_col, ''), keys::text, coalesce(watched::text, ''));
+  update_of text := '';
   part regclass;
   enabled jsonb;
   trg text;
@@ -651,6 +683,9 @@ BEGIN
   -- remaining rows skip pend and the building of its argument.
   changed := format('(%s) AND pg_catalog.current_setting(''tenantcache.mode'', true) IS DISTINCT FROM ''f''',
                     changed);
+  IF watched IS NOT NULL AND cardinality(tenantcache._before_update_triggers(tbl)) = 0 THEN
+    SELECT ' OF ' || string_agg(quote_ident(c), ', ' ORDER BY c) INTO update_of FROM unnest(watched) c;
+  END IF;
   -- Each trigger's firing state (ALTER TABLE ... ENABLE ALWAYS / REPLICA /
   -- DISABLE TRIGGER, say for a logical replica) outlives the replacement.
   SELECT coalesce(jsonb_object_agg(t.tgname, t.tgenabled), '{}') INTO enabled
@@ -660,9 +695,9 @@ BEGIN
                  'WHEN (pg_catalog.current_setting(''tenantcache.mode'', true) IS DISTINCT FROM ''f'' '
                  'AND tenantcache.pend(ARRAY[%s]::text[])) EXECUTE FUNCTION tenantcache.on_change(%s)',
                  tbl, array_to_string(new_msgs, ', '), args);
-  EXECUTE format('CREATE TRIGGER tenantcache_upd AFTER UPDATE ON %s FOR EACH ROW '
+  EXECUTE format('CREATE TRIGGER tenantcache_upd AFTER UPDATE%s ON %s FOR EACH ROW '
                  'WHEN (%s AND tenantcache.pend(ARRAY[%s]::text[])) EXECUTE FUNCTION tenantcache.on_change(%s)',
-                 tbl, changed, array_to_string(old_msgs || new_msgs, ', '), args);
+                 update_of, tbl, changed, array_to_string(old_msgs || new_msgs, ', '), args);
   EXECUTE format('CREATE TRIGGER tenantcache_del AFTER DELETE ON %s FOR EACH ROW '
                  'WHEN (pg_catalog.current_setting(''tenantcache.mode'', true) IS DISTINCT FROM ''f'' '
                  'AND tenantcache.pend(ARRAY[%s]::text[])) EXECUTE FUNCTION tenantcache.on_change(%s)',
@@ -763,6 +798,13 @@ BEGIN
 
   served := tenantcache.served_namespaces();
   PERFORM tenantcache._attach(tbl, tenant_column, keys, watched);
+  IF watched IS NOT NULL AND cardinality(tenantcache._before_update_triggers(tbl)) > 0 THEN
+    RAISE NOTICE 'tenantcache: watch_table: table % has BEFORE UPDATE triggers (%), which may change a watched '
+                 'column that an UPDATE does not name: every UPDATE of it compares the watched columns',
+                 tbl, array_to_string(tenantcache._before_update_triggers(tbl), ', ')
+      USING HINT = 'Without them, an UPDATE that names no watched column would cost nothing (see _attach in '
+                   'sql/install.sql).';
+  END IF;
   -- A namespace name no daemon serves (a typo, or a daemon not yet told about
   -- it) is legal, but its messages would be ignored: say so now rather than
   -- when a stale entry is noticed. Unknown while no daemon reports.
@@ -976,7 +1018,10 @@ REVOKE ALL ON FUNCTION tenantcache.daemon_prune_log(text, interval) FROM PUBLIC;
 -- column), of those namespaces the ones no daemon seen in the last 5
 -- minutes serves (NULL when no daemon reported: unknown), and the
 -- partitions created or attached since watch_table last ran, whose
--- TRUNCATE sends nothing until it runs again (see _attach).
+-- TRUNCATE sends nothing until it runs again (see _attach), and the BEFORE
+-- UPDATE triggers created since then on a table whose UPDATE trigger is a
+-- column trigger: a change one makes to a watched column that the UPDATE
+-- did not name is not sent until watch_table runs again (see _attach).
 CREATE OR REPLACE VIEW tenantcache.watched_tables AS
 SELECT w.table_name, w.tenant_column, w.triggers, w.keys,
        CASE WHEN s.served IS NOT NULL
@@ -987,12 +1032,16 @@ SELECT w.table_name, w.tenant_column, w.triggers, w.keys,
                 AND NOT EXISTS (SELECT 1 FROM pg_trigger pt
                                  WHERE pt.tgrelid = p.relid AND pt.tgtype & 32 <> 0
                                    AND pt.tgfoid = 'tenantcache.on_change()'::regprocedure)
-              ORDER BY p.level, p.relid::regclass::text) AS partitions_without_truncate_trigger
+              ORDER BY p.level, p.relid::regclass::text) AS partitions_without_truncate_trigger,
+       CASE WHEN w.update_of THEN tenantcache._before_update_triggers(w.table_name) ELSE '{}' END
+         AS unseen_before_update_triggers
   FROM (SELECT t.tgrelid::regclass AS table_name,
                nullif(convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 1)::bytea, 'UTF8'), '')
                  AS tenant_column,
                count(*) AS triggers,
-               convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 2)::bytea, 'UTF8')::jsonb AS keys
+               convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 2)::bytea, 'UTF8')::jsonb AS keys,
+               -- TRIGGER_TYPE_UPDATE is 16
+               bool_or(t.tgtype & 16 <> 0 AND cardinality(t.tgattr::int2[]) > 0) AS update_of
           FROM pg_trigger t
          WHERE t.tgfoid = 'tenantcache.on_change()'::regprocedure
            AND t.tgparentid = 0  -- not a partition's clone of its table's trigger
@@ -1181,7 +1230,7 @@ $install$;
 
 -- The watched permanent tables whose triggers an older spec version
 -- attached (the trigger arguments' fourth element, absent before version 5;
--- _attach writes "7"), with the spec their arguments hold. A partition's
+-- _attach writes "8"), with the spec their arguments hold. A partition's
 -- clones and TRUNCATE trigger go with its partitioned table's; a trigger on
 -- a temporary table is left alone (only its own session can reach it).
 CREATE OR REPLACE FUNCTION tenantcache._outdated_watches()
@@ -1197,7 +1246,7 @@ AS $$
     FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
    WHERE t.tgfoid = 'tenantcache.on_change()'::regprocedure AND c.relpersistence <> 't'
      AND t.tgparentid = 0 AND t.tgtype & 32 = 0  -- TRIGGER_TYPE_TRUNCATE
-     AND convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 4)::bytea, 'UTF8') <> '7'
+     AND convert_from(split_part(encode(t.tgargs, 'escape'), '\000', 4)::bytea, 'UTF8') <> '8'
 $$;
 REVOKE ALL ON FUNCTION tenantcache._outdated_watches() FROM PUBLIC;
 
@@ -1269,20 +1318,22 @@ BEGIN
 END
 $install$;
 
--- Trigger spec 7 (within schema version 6: the messages are the same, so
--- running daemons need nothing new): no statement-level triggers but
--- TRUNCATE's. The row that finds nothing pending runs its row trigger, which
--- sends at the end of the statement (see on_change), so that a write is sent
--- whichever table its statement names (a partition of a watched partitioned
--- table, the parent of a watched inheritance child) and from logical
--- replication's apply worker, where spec 5's statement-level triggers did
--- not run; a partition's TRUNCATE flushes. Spec 5's triggers are replaced in
--- place (see _reattach_watched); those of a table the installer may not
--- alter, with a WARNING, and one on another session's temporary table keep
--- sending as spec 5 did.
+-- Trigger specs 7 and 8 (within schema version 6: the messages are the
+-- same, so running daemons need nothing new). Spec 7: no statement-level
+-- triggers but TRUNCATE's. The row that finds nothing pending runs its row
+-- trigger, which sends at the end of the statement (see on_change), so that
+-- a write is sent whichever table its statement names (a partition of a
+-- watched partitioned table, the parent of a watched inheritance child) and
+-- from logical replication's apply worker, where spec 5's statement-level
+-- triggers did not run; a partition's TRUNCATE flushes. Spec 8: with
+-- watched columns, the UPDATE trigger is a column trigger where no BEFORE
+-- UPDATE trigger could change them (see _attach). Older triggers are
+-- replaced in place (see _reattach_watched); those of a table the installer
+-- may not alter, with a WARNING, and one on another session's temporary
+-- table keep sending as they did.
 DO $install$
 BEGIN
-  PERFORM tenantcache._reattach_watched('trigger spec 7', false);
+  PERFORM tenantcache._reattach_watched('trigger spec 8', false);
 END
 $install$;
 

@@ -334,6 +334,35 @@ TEST_F(MisconfigSqlTest, APartitionWithoutTheTruncateTriggerIsNamedInTheLog) {
             "{}");
 }
 
+// A BEFORE UPDATE trigger created after watch_table, on a table whose
+// UPDATE trigger is a column trigger, may change a watched column that an
+// UPDATE did not name, which nothing sends: the daemon names it in its log
+// (with the fix), as watched_tables does, until watch_table runs again.
+TEST_F(MisconfigSqlTest, ABeforeTriggerCreatedAfterWatchTableIsNamedInTheLog) {
+  admin_->Exec(
+      "SELECT tenantcache.watch_table('fleet.user_accounts', NULL, '{\"user\": \"id\"}', ARRAY['role']);"
+      "CREATE FUNCTION fleet.promote() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.role := 'owner'; "
+      "RETURN NEW; END $$;"
+      "CREATE TRIGGER \"Promote\" BEFORE UPDATE ON fleet.user_accounts FOR EACH ROW EXECUTE FUNCTION "
+      "fleet.promote();"
+      "CREATE FUNCTION fleet.stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;"
+      "CREATE TRIGGER stamp BEFORE UPDATE ON fleet.fleet_registry FOR EACH ROW EXECUTE FUNCTION "
+      "fleet.stamp()");
+  StartDaemon(Conninfo());
+  ASSERT_TRUE(daemon_->WaitReady()) << daemon_->Log();
+  EXPECT_TRUE(
+      LogShows("BEFORE UPDATE triggers \"Promote\" on fleet.user_accounts were created after "
+               "watch_table() ran for their tables"))
+      << daemon_->Log();
+  EXPECT_TRUE(LogShows("Run SELECT tenantcache.watch_table(...) again for those tables")) << daemon_->Log();
+  // The registry watches every column: its UPDATE trigger compares every
+  // UPDATE, and sees what its BEFORE trigger does.
+  EXPECT_FALSE(Contains(daemon_->Log(), "stamp on")) << daemon_->Log();
+  EXPECT_EQ(admin_->Scalar("SELECT string_agg(table_name || ' ' || unseen_before_update_triggers::text, ', ' "
+                           "ORDER BY table_name::text) FROM tenantcache.watched_tables"),
+            "fleet.fleet_registry {}, fleet.user_accounts {\"\\\"Promote\\\" on fleet.user_accounts\"}");
+}
+
 // Without a daemon: the keys are shown, and which of them are served
 // is unknown (NULL) rather than claimed, until a daemon reports recently.
 TEST_F(MisconfigSqlTest, WatchedTablesShowTheKeysAndOnlyRecentDaemonsCount) {

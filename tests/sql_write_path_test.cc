@@ -1,4 +1,4 @@
-// The write path (trigger spec 7) against a real PostgreSQL: triggers of
+// The write path (trigger spec 8) against a real PostgreSQL: triggers of
 // versions 1 and 4 and of spec 5 attached to three tables are replaced in
 // place by install.sql and then send exactly the messages they sent before;
 // an installer that may not replace them is stopped before anything
@@ -147,6 +147,13 @@ TEST_P(SqlWritePathUpgradeTest, OlderTriggersOnThreeTablesAreReplacedInPlaceAndS
   for (const char* table : {"fleet.user_accounts", "fleet.fleet_registry", "fleet.badges"})
     EXPECT_EQ(TriggerLevels(table), "1 3") << table;
   EXPECT_EQ(conn_->Scalar(specs), before);
+  // Spec 8: where the spec lists columns (and no BEFORE UPDATE trigger
+  // could change them), the UPDATE trigger is a column trigger.
+  EXPECT_EQ(
+      conn_->Scalar("SELECT string_agg(tgrelid::regclass::text || ' ' || cardinality(tgattr::int2[]), ', ' "
+                    "ORDER BY tgrelid::regclass::text) FROM pg_trigger WHERE tgfoid = "
+                    "'tenantcache.on_change()'::regprocedure AND tgtype & 16 <> 0"),
+      "fleet.badges 2, fleet.fleet_registry 0, fleet.user_accounts 4");
   EXPECT_EQ(conn_->Scalar("SELECT to_regprocedure('tenantcache._send_changes(jsonb[], boolean[], text, text, "
                           "jsonb)') IS NULL"),
             "t");
@@ -164,11 +171,12 @@ TEST_P(SqlWritePathUpgradeTest, OlderTriggersOnThreeTablesAreReplacedInPlaceAndS
 }
 
 // install-v6.sql is schema version 6 with trigger spec 5 (statement-level
-// triggers send).
+// triggers send), install-v6-spec7.sql with spec 7 (no column triggers).
 INSTANTIATE_TEST_SUITE_P(FromVersion, SqlWritePathUpgradeTest,
                          ::testing::Values(OlderInstall{"install-v1.sql", "4 0"},
                                            OlderInstall{"install-v4.sql", "4 0"},
-                                           OlderInstall{"install-v6.sql", "4 3"}));
+                                           OlderInstall{"install-v6.sql", "4 3"},
+                                           OlderInstall{"install-v6-spec7.sql", "1 3"}));
 
 // An installation of an older install.sql (`fixture`, in tests/data) by an
 // installer role that may create schemas, and public.theirs, watched by
@@ -235,7 +243,7 @@ TEST_F(SqlWritePathTest, AnInstallerThatMayNotReplaceSpec5TriggersIsWarnedAndThe
     Notices n(inst);
     inst.Exec(ReadFile(SqlDir() + "/install.sql"));
     EXPECT_TRUE(Contains(n.all(),
-                         "the upgrade to trigger spec 7 replaces the triggers of the watched tables, and "
+                         "the upgrade to trigger spec 8 replaces the triggers of the watched tables, and "
                          "role " +
                              installer + " may not: public.theirs (owner " + other +
                              ") keep their older triggers"))
@@ -271,25 +279,57 @@ TEST_F(SqlWritePathTest, AWriteThatChangesNothingWatchedRunsNoTenantcacheFunctio
   conn_->Exec("ROLLBACK");
 }
 
-// The WHEN clauses compare the rows as written, so a change a BEFORE
-// trigger makes to a watched column that the UPDATE did not name is seen.
+// With watched columns, the UPDATE trigger is a column trigger, which
+// PostgreSQL skips before its WHEN clause for an UPDATE that names none of
+// them, on a table without BEFORE UPDATE triggers. A BEFORE trigger may
+// change a watched column that the UPDATE did not name: on a table that has
+// one, the trigger compares every UPDATE (watch_table says so), so the
+// change is seen; one created after watch_table is named in watched_tables
+// until watch_table runs again.
 TEST_F(SqlWritePathTest, AWatchedColumnChangedByABeforeTriggerIsSeen) {
   InstallWith(SqlDir() + "/install.sql");
+  const std::string update_trigger =
+      "SELECT regexp_replace(pg_get_triggerdef(oid), ' ON .*', '') FROM pg_trigger WHERE tgrelid = "
+      "'fleet.user_accounts'::regclass AND tgname = 'tenantcache_upd'";
+  const std::string unseen =
+      "SELECT unseen_before_update_triggers::text FROM tenantcache.watched_tables WHERE table_name = "
+      "'fleet.user_accounts'::regclass";
+  const std::string watch =
+      "SELECT tenantcache.watch_table('fleet.user_accounts', NULL, '{\"user\": \"id\"}', "
+      "ARRAY['yacht_id', 'role', 'active'])";
+  EXPECT_EQ(conn_->Scalar(update_trigger),
+            "CREATE TRIGGER tenantcache_upd AFTER UPDATE OF active, id, role, yacht_id");
+  EXPECT_EQ(conn_->Scalar(unseen), "{}");
   conn_->Exec(
       "CREATE FUNCTION fleet.demote() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.role := 'guest'; "
       "RETURN "
       "NEW; END $$;"
       "CREATE TRIGGER a_demote BEFORE UPDATE OF last_login_at ON fleet.user_accounts FOR EACH ROW EXECUTE "
       "FUNCTION fleet.demote()");
+  EXPECT_EQ(conn_->Scalar(unseen), "{\"a_demote on fleet.user_accounts\"}");
+  conn_->Exec("UPDATE fleet.user_accounts SET role = 'owner' WHERE id = '" + kU1 + "'");
+  Listen();
+  EXPECT_EQ(After("UPDATE fleet.user_accounts SET last_login_at = now() WHERE id = '" + kU1 + "'", 0),
+            Messages{})
+      << "created after watch_table, not seen yet";
+  conn_->Exec(watch);
+  EXPECT_EQ(conn_->Scalar(unseen), "{}");
+  EXPECT_EQ(conn_->Scalar(update_trigger), "CREATE TRIGGER tenantcache_upd AFTER UPDATE");
   conn_->Exec("UPDATE fleet.user_accounts SET role = 'owner' WHERE id = '" + kU1 + "'");
   Listen();
   EXPECT_EQ(After("UPDATE fleet.user_accounts SET last_login_at = now() WHERE id = '" + kU1 + "'", 1),
             Messages({"k user " + kU1}));
+  // Without it, watching again makes the column trigger again.
+  conn_->Exec("DROP TRIGGER a_demote ON fleet.user_accounts;" + watch);
+  EXPECT_EQ(conn_->Scalar(update_trigger),
+            "CREATE TRIGGER tenantcache_upd AFTER UPDATE OF active, id, role, yacht_id");
 }
 
 // A watched partitioned table: a BEFORE trigger on one partition that
 // changes a watched column is seen through the parent's triggers (each
-// partition carries clones of them); a statement that names a partition is
+// partition carries clones of them, which compare every UPDATE since that
+// partition has one: see AWatchedColumnChangedByABeforeTriggerIsSeen); a
+// statement that names a partition is
 // sent too, and a TRUNCATE of one flushes; a partition created later is
 // named in watched_tables until watch_table runs again; the upgrade path
 // and uninstall.sql handle the parent's triggers and the partitions' own
@@ -301,11 +341,11 @@ TEST_F(SqlWritePathTest, APartitionedTableIsWatchedThroughItsPartitionsAndUninst
       "CREATE TABLE fleet.members_eu PARTITION OF fleet.members FOR VALUES IN ('eu');"
       "CREATE TABLE fleet.members_us PARTITION OF fleet.members FOR VALUES IN ('us');"
       "INSERT INTO fleet.members VALUES (1, 'eu', 'crew', ''), (2, 'us', 'crew', '');"
-      "SELECT tenantcache.watch_table('fleet.members', NULL, '{\"member\": \"id\"}', ARRAY['role']);"
       "CREATE FUNCTION fleet.promote() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.role := 'owner'; "
       "RETURN NEW; END $$;"
       "CREATE TRIGGER a_promote BEFORE UPDATE ON fleet.members_us FOR EACH ROW EXECUTE FUNCTION "
-      "fleet.promote()");
+      "fleet.promote();"
+      "SELECT tenantcache.watch_table('fleet.members', NULL, '{\"member\": \"id\"}', ARRAY['role'])");
   Listen();
   EXPECT_EQ(After("UPDATE fleet.members SET note = 'x'", 1), Messages({"k member 2"}));
   EXPECT_EQ(After("INSERT INTO fleet.members VALUES (3, 'eu', 'crew', '')", 1), Messages({"k member 3"}));
