@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "cache_writer.h"
+#include "string_map.h"
 #include "support/test_cache.h"
 #include "tenantcache/tenantcache.h"
 
@@ -51,12 +52,7 @@ struct Row {
   std::string tenant, code, url, role;
 };
 
-// The maps are looked up by std::string_view, as the cache is.
-struct KeyHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-using Map = std::unordered_map<std::string, Row, KeyHash, std::equal_to<>>;
+using Map = bench::StringMap<Row>;
 
 constexpr size_t kKeyLen = 36;  // test::Uuid
 

@@ -59,6 +59,7 @@
 #include "cache_writer.h"
 #include "protocol.h"
 #include "stats_format.h"
+#include "string_map.h"
 #include "support/daemon_process.h"
 #include "support/pg_cluster.h"
 #include "support/test_cache.h"
@@ -331,12 +332,7 @@ void Bench::HitLatency() {
     // in the order of the lookup keys' creation.
     std::vector<int> order(resident);
     std::shuffle(order.begin(), order.end(), rng);
-    // Looked up by std::string_view, as the cache is.
-    struct Hash {
-      using is_transparent = void;
-      size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-    };
-    std::unordered_map<std::string, Row, Hash, std::equal_to<>> map;
+    StringMap<Row> map;
     for (int n : order) map.emplace(ids[n], rows_[n - 1]);
     figs.push_back(Measure("`std::unordered_map`, unlocked (per process)", keys(Samples(1000000)), ids,
                            overhead, [&](int, std::string_view k) -> size_t {

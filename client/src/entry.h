@@ -41,6 +41,12 @@ size_t EncodedSize(std::string_view key, std::string_view tenant,
 size_t EncodeEntry(std::string_view key, std::string_view tenant,
                    const std::vector<std::optional<std::string_view>>& fields, unsigned char* out);
 
+// Length `index` (layout::kNullField for NULL) of an entry's lengths, which
+// are little-endian 16-bit words at `lens`.
+inline uint16_t LoadLen(const unsigned char* lens, size_t index) {
+  return static_cast<uint16_t>(lens[2 * index] | (lens[2 * index + 1] << 8));
+}
+
 // Parses `data_len` bytes written by EncodeEntry. False if they are
 // inconsistent with the lengths recorded in the slot's metadata or a string
 // lacks its terminating NUL; `out` is set only when true. Inline: it runs on
@@ -58,7 +64,7 @@ inline bool DecodeEntry(const unsigned char* data, size_t data_len, size_t key_l
   const unsigned char* lens = data + key_len + 1 + tenant_len + 1;
   size_t end = head;
   for (uint32_t i = 0; i < field_count; ++i) {
-    const uint16_t len = static_cast<uint16_t>(lens[2 * i] | (lens[2 * i + 1] << 8));
+    const uint16_t len = LoadLen(lens, i);
     if (len == layout::kNullField) {
       out->value_off[i] = layout::kNullField;
       continue;
@@ -82,9 +88,7 @@ inline bool DecodeEntry(const unsigned char* data, size_t data_len, size_t key_l
 void EntryField(const EntryView& e, uint32_t index, const char** text, size_t* len);
 
 // Field `index`'s length (layout::kNullField for NULL) from the view's lengths.
-inline uint16_t FieldLen(const EntryView& e, size_t index) {
-  return static_cast<uint16_t>(e.lens[2 * index] | (e.lens[2 * index + 1] << 8));
-}
+inline uint16_t FieldLen(const EntryView& e, size_t index) { return LoadLen(e.lens, index); }
 
 }  // namespace tenantcache
 

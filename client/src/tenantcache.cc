@@ -822,20 +822,27 @@ namespace {
 // The entry of a found value, without a second validation: PublishValue set
 // it from a validated entry. The bounds are still checked, so that a tc_value
 // the caller overwrote cannot make a read leave priv_data.
+// A found value's metadata, and where its lengths (`*lens`) and its values
+// (`*head`) start in priv_data: false unless they lie inside the data.
+inline bool ValueLayout(const tc_value* v, ValueMeta* vm, size_t* lens, size_t* head) {
+  if (v->priv_status != static_cast<uint32_t>(TC_FOUND) || v->priv_len > sizeof v->priv_data) return false;
+  std::memcpy(vm, &v->priv_reserved[0], sizeof *vm);
+  *lens = size_t{vm->key_len} + 1 + vm->tenant_len + 1;
+  *head = *lens + 2 * size_t{vm->field_count};
+  return vm->field_count <= layout::kMaxFields && *head <= v->priv_len;
+}
+
 bool View(const tc_value* v, EntryView* e) {
-  if (v == nullptr || v->priv_status != static_cast<uint32_t>(TC_FOUND) || v->priv_len > sizeof v->priv_data)
-    return false;
   ValueMeta vm;
-  std::memcpy(&vm, &v->priv_reserved[0], sizeof vm);
-  const size_t head = size_t{vm.key_len} + 1 + vm.tenant_len + 1 + 2 * size_t{vm.field_count};
-  if (vm.field_count > layout::kMaxFields || head > v->priv_len) return false;
+  size_t lens, head;
+  if (v == nullptr || !ValueLayout(v, &vm, &lens, &head)) return false;
   e->key = reinterpret_cast<const char*>(v->priv_data);
   e->key_len = vm.key_len;
   e->tenant = e->key + vm.key_len + 1;
   e->tenant_len = vm.tenant_len;
   e->field_count = vm.field_count;
-  e->lens = v->priv_data + vm.key_len + 1 + vm.tenant_len + 1;
-  e->values = reinterpret_cast<const char*>(e->lens + 2 * size_t{vm.field_count});
+  e->lens = v->priv_data + lens;
+  e->values = reinterpret_cast<const char*>(v->priv_data + head);
   return true;
 }
 
@@ -880,17 +887,12 @@ int tc_value_field(const tc_value* value, size_t index, const char** name, const
   if (value == nullptr) return TC_E_INVALID_ARG;
   // As View, but only this field's length and value are bounds-checked: a
   // tc_value the caller overwrote still cannot make a read leave priv_data.
-  const size_t data_len = value->priv_len;
-  if (value->priv_status != static_cast<uint32_t>(TC_FOUND) || data_len > sizeof value->priv_data)
-    return TC_E_NO_FIELD;
   ValueMeta vm;
-  std::memcpy(&vm, &value->priv_reserved[0], sizeof vm);
-  if (index >= vm.field_count || vm.field_count > layout::kMaxFields) return TC_E_NO_FIELD;
-  const size_t lens = size_t{vm.key_len} + 1 + vm.tenant_len + 1;
-  const size_t head = lens + 2 * size_t{vm.field_count};
-  if (head > data_len) return TC_E_NO_FIELD;
+  size_t lens, head;
+  if (!ValueLayout(value, &vm, &lens, &head) || index >= vm.field_count) return TC_E_NO_FIELD;
+  const size_t data_len = value->priv_len;
   const unsigned char* data = value->priv_data;
-  size_t l = static_cast<uint16_t>(data[lens + 2 * index] | (data[lens + 2 * index + 1] << 8));
+  size_t l = tenantcache::LoadLen(data + lens, index);
   const char* t = nullptr;
   if (l == layout::kNullField) {
     l = 0;
