@@ -114,6 +114,9 @@ Listener::Listener(Daemon* daemon, size_t index)
       shared_(daemon->config().sources[index].channel, static_cast<uint64_t>(getpid()) * 6151 + index),
       redis_(daemon->loop(), "redis " + daemon->config().sources[index].name),
       rng_(static_cast<uint64_t>(getpid()) * 7919 + index) {
+  // Both run only the daemon's own queries.
+  conn_.set_session_setup(kPinnedSearchPath);
+  heartbeat_.set_session_setup(kPinnedSearchPath);
   redis_.set_auth(source().redis_user, source().redis_password);
   // A relay whose Redis stops answering gives the connection up once its
   // subscribers could no longer be proven current anyway.

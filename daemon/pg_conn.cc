@@ -115,12 +115,35 @@ void PgConn::ContinueConnect() {
       }
       state_ = State::kReady;
       Watch(UV_READABLE);  // rule 2
+      if (!session_setup_.empty()) {
+        SetUpSession();
+        return;
+      }
       if (on_state_) on_state_("");
       return;
     default:
       Fail(PQerrorMessage(conn_));
       return;
   }
+}
+
+// Connected but not yet reported: busy (so not idle) with the setup, whose
+// success reports the connection.
+void PgConn::SetUpSession() {
+  Query(session_setup_, {}, [this](const std::vector<PgResult>& results, const std::string& error) {
+    if (state_ == State::kDisconnected) return;  // dropped meanwhile: its reason was reported
+    std::string e = error;
+    for (const auto& r : results) {
+      const auto status = PQresultStatus(r.get());
+      if (e.empty() && status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
+        e = PQresultErrorMessage(r.get());
+    }
+    if (!e.empty()) {
+      Fail("cannot set up the session (" + session_setup_ + "): " + e);
+      return;
+    }
+    if (on_state_) on_state_("");
+  });
 }
 
 void PgConn::Disconnect(const std::string& why) {

@@ -37,6 +37,14 @@
 
 namespace tenantcache {
 
+// The search_path of a connection that runs the daemon's own queries: any
+// database role that may create objects in a schema of the default path
+// (public, before PostgreSQL 15) could otherwise put a function or an
+// operator there that matches their arguments better than pg_catalog's
+// (format(text, regclass, regclass), int2 & int4) and have the daemon run
+// it with its role's rights.
+inline constexpr const char* kPinnedSearchPath = "SET search_path = pg_catalog, pg_temp";
+
 struct PgResultDeleter {
   void operator()(PGresult* r) const { PQclear(r); }
 };
@@ -57,6 +65,10 @@ class PgConn {
 
   void set_on_state(StateCallback cb) { on_state_ = std::move(cb); }
   void set_on_notify(NotifyCallback cb) { on_notify_ = std::move(cb); }
+  // SQL run on every new connection before on_state reports it connected
+  // (its failure fails the connection): for a connection that runs only the
+  // daemon's own queries, pinning search_path (kPinnedSearchPath).
+  void set_session_setup(std::string sql) { session_setup_ = std::move(sql); }
 
   // Starts connecting (dropping any current connection): resolves the host
   // names off the loop (resolver.h), then connects. on_state reports the
@@ -102,6 +114,7 @@ class PgConn {
   void ClosePoll();
   void Start(ConnParams params);  // libpq's part of Connect
   void ContinueConnect();
+  void SetUpSession();  // session_setup_, then on_state_("")
   void Flush();
   void ReadInput();
   void Fail(const std::string& error);
@@ -123,6 +136,7 @@ class PgConn {
   bool between_ = false;   // pipeline: the last PQgetResult ended one query's results
   StateCallback on_state_;
   NotifyCallback on_notify_;
+  std::string session_setup_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

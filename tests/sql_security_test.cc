@@ -509,5 +509,50 @@ TEST_F(SqlSecurityTest, TheDaemonServesVersion2AndWarnsAboutVersion1) {
   }
 }
 
+// A database role that may create objects in public (every role could
+// before PostgreSQL 15) plants there a function and an operator that match
+// the arguments of the daemon's own catalog queries better than
+// pg_catalog's do. They run for a session whose search_path is the default;
+// the daemon pins its own, so neither runs with its rights.
+TEST_F(SqlSecurityTest, FunctionsAndOperatorsPlantedInPublicDoNotRunAsTheDaemon) {
+  const std::string db = SharedCluster().CreateDatabase();
+  PgConn admin(SharedCluster().Conninfo(db));
+  admin.Exec(ReadFile(SqlDir() + "/install.sql"));
+  admin.Exec(ReadFile(SqlDir() + "/examples/fleet.sql") + ";SELECT fleet.generate(20, 4)");
+  // A partition without the TRUNCATE trigger: the daemon's check formats its name.
+  admin.Exec(
+      "CREATE TABLE fleet.crew (id uuid, region text) PARTITION BY LIST (region);"
+      "SELECT tenantcache.watch_table('fleet.crew', NULL, '{\"user\": \"id\"}');"
+      "CREATE TABLE fleet.crew_us PARTITION OF fleet.crew FOR VALUES IN ('us')");
+  const std::string mallory = "tc_mallory_" + db;
+  admin.Exec("CREATE ROLE " + mallory + " LOGIN; GRANT CREATE ON SCHEMA public TO " + mallory);
+  PgConn attacker(SharedCluster().Conninfo(db, mallory));
+  attacker.Exec(
+      "CREATE TABLE public.loot (what text); GRANT INSERT ON public.loot TO PUBLIC;"
+      "CREATE FUNCTION public.format(text, regclass, regclass) RETURNS text LANGUAGE sql AS "
+      "$$ INSERT INTO public.loot VALUES ('format as ' || current_user) RETURNING what $$;"
+      "CREATE FUNCTION public.loot_and(int2, int4) RETURNS int4 LANGUAGE sql AS "
+      "$$ INSERT INTO public.loot VALUES ('& as ' || current_user) RETURNING 0 $$;"
+      "CREATE OPERATOR public.& (LEFTARG = int2, RIGHTARG = int4, FUNCTION = public.loot_and)");
+  const std::string loot = "SELECT coalesce(string_agg(DISTINCT what, ', '), '') FROM public.loot";
+  // The plant works where the path is the default.
+  admin.Exec("SELECT format('%s %s', 'pg_class'::regclass, 'pg_proc'::regclass), 1::int2 & 16");
+  ASSERT_EQ(admin.Scalar(loot), "& as postgres, format as postgres");
+  admin.Exec("DELETE FROM public.loot");
+
+  TempDir dir;
+  DaemonProcess daemon(dir.path(), FleetConfig(dir.path(), SharedCluster().Conninfo(db)));
+  ASSERT_TRUE(daemon.WaitReady()) << daemon.Log();
+  // Its checks ran once it names a partition.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (daemon.Log().find("have no tenantcache TRUNCATE trigger") == std::string::npos) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << daemon.Log();
+    std::this_thread::sleep_for(10ms);  // the log is a file: poll it until the deadline
+  }
+  EXPECT_EQ(admin.Scalar(loot), "");
+  EXPECT_NE(daemon.Log().find("partitions fleet.crew_us (of fleet.crew) have no"), std::string::npos)
+      << daemon.Log();
+}
+
 }  // namespace
 }  // namespace tenantcache::test
