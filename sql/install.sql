@@ -43,6 +43,14 @@
 
 BEGIN;
 
+-- Everything below names its objects with their schema or finds them in
+-- pg_catalog. A function or operator another role put in a schema of the
+-- installer's search_path (public, where every role could create objects
+-- before PostgreSQL 15) that matches some arguments better than
+-- pg_catalog's must be neither called with the installer's rights nor bound
+-- into a view that the daemons read.
+SET LOCAL search_path = pg_catalog, pg_temp;
+
 CREATE SCHEMA IF NOT EXISTS tenantcache;
 COMMENT ON SCHEMA tenantcache IS 'tenantcache: cache invalidation through NOTIFY (see tenantcache.version)';
 

@@ -4,6 +4,13 @@
 --   psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -f sql/uninstall.sql
 BEGIN;
 
+-- Everything below names its objects with their schema or finds them in
+-- pg_catalog. A function or operator another role put in a schema of the
+-- uninstaller's search_path (public, where every role could create objects
+-- before PostgreSQL 15) that matches some arguments better than
+-- pg_catalog's must not be called with the uninstaller's rights.
+SET LOCAL search_path = pg_catalog, pg_temp;
+
 -- The triggers on tables this role may alter are dropped one by one. Another
 -- role's trigger (say, on a temporary table of its own session) cannot be
 -- dropped that way; dropping the schema below removes it with the function

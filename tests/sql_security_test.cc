@@ -554,5 +554,40 @@ TEST_F(SqlSecurityTest, FunctionsAndOperatorsPlantedInPublicDoNotRunAsTheDaemon)
       << daemon.Log();
 }
 
+// The same plant before install.sql runs: nothing of it is called by the
+// installation, bound into the view watched_tables (which the installer
+// and the daemon roles read), or called by uninstall.sql, each run as the
+// superuser.
+TEST_F(SqlSecurityTest, FunctionsAndOperatorsPlantedInPublicRunNeitherAtInstallNorUninstall) {
+  const std::string db = SharedCluster().CreateDatabase();
+  PgConn admin(SharedCluster().Conninfo(db));
+  const std::string mallory = "tc_mallory_" + db;
+  admin.Exec("CREATE ROLE " + mallory + " LOGIN; GRANT CREATE ON SCHEMA public TO " + mallory);
+  PgConn attacker(SharedCluster().Conninfo(db, mallory));
+  attacker.Exec(
+      "CREATE TABLE public.loot (what text); GRANT INSERT ON public.loot TO PUBLIC;"
+      "CREATE FUNCTION public.format(text, name, regclass) RETURNS text LANGUAGE sql AS "
+      "$$ INSERT INTO public.loot VALUES ('format as ' || current_user) RETURNING 'SELECT 1' $$;"
+      "CREATE FUNCTION public.loot_and(int2, int4) RETURNS int4 LANGUAGE sql AS "
+      "$$ INSERT INTO public.loot VALUES ('& as ' || current_user) RETURNING 0 $$;"
+      "CREATE OPERATOR public.& (LEFTARG = int2, RIGHTARG = int4, FUNCTION = public.loot_and)");
+  const std::string loot = "SELECT coalesce(string_agg(DISTINCT what, ', '), '') FROM public.loot";
+  // The plant works where the path is the default.
+  admin.Exec("SELECT format('%I %s', 'a'::name, 'pg_class'::regclass), 1::int2 & 16");
+  ASSERT_EQ(admin.Scalar(loot), "& as postgres, format as postgres");
+  admin.Exec("DELETE FROM public.loot");
+
+  admin.Exec(ReadFile(SqlDir() + "/install.sql"));
+  admin.Exec(
+      "CREATE TABLE public.accounts (id text PRIMARY KEY, role text);"
+      "SELECT tenantcache.watch_table('public.accounts', NULL, '{\"user\": \"id\"}', ARRAY['role'])");
+  EXPECT_EQ(admin.Scalar("SELECT table_name || ' ' || triggers FROM tenantcache.watched_tables"),
+            "accounts 4");
+  EXPECT_EQ(admin.Scalar(loot), "") << "install.sql, watch_table or watched_tables";
+  admin.Exec(ReadFile(SqlDir() + "/uninstall.sql"));
+  EXPECT_EQ(admin.Scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.accounts'::regclass"), "0");
+  EXPECT_EQ(admin.Scalar(loot), "") << "uninstall.sql";
+}
+
 }  // namespace
 }  // namespace tenantcache::test
