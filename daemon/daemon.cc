@@ -318,7 +318,10 @@ std::string Daemon::StatsJson() const {
   }
   size_t behind_pooler = 0, shared = 0, leader_slots = 0, relays = 0, subscribers = 0, redis_ready = 0,
          joined = 0;
+  uint64_t untruncated = 0, unseen_before = 0;
   for (const auto& l : listeners_) {
+    untruncated += l->untruncated_partitions();
+    unseen_before += l->unseen_before_triggers();
     behind_pooler += l->behind_pooler() ? 1 : 0;
     shared += l->shares_heartbeats() ? 1 : 0;
     leader_slots += static_cast<size_t>(l->leader_slots());
@@ -342,7 +345,9 @@ std::string Daemon::StatsJson() const {
     << ",\"answered_cached\":" << stats_.answered_cached << ",\"busy\":" << stats_.busy
     << ",\"leases_revoked\":" << stats_.leases_revoked << ",\"uncached_answers\":" << stats_.uncached_answers
     << ",\"pending_fills\":" << pending << ",\"broken_namespaces\":" << broken
-    << ",\"listeners_behind_pooler\":" << behind_pooler << ",\"notifications\":" << stats_.notifications
+    << ",\"listeners_behind_pooler\":" << behind_pooler
+    << ",\"partitions_without_truncate_trigger\":" << untruncated
+    << ",\"unseen_before_update_triggers\":" << unseen_before << ",\"notifications\":" << stats_.notifications
     << ",\"malformed_notifications\":" << stats_.malformed_notifications
     << ",\"unknown_namespace_messages\":" << stats_.unknown_namespace_messages
     << ",\"invalidations_key\":" << stats_.invalidations_key

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "daemon.h"
@@ -595,27 +596,33 @@ std::string Listener::DaemonId() const {
 //    watched column that the UPDATE did not name sends nothing.
 void Listener::RecordNamespaces() {
   static const std::string kRecord =
+      "WITH untruncated AS ("
+      "  SELECT DISTINCT format('%s (of %s)', p.relid::regclass, t.tgrelid::regclass) AS x "
+      "    FROM pg_catalog.pg_trigger t, pg_catalog.pg_partition_tree(t.tgrelid) p "
+      "   WHERE t.tgfoid = 'tenantcache.on_change()'::pg_catalog.regprocedure AND t.tgparentid = 0 "
+      "     AND t.tgtype & 32 = 0 AND p.relid <> t.tgrelid "  // TRIGGER_TYPE_TRUNCATE is 32
+      "     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger u "
+      "                      WHERE u.tgrelid = p.relid AND u.tgfoid = t.tgfoid AND u.tgtype & 32 <> 0)), "
+      "unseen AS ("
+      "  SELECT DISTINCT format('%I on %s', b.tgname, b.tgrelid::regclass) AS x "
+      "    FROM pg_catalog.pg_trigger t, pg_catalog.pg_trigger b "
+      "   WHERE t.tgfoid = 'tenantcache.on_change()'::pg_catalog.regprocedure AND t.tgparentid = 0 "
+      "     AND t.tgtype & 16 <> 0 AND cardinality(t.tgattr::pg_catalog.int2[]) > 0 "  // UPDATE OF
+      "     AND (b.tgrelid = t.tgrelid OR b.tgparentid = 0 AND b.tgrelid IN "
+      "            (SELECT p.relid FROM pg_catalog.pg_partition_tree(t.tgrelid) p)) "
+      "     AND b.tgtype & 83 = 19 AND b.tgfoid <> t.tgfoid) "  // ROW | BEFORE | UPDATE, not INSTEAD
       "SELECT tenantcache.daemon_seen($1, $2::text[]), "
-      "(SELECT string_agg(DISTINCT format('%s (of %s)', p.relid::regclass, t.tgrelid::regclass), ', ') "
-      "   FROM pg_catalog.pg_trigger t, pg_catalog.pg_partition_tree(t.tgrelid) p "
-      "  WHERE t.tgfoid = 'tenantcache.on_change()'::pg_catalog.regprocedure AND t.tgparentid = 0 "
-      "    AND t.tgtype & 32 = 0 AND p.relid <> t.tgrelid "  // TRIGGER_TYPE_TRUNCATE is 32
-      "    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger u "
-      "                     WHERE u.tgrelid = p.relid AND u.tgfoid = t.tgfoid AND u.tgtype & 32 <> 0)), "
-      "(SELECT string_agg(DISTINCT format('%I on %s', b.tgname, b.tgrelid::regclass), ', ') "
-      "   FROM pg_catalog.pg_trigger t, pg_catalog.pg_trigger b "
-      "  WHERE t.tgfoid = 'tenantcache.on_change()'::pg_catalog.regprocedure AND t.tgparentid = 0 "
-      "    AND t.tgtype & 16 <> 0 AND cardinality(t.tgattr::pg_catalog.int2[]) > 0 "  // UPDATE OF
-      "    AND (b.tgrelid = t.tgrelid OR b.tgparentid = 0 AND b.tgrelid IN "
-      "           (SELECT p.relid FROM pg_catalog.pg_partition_tree(t.tgrelid) p)) "
-      "    AND b.tgtype & 83 = 19 AND b.tgfoid <> t.tgfoid)";  // ROW | BEFORE | UPDATE, not INSTEAD
+      "(SELECT string_agg(x, ', ' ORDER BY x) FROM untruncated), (SELECT count(*) FROM untruncated), "
+      "(SELECT string_agg(x, ', ' ORDER BY x) FROM unseen), (SELECT count(*) FROM unseen)";
   record_due_ = Clock::now() + kRecordEvery;
   heartbeat_.Query(kRecord, {DaemonId(), "{" + Served(",") + "}"},
                    [this](const std::vector<PgResult>& results, const std::string& err) {
                      // A lost connection is the listener's to report.
                      if (!err.empty()) return;
                      if (ResultError(results, err).empty()) {
-                       WarnAboutWatchedTables(Value(results, 0, 1), Value(results, 0, 2));
+                       untruncated_partitions_ = std::strtoull(Value(results, 0, 2).c_str(), nullptr, 10);
+                       unseen_before_triggers_ = std::strtoull(Value(results, 0, 4).c_str(), nullptr, 10);
+                       WarnAboutWatchedTables(Value(results, 0, 1), Value(results, 0, 3));
                        return;
                      }
                      if (!record_log_.Admit()) return;

@@ -106,6 +106,11 @@ class Listener {
   bool subscribes() const { return source().redis_role == SourceConfig::RedisRole::kSubscribe; }
   bool redis_ready() const { return redis_.ready(); }
   size_t joined_sessions() const { return sessions_.joined_count(); }
+  // What the last check of the watched tables found (RecordNamespaces): the
+  // partitions without our TRUNCATE trigger, the BEFORE UPDATE triggers our
+  // column triggers do not see.
+  uint64_t untruncated_partitions() const { return untruncated_partitions_; }
+  uint64_t unseen_before_triggers() const { return unseen_before_triggers_; }
 
  private:
   const SourceConfig& source() const;
@@ -214,6 +219,7 @@ class Listener {
   LogLimiter rejected_log_{std::chrono::seconds(10), "heartbeats that do not verify"};
   std::chrono::steady_clock::time_point record_due_{};
   CatalogWarning untruncated_, unseen_before_;
+  uint64_t untruncated_partitions_ = 0, unseen_before_triggers_ = 0;
   std::mt19937_64 rng_;
 };
 

@@ -40,6 +40,16 @@ class MisconfigSqlTest : public FleetTest {
   bool LogShows(const std::string& what, std::chrono::milliseconds timeout = 10s) {
     return WaitFor([&] { return Contains(daemon_->Log(), what); }, timeout);
   }
+  // Whether `tenantcachectl status` comes to print `what` (shown when not).
+  bool StatusShows(const std::string& what) {
+    std::string output;
+    const bool shown = WaitFor([&] {
+      output = RunCommand(std::string(TC_CTL_BIN) + " --cache " + daemon_->cache_path() + " status").output;
+      return Contains(output, what);
+    });
+    if (!shown) std::fprintf(stderr, "tenantcachectl status:\n%s\n", output.c_str());
+    return shown;
+  }
   void OpenCache() { ASSERT_EQ(tc_cache_open(daemon_->cache_path().c_str(), &cache_), 0); }
   // Looks `key` up through the daemon; the status, and in `field` the value
   // of field `name` when found.
@@ -328,6 +338,9 @@ TEST_F(MisconfigSqlTest, APartitionWithoutTheTruncateTriggerIsNamedInTheLog) {
   EXPECT_TRUE(LogShows("Run SELECT tenantcache.watch_table(...) again for their partitioned tables"))
       << daemon_->Log();
   EXPECT_FALSE(Contains(daemon_->Log(), "crew_eu")) << daemon_->Log();
+  EXPECT_TRUE(
+      StatusShows("watched tables  1 partition(s) lack the TRUNCATE trigger (a TRUNCATE of one sends "
+                  "nothing), 0 BEFORE UPDATE trigger(s)"));
   admin_->Exec("SELECT tenantcache.watch_table('fleet.crew', NULL, '{\"user\": \"id\"}')");
   EXPECT_EQ(admin_->Scalar("SELECT partitions_without_truncate_trigger::text FROM tenantcache.watched_tables "
                            "WHERE table_name = 'fleet.crew'::regclass"),
@@ -355,6 +368,9 @@ TEST_F(MisconfigSqlTest, ABeforeTriggerCreatedAfterWatchTableIsNamedInTheLog) {
                "watch_table() ran for their tables"))
       << daemon_->Log();
   EXPECT_TRUE(LogShows("Run SELECT tenantcache.watch_table(...) again for those tables")) << daemon_->Log();
+  EXPECT_TRUE(
+      StatusShows("watched tables  0 partition(s) lack the TRUNCATE trigger (a TRUNCATE of one sends "
+                  "nothing), 1 BEFORE UPDATE trigger(s) came after watch_table"));
   // The registry watches every column: its UPDATE trigger compares every
   // UPDATE, and sees what its BEFORE trigger does.
   EXPECT_FALSE(Contains(daemon_->Log(), "stamp on")) << daemon_->Log();

@@ -297,6 +297,16 @@ int Status(const Options& o) {
           "(PgBouncer); LISTEN needs a direct connection: set listener_conninfo to reach PostgreSQL itself "
           "(the daemon log names the source)\n",
           pooled.c_str());
+    // What the daemon's check of the watched tables found (it names them in its log).
+    const std::string untruncated = get("partitions_without_truncate_trigger");
+    const std::string unseen = get("unseen_before_update_triggers");
+    if ((untruncated != "0" && untruncated != "?") || (unseen != "0" && unseen != "?"))
+      std::printf(
+          "watched tables  %s partition(s) lack the TRUNCATE trigger (a TRUNCATE of one sends nothing), %s "
+          "BEFORE UPDATE trigger(s) came after watch_table (a change one makes to a watched column is not "
+          "sent): run tenantcache.watch_table() again for their tables; the daemon log and "
+          "tenantcache.watched_tables name them\n",
+          untruncated.c_str(), unseen.c_str());
     // Loaders on a hot standby: how far behind it is, and what that cost.
     if (const std::string standby = get("standby_loaders"); standby != "0" && standby != "?")
       std::printf(

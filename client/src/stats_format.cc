@@ -35,6 +35,8 @@ std::string PrometheusText(const std::string& json) {
                                                 "pending_fills",
                                                 "broken_namespaces",
                                                 "listeners_behind_pooler",
+                                                "partitions_without_truncate_trigger",
+                                                "unseen_before_update_triggers",
                                                 "notification_queue_usage",
                                                 "reporting_clients",
                                                 "control_clients",
