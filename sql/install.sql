@@ -757,6 +757,7 @@ DECLARE
   who text;
   served text[];
   unserved text[];
+  before_triggers text[];
 BEGIN
   -- Ownership and the grant are checked here, before anything changes, so
   -- that a refusal names what is missing (CREATE TRIGGER would only say
@@ -806,10 +807,11 @@ BEGIN
 
   served := tenantcache.served_namespaces();
   PERFORM tenantcache._attach(tbl, tenant_column, keys, watched);
-  IF watched IS NOT NULL AND cardinality(tenantcache._before_update_triggers(tbl)) > 0 THEN
+  before_triggers := CASE WHEN watched IS NOT NULL THEN tenantcache._before_update_triggers(tbl) END;
+  IF cardinality(before_triggers) > 0 THEN
     RAISE NOTICE 'tenantcache: watch_table: table % has BEFORE UPDATE triggers (%), which may change a watched '
                  'column that an UPDATE does not name: every UPDATE of it compares the watched columns',
-                 tbl, array_to_string(tenantcache._before_update_triggers(tbl), ', ')
+                 tbl, array_to_string(before_triggers, ', ')
       USING HINT = 'Without them, an UPDATE that names no watched column would cost nothing (see _attach in '
                    'sql/install.sql).';
   END IF;

@@ -509,6 +509,32 @@ TEST_F(SqlSecurityTest, TheDaemonServesVersion2AndWarnsAboutVersion1) {
   }
 }
 
+// What a role that may create objects in public plants there (every role
+// could before PostgreSQL 15): format(`format_args`) and an operator
+// int2 & int4, each matching better than pg_catalog's and recording in
+// public.loot whom it ran as (kLoot reads it). Checks that the plant runs,
+// through `format_call` and the operator, where the path is the default,
+// then empties public.loot.
+const char* const kLoot = "SELECT coalesce(string_agg(DISTINCT what, ', '), '') FROM public.loot";
+void PlantInPublic(PgConn& admin, const std::string& db, const std::string& format_args,
+                   const std::string& format_call) {
+  const std::string mallory = "tc_mallory_" + db;
+  admin.Exec("CREATE ROLE " + mallory + " LOGIN; GRANT CREATE ON SCHEMA public TO " + mallory);
+  PgConn attacker(SharedCluster().Conninfo(db, mallory));
+  attacker.Exec(
+      "CREATE TABLE public.loot (what text); GRANT INSERT ON public.loot TO PUBLIC;"
+      "CREATE FUNCTION public.format(" +
+      format_args +
+      ") RETURNS text LANGUAGE sql AS "
+      "$$ INSERT INTO public.loot VALUES ('format as ' || current_user) RETURNING 'SELECT 1' $$;"
+      "CREATE FUNCTION public.loot_and(int2, int4) RETURNS int4 LANGUAGE sql AS "
+      "$$ INSERT INTO public.loot VALUES ('& as ' || current_user) RETURNING 0 $$;"
+      "CREATE OPERATOR public.& (LEFTARG = int2, RIGHTARG = int4, FUNCTION = public.loot_and)");
+  admin.Exec("SELECT " + format_call + ", 1::int2 & 16");
+  ASSERT_EQ(admin.Scalar(kLoot), "& as postgres, format as postgres");
+  admin.Exec("DELETE FROM public.loot");
+}
+
 // A database role that may create objects in public (every role could
 // before PostgreSQL 15) plants there a function and an operator that match
 // the arguments of the daemon's own catalog queries better than
@@ -524,21 +550,9 @@ TEST_F(SqlSecurityTest, FunctionsAndOperatorsPlantedInPublicDoNotRunAsTheDaemon)
       "CREATE TABLE fleet.crew (id uuid, region text) PARTITION BY LIST (region);"
       "SELECT tenantcache.watch_table('fleet.crew', NULL, '{\"user\": \"id\"}');"
       "CREATE TABLE fleet.crew_us PARTITION OF fleet.crew FOR VALUES IN ('us')");
-  const std::string mallory = "tc_mallory_" + db;
-  admin.Exec("CREATE ROLE " + mallory + " LOGIN; GRANT CREATE ON SCHEMA public TO " + mallory);
-  PgConn attacker(SharedCluster().Conninfo(db, mallory));
-  attacker.Exec(
-      "CREATE TABLE public.loot (what text); GRANT INSERT ON public.loot TO PUBLIC;"
-      "CREATE FUNCTION public.format(text, regclass, regclass) RETURNS text LANGUAGE sql AS "
-      "$$ INSERT INTO public.loot VALUES ('format as ' || current_user) RETURNING what $$;"
-      "CREATE FUNCTION public.loot_and(int2, int4) RETURNS int4 LANGUAGE sql AS "
-      "$$ INSERT INTO public.loot VALUES ('& as ' || current_user) RETURNING 0 $$;"
-      "CREATE OPERATOR public.& (LEFTARG = int2, RIGHTARG = int4, FUNCTION = public.loot_and)");
-  const std::string loot = "SELECT coalesce(string_agg(DISTINCT what, ', '), '') FROM public.loot";
-  // The plant works where the path is the default.
-  admin.Exec("SELECT format('%s %s', 'pg_class'::regclass, 'pg_proc'::regclass), 1::int2 & 16");
-  ASSERT_EQ(admin.Scalar(loot), "& as postgres, format as postgres");
-  admin.Exec("DELETE FROM public.loot");
+  ASSERT_NO_FATAL_FAILURE(PlantInPublic(admin, db, "text, regclass, regclass",
+                                        "format('%s %s', 'pg_class'::regclass, 'pg_proc'::regclass)"));
+  const std::string loot = kLoot;
 
   TempDir dir;
   DaemonProcess daemon(dir.path(), FleetConfig(dir.path(), SharedCluster().Conninfo(db)));
@@ -561,21 +575,9 @@ TEST_F(SqlSecurityTest, FunctionsAndOperatorsPlantedInPublicDoNotRunAsTheDaemon)
 TEST_F(SqlSecurityTest, FunctionsAndOperatorsPlantedInPublicRunNeitherAtInstallNorUninstall) {
   const std::string db = SharedCluster().CreateDatabase();
   PgConn admin(SharedCluster().Conninfo(db));
-  const std::string mallory = "tc_mallory_" + db;
-  admin.Exec("CREATE ROLE " + mallory + " LOGIN; GRANT CREATE ON SCHEMA public TO " + mallory);
-  PgConn attacker(SharedCluster().Conninfo(db, mallory));
-  attacker.Exec(
-      "CREATE TABLE public.loot (what text); GRANT INSERT ON public.loot TO PUBLIC;"
-      "CREATE FUNCTION public.format(text, name, regclass) RETURNS text LANGUAGE sql AS "
-      "$$ INSERT INTO public.loot VALUES ('format as ' || current_user) RETURNING 'SELECT 1' $$;"
-      "CREATE FUNCTION public.loot_and(int2, int4) RETURNS int4 LANGUAGE sql AS "
-      "$$ INSERT INTO public.loot VALUES ('& as ' || current_user) RETURNING 0 $$;"
-      "CREATE OPERATOR public.& (LEFTARG = int2, RIGHTARG = int4, FUNCTION = public.loot_and)");
-  const std::string loot = "SELECT coalesce(string_agg(DISTINCT what, ', '), '') FROM public.loot";
-  // The plant works where the path is the default.
-  admin.Exec("SELECT format('%I %s', 'a'::name, 'pg_class'::regclass), 1::int2 & 16");
-  ASSERT_EQ(admin.Scalar(loot), "& as postgres, format as postgres");
-  admin.Exec("DELETE FROM public.loot");
+  ASSERT_NO_FATAL_FAILURE(
+      PlantInPublic(admin, db, "text, name, regclass", "format('%I %s', 'a'::name, 'pg_class'::regclass)"));
+  const std::string loot = kLoot;
 
   admin.Exec(ReadFile(SqlDir() + "/install.sql"));
   admin.Exec(
