@@ -584,9 +584,7 @@ Lease CacheWriter::BeginFill() const {
 // The writer reads its own slots without the seqlock: nobody else writes them.
 static SlotMeta ReadMeta(const unsigned char* slot) {
   SlotMeta m;
-  uint64_t words[layout::kMetaWords];
-  layout::LoadWords(words, reinterpret_cast<const layout::SlotHeader*>(slot)->meta, layout::kMetaWords);
-  std::memcpy(&m, words, sizeof m);
+  layout::LoadMeta(&m, reinterpret_cast<const layout::SlotHeader*>(slot)->meta);
   return m;
 }
 

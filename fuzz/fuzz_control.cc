@@ -67,9 +67,13 @@ void Answer(std::string_view payload) {
     const char* text = nullptr;
     size_t len = 0;
     tenantcache::EntryField(e, i, &text, &len);
-    // The recorded start of each of the first values agrees with the walk.
-    if (i < tenantcache::EntryView::kIndexedFields)
-      Check(e.value_off[i] == (text == nullptr ? tenantcache::layout::kNullField : text - v.data.data()));
+    // The hit path's check of one value (FindValue) agrees with the walk.
+    size_t off = 0;
+    uint16_t flen = 0;
+    Check(tenantcache::FindValue(base, v.data.size(), tenantcache::LensAt(v.key_len, v.tenant_len),
+                                 e.field_count, i, &off, &flen));
+    Check(text == nullptr ? flen == tenantcache::layout::kNullField
+                          : (flen == len && off == static_cast<size_t>(text - v.data.data())));
     if (text == nullptr) continue;  // NULL
     Check(text >= v.data.data() && text + len < end && text[len] == '\0');
   }

@@ -80,6 +80,35 @@ TEST_F(CacheTest, PutThenGetReturnsTenantAndNamedFields) {
   EXPECT_EQ(tc_value_get(&value_, "missing", nullptr, nullptr), TC_E_NO_FIELD);
 }
 
+// A hit checks an entry's head only; each field is checked where it is read,
+// so a value whose bytes were damaged (here by the caller, in its own
+// tc_value) answers TC_E_NO_FIELD for the damaged field and never reads
+// past its data.
+TEST_F(CacheTest, AFieldIsCheckedWhereItIsRead) {
+  const std::string id = Uuid(1);
+  ASSERT_EQ(PutUser(id, Uuid(1000), "captain"), PutResult::kStored);
+  ASSERT_EQ(Get(user_, id), TC_FOUND);
+  const char* text = nullptr;
+  size_t len = 0;
+  ASSERT_EQ(tc_value_field(&value_, 0, nullptr, &text, &len), 0);
+  ASSERT_EQ(std::string(text, len), "ACME");
+  const size_t nul = static_cast<size_t>(text - reinterpret_cast<const char*>(value_.priv_data)) + len;
+  tc_value damaged = value_;
+  damaged.priv_data[nul] = 'x';  // field 0 loses its NUL
+  EXPECT_EQ(tc_value_field(&damaged, 0, nullptr, &text, &len), TC_E_NO_FIELD);
+  ASSERT_EQ(tc_value_field(&damaged, 2, nullptr, &text, &len), 0);
+  EXPECT_EQ(std::string(text, len), "captain");
+  damaged = value_;
+  damaged.priv_len = static_cast<uint32_t>(nul);  // the data ends before field 0's NUL
+  EXPECT_EQ(tc_value_field(&damaged, 0, nullptr, &text, &len), TC_E_NO_FIELD);
+  EXPECT_EQ(tc_value_field(&damaged, 2, nullptr, &text, &len), TC_E_NO_FIELD);
+  damaged = value_;
+  damaged.priv_len = 10;  // shorter than the key: no field, no key, no tenant
+  EXPECT_EQ(tc_value_field(&damaged, 0, nullptr, &text, &len), TC_E_NO_FIELD);
+  EXPECT_EQ(tc_value_key(&damaged, nullptr), nullptr);
+  EXPECT_EQ(tc_value_tenant(&damaged, nullptr), nullptr);
+}
+
 TEST_F(CacheTest, KeysAreNormalisedTheSameWayOnBothSides) {
   const std::string id = Uuid(2);
   ASSERT_EQ(PutUser(id, Uuid(1000), "crew"), PutResult::kStored);
@@ -398,6 +427,27 @@ TEST(EntryFormat, DecodingRefusesInconsistentLengthsAndMissingTerminators) {
     bad[at] = 'x';
     EXPECT_FALSE(DecodeEntry(bad.data(), bad.size(), 2, 2, 3, &e)) << at;
   }
+  // The hit path's checks: the head (EntryHeadFits), then one value where it
+  // is read (FindValue), agreeing with the walk.
+  EXPECT_TRUE(EntryHeadFits(buf.data(), buf.size(), 2, 2, 3));
+  EXPECT_FALSE(EntryHeadFits(buf.data(), LensAt(2, 2) + 5, 2, 2, 3));  // the lengths run past the data
+  size_t off = 0;
+  uint16_t flen = 0;
+  for (uint32_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(FindValue(buf.data(), buf.size(), LensAt(2, 2), 3, i, &off, &flen)) << i;
+    EntryField(e, i, &text, &len);
+    if (text == nullptr) {
+      EXPECT_EQ(flen, layout::kNullField) << i;
+      continue;
+    }
+    EXPECT_EQ(off, static_cast<size_t>(reinterpret_cast<const unsigned char*>(text) - buf.data())) << i;
+    EXPECT_EQ(flen, len) << i;
+  }
+  auto bad = buf;
+  bad[buf.size() - 2] = 'x';  // "admin" loses its NUL
+  EXPECT_FALSE(FindValue(bad.data(), bad.size(), LensAt(2, 2), 3, 0, &off, &flen));
+  EXPECT_TRUE(FindValue(bad.data(), bad.size(), LensAt(2, 2), 3, 2, &off, &flen));
+  EXPECT_FALSE(FindValue(buf.data(), buf.size() - 1, LensAt(2, 2), 3, 2, &off, &flen));  // past the data
 }
 
 }  // namespace

@@ -368,20 +368,14 @@ inline void WriterFence() { std::atomic_thread_fence(std::memory_order_release);
 inline void ReaderFence() { std::atomic_thread_fence(std::memory_order_acquire); }
 #endif
 
-// Four words a step: a slot's copy is on every hit's path.
-inline void LoadWords(uint64_t* dst, const uint64_t* src, size_t n) {
-  size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const uint64_t a = __atomic_load_n(src + i, kWordLoadOrder);
-    const uint64_t b = __atomic_load_n(src + i + 1, kWordLoadOrder);
-    const uint64_t c = __atomic_load_n(src + i + 2, kWordLoadOrder);
-    const uint64_t d = __atomic_load_n(src + i + 3, kWordLoadOrder);
-    dst[i] = a;
-    dst[i + 1] = b;
-    dst[i + 2] = c;
-    dst[i + 3] = d;
+// A slot's metadata, a word at a time, straight into `out` (no second copy:
+// it is on every hit's path).
+inline void LoadMeta(SlotMeta* out, const uint64_t* src) {
+  auto* dst = reinterpret_cast<unsigned char*>(out);
+  for (size_t i = 0; i < kMetaWords; ++i) {
+    const uint64_t w = __atomic_load_n(src + i, kWordLoadOrder);
+    std::memcpy(dst + sizeof w * i, &w, sizeof w);
   }
-  for (; i < n; ++i) dst[i] = __atomic_load_n(src + i, kWordLoadOrder);
 }
 // Whole 64-byte lines, eight words a step: a slot's data area starts on a
 // line and is whole lines long, so copying past its data's last word to the

@@ -8,8 +8,10 @@
 #ifndef TENANTCACHE_ENTRY_H_
 #define TENANTCACHE_ENTRY_H_
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string_view>
 #include <vector>
@@ -26,11 +28,6 @@ struct EntryView {
   uint32_t field_count;
   const unsigned char* lens;  // field_count little-endian uint16, unaligned
   const char* values;         // the first value's bytes
-  // Where each value starts, from `key` (layout::kNullField for NULL), so
-  // that a field is found without walking the lengths; the first
-  // kIndexedFields are kept in a tc_value. Entries past field_count unset.
-  static constexpr uint32_t kIndexedFields = 20;
-  uint16_t value_off[layout::kMaxFields];
 };
 
 // Bytes EncodeEntry needs, or 0 when a length does not fit the format.
@@ -44,32 +41,61 @@ size_t EncodeEntry(std::string_view key, std::string_view tenant,
 // Length `index` (layout::kNullField for NULL) of an entry's lengths, which
 // are little-endian 16-bit words at `lens`.
 inline uint16_t LoadLen(const unsigned char* lens, size_t index) {
+  if constexpr (std::endian::native == std::endian::little) {
+    uint16_t len;
+    std::memcpy(&len, lens + 2 * index, sizeof len);
+    return len;
+  }
   return static_cast<uint16_t>(lens[2 * index] | (lens[2 * index + 1] << 8));
 }
 
-// Parses `data_len` bytes written by EncodeEntry. False if they are
-// inconsistent with the lengths recorded in the slot's metadata or a string
-// lacks its terminating NUL; `out` is set only when true. Inline: it runs on
-// every hit.
-inline bool DecodeEntry(const unsigned char* data, size_t data_len, size_t key_len, size_t tenant_len,
-                        uint32_t field_count, EntryView* out) {
+// Where an entry's lengths start: after the key and the tenant id and their NULs.
+inline size_t LensAt(size_t key_len, size_t tenant_len) { return key_len + 1 + tenant_len + 1; }
+
+// The hit path's check of an entry in a slot: its key and tenant id end in
+// their NULs and its lengths lie inside `data_len`. Each value is checked
+// where it is read (FindValue), so that a hit pays only for the fields it
+// reads. Inline: it runs on every hit.
+inline bool EntryHeadFits(const unsigned char* data, size_t data_len, size_t key_len, size_t tenant_len,
+                          uint32_t field_count) {
   static_assert(layout::kMaxDataSize < layout::kNullField);
   if (field_count > layout::kMaxFields) return false;
-  const size_t head = key_len + 1 + tenant_len + 1 + 2 * size_t{field_count};
-  if (head > data_len) return false;
+  if (LensAt(key_len, tenant_len) + 2 * size_t{field_count} > data_len) return false;
   // Every string must end in its NUL: callers hand them to C as they are.
-  if (data[key_len] != 0 || data[key_len + 1 + tenant_len] != 0) return false;
-  // One pass: each value's NUL is read only once the lengths before it are
-  // known to fit, so nothing past data_len is read.
-  const unsigned char* lens = data + key_len + 1 + tenant_len + 1;
-  size_t end = head;
+  return data[key_len] == 0 && data[key_len + 1 + tenant_len] == 0;
+}
+
+// Value `index` (< field_count) of an entry whose head fits (EntryHeadFits):
+// its offset in `data` (*off) and its length (*len), or *len =
+// layout::kNullField for SQL NULL. False when the value or its NUL lies past
+// `data_len` or the NUL is missing. Reads nothing past `data_len`.
+inline bool FindValue(const unsigned char* data, size_t data_len, size_t lens_at, uint32_t field_count,
+                      uint32_t index, size_t* off, uint16_t* len) {
+  const unsigned char* lens = data + lens_at;
+  size_t at = lens_at + 2 * size_t{field_count};
+  for (uint32_t i = 0; i < index; ++i) {
+    const uint16_t l = LoadLen(lens, i);
+    if (l != layout::kNullField) at += size_t{l} + 1;
+  }
+  *len = LoadLen(lens, index);
+  *off = at;
+  return *len == layout::kNullField || (at + *len < data_len && data[at + *len] == 0);
+}
+
+// Parses `data_len` bytes written by EncodeEntry: the head as EntryHeadFits,
+// and every value in one pass. False if they are inconsistent with the
+// lengths recorded in the slot's metadata or a string lacks its terminating
+// NUL; `out` is set only when true.
+inline bool DecodeEntry(const unsigned char* data, size_t data_len, size_t key_len, size_t tenant_len,
+                        uint32_t field_count, EntryView* out) {
+  if (!EntryHeadFits(data, data_len, key_len, tenant_len, field_count)) return false;
+  // Each value's NUL is read only once the lengths before it are known to
+  // fit, so nothing past data_len is read.
+  const unsigned char* lens = data + LensAt(key_len, tenant_len);
+  size_t end = LensAt(key_len, tenant_len) + 2 * size_t{field_count};
   for (uint32_t i = 0; i < field_count; ++i) {
     const uint16_t len = LoadLen(lens, i);
-    if (len == layout::kNullField) {
-      out->value_off[i] = layout::kNullField;
-      continue;
-    }
-    out->value_off[i] = static_cast<uint16_t>(end);
+    if (len == layout::kNullField) continue;
     end += size_t{len} + 1;
     if (end > data_len || data[end - 1] != 0) return false;
   }

@@ -254,8 +254,7 @@ int AskDaemon(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, 
     return TC_E_DAEMON;
   }
   std::memcpy(out->priv_data, v.data.data(), v.data.size());
-  // The view was decoded from v.data; the same offsets hold in the copy.
-  PublishValue(out, &d, e, v.data.size());
+  PublishValue(out, &d, ValueMeta{v.key_len, v.tenant_len, v.field_count}, v.data.size());
   return TC_FOUND;
 }
 

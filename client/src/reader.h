@@ -111,23 +111,18 @@ inline uint64_t MonotonicNowNs() {
 // layout. Returns nullptr or a static description of the first problem.
 const char* ValidateLayout(const void* base, size_t size);
 
-// What a tc_value's private words hold besides its data (set by
-// PublishValue): the entry's lengths in the first word, then, so that
-// reading a field costs no second decode, where each of its first
-// EntryView::kIndexedFields values starts in priv_data (an unaligned uint16 each,
-// layout::kNullField for SQL NULL). Values past those are found by walking
-// the lengths.
+// What a tc_value's first private word holds besides its data (set by
+// PublishValue): the entry's lengths. Each field is found and checked where
+// it is read (FindValue in entry.h).
 struct ValueMeta {
   uint16_t key_len;
   uint16_t tenant_len;
   uint32_t field_count;
 };
-inline constexpr size_t kValueOffsetsAt = sizeof(uint64_t);  // bytes into priv_reserved
 
-struct EntryView;
-// Makes `out` a found value: `e` is the entry DecodeEntry validated in
-// out->priv_data (data_len bytes) for namespace `d`.
-void PublishValue(tc_value* out, const layout::NamespaceDesc* d, const EntryView& e, size_t data_len);
+// Makes `out` a found value of namespace `d`: out->priv_data holds data_len
+// bytes of an entry whose head EntryHeadFits checked.
+void PublishValue(tc_value* out, const layout::NamespaceDesc* d, const ValueMeta& vm, size_t data_len);
 
 // One thread's read counters for one handle. Written only by that thread
 // (plain relaxed load + store, no read-modify-write), read by whoever sums them.

@@ -245,8 +245,10 @@ TC_EXPORT size_t tc_value_field_count(const tc_value* value);
 /*
  * Field `index` of a found value: its name in *name and its text in *text
  * (*len bytes). A SQL NULL gives *text == NULL and *len == 0. Returns 0,
- * TC_E_NO_FIELD (index out of range, or the value does not hold TC_FOUND) or
- * TC_E_INVALID_ARG. Any output pointer may be NULL.
+ * TC_E_NO_FIELD (index out of range, the value does not hold TC_FOUND, or
+ * this field's bytes are not well formed: each field is checked when it is
+ * read, never past the value's data) or TC_E_INVALID_ARG. Any output pointer
+ * may be NULL.
  */
 TC_EXPORT int tc_value_field(const tc_value* value, size_t index, const char** name, const char** text,
                              size_t* len);
