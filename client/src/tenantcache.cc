@@ -737,7 +737,11 @@ inline int ReadFollowing(const tc_cache* cache, tenantcache::ThreadStats* s, tc_
 
 }  // namespace
 
-int tc_cache_get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len, tc_value* out) {
+// Flattened: the whole hit (section, key, hash, slot copy) is one function,
+// without the calls and register saves of the helpers the compiler would
+// otherwise keep out of line; the miss and follow paths stay out (noinline).
+[[gnu::flatten]] int tc_cache_get(const tc_cache* cache, tc_ns ns, const char* key, size_t key_len,
+                                  tc_value* out) {
   if (cache == nullptr || key == nullptr || out == nullptr) return TC_E_INVALID_ARG;
   tenantcache::ThreadStats* s = MyStats(cache);
   const int rc = ReadFollowing(cache, s, ns, key, key_len, out);
