@@ -12,11 +12,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -215,26 +212,37 @@ inline uint64_t Load64(const void* p) {
   return v;
 }
 
-// Whether the `len` bytes at `a` and `b` are equal. Inline, for the hit
-// path's key compare, where a call to memcmp costs more than the compare of
-// a key this short: sixteen bytes a step where SSE2 is (every x86-64), eight
-// elsewhere, the last step overlapping the one before.
-inline bool SameKey(const unsigned char* a, const char* b, size_t len) {
-#if defined(__SSE2__)
-  if (len >= 16) {
-    const auto at = [](const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); };
-    __m128i eq = _mm_cmpeq_epi8(at(a + len - 16), at(b + len - 16));
-    for (size_t i = 0; i + 16 < len; i += 16) eq = _mm_and_si128(eq, _mm_cmpeq_epi8(at(a + i), at(b + i)));
-    return _mm_movemask_epi8(eq) == 0xFFFF;
+// Whether the key at the start of a slot's data is `key` (`len` bytes):
+// eight bytes a step with the copy's own word loads, so that the compare
+// reads the slot while the copy is made, not the copy just stored (a load
+// that spans two of its stores would wait for both to reach the cache).
+// Between the seqlock's loads, like the copy (rule 2). The slot's data area
+// is whole words, so the last word is read whole and its bytes past the key
+// masked off.
+inline bool KeyInSlot(const uint64_t* data, const char* key, size_t len) {
+  uint64_t diff = 0;
+  size_t i = 0;
+  const size_t words = len / 8;
+  for (; i + 2 <= words; i += 2)
+    diff |= (__atomic_load_n(data + i, layout::kWordLoadOrder) ^ Load64(key + 8 * i)) |
+            (__atomic_load_n(data + i + 1, layout::kWordLoadOrder) ^ Load64(key + 8 * i + 8));
+  if (i < words) {
+    diff |= __atomic_load_n(data + i, layout::kWordLoadOrder) ^ Load64(key + 8 * i);
+    ++i;
   }
-#endif
-  if (len < sizeof(uint64_t)) {
-    for (size_t i = 0; i < len; ++i)
-      if (a[i] != static_cast<unsigned char>(b[i])) return false;
-    return true;
+  const size_t rest = len - 8 * i;
+  if (rest == 0) return diff == 0;
+  // The key's last `rest` bytes as the word's first ones.
+  uint64_t tail = 0;
+  if (len >= 8) {
+    tail = Load64(key + len - 8);
+    tail = std::endian::native == std::endian::little ? tail >> (64 - 8 * rest) : tail << (64 - 8 * rest);
+  } else {
+    std::memcpy(&tail, key, rest);
   }
-  uint64_t diff = Load64(a + len - 8) ^ Load64(b + len - 8);
-  for (size_t i = 0; i + 8 < len; i += 8) diff |= Load64(a + i) ^ Load64(b + i);
+  const uint64_t mask = std::endian::native == std::endian::little ? (uint64_t{1} << (8 * rest)) - 1
+                                                                   : ~((~uint64_t{0}) >> (8 * rest));
+  diff |= (__atomic_load_n(data + i, layout::kWordLoadOrder) ^ tail) & mask;
   return diff == 0;
 }
 
@@ -254,13 +262,15 @@ inline SlotRead ReadSlot(const Mapping* c, const unsigned char* slot, uint32_t n
     layout::LoadMeta(meta, sh->meta);
     const bool candidate = meta->state != layout::kEmpty && meta->ns == ns && meta->key_len == key_len &&
                            meta->key_hash == hash && meta->data_len <= data_cap;
+    bool same = false;
     if (candidate) {
       layout::LoadLines(reinterpret_cast<uint64_t*>(out->priv_data), data,
                         (meta->data_len + layout::kCacheLine - 1) / layout::kCacheLine);
+      same = KeyInSlot(data, key, key_len);
     }
     layout::ReaderFence();
     if (sh->seq.load(std::memory_order_relaxed) != s1) continue;
-    if (!candidate || !SameKey(out->priv_data, key, key_len)) return SlotRead::kNoMatch;
+    if (!same) return SlotRead::kNoMatch;
     return SlotRead::kMatch;
   }
   return SlotRead::kTorn;
