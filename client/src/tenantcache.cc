@@ -260,8 +260,11 @@ inline SlotRead ReadSlot(const Mapping* c, const unsigned char* slot, uint32_t n
       continue;
     }
     layout::LoadMeta(meta, sh->meta);
+    // The key and its NUL inside the data area: KeyInSlot reads the slot's
+    // key before the seqlock has validated these lengths (a torn copy may
+    // pair any of them), and must not read past the slot.
     const bool candidate = meta->state != layout::kEmpty && meta->ns == ns && meta->key_len == key_len &&
-                           meta->key_hash == hash && meta->data_len <= data_cap;
+                           meta->key_hash == hash && key_len < meta->data_len && meta->data_len <= data_cap;
     bool same = false;
     if (candidate) {
       layout::LoadLines(reinterpret_cast<uint64_t*>(out->priv_data), data,
