@@ -40,11 +40,7 @@ size_t EncodeEntry(std::string_view key, std::string_view tenant,
 }
 
 void EntryField(const EntryView& e, uint32_t index, const char** text, size_t* len) {
-  const char* p = e.values;
-  for (uint32_t i = 0; i < index; ++i) {
-    const uint16_t l = FieldLen(e, i);
-    if (l != layout::kNullField) p += size_t{l} + 1;
-  }
+  const char* p = e.values + ValueOffset(e.lens, index);
   const uint16_t l = FieldLen(e, index);
   if (l == layout::kNullField) {
     *text = nullptr;

@@ -52,17 +52,34 @@ inline uint16_t LoadLen(const unsigned char* lens, size_t index) {
 // Where an entry's lengths start: after the key and the tenant id and their NULs.
 inline size_t LensAt(size_t key_len, size_t tenant_len) { return key_len + 1 + tenant_len + 1; }
 
+// Whether an entry's lengths (`field_count` of them, after the key and the
+// tenant id) lie inside `data_len`.
+inline bool EntryLensFit(size_t data_len, size_t key_len, size_t tenant_len, uint32_t field_count) {
+  return field_count <= layout::kMaxFields &&
+         LensAt(key_len, tenant_len) + 2 * size_t{field_count} <= data_len;
+}
+
 // The hit path's check of an entry in a slot: its key and tenant id end in
-// their NULs and its lengths lie inside `data_len`. Each value is checked
+// their NULs and its lengths lie inside `data_len` (EntryLensFit). Each value is checked
 // where it is read (FindValue), so that a hit pays only for the fields it
 // reads. Inline: it runs on every hit.
 inline bool EntryHeadFits(const unsigned char* data, size_t data_len, size_t key_len, size_t tenant_len,
                           uint32_t field_count) {
   static_assert(layout::kMaxDataSize < layout::kNullField);
-  if (field_count > layout::kMaxFields) return false;
-  if (LensAt(key_len, tenant_len) + 2 * size_t{field_count} > data_len) return false;
+  if (!EntryLensFit(data_len, key_len, tenant_len, field_count)) return false;
   // Every string must end in its NUL: callers hand them to C as they are.
   return data[key_len] == 0 && data[key_len + 1 + tenant_len] == 0;
+}
+
+// How far value `index` starts past the first value: the lengths before it
+// (NULL values take no bytes), each value followed by its NUL.
+inline size_t ValueOffset(const unsigned char* lens, uint32_t index) {
+  size_t at = 0;
+  for (uint32_t i = 0; i < index; ++i) {
+    const uint16_t l = LoadLen(lens, i);
+    if (l != layout::kNullField) at += size_t{l} + 1;
+  }
+  return at;
 }
 
 // Value `index` (< field_count) of an entry whose head fits (EntryHeadFits):
@@ -72,11 +89,7 @@ inline bool EntryHeadFits(const unsigned char* data, size_t data_len, size_t key
 inline bool FindValue(const unsigned char* data, size_t data_len, size_t lens_at, uint32_t field_count,
                       uint32_t index, size_t* off, uint16_t* len) {
   const unsigned char* lens = data + lens_at;
-  size_t at = lens_at + 2 * size_t{field_count};
-  for (uint32_t i = 0; i < index; ++i) {
-    const uint16_t l = LoadLen(lens, i);
-    if (l != layout::kNullField) at += size_t{l} + 1;
-  }
+  const size_t at = lens_at + 2 * size_t{field_count} + ValueOffset(lens, index);
   *len = LoadLen(lens, index);
   *off = at;
   return *len == layout::kNullField || (at + *len < data_len && data[at + *len] == 0);

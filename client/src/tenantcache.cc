@@ -862,26 +862,21 @@ inline int Get(Mapping* cache, tc_ns ns, const char* key, size_t key_len, tc_val
 
 namespace {
 
-// A found value's metadata: false unless its lengths lie inside its data,
-// so that a tc_value the caller overwrote cannot make a read leave
-// priv_data.
-inline bool FoundLens(const tc_value* v, ValueMeta* vm) {
+// A found value's metadata; false when `v` holds no found value. Its
+// lengths are checked by the caller against priv_len, so that a tc_value
+// the caller overwrote cannot make a read leave priv_data.
+inline bool FoundValue(const tc_value* v, ValueMeta* vm) {
   if (v->priv_status != static_cast<uint32_t>(TC_FOUND) || v->priv_len > sizeof v->priv_data) return false;
   std::memcpy(vm, &v->priv_reserved[0], sizeof *vm);
-  return vm->field_count <= layout::kMaxFields &&
-         tenantcache::LensAt(vm->key_len, vm->tenant_len) + 2 * size_t{vm->field_count} <= v->priv_len;
-}
-
-// FoundLens, and the key and the tenant id end in their NULs, as the hit
-// checked them (EntryHeadFits).
-inline bool FoundMeta(const tc_value* v, ValueMeta* vm) {
-  return FoundLens(v, vm) &&
-         tenantcache::EntryHeadFits(v->priv_data, v->priv_len, vm->key_len, vm->tenant_len, vm->field_count);
+  return true;
 }
 
 bool View(const tc_value* v, EntryView* e) {
   ValueMeta vm;
-  if (v == nullptr || !FoundMeta(v, &vm)) return false;
+  // The head as the hit checked it: the key and the tenant id are handed out as C strings.
+  if (v == nullptr || !FoundValue(v, &vm) ||
+      !tenantcache::EntryHeadFits(v->priv_data, v->priv_len, vm.key_len, vm.tenant_len, vm.field_count))
+    return false;
   const size_t lens = tenantcache::LensAt(vm.key_len, vm.tenant_len);
   e->key = reinterpret_cast<const char*>(v->priv_data);
   e->key_len = vm.key_len;
@@ -917,7 +912,10 @@ size_t tc_value_field_count(const tc_value* value) {
 int tc_value_field(const tc_value* value, size_t index, const char** name, const char** text, size_t* len) {
   if (value == nullptr) return TC_E_INVALID_ARG;
   ValueMeta vm;
-  if (!FoundLens(value, &vm) || index >= vm.field_count) return TC_E_NO_FIELD;
+  if (!FoundValue(value, &vm) ||
+      !tenantcache::EntryLensFit(value->priv_len, vm.key_len, vm.tenant_len, vm.field_count) ||
+      index >= vm.field_count)
+    return TC_E_NO_FIELD;
   // The hit checked the head only: this value and its NUL are checked here.
   size_t off = 0;
   uint16_t l = 0;
