@@ -361,6 +361,7 @@ std::string Daemon::StatsJson() const {
     << ",\"relay_sources\":" << relays << ",\"subscriber_sources\":" << subscribers
     << ",\"redis_connected\":" << redis_ready << ",\"joined_relay_sessions\":" << joined
     << ",\"relayed_published\":" << stats_.relayed_published
+    << ",\"relayed_notifications\":" << stats_.relayed_notifications
     << ",\"relay_sessions\":" << stats_.relay_sessions << ",\"relayed_received\":" << stats_.relayed_received
     << ",\"relayed_rejected\":" << stats_.relayed_rejected << ",\"relay_gaps\":" << stats_.relay_gaps
     << ",\"standby_loaders\":" << standby_loaders << ",\"replica_lag_bytes\":" << lag_bytes

@@ -53,7 +53,7 @@ struct Stats {
   // Relaying through Redis: messages a relay published and sessions it
   // began; messages a subscriber received in order, those that did not
   // verify, and numbers skipped (a session left).
-  uint64_t relayed_published = 0, relay_sessions = 0;
+  uint64_t relayed_published = 0, relayed_notifications = 0, relay_sessions = 0;
   uint64_t relayed_received = 0, relayed_rejected = 0, relay_gaps = 0;
   // Fills from a hot standby (daemon/replica.h): those that waited for its
   // replay, and those answered timeout because it stayed behind.

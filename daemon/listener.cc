@@ -114,6 +114,8 @@ Listener::Listener(Daemon* daemon, size_t index)
       pruner_(daemon, index, static_cast<uint64_t>(getpid()) * 104729 + index),
       shared_(daemon->config().sources[index].channel, static_cast<uint64_t>(getpid()) * 6151 + index),
       redis_(daemon->loop(), "redis " + daemon->config().sources[index].name),
+      relay_batch_(daemon->loop(),
+                   [this](const std::vector<std::string>& payloads) { PublishRelayed(payloads); }),
       rng_(static_cast<uint64_t>(getpid()) * 7919 + index) {
   // Both run only the daemon's own queries.
   conn_.set_session_setup(kPinnedSearchPath);
@@ -227,6 +229,9 @@ void Listener::Connect() {
   shared_.Reset();      // nor do its probes
   // A relay's new LISTEN connection begins a new session: what came on the
   // old one is not continued by this one.
+  // The old connection's last read is published in its session, never in
+  // the next one (or dropped with its session when Redis is gone).
+  if (relays()) relay_batch_.Flush();
   if (relays() && redis_.ready()) {
     relay_session_ = RandomHex(8);
     relay_seq_ = 0;
@@ -743,9 +748,17 @@ void Listener::Relay(std::string_view payload) {
   // only after a message of it, and what arrived before that message is in
   // the log the subscriber replays.
   if (relay_session_.empty() || !redis_.ready() || !shared_.key()) return;
+  relay_batch_.Add(payload);
+}
+
+void Listener::PublishRelayed(const std::vector<std::string>& payloads) {
+  // Redis may have gone since the batch began: its session went with it.
+  if (relay_session_.empty() || !redis_.ready() || !shared_.key()) return;
   if (redis_.Publish(source().redis_channel, EncodeRelayed(*shared_.key(), source().redis_channel,
-                                                           relay_session_, ++relay_seq_, payload)))
+                                                           relay_session_, ++relay_seq_, payloads))) {
     ++daemon_->stats().relayed_published;
+    daemon_->stats().relayed_notifications += payloads.size();
+  }
 }
 
 void Listener::Subscribe() {
@@ -811,7 +824,7 @@ void Listener::OnRelayed(std::string_view text) {
     }
   }
   if (v != RelaySessions::Verdict::kJoined) rejoin_wanted_ = true;
-  Apply(m->payload, v == RelaySessions::Verdict::kJoined);
+  for (const std::string& payload : m->payloads) Apply(payload, v == RelaySessions::Verdict::kJoined);
   if (awaiting_first_ && !synced_) {
     awaiting_first_ = false;
     CatchUp();

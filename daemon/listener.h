@@ -140,8 +140,10 @@ class Listener {
   // A notification, from LISTEN or relayed (`proves`: its session is joined,
   // so a heartbeat in it proves).
   void Apply(std::string_view payload, bool proves);
-  // Relay: publishes what LISTEN delivered; (re)connects Redis.
+  // Relay: publishes what LISTEN delivered (a read's worth at a time, see
+  // RelayBatch); (re)connects Redis.
   void Relay(std::string_view payload);
+  void PublishRelayed(const std::vector<std::string>& payloads);
   void ConnectRedis();
   // Subscriber: after the PostgreSQL connection, the key, then Redis, then a
   // first relayed message, then the catch-up.
@@ -211,6 +213,7 @@ class Listener {
   int redis_attempts_ = 0;
   std::string relay_session_;  // "" until Redis is ready
   uint64_t relay_seq_ = 0;
+  RelayBatch relay_batch_;
   RelaySessions sessions_;
   uint64_t join_mark_ = 0;  // sessions seen when the catch-up began
   bool awaiting_first_ = false, rejoin_wanted_ = false, rejoining_ = false;

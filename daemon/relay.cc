@@ -2,14 +2,20 @@
 
 #include <charconv>
 
+#include "uv_handle.h"
+
 namespace tenantcache {
 namespace {
 
 constexpr size_t kMaxSessions = 64;
 
-std::string Signed(std::string_view channel, std::string_view session, uint64_t seq,
-                   std::string_view payload) {
-  std::string m = "tenantcache relay 1";
+// What a signature covers: the format, the channel, the session, the number
+// and the payloads, NUL-separated (no field holds a NUL but the last, whose
+// length the message fixes).
+std::string Signed(char format, std::string_view channel, std::string_view session, uint64_t seq,
+                   std::string_view payloads) {
+  std::string m = "tenantcache relay ";
+  m += format;
   m += '\0';
   m += channel;
   m += '\0';
@@ -17,7 +23,7 @@ std::string Signed(std::string_view channel, std::string_view session, uint64_t 
   m += '\0';
   m += std::to_string(seq);
   m += '\0';
-  m += payload;
+  m += payloads;
   return m;
 }
 
@@ -36,22 +42,30 @@ std::string_view Field(std::string_view& rest) {
 }  // namespace
 
 std::string EncodeRelayed(const HeartbeatKey& key, std::string_view channel, std::string_view session,
-                          uint64_t seq, std::string_view payload) {
-  std::string out = "1 ";
+                          uint64_t seq, const std::vector<std::string>& payloads) {
+  const char format = payloads.size() == 1 ? '1' : '2';
+  std::string joined;
+  for (size_t i = 0; i < payloads.size(); ++i) {
+    if (i > 0) joined += '\0';
+    joined += payloads[i];
+  }
+  std::string out(1, format);
+  out += ' ';
   out += session;
   out += ' ';
   out += std::to_string(seq);
   out += ' ';
-  out += key.Sign(Signed(channel, session, seq, payload));
+  out += key.Sign(Signed(format, channel, session, seq, joined));
   out += ' ';
-  out += payload;
+  out += joined;
   return out;
 }
 
 std::optional<Relayed> DecodeRelayed(const HeartbeatKey& key, std::string_view channel, std::string_view text,
                                      std::string* why) {
   std::string_view rest = text;
-  if (Field(rest) != "1") {
+  const std::string_view format = Field(rest);
+  if (format != "1" && format != "2") {
     *why = "unknown relay format";
     return std::nullopt;
   }
@@ -68,12 +82,49 @@ std::optional<Relayed> DecodeRelayed(const HeartbeatKey& key, std::string_view c
     *why = "bad sequence number";
     return std::nullopt;
   }
-  if (!key.Verify(Signed(channel, m.session, m.seq, rest), mac)) {
+  if (!key.Verify(Signed(format[0], channel, m.session, m.seq, rest), mac)) {
     *why = "bad signature";
     return std::nullopt;
   }
-  m.payload = std::string(rest);
-  return m;
+  if (format == "1") {
+    m.payloads.emplace_back(rest);
+    return m;
+  }
+  for (;;) {
+    const size_t nul = rest.find('\0');
+    m.payloads.emplace_back(rest.substr(0, nul));
+    if (nul == std::string_view::npos) return m;
+    rest.remove_prefix(nul + 1);
+  }
+}
+
+RelayBatch::RelayBatch(uv_loop_t* loop, Publish publish)
+    : check_(new uv_check_t), publish_(std::move(publish)) {
+  uv_check_init(loop, check_);
+  check_->data = this;
+}
+
+RelayBatch::~RelayBatch() {
+  uv_check_stop(check_);
+  check_->data = nullptr;
+  CloseAndDelete(check_);
+}
+
+void RelayBatch::Add(std::string_view payload) {
+  if (!payloads_.empty() && (bytes_ + payload.size() > kMaxBytes || payloads_.size() >= kMaxCount)) Flush();
+  if (payloads_.empty())
+    uv_check_start(check_, [](uv_check_t* c) { static_cast<RelayBatch*>(c->data)->Flush(); });
+  payloads_.emplace_back(payload);
+  bytes_ += payload.size() + 1;
+}
+
+void RelayBatch::Flush() {
+  uv_check_stop(check_);
+  if (payloads_.empty()) return;
+  std::vector<std::string> payloads = std::move(payloads_);
+  payloads_.clear();
+  bytes_ = 0;
+  publish_(payloads);
 }
 
 RelaySessions::Verdict RelaySessions::Accept(const Relayed& m) {

@@ -27,33 +27,72 @@
 //    session keeps the subscriber proven while the first restarts; their
 //    duplicate messages invalidate twice, which is harmless, and each session
 //    is ordered on its own, which is all a proof needs.
+//  * What one read of the relay's LISTEN connection brings is published as
+//    one message (RelayBatch), in the order received: under a burst Redis
+//    fans out one message per read, not one per notification, to every
+//    subscriber. A batch is numbered, signed and lost or kept as a whole, so
+//    the rules above hold for it as for a single notification.
 #ifndef TENANTCACHE_DAEMON_RELAY_H_
 #define TENANTCACHE_DAEMON_RELAY_H_
 
 #include <uv.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "redis_link.h"
 #include "shared_heartbeat.h"
 
 namespace tenantcache {
 
-// "1 <session> <seq> <signature> <payload>".
+// "1 <session> <seq> <signature> <payload>" for one notification, and
+// "2 <session> <seq> <signature> <payload>\0<payload>..." for several (a
+// NOTIFY payload holds no NUL). A subscriber older than format 2 rejects a
+// batch and then sees its session skip a number: it fails closed and
+// replays, so subscribers are upgraded before relays.
 std::string EncodeRelayed(const HeartbeatKey& key, std::string_view channel, std::string_view session,
-                          uint64_t seq, std::string_view payload);
+                          uint64_t seq, const std::vector<std::string>& payloads);
 struct Relayed {
   std::string session;
   uint64_t seq = 0;
-  std::string payload;
+  std::vector<std::string> payloads;  // in the order the relay received them
 };
 // The message, or nullopt with why (malformed, or the signature is wrong).
 std::optional<Relayed> DecodeRelayed(const HeartbeatKey& key, std::string_view channel, std::string_view text,
                                      std::string* why);
+
+// The notifications a relay has received and not yet published: Add() each
+// as it arrives; once the loop has run the reads that were ready (a libuv
+// check handle, so a notification alone waits for no timer), or when the
+// batch is full, `publish` gets them all.
+class RelayBatch {
+ public:
+  using Publish = std::function<void(const std::vector<std::string>& payloads)>;
+  RelayBatch(uv_loop_t* loop, Publish publish);
+  ~RelayBatch();
+  RelayBatch(const RelayBatch&) = delete;
+  RelayBatch& operator=(const RelayBatch&) = delete;
+
+  void Add(std::string_view payload);
+  // Publishes what was gathered now (before its session ends).
+  void Flush();
+
+  // Redis delivers a message whole: a batch stays well under its limits and
+  // a subscriber's input buffer.
+  static constexpr size_t kMaxBytes = 64 * 1024;
+  static constexpr size_t kMaxCount = 512;
+
+ private:
+  uv_check_t* check_;
+  Publish publish_;
+  std::vector<std::string> payloads_;
+  size_t bytes_ = 0;
+};
 
 // The sessions a subscriber has seen and joined.
 class RelaySessions {

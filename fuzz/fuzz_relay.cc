@@ -5,9 +5,10 @@
 // is:
 //   0: a message as Redis delivers it: decoding never fails unsafely, and
 //      what verifies is what a relay signed;
-//   1: the fields of a genuine message (session, sequence, payload, one per
-//      line): it decodes to exactly those fields, any one byte changed no
-//      longer verifies, and a second delivery is a duplicate;
+//   1: the fields of a genuine message (session and sequence, one per line,
+//      then its payloads separated by NULs, as no NOTIFY payload holds one):
+//      it decodes to exactly those fields, any one byte changed no longer
+//      verifies, and a second delivery is a duplicate;
 //   2: a txid_snapshot: what parses is ordered as PostgreSQL prints it, a
 //      heartbeat signed over it verifies and proves a probe it covers, and
 //      the input sent as a heartbeat's value is never taken as proof.
@@ -16,6 +17,7 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "relay.h"
 #include "shared_heartbeat.h"
@@ -54,7 +56,7 @@ void Delivered(const std::string& text) {
   Check(!m->session.empty() && m->session.size() <= 32);
   std::string again;
   Check(tenantcache::DecodeRelayed(
-            Key(), kChannel, tenantcache::EncodeRelayed(Key(), kChannel, m->session, m->seq, m->payload),
+            Key(), kChannel, tenantcache::EncodeRelayed(Key(), kChannel, m->session, m->seq, m->payloads),
             &again)
             .has_value());
 }
@@ -65,17 +67,23 @@ void Genuine(std::string_view input) {
   const std::string_view seq_text = Line(rest);
   uint64_t seq = 0;
   for (const char c : seq_text.substr(0, 8)) seq = seq * 251 + static_cast<unsigned char>(c);
-  const std::string payload(rest);
+  std::vector<std::string> payloads;
+  for (;;) {
+    const size_t nul = rest.find('\0');
+    payloads.emplace_back(rest.substr(0, nul));
+    if (nul == std::string_view::npos) break;
+    rest.remove_prefix(nul + 1);
+  }
   // A relay's session is 16 hex digits: no space, never empty.
   if (session.empty() || session.size() > 32 || session.find(' ') != std::string::npos) return;
-  const std::string text = tenantcache::EncodeRelayed(Key(), kChannel, session, seq, payload);
+  const std::string text = tenantcache::EncodeRelayed(Key(), kChannel, session, seq, payloads);
   std::string why;
   const auto m = tenantcache::DecodeRelayed(Key(), kChannel, text, &why);
-  Check(m.has_value() && m->session == session && m->seq == seq && m->payload == payload);
+  Check(m.has_value() && m->session == session && m->seq == seq && m->payloads == payloads);
   // Another channel's relay signed something else.
   Check(!tenantcache::DecodeRelayed(Key(), "tenantcache2", text, &why).has_value());
   // One byte changed anywhere no longer verifies.
-  const size_t at = (seq + payload.size()) % text.size();
+  const size_t at = (seq + payloads.size() + payloads.back().size()) % text.size();
   std::string tampered = text;
   tampered[at] = static_cast<char>(tampered[at] ^ 0x20);
   Check(!tenantcache::DecodeRelayed(Key(), kChannel, tampered, &why).has_value());

@@ -135,6 +135,40 @@ TEST_F(RelayTest, ASubscriberServesAndSeesEveryChangeThroughTheRelayWithoutListe
       << status;
 }
 
+// A burst (one transaction's notifications, delivered to the relay at once)
+// reaches Redis in a few messages, not one per notification, and the
+// subscriber applies every notification in them: the invalidations that
+// come last in the burst too.
+TEST_F(RelayTest, ABurstIsPublishedInBatchesAndTheSubscriberAppliesEveryNotification) {
+  Member& relay = Add("relay");
+  Member& sub = Add("subscribe");
+  tc_cache* c = Open(sub);
+  constexpr int kUsers = 40, kPadding = 2000;
+  for (int u = 1; u <= kUsers; ++u) ASSERT_EQ(Lookup(c, UserId(u)), TC_FOUND);
+  const auto stat = [](const Member& m, const char* key) { return std::stoull(Stat(m, key)); };
+  const uint64_t published = stat(relay, "relayed_published"), relayed = stat(relay, "relayed_notifications");
+  const uint64_t received = stat(sub, "notifications");
+  // Distinct payloads (PostgreSQL folds identical ones within a
+  // transaction): heartbeat tokens no daemon sent, which change nothing.
+  std::string burst = "BEGIN; SELECT pg_notify('tenantcache', '1 h burst-' || i) FROM generate_series(1, " +
+                      std::to_string(kPadding) + ") i;";
+  for (int u = 1; u <= kUsers; ++u) burst += " SELECT tenantcache.invalidate('user', '" + UserId(u) + "');";
+  admin_->Exec(burst + " COMMIT");
+  ASSERT_TRUE(WaitFor([&] {
+    for (int u = 1; u <= kUsers; ++u)
+      if (Get(c, UserId(u)) != TC_MISS) return false;
+    return true;
+  })) << "an invalidation at the end of the burst never reached the subscriber";
+  const uint64_t notes = stat(relay, "relayed_notifications") - relayed;
+  const uint64_t messages = stat(relay, "relayed_published") - published;
+  EXPECT_GE(notes, static_cast<uint64_t>(kPadding + kUsers));
+  EXPECT_LE(messages * 4, notes) << messages << " messages for " << notes << " notifications";
+  EXPECT_GE(stat(sub, "notifications") - received, static_cast<uint64_t>(kPadding + kUsers));
+  EXPECT_EQ(Stat(sub, "relayed_rejected"), "0");
+  EXPECT_EQ(Stat(sub, "relay_gaps"), "0");
+  EXPECT_EQ(Stat(sub, "synced"), "true");
+}
+
 // Reads through `c` until `until` holds; the time from `since` to the first
 // read that found the cache unavailable (or nullopt).
 std::optional<Clock::duration> FirstUnavailable(tc_cache* c, const std::string& key, Clock::time_point since,

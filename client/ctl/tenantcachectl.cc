@@ -326,9 +326,10 @@ int Status(const Options& o) {
                 get("heartbeats_rejected").c_str());
     // Relaying through Redis: a relay publishes, a subscriber reads.
     if (const std::string r = get("relay_sources"); r != "0" && r != "?")
-      std::printf("redis relay     %s (published %s in %s session(s))\n",
+      std::printf("redis relay     %s (published %s notification(s) in %s message(s), %s session(s))\n",
                   get("redis_connected") != "0" ? "connected" : "NOT connected: see the daemon log",
-                  get("relayed_published").c_str(), get("relay_sessions").c_str());
+                  get("relayed_notifications").c_str(), get("relayed_published").c_str(),
+                  get("relay_sessions").c_str());
     if (const std::string sub = get("subscriber_sources"); sub != "0" && sub != "?")
       std::printf(
           "redis           subscriber, %s, %s joined relay session(s) (received %s, gaps %s, rejected %s)\n",
