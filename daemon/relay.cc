@@ -10,8 +10,11 @@ namespace {
 constexpr size_t kMaxSessions = 64;
 
 // What a signature covers: the format, the channel, the session, the number
-// and the payloads, NUL-separated (no field holds a NUL but the last, whose
-// length the message fixes).
+// and the payloads, NUL-separated. Only the last field may hold a NUL (a
+// batch's separators): the channel is the daemon's own setting, and a
+// decoded session is hex digits and a number decimal ones, so no two
+// messages sign the same text (a session carrying a NUL could otherwise
+// move a boundary: "S\0N p1" signing what "S N p1\0…" did).
 std::string Signed(char format, std::string_view channel, std::string_view session, uint64_t seq,
                    std::string_view payloads) {
   std::string m = "tenantcache relay ";
@@ -25,6 +28,11 @@ std::string Signed(char format, std::string_view channel, std::string_view sessi
   m += '\0';
   m += payloads;
   return m;
+}
+
+// A session id as a relay makes one (RandomHex): hex digits, at most 32.
+bool IsSessionId(std::string_view s) {
+  return !s.empty() && s.size() <= 32 && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
 }
 
 std::string_view Field(std::string_view& rest) {
@@ -73,7 +81,7 @@ std::optional<Relayed> DecodeRelayed(const HeartbeatKey& key, std::string_view c
   m.session = std::string(Field(rest));
   const std::string_view seq = Field(rest);
   const std::string_view mac = Field(rest);
-  if (m.session.empty() || m.session.size() > 32 || seq.empty() || mac.empty()) {
+  if (!IsSessionId(m.session) || seq.empty() || mac.empty()) {
     *why = "malformed relayed message";
     return std::nullopt;
   }

@@ -74,8 +74,10 @@ void Genuine(std::string_view input) {
     if (nul == std::string_view::npos) break;
     rest.remove_prefix(nul + 1);
   }
-  // A relay's session is 16 hex digits: no space, never empty.
-  if (session.empty() || session.size() > 32 || session.find(' ') != std::string::npos) return;
+  // A relay's session is 16 hex digits: anything else is not one.
+  if (session.empty() || session.size() > 32 ||
+      session.find_first_not_of("0123456789abcdef") != std::string::npos)
+    return;
   const std::string text = tenantcache::EncodeRelayed(Key(), kChannel, session, seq, payloads);
   std::string why;
   const auto m = tenantcache::DecodeRelayed(Key(), kChannel, text, &why);
@@ -87,6 +89,18 @@ void Genuine(std::string_view input) {
   std::string tampered = text;
   tampered[at] = static_cast<char>(tampered[at] ^ 0x20);
   Check(!tenantcache::DecodeRelayed(Key(), kChannel, tampered, &why).has_value());
+  // A batch cut at other boundaries (the session taking the number after a
+  // NUL, the first payload standing as the number) signs the same text,
+  // and must not verify.
+  if (payloads.size() >= 2) {
+    std::string_view fields = text;
+    for (int i = 0; i < 3; ++i) fields.remove_prefix(fields.find(' ') + 1);
+    const std::string_view mac = fields.substr(0, fields.find(' '));
+    std::string recut =
+        "2 " + session + '\0' + std::to_string(seq) + ' ' + payloads[0] + ' ' + std::string(mac) + ' ';
+    for (size_t i = 1; i < payloads.size(); ++i) recut += (i > 1 ? std::string(1, '\0') : "") + payloads[i];
+    Check(!tenantcache::DecodeRelayed(Key(), kChannel, recut, &why).has_value());
+  }
   tenantcache::RelaySessions sessions;
   Check(sessions.Accept(*m) == tenantcache::RelaySessions::Verdict::kNotJoined);
   Check(sessions.Accept(*m) == tenantcache::RelaySessions::Verdict::kDuplicate);

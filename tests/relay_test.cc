@@ -4,6 +4,8 @@
 // bound when its relay dies, Redis restarts or stops answering, catches up
 // from the invalidation log when the stream comes back, stays synced
 // through one of two relays restarting, and rejects what it cannot verify.
+#include "relay.h"
+
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -18,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "shared_heartbeat.h"
 #include "support/daemon_process.h"
 #include "support/fleet_test.h"
 #include "support/pg_cluster.h"
@@ -354,6 +357,28 @@ TEST_F(RelayTest, PasswordsAndAclUsersAuthenticateAndAWrongOneIsNamed) {
     EXPECT_EQ(Lookup(mc, UserId(2)), TC_E_UNAVAILABLE) << "a subscriber that cannot authenticate served";
   }
   for (const Member* m : {&relay, &sub}) EXPECT_FALSE(Has(*m, "secret-pw")) << "a password reached the log";
+}
+
+// Whoever can PUBLISH on the channel sees genuine batches, and any database
+// role can choose a payload in one (a NOTIFY of its own). Cutting a batch
+// at other boundaries signs the same text: a session that carries a NUL
+// takes the number, a decimal first payload stands as the number. Such a
+// message is refused as malformed, never taken as a session of its own.
+TEST(RelayMessages, ABatchCutAtOtherBoundariesDoesNotVerify) {
+  const HeartbeatKey key("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+  const std::vector<std::string> payloads = {"12345", "1 k - user someone", "1 h token"};
+  const std::string genuine = EncodeRelayed(key, "tenantcache", "0123456789abcdef", 7, payloads);
+  std::string why;
+  const auto m = DecodeRelayed(key, "tenantcache", genuine, &why);
+  ASSERT_TRUE(m.has_value()) << why;
+  EXPECT_EQ(m->payloads, payloads);
+  // "2 S N MAC p1\0p2\0p3" recut as "2 S\0N p1 MAC p2\0p3".
+  const size_t mac_at = std::string("2 0123456789abcdef 7 ").size();
+  const std::string mac = genuine.substr(mac_at, genuine.find(' ', mac_at) - mac_at);
+  const std::string recut = std::string("2 0123456789abcdef") + '\0' + "7 12345 " + mac +
+                            " 1 k - user someone" + '\0' + "1 h token";
+  EXPECT_FALSE(DecodeRelayed(key, "tenantcache", recut, &why).has_value());
+  EXPECT_EQ(why, "malformed relayed message");
 }
 
 TEST(RelayConfig, ARelayOrSubscriberMisconfiguredIsNamed) {
